@@ -1,0 +1,1 @@
+"""ONNX export (needs torch) and the onnxruntime engine (torch-free)."""

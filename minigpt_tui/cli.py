@@ -1,0 +1,87 @@
+"""The `minigpt-tui` command line (typer + rich).
+
+Each command lives in its own module under minigpt_tui/commands/ and imports its heavy
+dependencies (torch, onnxruntime, textual) only when it runs, so that `--help` is instant and
+`generate`/`chat` on ONNX models never import torch.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+
+import typer
+from rich.console import Console
+
+from minigpt_tui.errors import UserError, known_errors
+
+try:  # typer >= 0.24 vendors click as typer._click; older releases depend on click
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_exceptions  # type: ignore[no-redef]
+
+app = typer.Typer(
+    name="minigpt-tui",
+    help="Train, export and talk to small GPT-2-style language models from a terminal.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+err_console = Console(stderr=True, highlight=False)
+
+
+def _register() -> None:
+    from minigpt_tui.commands import register_all
+
+    register_all(app)
+
+
+def fail(message: str, code: int = 1) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True, markup=True)
+    raise SystemExit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: every anticipated failure ends as one line on stderr and a non-zero exit."""
+    _register()
+    command = typer.main.get_command(app)
+    try:
+        rv = command.main(args=argv, prog_name="minigpt-tui", standalone_mode=False)
+    except typer.Abort:
+        err_console.print("aborted")
+        raise SystemExit(130) from None
+    except click_exceptions.ClickException as e:
+        if type(e).__name__ == "NoArgsIsHelpError":  # a bare group: show its help
+            e.show()
+            raise SystemExit(0) from None
+        fail(_escape(e.format_message()), e.exit_code or 2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        raise SystemExit(130) from None
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+    except OSError as e:
+        if e.errno == errno.EPIPE:
+            _quiet_broken_pipe()
+        fail(_escape(f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")))
+    except known_errors() as e:
+        fail(_escape(str(e)))
+    except UserError as e:
+        fail(_escape(str(e)))
+    if isinstance(rv, int) and rv:
+        raise SystemExit(rv)
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(" ".join(text.split()))
+
+
+def _quiet_broken_pipe() -> None:
+    # The reader went away (`| head`): exit quietly, without a traceback on flush.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    raise SystemExit(0)

@@ -1,0 +1,43 @@
+"""Chat over a base model: a dialogue template for models trained on plays or transcripts.
+
+The user speaks as one named speaker and the model answers as another; the model's turn ends
+at a blank line or when it starts the user's next turn. A plain completion mode continues the
+text as it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Turn:
+    role: str  # "user" or "model"
+    text: str
+
+
+@dataclass
+class DialogueTemplate:
+    user: str = "ROMEO"
+    model: str = "JULIET"
+    turn: str = "{name}:\n{text}\n\n"  # how one speech is laid out in the training text
+    stops: list[str] = field(default_factory=lambda: ["\n\n"])
+
+    def speaker(self, role: str) -> str:
+        return self.user if role == "user" else self.model
+
+    def render(self, turns: list[Turn]) -> str:
+        """The transcript so far, ending where the model's next speech begins."""
+        text = "".join(
+            self.turn.format(name=self.speaker(t.role), text=t.text.strip("\n")) for t in turns
+        )
+        opener = self.turn.split("{text}")[0].format(name=self.model)
+        return text + opener
+
+    def stop_strings(self) -> list[str]:
+        user_opener = self.turn.split("{text}")[0].format(name=self.user)
+        return [*self.stops, "\n" + user_opener]
+
+    @staticmethod
+    def clean(reply: str) -> str:
+        return reply.strip("\n")

@@ -1,0 +1,107 @@
+"""The one sampler, shared by every backend and front end (numpy only, no torch).
+
+Settings are read on every token, so a front end may change them while a reply streams.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class SamplingError(ValueError):
+    """Out-of-range sampling settings."""
+
+
+@dataclass
+class SamplingSettings:
+    temperature: float = 0.8  # 0 means greedy
+    top_k: int = 0  # 0 means no top-k filter
+    top_p: float = 1.0  # nucleus mass; 1.0 means no filter
+    repetition_penalty: float = 1.0  # > 1 discourages tokens already in the context
+    max_new_tokens: int = 256
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+
+    def validate(self) -> None:
+        if not (self.temperature >= 0 and math.isfinite(self.temperature)):
+            raise SamplingError(f"temperature must be >= 0, got {self.temperature}")
+        if self.top_k < 0:
+            raise SamplingError(f"top-k must be >= 0, got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise SamplingError(f"top-p must be in (0, 1], got {self.top_p}")
+        if not self.repetition_penalty > 0:
+            raise SamplingError(
+                f"repetition penalty must be > 0, got {self.repetition_penalty}"
+            )
+        if self.max_new_tokens < 0:
+            raise SamplingError(f"max tokens must be >= 0, got {self.max_new_tokens}")
+
+
+@dataclass
+class Choice:
+    token: int
+    prob: float  # probability of the chosen token under the temperature-scaled distribution
+    alternatives: list[tuple[int, float]]  # the most likely tokens, best first
+
+
+def penalize(logits: np.ndarray, context: list[int], penalty: float) -> np.ndarray:
+    """CTRL-style repetition penalty on tokens that already occur in the context."""
+    if penalty == 1.0 or not context:
+        return logits
+    logits = logits.copy()
+    seen = np.unique(np.asarray(context, dtype=np.int64))
+    vals = logits[seen]
+    logits[seen] = np.where(vals > 0, vals / penalty, vals * penalty)
+    return logits
+
+
+def distribution(logits: np.ndarray, settings: SamplingSettings) -> np.ndarray:
+    """The filtered next-token distribution (float64, sums to 1). Greedy is a one-hot."""
+    logits = np.asarray(logits, dtype=np.float64)
+    if settings.temperature == 0 or settings.top_k == 1:
+        probs = np.zeros_like(logits)
+        probs[int(np.argmax(logits))] = 1.0
+        return probs
+    z = logits / settings.temperature
+    if 0 < settings.top_k < z.size:
+        kth = np.partition(z, -settings.top_k)[-settings.top_k]
+        z = np.where(z < kth, -np.inf, z)
+    z = z - z.max()
+    probs = np.exp(z)
+    probs /= probs.sum()
+    if settings.top_p < 1.0:
+        order = np.argsort(-probs, kind="stable")
+        cum = np.cumsum(probs[order])
+        # Keep the smallest prefix whose mass reaches top_p (always at least one token).
+        n_keep = int(np.searchsorted(cum, settings.top_p, side="left")) + 1
+        mask = np.zeros_like(probs, dtype=bool)
+        mask[order[:n_keep]] = True
+        probs = np.where(mask, probs, 0.0)
+        probs /= probs.sum()
+    return probs
+
+
+class Sampler:
+    def __init__(self, settings: SamplingSettings) -> None:
+        settings.validate()
+        self.settings = settings
+        self.reseed(settings.seed)
+
+    def reseed(self, seed: int | None) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def choose(self, logits: np.ndarray, context: list[int], n_alternatives: int = 5) -> Choice:
+        s = self.settings
+        s.validate()
+        probs = distribution(penalize(logits, context, s.repetition_penalty), s)
+        if probs.max() == 1.0:
+            token = int(np.argmax(probs))
+        else:
+            token = int(self.rng.choice(probs.size, p=probs))
+        top = np.argpartition(-probs, min(n_alternatives, probs.size - 1))[:n_alternatives]
+        top = top[np.argsort(-probs[top], kind="stable")]
+        alternatives = [(int(t), float(probs[t])) for t in top if probs[t] > 0]
+        return Choice(token=token, prob=float(probs[token]), alternatives=alternatives)

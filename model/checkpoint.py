@@ -1,0 +1,88 @@
+"""Saving and loading model directories with PyTorch (see model/modeldir.py for the format)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from model import modeldir
+from model.gpt import GPT
+from model.modeldir import ModelDirError, ModelInfo
+
+
+def state_for_saving(model: GPT) -> dict[str, torch.Tensor]:
+    """The weights to store: tied weights once (the head is rebuilt from the embedding)."""
+    sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if model.config.tie_weights:
+        sd.pop("lm_head.weight", None)
+    return sd
+
+
+def save(
+    target: Path,
+    model: GPT,
+    meta: dict[str, Any],
+    trainer_state: dict[str, Any] | None = None,
+    replace: bool = False,
+) -> None:
+    """Write a complete model directory at `target`, atomically."""
+    with modeldir.staged_dir(target, replace=replace) as tmp:
+        save_file(state_for_saving(model), str(tmp / modeldir.WEIGHTS_FILE),
+                  metadata={"format": modeldir.FORMAT})
+        if trainer_state is not None:
+            torch.save(trainer_state, tmp / modeldir.TRAINER_FILE)
+        modeldir.write_json(tmp / modeldir.CONFIG_FILE, meta)
+
+
+def load_weights(info: ModelInfo, model: GPT) -> None:
+    path = info.weights_path
+    if not path.is_file():
+        raise ModelDirError(f"{info.path} has no weights ({modeldir.WEIGHTS_FILE})")
+    try:
+        sd = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ModelDirError(f"cannot read {path}: {e}") from None
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    if model.config.tie_weights:
+        expected.pop("lm_head.weight", None)
+    missing = sorted(set(expected) - set(sd))
+    extra = sorted(set(sd) - set(expected))
+    if missing or extra:
+        raise ModelDirError(
+            f"{path} does not match its config: missing {missing[:3]}, unexpected {extra[:3]}"
+        )
+    for k, shape in expected.items():
+        if sd[k].shape != shape:
+            raise ModelDirError(
+                f"{path}: {k} has shape {tuple(sd[k].shape)}, config says {tuple(shape)}"
+            )
+    model.load_state_dict(sd, strict=False)
+
+
+def load(path: str | os.PathLike[str], device: str = "cpu") -> tuple[GPT, ModelInfo]:
+    """Build the model a directory describes and load its weights."""
+    info = modeldir.read(path)
+    model = GPT(info.config)
+    load_weights(info, model)
+    return model.to(device), info
+
+
+def load_trainer_state(info: ModelInfo) -> dict[str, Any]:
+    path = info.path / modeldir.TRAINER_FILE
+    if not path.is_file():
+        raise ModelDirError(f"{info.path} has no {modeldir.TRAINER_FILE}; cannot resume from it")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+        raise ModelDirError(f"cannot load {path}: {first}") from None
+    if not isinstance(state, dict) or "step" not in state:
+        raise ModelDirError(f"{path} is not a minigpt-tui trainer state")
+    return state

@@ -1,0 +1,188 @@
+"""Model and training configuration, and the named presets.
+
+Torch-free on purpose: the inference path (ONNX engine, chat, generate) reads these too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+# A config that would need more parameters than this is refused before anything is allocated.
+MAX_PARAMS = 20_000_000_000
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot describe a working model or run."""
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 50257
+    block_size: int = 1024
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True  # biases in Linear layers and LayerNorms, as in GPT-2
+    tie_weights: bool = True  # output head shares the token embedding matrix
+
+    def validate(self) -> None:
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head:
+            raise ConfigError(
+                f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.num_params() > MAX_PARAMS:
+            raise ConfigError(
+                f"config describes {self.num_params():,} parameters, over the limit of "
+                f"{MAX_PARAMS:,}; refusing to allocate it"
+            )
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Exact parameter count, computed without building the model."""
+        c, b = self.n_embd, int(self.bias)
+        ln = c + b * c
+        block = (
+            ln  # ln_1
+            + 3 * c * c + b * 3 * c  # attention qkv
+            + c * c + b * c  # attention output projection
+            + ln  # ln_2
+            + 4 * c * c + b * 4 * c  # mlp up
+            + 4 * c * c + b * c  # mlp down
+        )
+        total = self.vocab_size * c + self.block_size * c + self.n_layer * block + ln
+        if not self.tie_weights:
+            total += self.vocab_size * c
+        if non_embedding:
+            total -= self.block_size * c
+        return total
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GPTConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"unknown model config keys: {', '.join(sorted(unknown))}")
+        cfg = cls(**d)
+        cfg.validate()
+        return cfg
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 12
+    grad_accum: int = 1  # micro-batches per optimizer step (total, across all processes)
+    learning_rate: float = 6e-4
+    min_lr: float | None = None  # defaults to learning_rate / 10
+    max_iters: int = 600_000
+    warmup_iters: int = 100
+    lr_decay_iters: int | None = None  # defaults to max_iters
+    time_budget: float | None = None  # seconds; schedules the lr over wall-clock time instead
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    eval_interval: int = 500
+    eval_iters: int = 100
+    log_interval: int = 10
+    ckpt_interval: int | None = None  # defaults to eval_interval
+    keep_checkpoints: int = 2
+    seed: int = 1337
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
+    compile: bool = False
+    sample_interval: int = 0  # write a text sample to metrics.jsonl every N iterations (0: at evals)
+
+    def validate(self) -> None:
+        positive = ("batch_size", "grad_accum", "max_iters", "eval_interval", "eval_iters",
+                    "log_interval", "keep_checkpoints")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
+            raise ConfigError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.warmup_iters < 0:
+            raise ConfigError(f"warmup_iters must be >= 0, got {self.warmup_iters}")
+        if self.time_budget is not None and self.time_budget <= 0:
+            raise ConfigError(f"time_budget must be positive, got {self.time_budget}")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ConfigError(f"dtype must be auto, float32, bfloat16 or float16, got {self.dtype}")
+
+    @property
+    def final_lr(self) -> float:
+        return self.min_lr if self.min_lr is not None else self.learning_rate / 10
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"unknown training config keys: {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+
+@dataclass
+class Preset:
+    description: str
+    model: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+
+
+PRESETS: dict[str, Preset] = {
+    # The reference CPU configuration: ~0.8M parameters with a 65-character vocabulary.
+    "cpu": Preset(
+        "reference CPU run: 128/4/4, block 64",
+        model=dict(block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0),
+        train=dict(batch_size=12, learning_rate=3e-4, max_iters=4000, warmup_iters=100,
+                   eval_interval=500, eval_iters=100, weight_decay=0.1, beta2=0.99),
+    ),
+    # GPT-2 small (124M with the GPT-2 vocabulary); ~0.5M tokens per optimizer step.
+    "gpt2": Preset(
+        "GPT-2 small: 768/12/12, block 1024",
+        model=dict(block_size=1024, n_layer=12, n_head=12, n_embd=768, dropout=0.0),
+        train=dict(batch_size=12, grad_accum=40, learning_rate=6e-4, max_iters=600_000,
+                   warmup_iters=2000, min_lr=6e-5, eval_interval=1000, eval_iters=200,
+                   weight_decay=0.1, beta2=0.95),
+    ),
+    "gpt2-medium": Preset(
+        "GPT-2 medium shape: 1024/16/24",
+        model=dict(block_size=1024, n_layer=24, n_head=16, n_embd=1024, dropout=0.0),
+        train=dict(batch_size=12, grad_accum=40, learning_rate=3e-4, max_iters=600_000,
+                   warmup_iters=2000, min_lr=3e-5, eval_interval=1000, eval_iters=200),
+    ),
+    "gpt2-large": Preset(
+        "GPT-2 large shape: 1280/20/36",
+        model=dict(block_size=1024, n_layer=36, n_head=20, n_embd=1280, dropout=0.0),
+        train=dict(batch_size=12, grad_accum=40, learning_rate=2.5e-4, max_iters=600_000,
+                   warmup_iters=2000, min_lr=2.5e-5, eval_interval=1000, eval_iters=200),
+    ),
+    "gpt2-xl": Preset(
+        "GPT-2 XL shape: 1600/25/48",
+        model=dict(block_size=1024, n_layer=48, n_head=25, n_embd=1600, dropout=0.0),
+        train=dict(batch_size=12, grad_accum=40, learning_rate=2e-4, max_iters=600_000,
+                   warmup_iters=2000, min_lr=2e-5, eval_interval=1000, eval_iters=200),
+    ),
+}
+
+
+def resolve_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}"
+        ) from None

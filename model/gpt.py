@@ -1,0 +1,175 @@
+"""A GPT-2-style Transformer language model, written from scratch.
+
+token + position embeddings -> n_layer x [LayerNorm -> causal self-attention -> residual,
+LayerNorm -> GELU MLP -> residual] -> final LayerNorm -> output head (tied to the token
+embedding by default).
+
+Shapes: B batch, T sequence length, P cached (past) length, C n_embd, nh heads, hs head size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+from model.config import GPTConfig
+
+# Per layer, the cached keys and values: (B, nh, P, hs) each.
+LayerCache = tuple[torch.Tensor, torch.Tensor]
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.n_embd = config.n_embd
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.dropout = config.dropout
+
+    def forward(
+        self, x: torch.Tensor, past: LayerCache | None = None
+    ) -> tuple[torch.Tensor, LayerCache]:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        hs = C // self.n_head
+        q = q.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, hs).transpose(1, 2)
+        v = v.view(B, T, self.n_head, hs).transpose(1, 2)
+        if past is None:
+            y = F.scaled_dot_product_attention(
+                q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
+            )
+        else:
+            k = torch.cat((past[0], k), dim=2)  # (B, nh, P+T, hs)
+            v = torch.cat((past[1], v), dim=2)
+            # Query i sits at absolute position P+i and sees keys 0..P+i.
+            n_keys = k.shape[2]
+            q_pos = torch.arange(T, device=x.device) + (n_keys - T)
+            k_pos = torch.arange(n_keys, device=x.device)
+            mask = k_pos[None, :] <= q_pos[:, None]  # (T, P+T)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y)), (k, v)
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.gelu = nn.GELU(approximate="tanh")  # GPT-2's GELU
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(
+        self, x: torch.Tensor, past: LayerCache | None = None
+    ) -> tuple[torch.Tensor, LayerCache]:
+        a, present = self.attn(self.ln_1(x), past)
+        x = x + a
+        x = x + self.mlp(self.ln_2(x))
+        return x, present
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.block_size, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.h = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
+        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_weights:
+            self.lm_head.weight = self.wte.weight
+        self.apply(self._init_weights)
+        # GPT-2: residual projections scaled by 1/sqrt(2 * n_layer).
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())  # tied weights count once
+
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Training/eval pass. idx, targets: (B, T). Returns logits (B, T, V) and the loss."""
+        T = idx.shape[1]
+        if T > self.config.block_size:
+            raise ValueError(f"sequence of {T} tokens is longer than block_size "
+                             f"{self.config.block_size}")
+        pos = torch.arange(T, device=idx.device)
+        x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
+        for block in self.h:
+            x, _ = block(x)
+        logits = self.lm_head(self.ln_f(x))  # (B, T, V)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.view(-1))
+        return logits, loss
+
+    def forward_cached(
+        self, idx: torch.Tensor, past: list[LayerCache] | None = None
+    ) -> tuple[torch.Tensor, list[LayerCache]]:
+        """Inference pass with a KV cache. idx: (B, T) new tokens following the P cached ones.
+
+        Returns logits (B, T, V) and the cache extended to P+T positions.
+        """
+        T = idx.shape[1]
+        P = 0 if past is None else past[0][0].shape[2]
+        pos = torch.arange(P, P + T, device=idx.device)
+        x = self.wte(idx) + self.wpe(pos)
+        present = []
+        for i, block in enumerate(self.h):
+            x, layer_cache = block(x, (past[i] if past is not None else _empty_cache(x, self)))
+            present.append(layer_cache)
+        return self.lm_head(self.ln_f(x)), present
+
+    def optimizer_groups(self, weight_decay: float) -> list[dict[str, object]]:
+        """Weight decay on matrices (Linear weights, embeddings); none on biases and norms."""
+        decay = [p for p in self.parameters() if p.requires_grad and p.dim() >= 2]
+        no_decay = [p for p in self.parameters() if p.requires_grad and p.dim() < 2]
+        return [
+            {"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+
+    def flops_per_token(self) -> int:
+        """Training FLOPs per token (forward + backward), as in the PaLM paper's appendix."""
+        cfg = self.config
+        n = self.num_params() - cfg.block_size * cfg.n_embd
+        return 6 * n + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size
+
+
+def _empty_cache(x: torch.Tensor, model: GPT) -> LayerCache:
+    cfg = model.config
+    shape = (x.shape[0], cfg.n_head, 0, cfg.n_embd // cfg.n_head)
+    empty = x.new_zeros(shape)
+    return empty, empty

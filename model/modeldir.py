@@ -1,0 +1,219 @@
+"""The model directory: the one checkpoint format every command reads and writes.
+
+    config.json        model config, tokenizer spec, training config and summary
+    model.safetensors  weights (PyTorch backend)
+    model.onnx         ONNX export with KV cache (onnxruntime backend), optional
+    trainer.pt         optimizer, step, RNG and data position, for --resume (optional)
+
+A training run directory holds step-NNNNNN/ model directories and a `latest` link to the
+newest complete one; every command accepts the run directory in place of `latest`.
+
+Torch-free: the inference path reads config.json through this module. Every write goes to a
+temporary name first, is fsynced, then renamed into place, so a crash never leaves a
+half-written file or checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from model.config import ConfigError, GPTConfig
+from model.tokenizer import Tokenizer, TokenizerError, from_spec
+
+FORMAT = "minigpt-tui/1"
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+ONNX_FILE = "model.onnx"
+TRAINER_FILE = "trainer.pt"
+LATEST = "latest"
+MAX_CONFIG_BYTES = 64 * 1024 * 1024
+
+
+class ModelDirError(ValueError):
+    """A path that is not a usable model directory."""
+
+
+@dataclass
+class ModelInfo:
+    path: Path
+    config: GPTConfig
+    meta: dict[str, Any]  # the whole config.json
+
+    @property
+    def name(self) -> str:
+        return str(self.meta.get("name") or self.path.name)
+
+    @property
+    def tokenizer_spec(self) -> dict[str, Any]:
+        spec = self.meta["tokenizer"]
+        assert isinstance(spec, dict)
+        return spec
+
+    def tokenizer(self, bpe_dir: str | None = None) -> Tokenizer:
+        return from_spec(self.tokenizer_spec, bpe_dir)
+
+    @property
+    def weights_path(self) -> Path:
+        return self.path / WEIGHTS_FILE
+
+    @property
+    def onnx_path(self) -> Path:
+        return self.path / ONNX_FILE
+
+    @property
+    def has_weights(self) -> bool:
+        return self.weights_path.is_file()
+
+    @property
+    def has_onnx(self) -> bool:
+        return self.onnx_path.is_file()
+
+
+def resolve(path: str | os.PathLike[str]) -> Path:
+    """A model directory, a run directory (its latest checkpoint), or a file inside one."""
+    p = Path(path).expanduser()
+    if p.is_file() and p.suffix in (".onnx", ".safetensors", ".json"):
+        p = p.parent
+    if not p.exists():
+        raise ModelDirError(f"model not found: {path}")
+    if (p / CONFIG_FILE).is_file():
+        return p
+    if (p / LATEST / CONFIG_FILE).is_file():
+        return (p / LATEST).resolve()
+    raise ModelDirError(f"{path} is not a model directory (no {CONFIG_FILE})")
+
+
+def read(path: str | os.PathLike[str]) -> ModelInfo:
+    p = resolve(path)
+    cfg_path = p / CONFIG_FILE
+    try:
+        if cfg_path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ModelDirError(f"{cfg_path} is too large to be a model config")
+        meta = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelDirError(f"cannot read {cfg_path}: {e}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ModelDirError(f"{cfg_path} is not a minigpt-tui model config")
+    if not isinstance(meta.get("model"), dict) or not isinstance(meta.get("tokenizer"), dict):
+        raise ModelDirError(f"{cfg_path} lacks the 'model' or 'tokenizer' section")
+    try:
+        config = GPTConfig.from_dict(meta["model"])
+        tok_vocab = _spec_vocab_size(meta["tokenizer"])
+    except (ConfigError, TokenizerError, TypeError) as e:
+        raise ModelDirError(f"{cfg_path}: {e}") from None
+    if tok_vocab is not None and tok_vocab > config.vocab_size:
+        raise ModelDirError(
+            f"{cfg_path}: tokenizer has {tok_vocab} tokens but the model only {config.vocab_size}"
+        )
+    return ModelInfo(path=p, config=config, meta=meta)
+
+
+def _spec_vocab_size(spec: dict[str, Any]) -> int | None:
+    if spec.get("kind") == "char":
+        return len(spec.get("chars", ""))
+    if spec.get("kind") == "gpt2":
+        return 50257
+    raise TokenizerError(f"unknown tokenizer kind {spec.get('kind')!r}")
+
+
+def make_meta(
+    config: GPTConfig,
+    tokenizer: Tokenizer,
+    *,
+    name: str | None = None,
+    training: dict[str, Any] | None = None,
+    summary: dict[str, Any] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "format": FORMAT,
+        "name": name,
+        "model": config.to_dict(),
+        "tokenizer": tokenizer.spec(),
+        "training": training or {},
+        "summary": summary or {},
+    }
+    meta.update(extra)
+    return meta
+
+
+def fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):  # not every platform can open a directory
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write a file so that readers see either the old or the new content, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode("utf-8"))
+
+
+@contextlib.contextmanager
+def staged_dir(final: Path, *, replace: bool = False) -> Iterator[Path]:
+    """Build a directory under a temporary name; it appears at `final` only when complete.
+
+    Files written inside are fsynced before the rename. With replace=True an existing
+    `final` is swapped out only after the new one is complete.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.exists() and not replace:
+        raise ModelDirError(f"{final} already exists")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        yield tmp
+        for f in tmp.iterdir():
+            if f.is_file():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+        fsync_dir(tmp)
+        if final.exists():
+            old = final.with_name(f".{final.name}.old")
+            if old.exists():
+                shutil.rmtree(old)
+            os.rename(final, old)
+            os.rename(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, final)
+        fsync_dir(final.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def point_latest(run_dir: Path, target: Path) -> None:
+    """Atomically make run_dir/latest point at the checkpoint directory `target`."""
+    link = run_dir / LATEST
+    tmp = run_dir / f".{LATEST}.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    os.symlink(target.name, tmp)
+    os.replace(tmp, link)
+    fsync_dir(run_dir)
