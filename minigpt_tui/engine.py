@@ -20,7 +20,7 @@ import numpy as np
 
 from minigpt_tui.sampling import Sampler, SamplingSettings
 from model import modeldir
-from model.tokenizer import StreamDecoder, Tokenizer
+from model.tokenizer import StreamDecoder, Tokenizer, TokenizerError
 
 
 class EngineError(RuntimeError):
@@ -80,7 +80,14 @@ class GenerationStats:
 
 
 class Generation:
-    """Iterate to stream TokenEvents; `stats` fills in as it goes."""
+    """Iterate to stream TokenEvents; `stats` fills in as it goes.
+
+    The settings object is read on every token, so a front end may change it mid-stream. An
+    empty prompt starts from end-of-text (or a newline for vocabularies without one); a prompt
+    longer than block_size keeps its last block_size tokens (`stats.prompt_truncated`). A
+    final event with token -1 carries text that was held back until the end (an incomplete
+    character, or the start of a stop string that never completed).
+    """
 
     def __init__(
         self,
@@ -91,30 +98,36 @@ class Generation:
         cancel: threading.Event | None = None,
         sampler: Sampler | None = None,
     ) -> None:
+        settings.validate()
         self.backend = backend
         self.tokenizer = tokenizer
         self.settings = settings
         self.sampler = sampler or Sampler(settings)
         self.cancel = cancel or threading.Event()
         ids = list(prompt_ids)
-        if not ids:  # start from end-of-text, or a newline for vocabularies without one
-            eot = tokenizer.eot
-            ids = [eot] if eot is not None else tokenizer.encode("\n")
+        if not ids:
+            ids = _start_ids(tokenizer)
         self.stats = GenerationStats(prompt_tokens=len(ids))
         if len(ids) > backend.block_size:
-            ids = ids[-backend.block_size:]
+            ids = ids[-backend.block_size :]
             self.stats.prompt_truncated = True
-        self.context = ids
+        self.context = ids  # what the model sees: the current window
         self.generated: list[int] = []
         self.text = ""  # everything emitted so far
 
+    def _logits(self, logits: np.ndarray) -> np.ndarray:
+        # A model may have more outputs than its tokenizer has tokens (a padded vocabulary):
+        # never sample a token that cannot be decoded.
+        return logits[: self.tokenizer.vocab_size]
+
     def __iter__(self) -> Iterator[TokenEvent]:
-        s, stats = self.settings, self.stats
+        s, stats, backend = self.settings, self.stats, self.backend
         decoder = StreamDecoder(self.tokenizer)
         pending = ""  # decoded text held back because it may begin a stop string
-        logits = self.backend.prefill(self.context)
-        cache_len = len(self.context)
-        t_first = time.perf_counter()
+        stats.started = time.perf_counter()
+        logits = self._logits(backend.prefill(self.context))
+        cache_len = len(self.context)  # tokens in the backend's KV cache
+        t_first = stats.started
         while True:
             if self.cancel.is_set():
                 stats.stop_reason = "cancelled"
@@ -128,8 +141,8 @@ class Generation:
             self.context.append(tok)
             stats.new_tokens += 1
             if stats.new_tokens == 1:
-                stats.time_to_first_token = time.perf_counter() - stats.started
                 t_first = time.perf_counter()
+                stats.time_to_first_token = t_first - stats.started
             if tok == self.tokenizer.eot:
                 stats.stop_reason = "eot"
                 yield TokenEvent(tok, "", choice.prob, choice.alternatives)
@@ -143,22 +156,35 @@ class Generation:
                 break
             if len(self.generated) >= s.max_new_tokens or self.cancel.is_set():
                 continue  # no need to run the network for a token nobody will sample
-            if cache_len >= self.backend.block_size:
-                self.context = window(self.context, self.backend.block_size)
-                logits = self.backend.prefill(self.context)
+            if cache_len >= backend.block_size:
+                # The cache is full: keep the last part of the context and prefill again.
+                self.context = window(self.context, backend.block_size)
+                logits = self._logits(backend.prefill(self.context))
                 cache_len = len(self.context)
                 stats.slides += 1
             else:
-                logits = self.backend.decode(tok)
+                logits = self._logits(backend.decode(tok))
                 cache_len += 1
             stats.decode_seconds = time.perf_counter() - t_first
-        tail = pending + decoder.flush()
-        if tail and stats.stop_reason != "stop":
-            out, _, _ = _split_stop(tail, s.stop, final=True)
+        if stats.stop_reason != "stop":
+            out, _, stopped = _split_stop(pending + decoder.flush(), s.stop, final=True)
+            if stopped:
+                stats.stop_reason = "stop"
             if out:
                 self.text += out
                 yield TokenEvent(-1, out, 1.0, [])
-        stats.decode_seconds = time.perf_counter() - t_first
+        if stats.new_tokens:
+            stats.decode_seconds = time.perf_counter() - t_first
+
+
+def _start_ids(tokenizer: Tokenizer) -> list[int]:
+    """What an empty prompt starts from: end-of-text, else a newline, else token 0."""
+    if tokenizer.eot is not None:
+        return [tokenizer.eot]
+    try:
+        return tokenizer.encode("\n") or [0]
+    except TokenizerError:  # a character vocabulary without a newline
+        return [0]
 
 
 def _split_stop(text: str, stops: list[str], final: bool = False) -> tuple[str, str, bool]:
@@ -177,22 +203,41 @@ def _split_stop(text: str, stops: list[str], final: bool = False) -> tuple[str, 
             if text.endswith(st[:n]):
                 hold = n
                 break
-    return (text[: len(text) - hold], text[len(text) - hold:], False) if hold else (text, "", False)
+    return (
+        (text[: len(text) - hold], text[len(text) - hold :], False) if hold else (text, "", False)
+    )
 
 
 def load_backend(
-    model: str | Path, backend: str = "auto", device: str = "cpu", threads: int | None = None
+    model: str | Path | None,
+    backend: str = "auto",
+    device: str = "cpu",
+    threads: int | None = None,
 ) -> Backend:
-    """Load a model directory with the named backend ("auto" prefers ONNX when exported)."""
-    from minigpt_tui.models import resolve_model
+    """Load a model with the named backend ("auto" prefers ONNX when exported).
 
-    info = modeldir.read(resolve_model(model))
+    `model` is a model directory, a run directory, a file inside a model directory, or the
+    name of a bundled model; None or "" means the bundled default.
+    """
+    from minigpt_tui.models import DEFAULT_MODEL, resolve_model
+
+    if backend not in ("auto", "torch", "onnx"):
+        raise EngineError(f"unknown backend {backend!r}; choose auto, torch or onnx")
+    path = resolve_model(model)
+    if not model and not path.exists():
+        raise EngineError(
+            f"no --model given and the bundled default model {DEFAULT_MODEL!r} is not installed"
+        )
+    info = modeldir.read(path)
     if backend == "auto":
-        backend = "onnx" if info.has_onnx and device == "cpu" else "torch"
+        asked_onnx = path.suffix == ".onnx"  # the user named the ONNX file itself
+        backend = "onnx" if info.has_onnx and (device == "cpu" or asked_onnx) else "torch"
     if backend == "onnx":
         if not info.has_onnx:
-            raise EngineError(f"{info.path} has no {modeldir.ONNX_FILE}; run "
-                              "'minigpt-tui export onnx' first or use --backend torch")
+            raise EngineError(
+                f"{info.path} has no {modeldir.ONNX_FILE}; run "
+                "'minigpt-tui export onnx' first or use --backend torch"
+            )
         from export.ort_engine import OrtBackend
 
         return OrtBackend(info, threads=threads)

@@ -33,9 +33,7 @@ class SamplingSettings:
         if not 0 < self.top_p <= 1:
             raise SamplingError(f"top-p must be in (0, 1], got {self.top_p}")
         if not self.repetition_penalty > 0:
-            raise SamplingError(
-                f"repetition penalty must be > 0, got {self.repetition_penalty}"
-            )
+            raise SamplingError(f"repetition penalty must be > 0, got {self.repetition_penalty}")
         if self.max_new_tokens < 0:
             raise SamplingError(f"max tokens must be >= 0, got {self.max_new_tokens}")
 
@@ -67,6 +65,8 @@ def distribution(logits: np.ndarray, settings: SamplingSettings) -> np.ndarray:
         return probs
     z = logits / settings.temperature
     if 0 < settings.top_k < z.size:
+        # Keep the k largest logits (and any tied with the k-th, so the choice never depends
+        # on the order of equal values).
         kth = np.partition(z, -settings.top_k)[-settings.top_k]
         z = np.where(z < kth, -np.inf, z)
     z = z - z.max()
@@ -75,8 +75,9 @@ def distribution(logits: np.ndarray, settings: SamplingSettings) -> np.ndarray:
     if settings.top_p < 1.0:
         order = np.argsort(-probs, kind="stable")
         cum = np.cumsum(probs[order])
-        # Keep the smallest prefix whose mass reaches top_p (always at least one token).
-        n_keep = int(np.searchsorted(cum, settings.top_p, side="left")) + 1
+        # Keep the smallest prefix whose mass reaches top_p (always at least one token); the
+        # tolerance stops rounding in the running sum from keeping one token too many.
+        n_keep = int(np.searchsorted(cum, settings.top_p - 1e-12, side="left")) + 1
         mask = np.zeros_like(probs, dtype=bool)
         mask[order[:n_keep]] = True
         probs = np.where(mask, probs, 0.0)

@@ -1,0 +1,166 @@
+"""`minigpt-tui generate`: stream a model's continuation of a prompt to stdout."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TYPE_CHECKING
+
+import typer
+
+from minigpt_tui.errors import UserError
+
+if TYPE_CHECKING:
+    from minigpt_tui.engine import Generation
+
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+
+
+def unescape(text: str) -> str:
+    """Turn the escapes \\n, \\t, \\r and \\\\ into the characters they name (for --stop)."""
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "\\" and i + 1 < len(text) and text[i + 1] in _ESCAPES:
+            out.append(_ESCAPES[text[i + 1]])
+            i += 2
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def read_prompt(prompt: str | None) -> str:
+    """PROMPT itself; stdin when PROMPT is '-', or when it is omitted and stdin is piped."""
+    if prompt == "-" or (prompt is None and not sys.stdin.isatty()):
+        data = sys.stdin.buffer.read()
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise UserError(
+                f"the prompt on stdin is not UTF-8 text ({e.reason} at byte {e.start})"
+            ) from None
+    return prompt or ""
+
+
+def generate(
+    prompt: str | None = typer.Argument(
+        None,
+        help="Text to continue. '-' reads it from stdin, as does leaving it out when stdin is "
+        "piped. Empty: start from end-of-text (or a newline).",
+        show_default=False,
+    ),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="A model directory, a run directory (its latest checkpoint), a model.onnx inside a "
+        "model directory, or the name of a bundled model. Default: the bundled model.",
+        show_default=False,
+    ),
+    max_tokens: int = typer.Option(256, "--max-tokens", "-n", help="Most new tokens to write."),
+    temperature: float = typer.Option(0.8, "--temperature", "-t", help="0 means greedy."),
+    top_k: int = typer.Option(0, "--top-k", help="Sample from the k likeliest tokens (0: all)."),
+    top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling mass, in (0, 1]."),
+    repetition_penalty: float = typer.Option(
+        1.0, "--repetition-penalty", help="> 1 discourages tokens already in the context."
+    ),
+    seed: int | None = typer.Option(None, "--seed", help="Seed for a reproducible run."),
+    backend: str = typer.Option(
+        "auto", "--backend", help="auto (ONNX when exported), torch, onnx."
+    ),
+    stop: list[str] = typer.Option(
+        [],
+        "--stop",
+        help="Stop before this text (repeatable; \\n means a newline).",
+        show_default=False,
+    ),
+    stats: bool = typer.Option(
+        False, "--stats", help="Print time to first token and tokens/s to stderr."
+    ),
+    threads: int | None = typer.Option(
+        None, "--threads", min=1, help="CPU threads for the model.", show_default=False
+    ),
+    echo: bool = typer.Option(False, "--echo", help="Print the prompt before the continuation."),
+    unknown_chars: str = typer.Option(
+        "error",
+        "--unknown-chars",
+        help="Prompt characters a character-level model does not know: error or drop.",
+    ),
+    device: str = typer.Option("cpu", "--device", help="Torch device (cpu, cuda, mps)."),
+) -> None:
+    """Continue PROMPT with a model, streaming tokens to stdout as they are made.
+
+    Only the generated continuation is printed (add --echo to print the prompt first).
+    """
+    from minigpt_tui.engine import Generation, load_backend
+    from minigpt_tui.sampling import SamplingSettings
+    from model.tokenizer import TokenizerError, encode_lenient
+
+    if unknown_chars not in ("error", "drop"):
+        raise UserError(f"--unknown-chars must be error or drop, got {unknown_chars!r}")
+    settings = SamplingSettings(
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        repetition_penalty=repetition_penalty,
+        max_new_tokens=max_tokens,
+        seed=seed,
+        stop=[unescape(s) for s in stop],
+    )
+    settings.validate()  # before the (slow) model load
+    text = read_prompt(prompt)
+
+    t0 = time.perf_counter()
+    engine = load_backend(model, backend=backend, device=device, threads=threads)
+    load_seconds = time.perf_counter() - t0
+    tokenizer = engine.info.tokenizer()
+    if unknown_chars == "drop":
+        ids, dropped = encode_lenient(tokenizer, text)
+    else:
+        dropped = []
+        try:
+            ids = tokenizer.encode(text)
+        except TokenizerError as e:
+            raise UserError(
+                f"{e}; pass --unknown-chars drop to leave such characters out"
+            ) from None
+
+    gen = Generation(engine, tokenizer, ids, settings)
+    out = sys.stdout
+    if echo:
+        out.write(text)
+        out.flush()
+    for event in gen:
+        if event.text:
+            out.write(event.text)
+            out.flush()
+    printed = (text if echo else "") + gen.text
+    if out.isatty() and printed and not printed.endswith("\n"):
+        out.write("\n")  # leave the shell prompt on a line of its own
+    out.flush()
+
+    if stats:
+        _print_stats(gen, engine.name, engine.block_size, load_seconds, dropped)
+
+
+def _print_stats(
+    gen: Generation, backend: str, block_size: int, load_seconds: float, dropped: list[str]
+) -> None:
+    st = gen.stats
+    prompt = f"prompt {st.prompt_tokens} tokens"
+    if st.prompt_truncated:
+        prompt += f" (longer than block_size {block_size}: truncated to its last {block_size})"
+    lines = [
+        f"{prompt}; backend {backend}; model loaded in {load_seconds:.2f}s",
+        f"time to first token {st.time_to_first_token * 1000:.1f} ms; "
+        f"{st.new_tokens} new tokens at {st.tokens_per_second:.1f} tokens/s; "
+        f"{st.slides} window slides; stopped by {st.stop_reason or 'nothing'}",
+    ]
+    if dropped:
+        lines.append(f"dropped unknown characters: {''.join(dropped)!r}")
+    for line in lines:
+        print(line, file=sys.stderr)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("generate")(generate)
