@@ -35,7 +35,12 @@ class DialogueTemplate:
         return text + opener
 
     def stop_strings(self) -> list[str]:
-        user_opener = self.turn.split("{text}")[0].format(name=self.user)
+        """Where the model's speech ends: a blank line, or a new line opening the user's turn.
+
+        The user's opener is matched without its trailing whitespace, so "ROMEO:" followed by
+        a space or the end of the stream stops the reply too.
+        """
+        user_opener = self.turn.split("{text}")[0].format(name=self.user).rstrip()
         return [*self.stops, "\n" + user_opener]
 
     @staticmethod

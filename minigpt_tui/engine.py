@@ -238,8 +238,10 @@ def load_backend(
                 f"{info.path} has no {modeldir.ONNX_FILE}; run "
                 "'minigpt-tui export onnx' first or use --backend torch"
             )
-        from export.ort_engine import OrtBackend
-
+        try:
+            from export.ort_engine import OrtBackend
+        except ImportError as e:
+            raise EngineError(f"the ONNX backend is not available ({e})") from None
         return OrtBackend(info, threads=threads)
     if backend == "torch":
         if not info.has_weights:
