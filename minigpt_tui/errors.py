@@ -17,6 +17,11 @@ def known_errors() -> tuple[type[BaseException], ...]:
     from model.tokenizer import TokenizerError
 
     return (
-        UserError, ConfigError, DataError, ModelDirError, TokenizerError, EngineError,
+        UserError,
+        ConfigError,
+        DataError,
+        ModelDirError,
+        TokenizerError,
+        EngineError,
         SamplingError,
     )

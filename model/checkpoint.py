@@ -34,8 +34,11 @@ def save(
 ) -> None:
     """Write a complete model directory at `target`, atomically."""
     with modeldir.staged_dir(target, replace=replace) as tmp:
-        save_file(state_for_saving(model), str(tmp / modeldir.WEIGHTS_FILE),
-                  metadata={"format": modeldir.FORMAT})
+        save_file(
+            state_for_saving(model),
+            str(tmp / modeldir.WEIGHTS_FILE),
+            metadata={"format": modeldir.FORMAT},
+        )
         if trainer_state is not None:
             torch.save(trainer_state, tmp / modeldir.TRAINER_FILE)
         modeldir.write_json(tmp / modeldir.CONFIG_FILE, meta)

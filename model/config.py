@@ -35,9 +35,7 @@ class GPTConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         if self.n_embd % self.n_head:
-            raise ConfigError(
-                f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})"
-            )
+            raise ConfigError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.num_params() > MAX_PARAMS:
@@ -52,11 +50,15 @@ class GPTConfig:
         ln = c + b * c
         block = (
             ln  # ln_1
-            + 3 * c * c + b * 3 * c  # attention qkv
-            + c * c + b * c  # attention output projection
+            + 3 * c * c
+            + b * 3 * c  # attention qkv
+            + c * c
+            + b * c  # attention output projection
             + ln  # ln_2
-            + 4 * c * c + b * 4 * c  # mlp up
-            + 4 * c * c + b * c  # mlp down
+            + 4 * c * c
+            + b * 4 * c  # mlp up
+            + 4 * c * c
+            + b * c  # mlp down
         )
         total = self.vocab_size * c + self.block_size * c + self.n_layer * block + ln
         if not self.tie_weights:
@@ -101,11 +103,20 @@ class TrainConfig:
     seed: int = 1337
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
     compile: bool = False
-    sample_interval: int = 0  # write a text sample to metrics.jsonl every N iterations (0: at evals)
+    sample_interval: int = (
+        0  # write a text sample to metrics.jsonl every N iterations (0: at evals)
+    )
 
     def validate(self) -> None:
-        positive = ("batch_size", "grad_accum", "max_iters", "eval_interval", "eval_iters",
-                    "log_interval", "keep_checkpoints")
+        positive = (
+            "batch_size",
+            "grad_accum",
+            "max_iters",
+            "eval_interval",
+            "eval_iters",
+            "log_interval",
+            "keep_checkpoints",
+        )
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -147,34 +158,75 @@ PRESETS: dict[str, Preset] = {
     "cpu": Preset(
         "reference CPU run: 128/4/4, block 64",
         model=dict(block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0),
-        train=dict(batch_size=12, learning_rate=3e-4, max_iters=4000, warmup_iters=100,
-                   eval_interval=500, eval_iters=100, weight_decay=0.1, beta2=0.99),
+        train=dict(
+            batch_size=12,
+            learning_rate=3e-4,
+            max_iters=4000,
+            warmup_iters=100,
+            eval_interval=500,
+            eval_iters=100,
+            weight_decay=0.1,
+            beta2=0.99,
+        ),
     ),
     # GPT-2 small (124M with the GPT-2 vocabulary); ~0.5M tokens per optimizer step.
     "gpt2": Preset(
         "GPT-2 small: 768/12/12, block 1024",
         model=dict(block_size=1024, n_layer=12, n_head=12, n_embd=768, dropout=0.0),
-        train=dict(batch_size=12, grad_accum=40, learning_rate=6e-4, max_iters=600_000,
-                   warmup_iters=2000, min_lr=6e-5, eval_interval=1000, eval_iters=200,
-                   weight_decay=0.1, beta2=0.95),
+        train=dict(
+            batch_size=12,
+            grad_accum=40,
+            learning_rate=6e-4,
+            max_iters=600_000,
+            warmup_iters=2000,
+            min_lr=6e-5,
+            eval_interval=1000,
+            eval_iters=200,
+            weight_decay=0.1,
+            beta2=0.95,
+        ),
     ),
     "gpt2-medium": Preset(
         "GPT-2 medium shape: 1024/16/24",
         model=dict(block_size=1024, n_layer=24, n_head=16, n_embd=1024, dropout=0.0),
-        train=dict(batch_size=12, grad_accum=40, learning_rate=3e-4, max_iters=600_000,
-                   warmup_iters=2000, min_lr=3e-5, eval_interval=1000, eval_iters=200),
+        train=dict(
+            batch_size=12,
+            grad_accum=40,
+            learning_rate=3e-4,
+            max_iters=600_000,
+            warmup_iters=2000,
+            min_lr=3e-5,
+            eval_interval=1000,
+            eval_iters=200,
+        ),
     ),
     "gpt2-large": Preset(
         "GPT-2 large shape: 1280/20/36",
         model=dict(block_size=1024, n_layer=36, n_head=20, n_embd=1280, dropout=0.0),
-        train=dict(batch_size=12, grad_accum=40, learning_rate=2.5e-4, max_iters=600_000,
-                   warmup_iters=2000, min_lr=2.5e-5, eval_interval=1000, eval_iters=200),
+        train=dict(
+            batch_size=12,
+            grad_accum=40,
+            learning_rate=2.5e-4,
+            max_iters=600_000,
+            warmup_iters=2000,
+            min_lr=2.5e-5,
+            eval_interval=1000,
+            eval_iters=200,
+        ),
     ),
     "gpt2-xl": Preset(
         "GPT-2 XL shape: 1600/25/48",
         model=dict(block_size=1024, n_layer=48, n_head=25, n_embd=1600, dropout=0.0),
-        train=dict(batch_size=12, grad_accum=40, learning_rate=2e-4, max_iters=600_000,
-                   warmup_iters=2000, min_lr=2e-5, eval_interval=1000, eval_iters=200),
+        train=dict(
+            batch_size=12,
+            grad_accum=40,
+            learning_rate=2e-4,
+            max_iters=600_000,
+            warmup_iters=2000,
+            min_lr=2e-5,
+            eval_interval=1000,
+            eval_iters=200,
+        ),
     ),
 }
 
@@ -183,6 +235,4 @@ def resolve_preset(name: str) -> Preset:
     try:
         return PRESETS[name]
     except KeyError:
-        raise ConfigError(
-            f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}"
-        ) from None
+        raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None

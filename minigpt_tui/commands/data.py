@@ -74,8 +74,16 @@ def prepare(
             tps = tokens / max(time.perf_counter() - t0, 1e-9)
             bar.update(task, completed=done, tokens=tokens, tps=tps)
 
-        res = data.prepare(files, out, tokenizer, val_fraction, str(bpe_dir) if bpe_dir else None,
-                           force=force, progress=report, source_name=name)
+        res = data.prepare(
+            files,
+            out,
+            tokenizer,
+            val_fraction,
+            str(bpe_dir) if bpe_dir else None,
+            force=force,
+            progress=report,
+            source_name=name,
+        )
     secs = time.perf_counter() - t0
     console.print(
         f"[green]wrote[/] {res.out}: vocab {res.vocab_size:,}, train {res.train_tokens:,} tokens, "

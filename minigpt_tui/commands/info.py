@@ -1,0 +1,62 @@
+"""`minigpt-tui info`: what a model directory holds."""
+
+from __future__ import annotations
+
+import typer
+
+
+def info(
+    model: str = typer.Argument(None, help="Model or run directory, or a bundled name."),
+) -> None:
+    """Show a model's config, parameters, tokenizer, files and training summary."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from minigpt_tui.models import resolve_model
+    from model import modeldir
+
+    mi = modeldir.read(resolve_model(model))
+    cfg = mi.config
+    table = Table(title=f"{mi.name}", show_header=False, title_justify="left")
+    table.add_column(style="bold cyan")
+    table.add_column()
+    table.add_row("path", str(mi.path))
+    table.add_row("parameters", f"{cfg.num_params():,}")
+    table.add_row(
+        "shape",
+        f"{cfg.n_layer} layers, {cfg.n_head} heads, {cfg.n_embd} wide, block {cfg.block_size}, "
+        f"vocab {cfg.vocab_size:,}",
+    )
+    table.add_row("options", f"dropout {cfg.dropout}, bias {cfg.bias}, tied head {cfg.tie_weights}")
+    spec = mi.tokenizer_spec
+    tok = spec["kind"] + (f" ({len(spec['chars'])} characters)" if spec["kind"] == "char" else "")
+    table.add_row("tokenizer", tok)
+    files = [
+        f.name
+        for f in (mi.weights_path, mi.onnx_path, mi.path / modeldir.TRAINER_FILE)
+        if f.is_file()
+    ]
+    table.add_row("files", ", ".join(files) or "-")
+    onnx = mi.meta.get("onnx")
+    if isinstance(onnx, dict):
+        table.add_row(
+            "onnx",
+            ", ".join(f"{k} {v}" for k, v in onnx.items() if isinstance(v, str | int | float)),
+        )
+    training = mi.meta.get("training") or {}
+    if training.get("command"):
+        table.add_row("trained with", str(training["command"]))
+    for key, value in (mi.meta.get("summary") or {}).items():
+        if value is None:
+            continue
+        text = (
+            f"{value:,.4f}"
+            if isinstance(value, float)
+            else (f"{value:,}" if isinstance(value, int) else str(value))
+        )
+        table.add_row(key.replace("_", " "), text)
+    Console().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(info)

@@ -1,0 +1,92 @@
+"""Import OpenAI GPT-2 weights from a local Hugging Face-format directory (offline)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from model import checkpoint, modeldir
+from model.config import GPTConfig
+from model.gpt import GPT
+from model.modeldir import ModelDirError
+from model.tokenizer import GPT2Tokenizer
+
+# Hugging Face stores these as Conv1D, i.e. (in_features, out_features): transpose them.
+_TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+
+
+def hf_config(src: Path) -> GPTConfig:
+    path = src / "config.json"
+    try:
+        hf = json.loads(path.read_text(encoding="utf-8"))
+        cfg = GPTConfig(
+            vocab_size=int(hf["vocab_size"]),
+            block_size=int(hf.get("n_positions", hf.get("n_ctx", 1024))),
+            n_layer=int(hf["n_layer"]),
+            n_head=int(hf["n_head"]),
+            n_embd=int(hf["n_embd"]),
+            dropout=0.0,
+            bias=True,
+            tie_weights=bool(hf.get("tie_word_embeddings", True)),
+        )
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ModelDirError(f"{path} is not a GPT-2 Hugging Face config: {e}") from None
+    if hf.get("model_type", "gpt2") != "gpt2":
+        raise ModelDirError(f"{path}: model_type {hf.get('model_type')!r} is not gpt2")
+    act = hf.get("activation_function", "gelu_new")
+    if act not in ("gelu_new", "gelu_pytorch_tanh"):
+        raise ModelDirError(f"{path}: activation {act!r} is not GPT-2's tanh GELU")
+    cfg.validate()
+    return cfg
+
+
+def load_hf(src: Path) -> GPT:
+    """Build our GPT from a Hugging Face GPT-2 directory (config.json + model.safetensors)."""
+    cfg = hf_config(src)
+    weights = src / "model.safetensors"
+    if not weights.is_file():
+        raise ModelDirError(f"{src} has no model.safetensors")
+    try:
+        sd = load_file(str(weights))
+    except (SafetensorError, OSError) as e:
+        raise ModelDirError(f"cannot read {weights}: {e}") from None
+    sd = {k.removeprefix("transformer."): v for k, v in sd.items()}
+    model = GPT(cfg)
+    ours = model.state_dict()
+    converted: dict[str, torch.Tensor] = {}
+    for name, target in ours.items():
+        if name == "lm_head.weight" and cfg.tie_weights:
+            continue
+        if name not in sd:
+            raise ModelDirError(f"{weights} lacks {name}")
+        t = sd[name]
+        if name.endswith(_TRANSPOSED):
+            t = t.t()
+        if t.shape != target.shape:
+            raise ModelDirError(
+                f"{weights}: {name} has shape {tuple(t.shape)}, expected {tuple(target.shape)}"
+            )
+        converted[name] = t.to(torch.float32).contiguous()
+    model.load_state_dict(converted, strict=False)
+    return model
+
+
+def convert_hf(src: Path, out: Path, force: bool = False) -> Path:
+    if not src.is_dir():
+        raise ModelDirError(f"not a directory: {src}")
+    model = load_hf(src)
+    tokenizer = GPT2Tokenizer()
+    meta = modeldir.make_meta(
+        model.config,
+        tokenizer,
+        name=out.name,
+        summary={"params": model.num_params(), "converted_from": str(src.resolve())},
+    )
+    if out.exists() and not force:
+        raise ModelDirError(f"{out} already exists; pass --force to replace it")
+    checkpoint.save(out, model, meta, replace=force)
+    return out

@@ -1,0 +1,56 @@
+"""Whole-split evaluation: mean loss over every token of a split, not a random sample."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from model.gpt import GPT
+
+
+@torch.no_grad()
+def split_loss(
+    model: GPT,
+    tokens: np.ndarray,
+    block_size: int,
+    batch_size: int = 32,
+    device: str = "cpu",
+    autocast: Any = None,
+) -> float:
+    """Mean next-token cross-entropy (nats) over all of `tokens`.
+
+    The split is cut into consecutive windows of block_size; each window predicts its next
+    block_size tokens, and the last, shorter window covers the remainder, so every token after
+    the first is predicted exactly once.
+    """
+    ctx = autocast if autocast is not None else contextlib.nullcontext()
+    was_training = model.training
+    model.eval()
+    n = len(tokens) - 1  # predicted positions
+    total, count = 0.0, 0
+    starts = list(range(0, n, block_size))
+    full = [s for s in starts if s + block_size <= n]
+    tail = [s for s in starts if s + block_size > n]
+    offsets = np.arange(block_size + 1)
+    for i in range(0, len(full), batch_size):
+        ix = np.asarray(full[i : i + batch_size])
+        rows = torch.from_numpy(tokens[ix[:, None] + offsets].astype(np.int64)).to(device)
+        with ctx:
+            logits, _ = model(rows[:, :-1])
+        loss = F.cross_entropy(
+            logits.float().reshape(-1, logits.size(-1)), rows[:, 1:].reshape(-1), reduction="sum"
+        )
+        total += float(loss)
+        count += rows[:, 1:].numel()
+    for s in tail:
+        row = torch.from_numpy(tokens[s : n + 1].astype(np.int64)).to(device)[None]
+        with ctx:
+            logits, _ = model(row[:, :-1])
+        total += float(F.cross_entropy(logits.float()[0], row[0, 1:], reduction="sum"))
+        count += row.shape[1] - 1
+    model.train(was_training)
+    return total / max(count, 1)

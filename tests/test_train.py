@@ -1,0 +1,166 @@
+"""Training: gradient accumulation, exact resume, run-directory safety, schedules, bad input."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from model import modeldir
+from model.config import ConfigError, GPTConfig, TrainConfig
+from model.data import DataError
+from model.gpt import GPT
+from model.train import RunOptions, TrainingError, accumulate_gradients, learning_rate, train
+from tests.helpers import make_data
+
+TINY = {"block_size": 16, "n_layer": 2, "n_head": 2, "n_embd": 16}
+FAST = {
+    "batch_size": 4,
+    "max_iters": 30,
+    "eval_interval": 10,
+    "eval_iters": 2,
+    "log_interval": 5,
+    "ckpt_interval": 5,
+    "keep_checkpoints": 20,
+    "warmup_iters": 5,
+    "learning_rate": 3e-3,
+}
+
+
+def run(data: Path, out: Path, **kw: Any) -> dict[str, Any]:
+    model_cfg = {**TINY, **kw.pop("model", {})}
+    train_cfg = {**FAST, **kw.pop("train", {})}
+    return train(model_cfg, train_cfg, RunOptions(data=data, out=out, device="cpu", **kw))
+
+
+def weights(out: Path) -> bytes:
+    return (modeldir.resolve(out) / modeldir.WEIGHTS_FILE).read_bytes()
+
+
+def test_gradient_accumulation_equals_one_big_batch() -> None:
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=30, block_size=8, n_layer=2, n_head=2, n_embd=16)
+    a, b = GPT(cfg), GPT(cfg)
+    b.load_state_dict(a.state_dict())
+    x = torch.randint(0, 30, (8, 8))
+    y = torch.randint(0, 30, (8, 8))
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    accumulate_gradients(a, iter([(x, y)]).__next__, 1, contextlib.nullcontext(), scaler)
+    micro = iter([(x[i : i + 2], y[i : i + 2]) for i in range(0, 8, 2)])
+    accumulate_gradients(b, micro.__next__, 4, contextlib.nullcontext(), scaler)
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters(), strict=True):
+        assert pa.grad is not None and pb.grad is not None
+        torch.testing.assert_close(pa.grad, pb.grad, atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_training_lowers_the_loss_and_writes_a_run(tmp_path: Path) -> None:
+    data = make_data(tmp_path)
+    result = run(data, tmp_path / "run", train={"max_iters": 60})
+    assert result["reason"] == "done" and result["iter"] == 60
+    info = modeldir.read(tmp_path / "run")
+    assert info.path.name == "step-000060"
+    events = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert events[0]["event"] == "start" and events[-1]["event"] == "end"
+    first_loss = next(e["loss"] for e in events if e["event"] == "train")
+    assert info.meta["summary"]["val_loss_full"] < first_loss - 0.5
+    assert info.meta["training"]["config"]["max_iters"] == 60
+
+
+def test_resume_after_interruption_is_bit_exact(tmp_path: Path) -> None:
+    data = make_data(tmp_path)
+    run(data, tmp_path / "straight")
+
+    def interrupt_at_12(event: dict[str, Any]) -> None:
+        if event["event"] == "train" and event["iter"] == 10:
+            os.kill(os.getpid(), signal.SIGINT)  # as Ctrl+C: stop after this step, saving
+
+    first = run(data, tmp_path / "resumed", on_event=interrupt_at_12)
+    assert first["reason"] == "interrupted" and first["iter"] == 10
+    second = run(data, tmp_path / "resumed", resume=True, train={})
+    assert second["iter"] == 30
+    assert weights(tmp_path / "resumed") == weights(tmp_path / "straight")
+
+
+def test_resume_from_an_older_checkpoint_is_bit_exact(tmp_path: Path) -> None:
+    """A crash after step 15's checkpoint: steps 16-19 are lost and redone identically."""
+    data = make_data(tmp_path)
+    run(data, tmp_path / "straight")
+    run(data, tmp_path / "crashed", train={"max_iters": 30})
+    out = tmp_path / "crashed"
+    modeldir.point_latest(out, out / "step-000015")
+    run(data, out, resume=True, train={})
+    assert weights(out) == weights(tmp_path / "straight")
+
+
+def test_out_directory_with_a_run_is_refused_without_resume_or_force(tmp_path: Path) -> None:
+    data = make_data(tmp_path)
+    run(data, tmp_path / "run", train={"max_iters": 5})
+    before = weights(tmp_path / "run")
+    with pytest.raises(TrainingError, match="already holds a training run"):
+        run(data, tmp_path / "run", train={"max_iters": 5})
+    assert weights(tmp_path / "run") == before
+    run(data, tmp_path / "run", force=True, train={"max_iters": 10, "seed": 5})
+    assert modeldir.read(tmp_path / "run").path.name == "step-000010"
+    assert (tmp_path / "run" / "step-000005" / "model.safetensors").read_bytes() != before
+    starts = (tmp_path / "run" / "metrics.jsonl").read_text().count('"event": "start"')
+    assert starts == 1  # the old run's log went with it
+
+
+def test_resume_without_checkpoint_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(TrainingError, match="no checkpoint"):
+        run(make_data(tmp_path), tmp_path / "empty", resume=True)
+
+
+def test_keeps_only_the_newest_checkpoints(tmp_path: Path) -> None:
+    run(make_data(tmp_path), tmp_path / "run", train={"keep_checkpoints": 2})
+    names = sorted(p.name for p in (tmp_path / "run").glob("step-*"))
+    assert names == ["step-000025", "step-000030"]
+
+
+def test_missing_and_short_data_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="not found"):
+        run(tmp_path / "nope", tmp_path / "run")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"no meta\.json"):
+        run(tmp_path / "empty", tmp_path / "run")
+    short = make_data(tmp_path, text="ab\n" * 60)
+    with pytest.raises(DataError, match="fewer than block_size"):
+        run(short, tmp_path / "run", model={"block_size": 64})
+
+
+def test_cuda_without_cuda_is_refused(tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        train(TINY, FAST, RunOptions(data=tmp_path, out=tmp_path / "r", device="cuda"))
+
+
+def test_learning_rate_schedule() -> None:
+    cfg = TrainConfig(learning_rate=1e-3, min_lr=1e-4, warmup_iters=10, max_iters=110)
+    assert learning_rate(cfg, 0) == pytest.approx(1e-3 / 11)
+    assert learning_rate(cfg, 10) == pytest.approx(1e-3)
+    assert learning_rate(cfg, 60) == pytest.approx(5.5e-4)
+    assert learning_rate(cfg, 110) == pytest.approx(1e-4)
+    assert learning_rate(cfg, 50, progress=1.0) == pytest.approx(1e-4)  # time-budget mode
+
+
+def test_time_budget_stops_the_run(tmp_path: Path) -> None:
+    result = run(
+        make_data(tmp_path),
+        tmp_path / "run",
+        train={"max_iters": 10**6, "time_budget": 1.5, "eval_interval": 10**5},
+    )
+    assert result["reason"] == "done" and 0 < result["iter"] < 10**6
+
+
+def test_bfloat16_autocast_on_cpu_trains(tmp_path: Path) -> None:
+    result = run(make_data(tmp_path), tmp_path / "run", train={"dtype": "bfloat16"})
+    events = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    first_loss = next(e["loss"] for e in events if e["event"] == "train")
+    assert result["val_loss_full"] < first_loss - 0.3
