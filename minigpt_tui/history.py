@@ -1,0 +1,251 @@
+"""Saved conversations: a small SQLite database in the user's data directory.
+
+    conversations(id, title, mode, model, created, updated, settings)
+    messages(conversation_id, seq, role, text)
+
+A database that cannot be read (corrupt, not SQLite) is moved aside and a fresh one started,
+so the app keeps working and the old file stays on disk for the user to inspect. A database
+that another process keeps locked is not touched: this session keeps its history in memory.
+`MINIGPT_TUI_DATA_DIR` overrides the data directory (tests use it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from minigpt_tui.dialogue import Turn
+from model.modeldir import atomic_write_bytes
+
+DB_NAME = "history.db"
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS conversations (
+    id INTEGER PRIMARY KEY,
+    title TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    model TEXT NOT NULL,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    settings TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS messages (
+    conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    role TEXT NOT NULL,
+    text TEXT NOT NULL,
+    PRIMARY KEY (conversation_id, seq)
+);
+"""
+
+
+def data_dir() -> Path:
+    env = os.environ.get("MINIGPT_TUI_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("minigpt-tui"))
+
+
+@dataclass
+class Conversation:
+    id: int | None
+    title: str
+    mode: str  # "chat" or "complete"
+    model: str
+    turns: list[Turn] = field(default_factory=list)
+    created: float = field(default_factory=time.time)
+    updated: float = field(default_factory=time.time)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def title_for(turns: list[Turn], limit: int = 60) -> str:
+    first = next((t.text for t in turns if t.text.strip()), "")
+    line = " ".join(first.split())
+    return (line[: limit - 1] + "…" if len(line) > limit else line) or "(empty)"
+
+
+class HistoryStore:
+    """Conversations on disk, or in memory when `path` is None (--no-history, locked db)."""
+
+    def __init__(self, path: Path | None, timeout: float = 2.0) -> None:
+        self.path = path
+        self.timeout = timeout  # seconds to wait for another writer before giving up
+        self.notice = ""  # what went wrong opening the database, for the UI to show once
+        self.db = self._open()
+
+    @classmethod
+    def default(cls) -> HistoryStore:
+        return cls(data_dir() / DB_NAME)
+
+    @classmethod
+    def memory(cls) -> HistoryStore:
+        return cls(None)
+
+    @property
+    def persistent(self) -> bool:
+        return self.path is not None
+
+    def _connect(self, target: str) -> sqlite3.Connection:
+        db = sqlite3.connect(target, timeout=self.timeout, check_same_thread=False)
+        db.execute("PRAGMA foreign_keys = ON")
+        return db
+
+    def _open(self) -> sqlite3.Connection:
+        if self.path is None:
+            return self._init(self._connect(":memory:"))
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            return self._init(self._connect(str(self.path)))
+        except sqlite3.OperationalError as e:
+            if "locked" in str(e) or "busy" in str(e):
+                self.notice = (
+                    f"history database {self.path} is locked by another program; "
+                    "this session's conversations are kept in memory only"
+                )
+                self.path = None
+                return self._init(self._connect(":memory:"))
+            return self._move_aside(e)
+        except sqlite3.DatabaseError as e:
+            return self._move_aside(e)
+        except OSError as e:
+            self.notice = f"cannot use {self.path} ({e.strerror}); history is kept in memory only"
+            self.path = None
+            return self._init(self._connect(":memory:"))
+
+    def _move_aside(self, error: Exception) -> sqlite3.Connection:
+        assert self.path is not None
+        aside = self.path.with_name(f"{self.path.name}.broken-{time.strftime('%Y%m%d-%H%M%S')}")
+        n = 1
+        while aside.exists():
+            aside = aside.with_name(f"{aside.name.split('~')[0]}~{n}")
+            n += 1
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(str(self.path) + suffix)
+            if src.exists():
+                os.replace(src, Path(str(aside) + suffix))
+        self.notice = f"history database was unreadable ({error}); moved it to {aside}"
+        return self._init(self._connect(str(self.path)))
+
+    def _init(self, db: sqlite3.Connection) -> sqlite3.Connection:
+        try:
+            if self.path is not None:
+                db.execute("PRAGMA journal_mode = WAL")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise sqlite3.DatabaseError(f"schema version {version} is newer than this app")
+            db.executescript(SCHEMA)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            # Touch both tables, so a database with the wrong layout fails here, not later.
+            db.execute(
+                "SELECT id, title, mode, model, created, updated, settings "
+                "FROM conversations LIMIT 1"
+            ).fetchall()
+            db.execute("SELECT conversation_id, seq, role, text FROM messages LIMIT 1").fetchall()
+            db.commit()
+        except sqlite3.Error:
+            db.close()
+            raise
+        return db
+
+    def save(self, conv: Conversation) -> int:
+        """Insert or update a conversation with all its turns; returns its id."""
+        conv.updated = time.time()
+        conv.title = title_for(conv.turns)
+        settings = json.dumps(conv.settings)
+        with self.db:
+            if conv.id is None:
+                cur = self.db.execute(
+                    "INSERT INTO conversations (title, mode, model, created, updated, settings) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (conv.title, conv.mode, conv.model, conv.created, conv.updated, settings),
+                )
+                assert cur.lastrowid is not None
+                conv.id = cur.lastrowid
+            else:
+                self.db.execute(
+                    "UPDATE conversations SET title=?, mode=?, model=?, updated=?, settings=? "
+                    "WHERE id=?",
+                    (conv.title, conv.mode, conv.model, conv.updated, settings, conv.id),
+                )
+                self.db.execute("DELETE FROM messages WHERE conversation_id=?", (conv.id,))
+            self.db.executemany(
+                "INSERT INTO messages (conversation_id, seq, role, text) VALUES (?, ?, ?, ?)",
+                [(conv.id, i, t.role, t.text) for i, t in enumerate(conv.turns)],
+            )
+        return conv.id
+
+    def list(self, limit: int = 500) -> list[Conversation]:
+        """Conversations, newest first, without their turns."""
+        rows = self.db.execute(
+            "SELECT id, title, mode, model, created, updated, settings FROM conversations "
+            "ORDER BY updated DESC, id DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [_row(r) for r in rows]
+
+    def load(self, conv_id: int) -> Conversation | None:
+        row = self.db.execute(
+            "SELECT id, title, mode, model, created, updated, settings FROM conversations "
+            "WHERE id=?",
+            (conv_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        conv = _row(row)
+        conv.turns = [
+            Turn(role, text)
+            for role, text in self.db.execute(
+                "SELECT role, text FROM messages WHERE conversation_id=? ORDER BY seq", (conv_id,)
+            )
+        ]
+        return conv
+
+    def delete(self, conv_id: int) -> None:
+        with self.db:
+            self.db.execute("DELETE FROM conversations WHERE id=?", (conv_id,))
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _row(r: Iterable[Any]) -> Conversation:
+    cid, title, mode, model, created, updated, settings = r
+    try:
+        parsed = json.loads(settings)
+    except (TypeError, ValueError):
+        parsed = {}
+    return Conversation(
+        cid, title, mode, model, [], created, updated, parsed if isinstance(parsed, dict) else {}
+    )
+
+
+def export_text(conv: Conversation, names: dict[str, str], markdown: bool) -> str:
+    """A conversation as Markdown or plain text; `names` maps roles to speaker names."""
+    if conv.mode == "complete":
+        body = "".join(t.text for t in conv.turns)
+        return f"# {conv.title}\n\n{body}\n" if markdown else body + "\n"
+    parts = [f"# {conv.title}\n"] if markdown else []
+    for t in conv.turns:
+        name = names.get(t.role, t.role)
+        parts.append(f"**{name}:**\n\n{t.text}\n" if markdown else f"{name}:\n{t.text}\n")
+    return "\n".join(parts)
+
+
+def export(conv: Conversation, path: Path, names: dict[str, str]) -> Path:
+    """Write a conversation to `path` (.md means Markdown, anything else plain text)."""
+    markdown = path.suffix.lower() in (".md", ".markdown")
+    atomic_write_bytes(path, export_text(conv, names, markdown).encode("utf-8"))
+    return path
+
+
+def default_export_name(conv: Conversation, markdown: bool = True) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(conv.created))
+    return f"minigpt-chat-{stamp}.{'md' if markdown else 'txt'}"

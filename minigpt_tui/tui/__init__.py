@@ -1,0 +1,1 @@
+"""The Textual front end: `minigpt-tui chat` (app.py) and `minigpt-tui watch` (watch_app.py)."""

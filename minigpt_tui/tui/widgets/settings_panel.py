@@ -1,0 +1,150 @@
+"""The side panel: sampling settings, editable at any time (also while a reply streams),
+and the alternatives the model weighed for the selected token."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal, VerticalScroll
+from textual.message import Message
+from textual.widgets import Input, Label, Select, Static
+
+from minigpt_tui.dialogue import DialogueTemplate
+from minigpt_tui.sampling import SamplingError, SamplingSettings
+from minigpt_tui.tui.session import TokenInfo
+
+
+def _seed(text: str) -> int | None:
+    return int(text) if text.strip() else None
+
+
+# field id -> (label, SamplingSettings attribute, parser)
+FIELDS: dict[str, tuple[str, str, Callable[[str], Any]]] = {
+    "temperature": ("temp", "temperature", float),
+    "top_k": ("top-k", "top_k", int),
+    "top_p": ("top-p", "top_p", float),
+    "max_tokens": ("max tok", "max_new_tokens", int),
+    "seed": ("seed", "seed", _seed),
+}
+
+
+def show(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.2f}".rstrip("0").rstrip(".") if value != int(value) else f"{value:.1f}"
+    return str(value)
+
+
+class TokenInspector(Static):
+    """The selected token and the most likely alternatives, with their probabilities."""
+
+    def show_token(self, token: TokenInfo | None, decode: Callable[[int], str]) -> None:
+        if token is None:
+            self.update("no token selected")
+            return
+        lines = [f"{_visible(token.text)!s:<8} {token.prob:6.1%}", ""]
+        lines += [f"{_visible(decode(t)):<8} {p:6.1%}" for t, p in token.alternatives]
+        self.update("\n".join(lines))
+
+
+def _visible(text: str) -> str:
+    return repr(text)[1:-1] if text.strip() != text or not text else text
+
+
+class SettingsPanel(VerticalScroll):
+    class ModeChanged(Message):
+        def __init__(self, mode: str) -> None:
+            super().__init__()
+            self.mode = mode
+
+    class NamesChanged(Message):
+        pass
+
+    def __init__(
+        self, settings: SamplingSettings, template: DialogueTemplate, mode: str, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.template = template
+        self.mode = mode
+
+    def compose(self) -> ComposeResult:
+        for field_id, (label, attr, _) in FIELDS.items():
+            with Horizontal(classes="setting"):
+                yield Label(label)
+                yield Input(
+                    show(getattr(self.settings, attr)),
+                    id=field_id,
+                    compact=True,
+                    restrict=r"[0-9.\-]*",
+                    select_on_focus=True,
+                )
+        with Horizontal(classes="setting"):
+            yield Label("mode")
+            yield Select(
+                [("chat", "chat"), ("complete", "complete")],
+                value=self.mode,
+                allow_blank=False,
+                compact=True,
+                id="mode",
+            )
+        with Horizontal(classes="setting"):
+            yield Label("you")
+            yield Input(self.template.user, id="user_name", compact=True)
+        with Horizontal(classes="setting"):
+            yield Label("bot")
+            yield Input(self.template.model, id="bot_name", compact=True)
+        yield Label("token", id="inspector-title", classes="-hidden")
+        yield TokenInspector(id="inspector", classes="-hidden")
+
+    def sync(self) -> None:
+        """Show the current settings (after a key changed one)."""
+        for field_id, (_, attr, parse) in FIELDS.items():
+            box = self.query_one(f"#{field_id}", Input)
+            try:
+                same = parse(box.value) == getattr(self.settings, attr)
+            except ValueError:
+                same = False
+            if not same:
+                box.value = show(getattr(self.settings, attr))
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        box = event.input
+        event.stop()
+        if box.id in ("user_name", "bot_name"):
+            name = event.value.strip()
+            box.set_class(not name or ":" in name or "\n" in name, "-invalid")
+            if name and ":" not in name:
+                if box.id == "user_name":
+                    self.template.user = name
+                else:
+                    self.template.model = name
+                self.post_message(self.NamesChanged())
+            return
+        if box.id not in FIELDS:
+            return
+        _, attr, parse = FIELDS[box.id]
+        try:
+            value = parse(event.value)
+            trial = dataclasses.replace(self.settings, **{attr: value})
+            trial.validate()
+        except (ValueError, SamplingError):
+            box.add_class("-invalid")
+            return
+        box.remove_class("-invalid")
+        # The running Generation reads these every token: the next one uses the new value.
+        setattr(self.settings, attr, value)
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        event.stop()
+        if event.select.id == "mode" and isinstance(event.value, str) and event.value != self.mode:
+            self.mode = event.value
+            self.post_message(self.ModeChanged(event.value))
+
+    def set_mode(self, mode: str) -> None:
+        self.mode = mode
+        self.query_one("#mode", Select).value = mode

@@ -1,0 +1,35 @@
+"""One line under the conversation: model, backend, size, context used, speed of the last reply."""
+
+from __future__ import annotations
+
+from textual.reactive import reactive
+from textual.widgets import Static
+
+
+def human(n: int) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}".replace(".0", "")
+    return str(n)
+
+
+class StatusBar(Static):
+    model = reactive("")
+    backend = reactive("")
+    params = reactive(0)
+    context = reactive(0)
+    block_size = reactive(0)
+    ttft = reactive(-1.0)  # seconds; < 0: no reply yet
+    tokens_per_sec = reactive(-1.0)
+    state = reactive("loading…")
+
+    def render(self) -> str:
+        parts = [self.model or "no model"]
+        if self.backend:
+            parts.append(f"{self.backend} · {human(self.params)} params")
+        if self.block_size:
+            parts.append(f"ctx {self.context}/{self.block_size}")
+        if self.ttft >= 0:
+            parts.append(f"ttft {self.ttft * 1000:.0f}ms · {self.tokens_per_sec:.0f} tok/s")
+        parts.append(self.state)
+        return " │ ".join(parts)
