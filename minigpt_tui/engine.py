@@ -9,6 +9,7 @@ Torch-free: the PyTorch backend is imported only when asked for.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -41,6 +42,19 @@ class Backend(Protocol):
     def decode(self, token: int) -> np.ndarray:
         """Append one token to the cache; return its logits (vocab,)."""
         ...
+
+
+# Below this many parameters one thread decodes fastest: the per-token work is too small to
+# split, and on a busy machine waiting for a second thread costs far more than it saves
+# (benchmarks/RESULTS.md, "Decode speed": 2,600 vs 50 tokens/s for a tiny model on 2 busy cores).
+SINGLE_THREAD_PARAMS = 20_000_000
+
+
+def default_threads(num_params: int) -> int:
+    """CPU threads a backend uses when the user does not say."""
+    if num_params < SINGLE_THREAD_PARAMS:
+        return 1
+    return max(1, min(os.cpu_count() or 1, 8))
 
 
 def window(context: Sequence[int], block_size: int) -> list[int]:

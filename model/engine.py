@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from minigpt_tui.engine import default_threads
 from model import checkpoint
 from model.gpt import LayerCache
 from model.modeldir import ModelInfo
@@ -24,8 +25,8 @@ class _TorchModel:
     name = "torch"
 
     def __init__(self, info: ModelInfo, device: str = "cpu", threads: int | None = None) -> None:
-        if threads:
-            torch.set_num_threads(threads)
+        if device == "cpu" or threads:
+            torch.set_num_threads(threads or default_threads(info.config.num_params()))
         self.device = device
         self.model, self.info = checkpoint.load(info.path, device=device)
         self.model.eval()
