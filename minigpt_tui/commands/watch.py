@@ -1,0 +1,28 @@
+"""`minigpt-tui watch RUN_DIR`: follow a training run live (loss curves, speed, ETA, samples)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from minigpt_tui.errors import UserError
+
+
+def watch(
+    run: Path = typer.Argument(..., help="A training run directory (or its metrics.jsonl)."),
+) -> None:
+    """Follow a training run's metrics.jsonl live; keeps going when the run ends or restarts."""
+    run = run.expanduser()
+    if not run.exists():
+        raise UserError(f"run directory not found: {run}")
+    if run.is_file() and run.suffix != ".jsonl":
+        raise UserError(f"{run} is not a run directory or a metrics .jsonl file")
+
+    from minigpt_tui.tui.watch_app import WatchApp
+
+    WatchApp(run).run()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("watch")(watch)

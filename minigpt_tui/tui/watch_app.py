@@ -1,0 +1,116 @@
+"""`minigpt-tui watch RUN_DIR`: a live view of a training run from its metrics.jsonl.
+
+Polls the file twice a second (reading only what was appended), folds the events into a
+RunState, and shows the loss curves, speed, progress, ETA and the latest sample. A run that
+ends, restarts or has its file replaced is followed on; a run directory without metrics yet
+shows a waiting message until the file appears.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.widgets import Footer, ProgressBar, Static
+
+from minigpt_tui.tui.metrics import MetricsFollower, RunState, duration, metrics_path
+from minigpt_tui.tui.widgets.plot import LinePlot
+
+POLL_SECONDS = 0.5
+STALE_SECONDS = 120  # no event for this long while "running": say so
+
+
+class WatchApp(App[None]):
+    CSS_PATH = "watch.tcss"
+    TITLE = "minigpt-tui watch"
+    ENABLE_COMMAND_PALETTE = False
+    BINDINGS = [  # noqa: RUF012
+        Binding("r", "reload", "Reload"),
+        Binding("q,ctrl+q", "quit", "Quit"),
+    ]
+
+    def __init__(self, run: Path, poll: float = POLL_SECONDS) -> None:
+        super().__init__()
+        self.run_path = run
+        self.follower = MetricsFollower(metrics_path(run))
+        self.state = RunState()
+        self.poll_seconds = poll
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="run-header")
+        with Horizontal(id="progress-row"):
+            yield ProgressBar(total=100, show_eta=False, show_percentage=True, id="progress")
+            yield Static(id="eta")
+        yield LinePlot(empty="waiting for the first losses…", id="loss-plot")
+        yield Static(id="run-stats")
+        with VerticalScroll(id="sample-box"):
+            yield Static(id="sample", markup=False)
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#loss-plot").border_title = "loss: train ⣀ val ⣀"
+        self.query_one("#sample-box").border_title = "latest sample"
+        self.refresh_view()
+        self.poll()
+        self.set_interval(self.poll_seconds, self.poll)
+
+    def poll(self) -> None:
+        events, reset = self.follower.poll()
+        if reset:
+            self.state.reset()
+            self.notify("metrics.jsonl started over: following the new run", timeout=4)
+        if events or reset:
+            self.state.apply_all(events)
+        self.refresh_view()
+
+    def action_reload(self) -> None:
+        self.follower = MetricsFollower(self.follower.path)
+        self.state = RunState()
+        self.poll()
+
+    def refresh_view(self) -> None:
+        s = self.state
+        header = self.query_one("#run-header", Static)
+        if not self.follower.path.exists() and s.status == "waiting":
+            header.update(f"{self.run_path}: waiting for {self.follower.path.name}…")
+        else:
+            status = s.status
+            if s.status == "ended":
+                status = f"ended ({s.end_reason})" if s.end_reason else "ended"
+            elif s.status == "running":
+                idle = s.idle_for(time.time())
+                if idle is not None and idle > STALE_SECONDS:
+                    status = f"no update for {duration(idle)}"
+            total = f"/{s.max_iters:,}" if s.max_iters else ""
+            restarts = f" · run {s.starts}" if s.starts > 1 else ""
+            header.update(f"{self.run_path} · {status}{restarts} · iter {s.iter:,}{total}")
+        progress = s.progress()
+        bar = self.query_one(ProgressBar)
+        if progress is None:
+            bar.update(total=None)
+        else:
+            bar.update(total=100, progress=round(progress * 100, 1))
+        eta = s.eta()
+        self.query_one("#eta", Static).update(
+            f"ETA {duration(eta)}" if eta is not None else f"elapsed {duration(s.elapsed)}"
+        )
+        self.query_one(LinePlot).set_series(s.train, s.val)
+        parts = [f"loss {s.loss:.4f}" if s.loss is not None else "loss —"]
+        if s.val_loss is not None:
+            parts.append(f"val {s.val_loss:.4f} @ {s.val_iter:,}")
+        if s.tokens_per_sec is not None:
+            parts.append(f"{s.tokens_per_sec:,.0f} tok/s")
+        if s.lr is not None:
+            parts.append(f"lr {s.lr:.2e}")
+        parts.append(f"elapsed {duration(s.elapsed)}")
+        self.query_one("#run-stats", Static).update(" │ ".join(parts))
+        sample_box = self.query_one("#sample-box")
+        sample_box.border_title = (
+            f"latest sample @ iter {s.sample_iter:,}"
+            if s.sample_iter is not None
+            else "latest sample"
+        )
+        self.query_one("#sample", Static).update(s.sample or "no sample yet")

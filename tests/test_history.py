@@ -1,0 +1,126 @@
+"""The SQLite conversation history: round trips, bad databases, export."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from minigpt_tui.dialogue import Turn
+from minigpt_tui.history import (
+    Conversation,
+    HistoryStore,
+    data_dir,
+    default_export_name,
+    export,
+    export_text,
+    title_for,
+)
+
+NAMES = {"user": "ROMEO", "model": "JULIET"}
+
+
+def conv(*texts: str) -> Conversation:
+    turns = [Turn("user" if i % 2 == 0 else "model", t) for i, t in enumerate(texts)]
+    return Conversation(None, "", "chat", "tiny", turns)
+
+
+def test_save_list_load_update_delete(tmp_path: Path) -> None:
+    store = HistoryStore(tmp_path / "h.db")
+    a = conv("Hello there", "Good morrow.")
+    store.save(a)
+    b = conv("Second talk")
+    store.save(b)
+    assert [c.title for c in store.list()] == ["Second talk", "Hello there"]
+    a.turns.append(Turn("user", "More"))
+    store.save(a)
+    assert store.list()[0].id == a.id, "updating moves a conversation to the top"
+    store.close()
+
+    again = HistoryStore(tmp_path / "h.db")
+    loaded = again.load(a.id)  # type: ignore[arg-type]
+    assert loaded is not None
+    assert [(t.role, t.text) for t in loaded.turns] == [
+        ("user", "Hello there"),
+        ("model", "Good morrow."),
+        ("user", "More"),
+    ]
+    again.delete(a.id)  # type: ignore[arg-type]
+    assert again.load(a.id) is None  # type: ignore[arg-type]
+    assert [c.id for c in again.list()] == [b.id]
+
+
+def test_corrupt_database_is_moved_aside(tmp_path: Path) -> None:
+    db = tmp_path / "history.db"
+    db.write_bytes(b"this is not an sqlite database, just some bytes" * 100)
+    store = HistoryStore(db)
+    assert "moved it to" in store.notice
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("history.db.broken-")]
+    assert len(aside) == 1 and aside[0].read_bytes().startswith(b"this is not")
+    store.save(conv("fresh start"))
+    assert [c.title for c in store.list()] == ["fresh start"]
+
+
+def test_wrong_schema_is_moved_aside(tmp_path: Path) -> None:
+    db = tmp_path / "history.db"
+    with sqlite3.connect(db) as raw:
+        raw.execute("CREATE TABLE conversations (x INTEGER)")
+    store = HistoryStore(db)
+    assert "unreadable" in store.notice and store.persistent
+    store.save(conv("works"))
+
+
+def test_locked_database_falls_back_to_memory(tmp_path: Path) -> None:
+    db = tmp_path / "history.db"
+    HistoryStore(db).close()
+    holder = sqlite3.connect(db)
+    holder.execute("PRAGMA journal_mode = DELETE")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        store = HistoryStore(db, timeout=0.05)
+        assert "locked" in store.notice and not store.persistent
+        store.save(conv("kept in memory"))
+        assert [c.title for c in store.list()] == ["kept in memory"]
+    finally:
+        holder.rollback()
+        holder.close()
+    assert db.exists(), "a locked database is never moved or touched"
+
+
+def test_memory_store_and_data_dir_override(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MINIGPT_TUI_DATA_DIR", str(tmp_path / "d"))
+    assert data_dir() == tmp_path / "d"
+    store = HistoryStore.default()
+    assert store.path == tmp_path / "d" / "history.db" and store.path.exists()
+    mem = HistoryStore.memory()
+    assert not mem.persistent
+    mem.save(conv("x"))
+    assert len(mem.list()) == 1
+
+
+def test_export_markdown_and_text(tmp_path: Path) -> None:
+    c = conv("Hello", "Good morrow.\nHow now?")
+    c.title = title_for(c.turns)
+    md = export_text(c, NAMES, markdown=True)
+    assert md.startswith("# Hello\n")
+    assert "**ROMEO:**\n\nHello\n" in md and "**JULIET:**\n\nGood morrow.\nHow now?\n" in md
+    txt = export_text(c, NAMES, markdown=False)
+    assert txt == "ROMEO:\nHello\n\nJULIET:\nGood morrow.\nHow now?\n"
+    written = export(c, tmp_path / "sub" / "talk.txt", NAMES)
+    assert written.read_text() == txt
+    assert [p.name for p in (tmp_path / "sub").iterdir()] == ["talk.txt"], "no temp files left"
+    assert default_export_name(c).endswith(".md")
+
+
+def test_complete_mode_exports_the_document() -> None:
+    c = Conversation(None, "Once", "complete", "tiny", [Turn("document", "Once upon a time")])
+    assert export_text(c, NAMES, markdown=False) == "Once upon a time\n"
+
+
+def test_title_is_first_line_shortened() -> None:
+    assert title_for([Turn("user", "  a\nb  ")]) == "a b"
+    assert title_for([]) == "(empty)"
+    assert len(title_for([Turn("user", "x" * 200)])) == 60
