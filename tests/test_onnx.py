@@ -1,0 +1,276 @@
+"""ONNX export with a KV cache and the onnxruntime engine, on tiny random models."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+from export import ort_engine
+from export.onnx_export import ExportError, export_onnx
+from minigpt_tui.cli import main
+from minigpt_tui.engine import EngineError, Generation, load_backend
+from minigpt_tui.sampling import SamplingSettings
+from model import checkpoint, modeldir
+from model.config import GPTConfig
+from model.engine import TorchBackend
+from model.gpt import GPT
+from model.modeldir import ModelDirError
+from model.tokenizer import CharTokenizer
+
+TEXT = "ROMEO:\nBut soft, what light through yonder window breaks?\nJULIET:\nO Romeo!\n"
+
+
+def build(path: Path, block_size: int, seed: int = 0, sharpen: float = 1.0) -> Path:
+    """A tiny random model; `sharpen` scales the embedding so greedy choices are not near-ties."""
+    torch.manual_seed(seed)
+    tok = CharTokenizer.from_text([TEXT])
+    cfg = GPTConfig(
+        vocab_size=tok.vocab_size, block_size=block_size, n_layer=2, n_head=2, n_embd=16
+    )
+    model = GPT(cfg)
+    with torch.no_grad():
+        model.wte.weight.mul_(sharpen)
+    checkpoint.save(path, model, modeldir.make_meta(cfg, tok, name=path.name))
+    return path
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """block 32: fp32 in place and int8 into a new directory; block 256: fp32 in place."""
+    root = tmp_path_factory.mktemp("onnx")
+    small = build(root / "small", block_size=32, sharpen=40.0)
+    export_onnx(small)
+    export_onnx(small, root / "small-int8", quantize="int8")
+    long = build(root / "long", block_size=256, seed=1)
+    export_onnx(long)
+    return {"small": small, "int8": root / "small-int8", "long": long}
+
+
+@pytest.fixture
+def fast_export(exported: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reuse the block-32 graph instead of re-running torch.onnx.export (seconds each) in the
+    tests about where and when files are written; verification still runs for real."""
+    import export.onnx_export as ex
+
+    graph = onnx.load(str(exported["small"] / "model.onnx"))
+    monkeypatch.setattr(
+        ex,
+        "_export_graph",
+        lambda model, opset: onnx.ModelProto.FromString(graph.SerializeToString()),
+    )
+
+
+def copy_model(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_prefill_and_200_decode_steps_match_torch(exported: dict[str, Path]) -> None:
+    info = modeldir.read(exported["long"])
+    ort, ref = ort_engine.OrtBackend(info), TorchBackend(info)
+    rng = np.random.default_rng(0)
+    prompt = rng.integers(0, info.config.vocab_size, size=40).tolist()
+    a, b = ort.prefill(prompt), ref.prefill(prompt)
+    assert a.shape == (info.config.vocab_size,) and a.dtype == np.float32
+    worst = float(np.abs(a - b).max())
+    for _ in range(200):
+        tok = int(b.argmax())
+        a, b = ort.decode(tok), ref.decode(tok)
+        worst = max(worst, float(np.abs(a - b).max()))
+    assert worst <= 1e-4
+    assert ort._cache_len == 240
+
+
+def test_greedy_generation_identical_to_torch_across_window_slides(
+    exported: dict[str, Path],
+) -> None:
+    info = modeldir.read(exported["small"])
+    tok = info.tokenizer()
+    settings = SamplingSettings(temperature=0.0, max_new_tokens=220)
+    runs = []
+    for backend in (ort_engine.OrtBackend(info), TorchBackend(info)):
+        gen = Generation(backend, tok, tok.encode("ROMEO:\n"), settings)
+        text = "".join(e.text for e in gen)
+        runs.append((gen.generated, text, gen.stats.slides))
+    assert runs[0] == runs[1]
+    assert len(runs[0][0]) == 220 and runs[0][2] >= 5  # it slid the window many times
+
+
+def test_batch_and_cache_shapes(exported: dict[str, Path]) -> None:
+    info = modeldir.read(exported["small"])
+    backend = ort_engine.OrtBackend(info)
+    cfg = info.config
+    ids = np.array([[1, 2, 3], [4, 5, 6]], dtype=np.int64)
+    logits, cache = backend.run(ids, backend.empty_cache(batch=2))
+    assert logits.shape == (2, cfg.vocab_size)
+    assert len(cache) == 2 * cfg.n_layer
+    assert cache[0].shape == (2, cfg.n_head, 3, cfg.n_embd // cfg.n_head)
+    # Row 1 of the batch equals running that row alone.
+    alone, _ = backend.run(ids[1:], backend.empty_cache())
+    np.testing.assert_allclose(logits[1], alone[0], atol=1e-5)
+
+
+def test_engine_refuses_overflow_and_decode_before_prefill(exported: dict[str, Path]) -> None:
+    backend = ort_engine.OrtBackend(modeldir.read(exported["small"]))
+    with pytest.raises(EngineError, match="before prefill"):
+        backend.decode(1)
+    with pytest.raises(EngineError, match="cannot prefill 33 tokens"):
+        backend.prefill([1] * 33)
+    backend.prefill([1] * 32)
+    with pytest.raises(EngineError, match="cache is full"):
+        backend.decode(1)
+
+
+def test_int8_export_runs_and_is_recorded(exported: dict[str, Path]) -> None:
+    info = modeldir.read(exported["int8"])
+    assert info.has_onnx and not info.has_weights  # a self-contained ONNX model directory
+    meta = info.meta["onnx"]
+    assert meta["quantize"] == "int8" and meta["opset"] == 23
+    assert meta["verify"]["mean_kl"] <= meta["verify"]["max_mean_kl"]
+    assert meta["inputs"] == ort_engine.input_names(info.config)
+    assert meta["tools"]["onnxruntime"]
+    g = onnx.load(str(info.onnx_path)).graph
+    assert any(n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") for n in g.node)
+    backend = load_backend(exported["int8"])  # auto: the only thing it can run
+    assert backend.name == "onnx"
+    tok = info.tokenizer()
+    gen = Generation(
+        backend, tok, tok.encode("JULIET:"), SamplingSettings(max_new_tokens=50, seed=1)
+    )
+    assert len(list(gen)) >= 50 and gen.text
+    fp32 = ort_engine.OrtBackend(modeldir.read(exported["small"])).prefill([3, 4, 5])
+    int8 = backend.prefill([3, 4, 5])
+    assert np.argmax(fp32) == np.argmax(int8)
+
+
+def test_fp32_export_is_fused_and_described(exported: dict[str, Path]) -> None:
+    info = modeldir.read(exported["small"])
+    assert info.has_weights and info.has_onnx  # in place, beside the weights
+    meta = info.meta["onnx"]
+    assert meta["fused_attention"] == info.config.n_layer
+    assert meta["verify"]["max_logit_diff"] <= 1e-4
+    ops = [n.op_type for n in onnx.load(str(info.onnx_path)).graph.node]
+    assert ops.count("Attention") == info.config.n_layer and "Transpose" not in ops
+    assert load_backend(exported["small"]).name == "onnx"  # auto prefers ONNX
+    assert load_backend(exported["small"], backend="torch").name == "torch"
+
+
+def test_refuses_to_overwrite_without_force_and_replaces_with_it(
+    exported: dict[str, Path], tmp_path: Path, fast_export: None
+) -> None:
+    model = copy_model(exported["small"], tmp_path / "m")
+    before = (model / "model.onnx").read_bytes()
+    with pytest.raises(ExportError, match="already exists; pass --force"):
+        export_onnx(model, quantize="int8")
+    assert (model / "model.onnx").read_bytes() == before
+    export_onnx(model, quantize="int8", force=True, verify=False)
+    assert (model / "model.onnx").read_bytes() != before
+    assert modeldir.read(model).meta["onnx"]["quantize"] == "int8"
+    assert not [p.name for p in model.iterdir() if p.name.startswith(".")]  # no temp files
+    # A separate export directory: refused without --force, replaced with it.
+    out = exported["int8"].parent / "int8-again"
+    shutil.copytree(exported["int8"], out)
+    with pytest.raises(ExportError, match="already exists"):
+        export_onnx(model, out)
+    export_onnx(model, out, force=True, verify=False)
+    assert modeldir.read(out).meta["onnx"]["quantize"] == "none"
+
+
+def test_failed_verification_writes_nothing(
+    exported: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fast_export: None
+) -> None:
+    import export.onnx_export as ex
+
+    model = copy_model(exported["small"], tmp_path / "m")
+    (model / "model.onnx").unlink()
+    config_before = (model / "config.json").read_bytes()
+    monkeypatch.setattr(ex, "FP32_TOLERANCE", -1.0)
+    with pytest.raises(ExportError, match=r"verification failed.*nothing was written"):
+        export_onnx(model)
+    with pytest.raises(ExportError, match="verification failed"):
+        export_onnx(model, tmp_path / "out")
+    assert sorted(p.name for p in model.iterdir()) == ["config.json", "model.safetensors"]
+    assert (model / "config.json").read_bytes() == config_before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_bad_export_requests(
+    exported: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = exported["small"]
+    with pytest.raises(ExportError, match="--quantize must be none or int8"):
+        export_onnx(model, tmp_path / "x", quantize="int4")
+    with pytest.raises(ExportError, match="--opset must be between"):
+        export_onnx(model, tmp_path / "x", opset=9)
+    with pytest.raises(ModelDirError, match="no weights"):
+        export_onnx(exported["int8"], tmp_path / "x")
+    with pytest.raises(ExportError, match="does not exist"):
+        export_onnx(model, tmp_path / "missing" / "x")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("mine")
+    with pytest.raises(ExportError, match="not a model directory"):
+        export_onnx(model, tmp_path / "notes", force=True)
+    with pytest.raises(ExportError, match="another model's weights"):
+        export_onnx(model, exported["long"], force=True)
+    # A read-only parent (os.access is faked: the tests may run as root, who can write anyway).
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, m: Path(p) != ro and real_access(p, m))
+    with pytest.raises(ExportError, match="permission denied"):
+        export_onnx(model, ro / "x")
+    assert list(ro.iterdir()) == []
+
+
+def test_foreign_and_corrupt_onnx_files_are_one_line_errors(
+    exported: dict[str, Path], tmp_path: Path
+) -> None:
+    model = copy_model(exported["int8"], tmp_path / "m")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y])
+    onnx.save(helper.make_model(graph), str(model / "model.onnx"))
+    with pytest.raises(EngineError, match="not a minigpt-tui ONNX export") as e:
+        load_backend(model)
+    assert "\n" not in str(e.value)
+    # Our input names, but a model with another width: the shapes give it away.
+    other = build(tmp_path / "wide", block_size=32)
+    cfg = modeldir.read(other).meta
+    cfg["model"]["n_embd"] = 32
+    (other / "config.json").write_text(json.dumps(cfg))
+    shutil.copy(exported["small"] / "model.onnx", other / "model.onnx")
+    with pytest.raises(EngineError, match=r"past_key_0 is tensor\(float\)"):
+        load_backend(other, backend="onnx")
+    (model / "model.onnx").write_bytes(b"\x08\x07this is not a protobuf")
+    with pytest.raises(EngineError, match="cannot load") as e:
+        load_backend(model)
+    assert "\n" not in str(e.value)
+
+
+def test_cli_export_and_errors(
+    exported: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], fast_export: None
+) -> None:
+    out = tmp_path / "cli"
+    main(["export", "onnx", str(exported["small"]), "--out", str(out), "--no-verify"])
+    assert modeldir.read(out).has_onnx
+    assert "not verified" in capsys.readouterr().err
+    for args, message in [
+        (["--quantize", "fp16"], "--quantize must be none or int8"),
+        ([], "already exists; pass --force"),
+    ]:
+        with pytest.raises(SystemExit) as e:
+            main(["export", "onnx", str(exported["small"]), "--out", str(out), *args])
+        assert e.value.code != 0
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(SystemExit) as e:
+        main(["export", "onnx", str(tmp_path / "nothing-here")])
+    assert e.value.code != 0 and "model not found" in capsys.readouterr().err
