@@ -246,3 +246,27 @@ def test_generate_module_and_help_do_not_import_torch() -> None:
     )
     assert res.returncode == 0, res.stderr
     assert "--max-tokens" in res.stdout
+
+
+@pytest.mark.slow
+def test_onnx_model_file_runs_without_torch(
+    tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--model dir/model.onnx` picks the ONNX backend, prints what torch prints, and the
+    process never imports torch."""
+    onnx_export = pytest.importorskip("export.onnx_export")
+    out_dir = tmp_path / "exported"
+    onnx_export.export_onnx(model_dir, out_dir)
+    expected = reference(model_dir, "hello", 30)
+    code = (
+        "import sys\nfrom minigpt_tui.cli import main\n"
+        f"try:\n    main(['generate', 'hello', '-m', {str(out_dir / 'model.onnx')!r}, "
+        "'-n', '30', '-t', '0', '--stats'])\nexcept SystemExit as e:\n    assert not e.code, e\n"
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=120
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == expected
+    assert "backend onnx" in res.stderr
