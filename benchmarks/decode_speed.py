@@ -77,7 +77,7 @@ class NoEndOfText:
 def generate(backend: Backend, prompt: list[int], new_tokens: int) -> Generation:
     tokenizer = NoEndOfText(backend.info.tokenizer())
     settings = SamplingSettings(temperature=0.0, max_new_tokens=new_tokens)
-    gen = Generation(backend, tokenizer, prompt, settings)  # type: ignore[arg-type]
+    gen = Generation(backend, tokenizer, prompt, settings)
     for _ in gen:
         pass
     return gen
@@ -164,12 +164,13 @@ def bench_model(
         n = new_tokens
         if name == "recompute" and recompute_tokens is not None:
             n = min(n, recompute_tokens)
-        path: Path | None = model_dir
+        path = model_dir
         if name.startswith("onnx"):
-            path, why = onnx_dir(model_dir, name, work)
-            if path is None:
+            exported, why = onnx_dir(model_dir, name, work)
+            if exported is None:
                 rows.append(Row(label, name, "-", len(prompt), 0, 0.0, 0.0, 0, why))
                 continue
+            path = exported
         print(f"  {label}: {name}, {len(prompt)}-token prompt, {n} new tokens", file=sys.stderr)
         try:
             backend = load(path, name, threads, device)

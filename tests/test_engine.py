@@ -3,13 +3,17 @@ cancellation, seeds, backend loading, and the dialogue template."""
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from minigpt_tui.dialogue import DialogueTemplate, Turn
 from minigpt_tui.engine import EngineError, Generation, load_backend, window
@@ -32,6 +36,7 @@ class ScriptedBackend:
     """Emits a fixed token sequence (one-hot logits) and records what the engine asks of it."""
 
     name = "scripted"
+    info: Any = None  # a scripted backend has no model directory
 
     def __init__(self, script: Sequence[int], vocab: int, block_size: int = 1024, pad: int = 0):
         self.script = list(script)
@@ -74,9 +79,14 @@ def run(backend: object, tokenizer: object, prompt: Sequence[int], **kw: object)
     return gen
 
 
+@functools.cache
+def _gpt2() -> GPT2Tokenizer:
+    return GPT2Tokenizer()
+
+
 @pytest.fixture(scope="module")
 def gpt2() -> GPT2Tokenizer:
-    return GPT2Tokenizer()
+    return _gpt2()
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +126,8 @@ class Recorder:
     """Wraps a backend and keeps every logits vector it returns."""
 
     def __init__(self, inner: TorchBackend | TorchRecomputeBackend) -> None:
-        self.inner, self.logits = inner, []  # type: list[np.ndarray]
+        self.inner = inner
+        self.logits: list[np.ndarray] = []
         self.name, self.info = inner.name, inner.info
 
     @property
@@ -267,6 +278,7 @@ def test_cancel_stops_between_tokens(char_tok: CharTokenizer) -> None:
 
 
 def test_end_of_text_stops_and_padded_vocabulary_is_never_sampled(gpt2: GPT2Tokenizer) -> None:
+    assert gpt2.eot is not None
     script = [*gpt2.encode("Hi there"), gpt2.eot, *gpt2.encode(" never")]
     backend = ScriptedBackend(script, gpt2.vocab_size, pad=47)  # a model with 50304 outputs
     gen = run(backend, gpt2, gpt2.encode("Say"), max_new_tokens=50, temperature=0.9, seed=0)
@@ -379,6 +391,29 @@ def test_stop_string_with_multibyte_characters(gpt2: GPT2Tokenizer) -> None:
     script = gpt2.encode("我爱日本語和中文")
     gen = run(ScriptedBackend(script, gpt2.vocab_size), gpt2, [1], max_new_tokens=30, stop=["本語"])
     assert gen.text == "我爱日"
+
+
+_ALPHABET = "ab \n日😀"
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    text=st.text(_ALPHABET, min_size=1, max_size=30),
+    stops=st.lists(st.text(_ALPHABET, min_size=1, max_size=4), max_size=3),
+)
+def test_streamed_text_equals_one_shot_decode_cut_at_the_first_stop(
+    text: str, stops: list[str]
+) -> None:
+    tok = _gpt2()
+    script = tok.encode(text)
+    gen = run(
+        ScriptedBackend(script, tok.vocab_size), tok, [1], max_new_tokens=len(script), stop=stops
+    )
+    cuts = [i for i in (text.find(s) for s in stops) if i >= 0]
+    expected = text[: min(cuts)] if cuts else text
+    assert gen.text == expected
+    assert "".join(e.text for e in gen.events) == expected  # type: ignore[attr-defined]
+    assert gen.stats.stop_reason == ("stop" if cuts else "length")
 
 
 # ---------------------------------------------------------------------------------------------
