@@ -23,6 +23,8 @@ def chat(
     no_history: bool = typer.Option(False, "--no-history", help="Keep no conversation history."),
 ) -> None:
     """Chat with a model in a full-screen terminal app (F1 inside lists the keys)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from minigpt_tui.dialogue import DialogueTemplate
     from minigpt_tui.engine import load_backend
     from minigpt_tui.history import HistoryStore
@@ -44,11 +46,16 @@ def chat(
     path = resolve_model(model)
     info = modeldir.read(path)  # a missing or malformed model is one line, before the TUI
     history = HistoryStore.memory() if no_history else HistoryStore.default()
+    # Start loading the model now, while Textual is imported and the screen drawn; the app's
+    # loading worker waits for this future (errors surface there, on the error screen).
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-model")
+    loading = pool.submit(load_backend, path, backend)
+    pool.shutdown(wait=False)
 
     from minigpt_tui.tui.app import ChatApp
 
     app = ChatApp(
-        lambda: load_backend(path, backend),
+        loading.result,
         model_label=info.name,
         settings=settings,
         template=DialogueTemplate(user=user.strip(), model=bot.strip()),

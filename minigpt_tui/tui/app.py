@@ -120,6 +120,7 @@ class ChatApp(App[None]):
         self._reply_view: MessageView | None = None
         self._doc_before = ""  # complete mode: the document before the last continuation
         self._prompt_len = 0
+        self._send_when_loaded = False
 
     # ----------------------------------------------------------------- layout
     def compose(self) -> ComposeResult:
@@ -141,9 +142,9 @@ class ChatApp(App[None]):
         status = self.query_one(StatusBar)
         status.model = self.model_label
         self._drain_timer = self.set_interval(1 / FLUSH_HZ, self._drain_tokens, pause=True)
-        self.query_one(PromptInput).read_only = True
         if self.history.notice:
             self.notify(self.history.notice, severity="warning", timeout=10)
+        (self.prompt_input if self.mode == "chat" else self.document).focus()
         self._check_size()
         self._load()
 
@@ -182,6 +183,8 @@ class ChatApp(App[None]):
         status.state = "ready"
         self._apply_mode(self.mode)
         self._sync_context()
+        if self._send_when_loaded:
+            self.action_send()
 
     # ----------------------------------------------------------------- helpers
     @property
@@ -215,7 +218,6 @@ class ChatApp(App[None]):
             self.session.mode = mode
         self.query_one(ContentSwitcher).current = "transcript" if mode == "chat" else "document"
         self.prompt_input.display = mode == "chat"
-        self.prompt_input.read_only = self.session is None
         self.prompt_input.placeholder = "Message  (Enter send · Ctrl+J new line · F1 help)"
         if mode == "chat":
             self.prompt_input.focus()
@@ -240,7 +242,10 @@ class ChatApp(App[None]):
         self.action_send()
 
     def action_send(self) -> None:
-        if self.session is None:
+        if self.session is None:  # typed ahead while the model loads: send once it is ready
+            if self.prompt_input.text.strip() or self.mode == "complete":
+                self._send_when_loaded = True
+                self.query_one(StatusBar).state = "loading… (will send when ready)"
             return
         if self.generating:
             self.notify("Still replying: Esc stops it.", timeout=2)

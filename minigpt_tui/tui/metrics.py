@@ -198,7 +198,7 @@ def metrics_path(run: Path) -> Path:
 def duration(seconds: float | None) -> str:
     if seconds is None:
         return "—"
-    s = int(round(seconds))
+    s = round(seconds)
     if s >= 3600:
         return f"{s // 3600}h{s % 3600 // 60:02d}m"
     if s >= 60:

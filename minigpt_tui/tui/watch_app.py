@@ -51,8 +51,15 @@ class WatchApp(App[None]):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        self.query_one("#loss-plot").border_title = "loss: train ⣀ val ⣀"
-        self.query_one("#sample-box").border_title = "latest sample"
+        # Held, not queried each poll: a poll may fire while the app is shutting down.
+        self.header = self.query_one("#run-header", Static)
+        self.bar = self.query_one(ProgressBar)
+        self.eta_label = self.query_one("#eta", Static)
+        self.plot = self.query_one(LinePlot)
+        self.stats = self.query_one("#run-stats", Static)
+        self.sample_box = self.query_one("#sample-box", VerticalScroll)
+        self.sample = self.query_one("#sample", Static)
+        self.plot.border_title = "loss: train · val (bold)"
         self.refresh_view()
         self.poll()
         self.set_interval(self.poll_seconds, self.poll)
@@ -73,7 +80,7 @@ class WatchApp(App[None]):
 
     def refresh_view(self) -> None:
         s = self.state
-        header = self.query_one("#run-header", Static)
+        header = self.header
         if not self.follower.path.exists() and s.status == "waiting":
             header.update(f"{self.run_path}: waiting for {self.follower.path.name}…")
         else:
@@ -88,16 +95,16 @@ class WatchApp(App[None]):
             restarts = f" · run {s.starts}" if s.starts > 1 else ""
             header.update(f"{self.run_path} · {status}{restarts} · iter {s.iter:,}{total}")
         progress = s.progress()
-        bar = self.query_one(ProgressBar)
+        bar = self.bar
         if progress is None:
             bar.update(total=None)
         else:
             bar.update(total=100, progress=round(progress * 100, 1))
         eta = s.eta()
-        self.query_one("#eta", Static).update(
+        self.eta_label.update(
             f"ETA {duration(eta)}" if eta is not None else f"elapsed {duration(s.elapsed)}"
         )
-        self.query_one(LinePlot).set_series(s.train, s.val)
+        self.plot.set_series(s.train, s.val)
         parts = [f"loss {s.loss:.4f}" if s.loss is not None else "loss —"]
         if s.val_loss is not None:
             parts.append(f"val {s.val_loss:.4f} @ {s.val_iter:,}")
@@ -106,11 +113,10 @@ class WatchApp(App[None]):
         if s.lr is not None:
             parts.append(f"lr {s.lr:.2e}")
         parts.append(f"elapsed {duration(s.elapsed)}")
-        self.query_one("#run-stats", Static).update(" │ ".join(parts))
-        sample_box = self.query_one("#sample-box")
-        sample_box.border_title = (
+        self.stats.update(" │ ".join(parts))
+        self.sample_box.border_title = (
             f"latest sample @ iter {s.sample_iter:,}"
             if s.sample_iter is not None
             else "latest sample"
         )
-        self.query_one("#sample", Static).update(s.sample or "no sample yet")
+        self.sample.update(s.sample or "no sample yet")
