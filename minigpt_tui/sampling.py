@@ -73,16 +73,28 @@ def distribution(logits: np.ndarray, settings: SamplingSettings) -> np.ndarray:
     probs = np.exp(z)
     probs /= probs.sum()
     if settings.top_p < 1.0:
-        order = np.argsort(-probs, kind="stable")
-        cum = np.cumsum(probs[order])
-        # Keep the smallest prefix whose mass reaches top_p (always at least one token); the
-        # tolerance stops rounding in the running sum from keeping one token too many.
-        n_keep = int(np.searchsorted(cum, settings.top_p - 1e-12, side="left")) + 1
-        mask = np.zeros_like(probs, dtype=bool)
-        mask[order[:n_keep]] = True
-        probs = np.where(mask, probs, 0.0)
-        probs /= probs.sum()
+        probs = _nucleus(probs, settings.top_p)
     return probs
+
+
+def _nucleus(probs: np.ndarray, top_p: float) -> np.ndarray:
+    """Keep the smallest set of likeliest tokens whose mass reaches top_p (at least one)."""
+    # Sorting a 50k vocabulary costs milliseconds a token, so sort only the m likeliest
+    # candidates, growing m until they hold enough mass (they almost always do at once).
+    m = min(probs.size, 256)
+    while True:
+        cand = np.argpartition(-probs, m - 1)[:m] if m < probs.size else np.arange(probs.size)
+        if m == probs.size or probs[cand].sum() >= top_p:
+            break
+        m = probs.size  # a flat distribution: sort everything
+    order = cand[np.argsort(-probs[cand], kind="stable")]
+    cum = np.cumsum(probs[order])
+    # The tolerance stops rounding in the running sum from keeping one token too many.
+    n_keep = int(np.searchsorted(cum, top_p - 1e-12, side="left")) + 1
+    out = np.zeros_like(probs)
+    keep = order[:n_keep]
+    out[keep] = probs[keep] / probs[keep].sum()
+    return out
 
 
 class Sampler:
@@ -98,11 +110,26 @@ class Sampler:
         s = self.settings
         s.validate()
         probs = distribution(penalize(logits, context, s.repetition_penalty), s)
-        if probs.max() == 1.0:
-            token = int(np.argmax(probs))
-        else:
-            token = int(self.rng.choice(probs.size, p=probs))
-        top = np.argpartition(-probs, min(n_alternatives, probs.size - 1))[:n_alternatives]
-        top = top[np.argsort(-probs[top], kind="stable")]
-        alternatives = [(int(t), float(probs[t])) for t in top if probs[t] > 0]
-        return Choice(token=token, prob=float(probs[token]), alternatives=alternatives)
+        support = np.flatnonzero(probs)  # after top-k/top-p often a handful of tokens
+        if support.size == 1:
+            token = int(support[0])
+        else:  # inverse-CDF sampling over the support: one uniform draw per token
+            cdf = np.cumsum(probs[support])
+            i = int(np.searchsorted(cdf, self.rng.random() * cdf[-1], side="right"))
+            token = int(support[min(i, support.size - 1)])
+        return Choice(
+            token=token,
+            prob=float(probs[token]),
+            alternatives=_best(probs, support, n_alternatives),
+        )
+
+
+def _best(probs: np.ndarray, support: np.ndarray, n: int) -> list[tuple[int, float]]:
+    """The n likeliest tokens of the support with their probabilities, best first."""
+    if n <= 0:
+        return []
+    pool = support
+    if support.size > n:
+        pool = support[np.argpartition(-probs[support], n - 1)[:n]]
+    pool = pool[np.argsort(-probs[pool], kind="stable")]
+    return [(int(t), float(probs[t])) for t in pool]
