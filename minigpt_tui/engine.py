@@ -202,12 +202,17 @@ def _start_ids(tokenizer: Tokenizer) -> list[int]:
 
 
 def _split_stop(text: str, stops: list[str], final: bool = False) -> tuple[str, str, bool]:
-    """Split text into (printable, held back, stopped) with respect to the stop strings."""
+    """Split text into (printable, held back, stopped) with respect to the stop strings.
+
+    The text stops at the stop string that is complete first (the earliest end; of two ending
+    together, the longer), as if it arrived one character at a time, so the result does not
+    depend on how the text was split into tokens.
+    """
     if not stops:
         return text, "", False
-    cut = min((i for i in (text.find(st) for st in stops if st) if i >= 0), default=-1)
-    if cut >= 0:
-        return text[:cut], "", True
+    found = [(i + len(st), i) for st in stops if st and (i := text.find(st)) >= 0]
+    if found:
+        return text[: min(found)[1]], "", True
     if final:
         return text, "", False
     # Hold back the longest suffix that is a prefix of some stop string.

@@ -336,6 +336,23 @@ def test_earliest_of_several_stop_strings_wins(char_tok: CharTokenizer) -> None:
     assert gen.text == "hell"
 
 
+@pytest.mark.parametrize(
+    "stops, expected",
+    [
+        (["hello world", "llo"], "I said he"),  # "llo" completes first, inside one token
+        (["world", "o w"], "I said hell"),  # both complete within " world": "o w" first
+        ([" world.", "ld"], "I said hello wor"),
+        (["lo", " hello"], "I said"),  # both end with " hello": the longer one wins
+    ],
+)
+def test_the_first_stop_to_complete_wins_whatever_the_tokens(
+    gpt2: GPT2Tokenizer, stops: list[str], expected: str
+) -> None:
+    script = gpt2.encode("I said hello world.")  # "I", " said", " hello", " world", "."
+    gen = run(ScriptedBackend(script, gpt2.vocab_size), gpt2, [1], max_new_tokens=9, stop=stops)
+    assert gen.text == expected and gen.stats.stop_reason == "stop"
+
+
 def test_partial_stop_is_held_back_then_released(char_tok: CharTokenizer) -> None:
     script = char_tok.encode("ab hello")
     gen = run(
@@ -409,8 +426,13 @@ def test_streamed_text_equals_one_shot_decode_cut_at_the_first_stop(
     gen = run(
         ScriptedBackend(script, tok.vocab_size), tok, [1], max_new_tokens=len(script), stop=stops
     )
-    cuts = [i for i in (text.find(s) for s in stops) if i >= 0]
-    expected = text[: min(cuts)] if cuts else text
+    # Reference: feed one character at a time; stop at the first stop string to complete.
+    expected, cuts = text, []
+    for end in range(1, len(text) + 1):
+        cuts = [text.find(s) for s in stops if text.find(s, 0, end) >= 0]
+        if cuts:
+            expected = text[: min(cuts)]
+            break
     assert gen.text == expected
     assert "".join(e.text for e in gen.events) == expected  # type: ignore[attr-defined]
     assert gen.stats.stop_reason == ("stop" if cuts else "length")
