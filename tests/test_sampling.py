@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from minigpt_tui.sampling import (
     Sampler,
@@ -205,3 +207,31 @@ def test_choice_reports_probability_and_alternatives_best_first() -> None:
     # Filtered-out tokens are not offered as alternatives.
     choice = Sampler(SamplingSettings(temperature=1.0, top_k=2, seed=3)).choose(logits, [])
     assert {t for t, _ in choice.alternatives} == {1, 3}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    logits=st.lists(st.floats(-8, 8), min_size=1, max_size=600),
+    top_p=st.floats(0.01, 1.0),
+    top_k=st.integers(0, 20),
+    temperature=st.floats(0.2, 3.0),
+)
+def test_filters_keep_the_likeliest_tokens_and_no_more(
+    logits: list[float], top_p: float, top_k: int, temperature: float
+) -> None:
+    z = np.asarray(logits, dtype=np.float32)
+    probs = distribution(z, SamplingSettings(temperature=temperature, top_k=top_k, top_p=top_p))
+    keep = probs > 0
+    assert math.isclose(probs.sum(), 1.0, rel_tol=1e-9)
+    # Every kept token is at least as likely as every dropped one.
+    if (~keep).any():
+        assert z[keep].min() >= z[~keep].max()
+    # top-k: at most k tokens unless ties at the k-th value.
+    if top_k:
+        assert keep.sum() <= top_k or len(set(z[keep].tolist())) < keep.sum()
+    # top-p: the kept mass (before the final renormalisation) reaches top_p, and without its
+    # least likely token it would not.
+    base = distribution(z, SamplingSettings(temperature=temperature, top_k=top_k))
+    mass = base[keep].sum()
+    assert mass >= top_p - 1e-9 or keep.sum() == (base > 0).sum()
+    assert mass - base[keep].min() < top_p + 1e-9
