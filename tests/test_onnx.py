@@ -274,3 +274,23 @@ def test_cli_export_and_errors(
     with pytest.raises(SystemExit) as e:
         main(["export", "onnx", str(tmp_path / "nothing-here")])
     assert e.value.code != 0 and "model not found" in capsys.readouterr().err
+
+
+def test_quality_benchmark_loss_matches_torch_split_loss(exported: dict[str, Path]) -> None:
+    """benchmarks/onnx_quality.py's ONNX loss uses the same windows as model.evaluate."""
+    import importlib.util
+
+    from model.evaluate import split_loss
+
+    path = Path(__file__).parent.parent / "benchmarks" / "onnx_quality.py"
+    spec = importlib.util.spec_from_file_location("onnx_quality", path)
+    assert spec is not None and spec.loader is not None
+    quality = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quality)
+    info = modeldir.read(exported["small"])
+    tokens = np.random.default_rng(0).integers(0, info.config.vocab_size, 32 * 5 + 8)
+    tokens = tokens.astype(np.uint16)
+    model, _ = checkpoint.load(info.path)
+    want = split_loss(model, tokens, info.config.block_size)
+    got = quality.onnx_split_loss(ort_engine.OrtBackend(info), tokens, batch_size=2)
+    assert abs(got - want) < 1e-5
