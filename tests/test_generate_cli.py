@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -270,3 +271,30 @@ def test_onnx_model_file_runs_without_torch(
     assert res.returncode == 0, res.stderr
     assert res.stdout == expected
     assert "backend onnx" in res.stderr
+
+
+def test_ctrl_c_stops_quietly(model_dir: Path) -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "minigpt_tui",
+            "generate",
+            "hello",
+            "-m",
+            str(model_dir),
+            "-n",
+            "1000000",
+            "--threads",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_env(),
+    )
+    assert proc.stdout is not None
+    assert len(proc.stdout.read(20)) == 20  # it is streaming
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert b"Traceback" not in err
