@@ -193,6 +193,23 @@ def test_run_directory_and_file_inside_model_dir(
         assert code == 0 and out == expected
 
 
+def test_bundled_model_by_default_and_by_name(
+    tmp_path: Path,
+    model_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bundled = tmp_path / "bundled"
+    bundled.mkdir()
+    (bundled / "shakespeare-char").symlink_to(model_dir, target_is_directory=True)
+    monkeypatch.setattr("minigpt_tui.models.BUNDLED_DIR", bundled)
+    monkeypatch.chdir(tmp_path)  # no ./shakespeare-char here to shadow the bundled one
+    expected = reference(model_dir, "hi", 6)
+    for argv in ([], ["-m", "shakespeare-char"]):
+        code, out, _ = gen(["hi", *argv, "-n", "6", "-t", "0"], capsys)
+        assert code == 0 and out == expected
+
+
 def test_help_says_only_the_continuation_is_printed(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = gen(["--help"], capsys)
     assert code == 0
@@ -271,6 +288,8 @@ def test_onnx_model_file_runs_without_torch(
     assert res.returncode == 0, res.stderr
     assert res.stdout == expected
     assert "backend onnx" in res.stderr
+    code, out, err = gen(["hello", "-m", str(out_dir), "--backend", "torch"], capsys)
+    assert code != 0 and out == "" and "model.safetensors" in err
 
 
 def test_ctrl_c_stops_quietly(model_dir: Path) -> None:
