@@ -252,7 +252,7 @@ async def test_model_that_fails_to_load_shows_an_error_screen() -> None:
         await pilot.pause()
         assert "model.onnx is damaged" in str(app.screen.query_one("#error-message").render())
         await pilot.press("q")
-    assert app.return_code == 0
+    assert app.return_code == 1 and "damaged" in app.load_error
 
 
 @run_async
@@ -265,3 +265,48 @@ async def test_tiny_terminal_shows_a_message() -> None:
         await pilot.resize_terminal(80, 24)
         await pilot.pause()
         assert not app.screen.has_class("-too-small")
+
+
+@run_async
+async def test_mode_switch_from_the_settings_panel() -> None:
+    app = make_app(FakeBackend("Hark.\n\n"))
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "Hello")
+        await wait_for(pilot, lambda: not app.generating and len(replies(app)) == 1)
+        app.query_one("#mode").focus()
+        await pilot.press("enter", "down", "enter")
+        await wait_for(pilot, lambda: app.mode == "complete")
+        assert app.focused is app.document and not app.prompt_input.display
+        assert app.transcript.messages == [], "a mode switch starts a new conversation"
+        assert len(app.history.list()) == 1, "the chat so far was saved"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--mode", "poem"], "--mode must be chat or complete"),
+        (["--temperature", "-1"], "temperature must be >= 0"),
+        (["--user", "A:B"], "--user must be a non-empty name"),
+        (["--backend", "gpu"], "--backend must be auto, torch or onnx"),
+    ],
+)
+def test_chat_command_rejects_bad_options(
+    args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from minigpt_tui.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["chat", "--model", str(tmp_path / "missing"), *args])
+    assert e.value.code != 0
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_chat_command_reports_a_missing_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from minigpt_tui.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["chat", "--model", str(tmp_path / "missing")])
+    assert e.value.code != 0 and "model not found" in capsys.readouterr().err

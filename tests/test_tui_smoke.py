@@ -111,9 +111,10 @@ def test_chat_on_onnx_never_loads_torch(tmp_path: Path, tmux: Tmux) -> None:
     else:
         model = tiny_model(tmp_path / "tiny")
         export.export_onnx(model, verify=False)
+    data = tmp_path / "data"
     command = (
-        f"{sys.executable} -m minigpt_tui chat --model {model} --backend onnx "
-        "--no-history --seed 1 --max-tokens 16; sleep 5"
+        f"MINIGPT_TUI_DATA_DIR={data} {sys.executable} -m minigpt_tui chat --model {model} "
+        "--backend onnx --no-history --seed 1 --max-tokens 16; sleep 5"
     )
     tmux("new-session", "-d", "-s", "chat", "-x", "80", "-y", "24", command)
     tmux.wait(lambda s: "│ ready" in s)
@@ -123,3 +124,6 @@ def test_chat_on_onnx_never_loads_torch(tmp_path: Path, tmux: Tmux) -> None:
     tmux.wait(lambda s: "tok/s" in s and "│ ready" in s)
     maps = Path(f"/proc/{chat_pid(tmux)}/maps").read_text()
     assert "onnxruntime" in maps and "libtorch" not in maps
+    tmux("send-keys", "-t", "chat", "C-q")
+    tmux.wait(lambda s: "│ ready" not in s, timeout=10)
+    assert not data.exists(), "--no-history keeps nothing"

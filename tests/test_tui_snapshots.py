@@ -83,7 +83,8 @@ def test_main_screen(snap_compare) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_main_screen_wide_with_probabilities(snap_compare) -> None:  # type: ignore[no-untyped-def]
-    app = make_app(FakeBackend("Ay me! What light is this?\n\n"), temperature=0.0)
+    # A soft script: the model mostly follows it, sometimes not, always the same way (seed 1).
+    app = make_app(FakeBackend("Ay me! What light is this?\n\n", sharpness=5.0), max_new_tokens=40)
 
     async def run_before(pilot) -> None:  # type: ignore[no-untyped-def]
         await loaded(pilot)

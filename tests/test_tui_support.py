@@ -30,7 +30,11 @@ class FakeBackend:
     name = "fake"
 
     def __init__(
-        self, script: str = "Good morrow, sweet.\n\n", delay: float = 0.0, block_size: int = 64
+        self,
+        script: str = "Good morrow, sweet.\n\n",
+        delay: float = 0.0,
+        block_size: int = 64,
+        sharpness: float = 12.0,
     ) -> None:
         self.tokenizer = CharTokenizer(VOCAB)
         self.script = self.tokenizer.encode(script)
@@ -39,6 +43,7 @@ class FakeBackend:
         cfg = GPTConfig(vocab_size=len(VOCAB), block_size=block_size, n_layer=1, n_head=1, n_embd=8)
         meta = modeldir.make_meta(cfg, self.tokenizer, name="fake-model")
         self.info = modeldir.ModelInfo(path=Path("fake-model"), config=cfg, meta=meta)
+        self.sharpness = sharpness  # logit of the scripted token (the others are 0)
         self.pos = 0
         self.decoded = 0
 
@@ -48,7 +53,7 @@ class FakeBackend:
 
     def _logits(self) -> np.ndarray:
         logits = np.zeros(len(VOCAB), dtype=np.float32)
-        logits[self.script[self.pos % len(self.script)]] = 12.0
+        logits[self.script[self.pos % len(self.script)]] = self.sharpness
         return logits
 
     def prefill(self, ids: Sequence[int]) -> np.ndarray:

@@ -66,6 +66,10 @@ def chat(
         app.run()
     finally:
         history.close()
+    if app.load_error:
+        raise UserError(f"could not load the model: {app.load_error}")
+    if app.return_code:
+        raise SystemExit(app.return_code)
 
 
 def register(app: typer.Typer) -> None:

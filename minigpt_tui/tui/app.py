@@ -13,6 +13,7 @@ import collections
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from textual import events, on, work
 from textual.app import App, ComposeResult
@@ -82,6 +83,7 @@ class ChatApp(App[None]):
         Binding("f3", "temperature(0.1)", "Temp+", show=False),
         Binding("f4", "top_k(-1)", "Top-k−", show=False),
         Binding("f5", "top_k(1)", "Top-k+", show=False),
+        Binding("ctrl+g", "continue", "Continue"),  # complete mode (shown only there)
         Binding("ctrl+g", "send", "Send", show=False),
         Binding("ctrl+r", "regenerate", "Redo"),
         Binding("ctrl+n", "new", "New"),
@@ -121,6 +123,7 @@ class ChatApp(App[None]):
         self._doc_before = ""  # complete mode: the document before the last continuation
         self._prompt_len = 0
         self._send_when_loaded = False
+        self.load_error = ""  # why the model could not be loaded, if it could not
 
     # ----------------------------------------------------------------- layout
     def compose(self) -> ComposeResult:
@@ -128,7 +131,11 @@ class ChatApp(App[None]):
             with Vertical(id="left"):
                 with ContentSwitcher(initial="transcript", id="pane"):
                     yield Transcript(id="transcript")
-                    yield SteerableTextArea(id="document", soft_wrap=True)
+                    yield SteerableTextArea(
+                        id="document",
+                        soft_wrap=True,
+                        placeholder="Write the start of a text; Ctrl+G lets the model continue it.",
+                    )
                 yield PromptInput(id="prompt", placeholder="Loading the model…")
             yield SettingsPanel(self.settings, self.template, self.mode, id="settings")
         yield StatusBar(id="status")
@@ -139,11 +146,12 @@ class ChatApp(App[None]):
 
     def on_mount(self) -> None:
         self.query_one("#settings").border_title = "Settings"
+        self.document.border_title = "Document"
         status = self.query_one(StatusBar)
         status.model = self.model_label
         self._drain_timer = self.set_interval(1 / FLUSH_HZ, self._drain_tokens, pause=True)
         if self.history.notice:
-            self.notify(self.history.notice, severity="warning", timeout=10)
+            self.say(self.history.notice, severity="warning", timeout=10)
         (self.prompt_input if self.mode == "chat" else self.document).focus()
         self._check_size()
         self._load()
@@ -168,7 +176,8 @@ class ChatApp(App[None]):
 
     def _loaded(self, backend: Backend | None, error: BaseException | None) -> None:
         if backend is None:
-            self.push_screen(ErrorScreen("Could not load the model", _describe(error)))
+            self.load_error = _describe(error)
+            self.push_screen(ErrorScreen("Could not load the model", self.load_error))
             return
         self.backend = backend
         info = backend.info
@@ -187,6 +196,10 @@ class ChatApp(App[None]):
             self.action_send()
 
     # ----------------------------------------------------------------- helpers
+    def say(self, message: str, **kwargs: Any) -> None:
+        """A toast; never markup, since it may quote the user's text or a path."""
+        self.notify(message, markup=False, **kwargs)
+
     @property
     def generating(self) -> bool:
         return self.generation is not None
@@ -224,6 +237,7 @@ class ChatApp(App[None]):
         else:
             self.document.focus()
         self.query_one(SettingsPanel).set_mode(mode)
+        self.refresh_bindings()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         on_main = len(self.screen_stack) == 1
@@ -234,6 +248,8 @@ class ChatApp(App[None]):
             return on_main and (self.generating or not isinstance(self.focused, TextArea | Input))
         if action in ("temperature", "top_k"):
             return on_main
+        if action == "continue":
+            return self.mode == "complete"
         return True
 
     # ----------------------------------------------------------------- sending
@@ -248,7 +264,7 @@ class ChatApp(App[None]):
                 self.query_one(StatusBar).state = "loading… (will send when ready)"
             return
         if self.generating:
-            self.notify("Still replying: Esc stops it.", timeout=2)
+            self.say("Still replying: Esc stops it.", timeout=2)
             return
         if self.mode == "complete":
             self.session.document = self.document.text
@@ -264,25 +280,28 @@ class ChatApp(App[None]):
         self.transcript.add("user", self.template.user, text)
         self._start()
 
+    def action_continue(self) -> None:
+        self.action_send()
+
     def _start(self) -> None:
         assert self.session is not None and self.backend is not None
         prompt = self.session.prompt()
         if prompt.dropped_chars:
             shown = " ".join(repr(c) for c in prompt.dropped_chars[:12])
-            self.notify(
+            self.say(
                 f"Left out characters the model does not know: {shown}",
                 severity="warning",
                 timeout=6,
             )
         if prompt.truncated:
-            self.notify(
+            self.say(
                 f"Text longer than the model's context ({len(prompt.ids)} tokens): "
                 f"it sees the last {self.session.block_size}. Your text is kept.",
                 severity="warning",
                 timeout=6,
             )
         elif prompt.dropped_turns:
-            self.notify(
+            self.say(
                 f"The {prompt.dropped_turns} oldest turns no longer fit the context; "
                 "the model does not see them.",
                 timeout=4,
@@ -357,7 +376,7 @@ class ChatApp(App[None]):
             self.document.read_only = False
             self.session.document = self.document.text
         if error is not None:
-            self.notify(f"Generation failed: {_describe(error)}", severity="error", timeout=10)
+            self.say(f"Generation failed: {_describe(error)}", severity="error", timeout=10)
         self._save()
         self._sync_context()
         self._set_steering(False)
@@ -405,7 +424,7 @@ class ChatApp(App[None]):
 
     def _settings_changed(self, what: str) -> None:
         self.query_one(SettingsPanel).sync()
-        self.query_one(StatusBar).state = what
+        self.query_one(StatusBar).state = f"replying… · {what}" if self.generating else what
 
     def action_regenerate(self) -> None:
         if self.session is None or self.generating:
@@ -442,10 +461,10 @@ class ChatApp(App[None]):
     def action_copy(self) -> None:
         text = self.session.last_reply() if self.session else ""
         if not text:
-            self.notify("Nothing to copy yet.", timeout=2)
+            self.say("Nothing to copy yet.", timeout=2)
             return
         self.copy_to_clipboard(text)
-        self.notify(f"Copied {len(text)} characters.", timeout=2)
+        self.say(f"Copied {len(text)} characters.", timeout=2)
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
@@ -461,7 +480,7 @@ class ChatApp(App[None]):
             return
         conv = self.history.load(conv_id)
         if conv is None:
-            self.notify("That conversation is gone.", severity="warning")
+            self.say("That conversation is gone.", severity="warning")
             return
         self.action_new()
         self.conversation = conv
@@ -481,7 +500,7 @@ class ChatApp(App[None]):
             for turn in conv.turns:
                 self.transcript.add(turn.role, self.template.speaker(turn.role), turn.text)
             self.transcript.anchor()
-        self.query_one(StatusBar).state = f"reopened: {conv.title}"
+        self.query_one(StatusBar).state = "reopened"
         self._sync_context()
 
     def action_export(self) -> None:
@@ -489,7 +508,7 @@ class ChatApp(App[None]):
             return
         self._snapshot_conversation()
         if not self.conversation.turns:
-            self.notify("Nothing to export yet.", timeout=2)
+            self.say("Nothing to export yet.", timeout=2)
             return
         self.push_screen(ExportScreen(default_export_name(self.conversation)), self._export_to)
 
@@ -500,9 +519,9 @@ class ChatApp(App[None]):
         try:
             written = export(self.conversation, path, names)
         except OSError as e:
-            self.notify(f"Could not write {path}: {e.strerror or e}", severity="error")
+            self.say(f"Could not write {path}: {e.strerror or e}", severity="error")
             return
-        self.notify(f"Wrote {written}", timeout=4)
+        self.say(f"Wrote {written}", timeout=4)
 
     def action_toggle_probs(self) -> None:
         on = not self.transcript.show_probs
@@ -511,7 +530,7 @@ class ChatApp(App[None]):
             widget.set_class(not on, "-hidden")
         if on and not self.transcript.show_probs:
             return
-        self.notify(
+        self.say(
             "Probability view "
             + ("on: Tab to the conversation, ← → pick a token" if on else "off"),
             timeout=3,
@@ -565,7 +584,7 @@ class ChatApp(App[None]):
         try:
             self.history.save(self.conversation)
         except Exception as e:  # sqlite3.Error or OSError: keep chatting, say so once
-            self.notify(f"Could not save history: {e}", severity="warning")
+            self.say(f"Could not save history: {e}", severity="warning")
 
     async def action_quit(self) -> None:
         self._cancel_running()

@@ -10,7 +10,7 @@ from textual.widgets import Static
 
 
 class ErrorScreen(Screen[None]):
-    BINDINGS = [Binding("q,escape,enter,ctrl+q", "app.quit", "Quit")]  # noqa: RUF012
+    BINDINGS = [Binding("q,escape,enter,ctrl+q", "leave", "Quit")]  # noqa: RUF012
 
     def __init__(self, title: str, message: str) -> None:
         super().__init__()
@@ -22,3 +22,7 @@ class ErrorScreen(Screen[None]):
             box.border_title = self.title_text
             box.border_subtitle = "q quits"
             yield Static(self.message, id="error-message", markup=False)
+
+    def action_leave(self) -> None:
+        # Exit non-zero; the command then repeats the reason as its one-line error.
+        self.app.exit(return_code=1)

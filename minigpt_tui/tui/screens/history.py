@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -49,7 +50,7 @@ class HistoryScreen(ModalScreen[int | None]):
         if not convs:
             options.add_option(Option("no saved conversations yet", disabled=True))
         for conv in convs:
-            options.add_option(Option(describe(conv), id=str(conv.id)))
+            options.add_option(Option(Text(describe(conv)), id=str(conv.id)))
         options.highlighted = 0 if convs else None
         options.focus()
 

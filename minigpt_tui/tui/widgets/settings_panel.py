@@ -46,16 +46,20 @@ class TokenInspector(Static):
         if token is None:
             self.update("no token selected")
             return
-        lines = [f"{_visible(token.text)!s:<8} {token.prob:6.1%}", ""]
-        lines += [f"{_visible(decode(t)):<8} {p:6.1%}" for t, p in token.alternatives]
+        lines = [f"chosen  {_visible(token.text):<6} {token.prob:6.1%}", "likeliest:"]
+        lines += [f"  {_visible(decode(t)):<12} {p:6.1%}" for t, p in token.alternatives]
         self.update("\n".join(lines))
 
 
 def _visible(text: str) -> str:
-    return repr(text)[1:-1] if text.strip() != text or not text else text
+    """A token as it can be seen: spaces and line breaks get symbols."""
+    if not text:
+        return "∅"
+    shown = text.replace(" ", "␣").replace("\n", "⏎").replace("\t", "⇥")
+    return shown if shown.isprintable() else repr(shown)[1:-1]
 
 
-class SettingsPanel(VerticalScroll):
+class SettingsPanel(VerticalScroll, can_focus=False):
     class ModeChanged(Message):
         def __init__(self, mode: str) -> None:
             super().__init__()
@@ -98,8 +102,8 @@ class SettingsPanel(VerticalScroll):
         with Horizontal(classes="setting"):
             yield Label("bot")
             yield Input(self.template.model, id="bot_name", compact=True)
-        yield Label("token", id="inspector-title", classes="-hidden")
-        yield TokenInspector(id="inspector", classes="-hidden")
+        yield Label("selected token", id="inspector-title", classes="-hidden")
+        yield TokenInspector(id="inspector", classes="-hidden", markup=False)
 
     def sync(self) -> None:
         """Show the current settings (after a key changed one)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import Static
 
@@ -23,7 +24,7 @@ class StatusBar(Static):
     tokens_per_sec = reactive(-1.0)
     state = reactive("loading…")
 
-    def render(self) -> str:
+    def render(self) -> Text:
         parts = [self.model or "no model"]
         if self.backend:
             parts.append(f"{self.backend} · {human(self.params)} params")
@@ -32,4 +33,4 @@ class StatusBar(Static):
         if self.ttft >= 0:
             parts.append(f"ttft {self.ttft * 1000:.0f}ms · {self.tokens_per_sec:.0f} tok/s")
         parts.append(self.state)
-        return " │ ".join(parts)
+        return Text(" │ ".join(parts))

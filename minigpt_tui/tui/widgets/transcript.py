@@ -82,6 +82,8 @@ class Transcript(VerticalScroll, can_focus=True):
             super().__init__()
             self.token = token
 
+    show_probs = False  # colour model tokens by probability (Ctrl+T)
+
     def on_mount(self) -> None:
         self.anchor()
 
@@ -94,8 +96,6 @@ class Transcript(VerticalScroll, can_focus=True):
         self.mount(view)
         view.show_probs = self.show_probs
         return view
-
-    show_probs = False
 
     def set_show_probs(self, on: bool) -> None:
         self.show_probs = on
