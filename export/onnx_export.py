@@ -48,6 +48,7 @@ FP32_TOLERANCE = 1e-4
 # int8 verification: mean KL(torch || int8) over the verified positions, in nats. Quantised
 # logits are not close elementwise; what matters is the distribution they sample from.
 INT8_MAX_KL = 0.05
+MAX_ONNX_BYTES = 2_000_000_000  # protobuf's limit for one file, with some room for the graph
 
 
 class ExportError(UserError):
@@ -100,6 +101,11 @@ def export_onnx(
     info = modeldir.read(model_path)
     if not info.has_weights:
         raise ModelDirError(f"{info.path} has no weights ({modeldir.WEIGHTS_FILE}) to export")
+    if info.config.num_params() * 4 > MAX_ONNX_BYTES:
+        raise ExportError(
+            f"{info.config.num_params():,} parameters do not fit one 2 GB ONNX file; models "
+            "that need external weight files are not supported"
+        )
     target, in_place = _plan_output(info, out_dir, force)
 
     model, _ = checkpoint.load(info.path)
@@ -115,7 +121,8 @@ def export_onnx(
         modeldir.atomic_write_bytes(target / modeldir.ONNX_FILE, data)
         modeldir.write_json(target / modeldir.CONFIG_FILE, meta)
     else:
-        with modeldir.staged_dir(target, replace=force) as tmp:
+        # _plan_output allowed an existing target only if empty or with --force.
+        with modeldir.staged_dir(target, replace=target.exists()) as tmp:
             (tmp / modeldir.ONNX_FILE).write_bytes(data)
             modeldir.write_json(tmp / modeldir.CONFIG_FILE, meta)
     return ExportResult(

@@ -182,6 +182,10 @@ def test_refuses_to_overwrite_without_force_and_replaces_with_it(
         export_onnx(model, out)
     export_onnx(model, out, force=True, verify=False)
     assert modeldir.read(out).meta["onnx"]["quantize"] == "none"
+    empty = tmp_path / "empty"  # an existing empty directory is fine without --force
+    empty.mkdir()
+    export_onnx(model, empty, verify=False)
+    assert modeldir.read(empty).has_onnx
 
 
 def test_failed_verification_writes_nothing(
