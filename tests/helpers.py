@@ -41,3 +41,14 @@ def make_model(
     path = tmp / name
     checkpoint.save(path, GPT(cfg), modeldir.make_meta(cfg, tok, name=name))
     return path
+
+
+def cli(*args: str) -> int:
+    """Run the CLI in-process; returns its exit code."""
+    from minigpt_tui.cli import main
+
+    try:
+        main([str(a) for a in args])
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    return 0

@@ -1,0 +1,112 @@
+"""`convert hf`: GPT-2 weights in Hugging Face layout give the logits of GPT-2's equations."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import save_file
+
+from model import checkpoint
+from tests.helpers import cli
+
+V, T, C, L, H = 50257, 24, 32, 2, 4  # GPT-2 vocabulary, tiny everything else
+
+
+def write_hf_gpt2(root: Path, seed: int = 0, prefix: str = "") -> dict[str, np.ndarray]:
+    """A random GPT-2 in Hugging Face's layout: Conv1D weights are (in, out)."""
+    rng = np.random.default_rng(seed)
+
+    def r(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * 0.1).astype(np.float32)
+
+    w = {"wte.weight": r(V, C), "wpe.weight": r(T, C), "ln_f.weight": 1 + r(C), "ln_f.bias": r(C)}
+    for i in range(L):
+        p = f"h.{i}."
+        w |= {
+            p + "ln_1.weight": 1 + r(C),
+            p + "ln_1.bias": r(C),
+            p + "attn.c_attn.weight": r(C, 3 * C),
+            p + "attn.c_attn.bias": r(3 * C),
+            p + "attn.c_proj.weight": r(C, C),
+            p + "attn.c_proj.bias": r(C),
+            p + "ln_2.weight": 1 + r(C),
+            p + "ln_2.bias": r(C),
+            p + "mlp.c_fc.weight": r(C, 4 * C),
+            p + "mlp.c_fc.bias": r(4 * C),
+            p + "mlp.c_proj.weight": r(4 * C, C),
+            p + "mlp.c_proj.bias": r(C),
+        }
+    root.mkdir(parents=True)
+    save_file({prefix + k: v for k, v in w.items()}, str(root / "model.safetensors"))
+    cfg = {
+        "model_type": "gpt2",
+        "vocab_size": V,
+        "n_positions": T,
+        "n_embd": C,
+        "n_layer": L,
+        "n_head": H,
+        "activation_function": "gelu_new",
+        "layer_norm_epsilon": 1e-5,
+    }
+    (root / "config.json").write_text(json.dumps(cfg))
+    return w
+
+
+def reference_logits(w: dict[str, np.ndarray], ids: list[int]) -> np.ndarray:
+    """GPT-2's forward pass written out in numpy, independently of model/gpt.py."""
+
+    def ln(x: np.ndarray, g: np.ndarray, b: np.ndarray) -> np.ndarray:
+        mu = x.mean(-1, keepdims=True)
+        var = ((x - mu) ** 2).mean(-1, keepdims=True)
+        return (x - mu) / np.sqrt(var + 1e-5) * g + b
+
+    def gelu(x: np.ndarray) -> np.ndarray:
+        return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+
+    n = len(ids)
+    x = w["wte.weight"][ids] + w["wpe.weight"][:n]
+    mask = np.triu(np.full((n, n), -np.inf), 1)
+    for i in range(L):
+        p = f"h.{i}."
+        h = ln(x, w[p + "ln_1.weight"], w[p + "ln_1.bias"])
+        qkv = h @ w[p + "attn.c_attn.weight"] + w[p + "attn.c_attn.bias"]
+        q, k, v = np.split(qkv, 3, axis=-1)
+        heads = []
+        for j in range(H):
+            s = slice(j * C // H, (j + 1) * C // H)
+            att = q[:, s] @ k[:, s].T / np.sqrt(C // H) + mask
+            att = np.exp(att - att.max(-1, keepdims=True))
+            att /= att.sum(-1, keepdims=True)
+            heads.append(att @ v[:, s])
+        x = x + np.concatenate(heads, -1) @ w[p + "attn.c_proj.weight"] + w[p + "attn.c_proj.bias"]
+        h = ln(x, w[p + "ln_2.weight"], w[p + "ln_2.bias"])
+        h = gelu(h @ w[p + "mlp.c_fc.weight"] + w[p + "mlp.c_fc.bias"])
+        x = x + h @ w[p + "mlp.c_proj.weight"] + w[p + "mlp.c_proj.bias"]
+    x = ln(x, w["ln_f.weight"], w["ln_f.bias"])
+    return x @ w["wte.weight"].T  # GPT-2's head is the token embedding
+
+
+@pytest.mark.parametrize("prefix", ["", "transformer."])
+def test_converted_model_gives_gpt2_logits(tmp_path: Path, prefix: str) -> None:
+    w = write_hf_gpt2(tmp_path / "hf", prefix=prefix)
+    assert cli("convert", "hf", tmp_path / "hf", "--out", tmp_path / "ours") == 0
+    model, info = checkpoint.load(tmp_path / "ours")
+    assert info.tokenizer_spec == {"kind": "gpt2"}
+    ids = [5, 17, 96, 0, 42, 42, 8, 77, 3, 11]
+    with torch.no_grad():
+        ours = model.eval()(torch.tensor([ids]))[0][0].numpy()
+    np.testing.assert_allclose(ours, reference_logits(w, ids), atol=1e-4, rtol=1e-4)
+
+
+def test_convert_refuses_bad_sources(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_hf_gpt2(tmp_path / "hf")
+    cfg = json.loads((tmp_path / "hf" / "config.json").read_text())
+    (tmp_path / "hf" / "config.json").write_text(json.dumps({**cfg, "n_embd": 48}))
+    assert cli("convert", "hf", tmp_path / "hf", "--out", tmp_path / "ours") == 1
+    err = capsys.readouterr().err
+    assert "shape" in err and "Traceback" not in err
+    assert not (tmp_path / "ours").exists()
