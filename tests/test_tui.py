@@ -225,6 +225,10 @@ async def test_complete_mode_continues_the_document() -> None:
         await pilot.press("ctrl+r")
         await wait_for(pilot, lambda: not app.generating and app.document.text != "Once upon ")
         assert app.document.text == "Once upon and more", "regenerate redoes the continuation"
+        app.document.insert("!", app.document.document.end)  # the user edits the result
+        await pilot.press("ctrl+r")
+        await pilot.pause()
+        assert not app.generating and app.document.text == "Once upon and more!", "edits kept"
 
 
 @run_async
@@ -310,3 +314,21 @@ def test_chat_command_reports_a_missing_model(
     with pytest.raises(SystemExit) as e:
         main(["chat", "--model", str(tmp_path / "missing")])
     assert e.value.code != 0 and "model not found" in capsys.readouterr().err
+
+
+@run_async
+async def test_scrolling_up_stops_following_the_reply() -> None:
+    backend = FakeBackend("line after line\n", delay=0.002)
+    app = make_app(backend, max_new_tokens=2000)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await send(pilot, "Talk")
+        transcript = app.transcript
+        await wait_for(pilot, lambda: transcript.max_scroll_y > 5)
+        assert transcript.scroll_y == transcript.max_scroll_y, "follows while at the end"
+        transcript.focus()
+        await pilot.press("pageup")
+        where = transcript.scroll_y
+        await wait_for(pilot, lambda: transcript.max_scroll_y > where + 30, timeout=20)
+        assert transcript.scroll_y == where, "stays where the user went"
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not app.generating)

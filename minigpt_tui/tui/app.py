@@ -35,6 +35,7 @@ from minigpt_tui.tui.widgets.prompt_input import PromptInput, SteerableTextArea
 from minigpt_tui.tui.widgets.settings_panel import SettingsPanel, TokenInspector
 from minigpt_tui.tui.widgets.status_bar import StatusBar
 from minigpt_tui.tui.widgets.transcript import MessageView, Transcript
+from model.tokenizer import Tokenizer
 
 FLUSH_HZ = 30  # UI updates per second while a reply streams
 MIN_WIDTH, MIN_HEIGHT = 50, 12
@@ -44,7 +45,7 @@ TOP_K_LADDER = (0, 1, 2, 3, 5, 10, 20, 40, 100, 200, 500, 1000)
 # for what each key does; this is how they are explained).
 HELP_KEYS = [
     ("Enter", "send the message (chat mode)"),
-    ("Shift+Enter, Ctrl+J, Alt+Enter", "new line in the message"),
+    ("Ctrl+J", "new line in the message (also Shift/Ctrl+Enter in kitty-protocol terminals)"),
     ("Up / Down", "earlier messages (on the first / last line)"),
     ("Ctrl+G", "send (chat) / continue the document (complete mode)"),
     ("Esc", "stop the reply now"),
@@ -118,11 +119,14 @@ class ChatApp(App[None]):
         self.conversation = Conversation(None, "", mode, model_label)
         self.generation: Generation | None = None  # the reply streaming now, if any
         self.last_stats: GenerationStats | None = None
-        self._queue: collections.deque[TokenInfo] = collections.deque()
+        self._queue: collections.deque[TokenInfo] = collections.deque()  # worker -> UI
+        self._backend_lock = threading.Lock()
         self._reply_view: MessageView | None = None
         self._doc_before = ""  # complete mode: the document before the last continuation
+        self._doc_after = ""  # ... and right after it (regenerate only if it is unchanged)
         self._prompt_len = 0
         self._send_when_loaded = False
+        self._told_window = False  # said that the oldest turns fell out of the context
         self.load_error = ""  # why the model could not be loaded, if it could not
 
     # ----------------------------------------------------------------- layout
@@ -167,22 +171,24 @@ class ChatApp(App[None]):
     # ----------------------------------------------------------------- loading
     @work(thread=True, exit_on_error=False, name="load")
     def _load(self) -> None:
+        """Load the model and its tokenizer (a GPT-2 BPE takes a moment) off the UI thread."""
         try:
             backend = self.loader()
-            error: BaseException | None = None
+            tokenizer = backend.info.tokenizer()
         except Exception as e:  # shown on an error screen: the app cannot go on without it
-            backend, error = None, e
-        self.call_from_thread(self._loaded, backend, error)
-
-    def _loaded(self, backend: Backend | None, error: BaseException | None) -> None:
-        if backend is None:
-            self.load_error = _describe(error)
-            self.push_screen(ErrorScreen("Could not load the model", self.load_error))
+            self.call_from_thread(self._load_failed, e)
             return
+        self.call_from_thread(self._loaded, backend, tokenizer)
+
+    def _load_failed(self, error: BaseException) -> None:
+        self.load_error = _describe(error)
+        self.push_screen(ErrorScreen("Could not load the model", self.load_error))
+
+    def _loaded(self, backend: Backend, tokenizer: Tokenizer) -> None:
         self.backend = backend
         info = backend.info
         self.session = ChatSession(
-            info.tokenizer(), backend.block_size, self.settings, self.template, self.mode
+            tokenizer, backend.block_size, self.settings, self.template, self.mode
         )
         status = self.query_one(StatusBar)
         status.model = self.model_label or info.name
@@ -300,7 +306,8 @@ class ChatApp(App[None]):
                 severity="warning",
                 timeout=6,
             )
-        elif prompt.dropped_turns:
+        elif prompt.dropped_turns and not self._told_window:
+            self._told_window = True  # once per conversation: it stays true from here on
             self.say(
                 f"The {prompt.dropped_turns} oldest turns no longer fit the context; "
                 "the model does not see them.",
@@ -329,11 +336,14 @@ class ChatApp(App[None]):
     @work(thread=True, exit_on_error=False, group="generate")
     def _run(self, gen: Generation) -> None:
         error: BaseException | None = None
-        try:
-            for event in gen:
-                self._queue.append(TokenInfo(event.text, event.prob, event.alternatives))
-        except Exception as e:  # a backend failure mid-reply: report it, keep the app
-            error = e
+        # One generation at a time on the backend's cache: a reply cancelled by New or a mode
+        # switch may still be finishing its last token when the next one starts.
+        with self._backend_lock:
+            try:
+                for event in gen:
+                    self._queue.append(TokenInfo(event.text, event.prob, event.alternatives))
+            except Exception as e:  # a backend failure mid-reply: report it, keep the app
+                error = e
         self.call_from_thread(self._finished, gen, error)
 
     def _drain_tokens(self) -> None:
@@ -369,12 +379,15 @@ class ChatApp(App[None]):
         assert self.session is not None
         if self.mode == "chat":
             reply = DialogueTemplate.clean(gen.text)
-            self.session.turns.append(Turn("model", reply))
-            if self._reply_view is not None:
-                self._reply_view.set_text(reply)
+            if reply:
+                self.session.turns.append(Turn("model", reply))
+                if self._reply_view is not None:
+                    self._reply_view.set_text(reply)
+            elif self._reply_view is not None:  # nothing said: Ctrl+R asks again
+                self._reply_view.remove()
         else:
             self.document.read_only = False
-            self.session.document = self.document.text
+            self.session.document = self._doc_after = self.document.text
         if error is not None:
             self.say(f"Generation failed: {_describe(error)}", severity="error", timeout=10)
         self._save()
@@ -430,10 +443,12 @@ class ChatApp(App[None]):
         if self.session is None or self.generating:
             return
         if self.mode == "complete":
-            if self._doc_before or self.document.text:
-                self.document.load_text(self._doc_before)
-                self.session.document = self._doc_before
-                self._start()
+            if self.document.text != self._doc_after:
+                self.say("The document changed since the last continuation; Ctrl+G continues it.")
+                return
+            self.document.load_text(self._doc_before)
+            self.session.document = self._doc_before
+            self._start()
             return
         if not self.session.turns:
             return
@@ -448,12 +463,13 @@ class ChatApp(App[None]):
         self._cancel_running()
         self._save()
         self.conversation = Conversation(None, "", self.mode, self.model_label)
+        self._told_window = False
         if self.session is not None:
             self.session.turns = []
             self.session.document = ""
         self.transcript.clear()
         self.document.load_text("")
-        self._doc_before = ""
+        self._doc_before = self._doc_after = ""
         self._reply_view = None
         self.query_one(StatusBar).state = "new conversation"
         self._sync_context()

@@ -1,4 +1,4 @@
-"""The message box: Enter sends, Shift+Enter / Ctrl+J / Alt+Enter break the line,
+"""The message box: Enter sends, Ctrl+J (or Shift/Ctrl+Enter) breaks the line,
 Up on the first line (Down on the last) walks through what was sent before."""
 
 from __future__ import annotations
@@ -7,9 +7,11 @@ from textual import events
 from textual.message import Message
 from textual.widgets import TextArea
 
-# What terminals deliver for "a newline, not send": Ctrl+J is "\n" everywhere; Shift+Enter
-# only with the kitty keyboard protocol; Alt+Enter is ESC + CR in most terminals.
-NEWLINE_KEYS = ("shift+enter", "ctrl+j", "alt+enter")
+# What terminals deliver for "a newline, not send": Ctrl+J is "\n" in every terminal; Shift+Enter
+# and Ctrl+Enter arrive as such only where the kitty keyboard protocol is on (kitty, WezTerm,
+# foot, Ghostty, iTerm2...); elsewhere they are plain Enter. (Alt+Enter reaches Textual as
+# Enter, so it cannot be used.)
+NEWLINE_KEYS = ("ctrl+j", "shift+enter", "ctrl+enter")
 
 
 # Keys that steer sampling while a reply streams (see ChatApp.BINDINGS).
