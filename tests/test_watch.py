@@ -98,8 +98,10 @@ def test_run_state_folds_a_run_and_restarts() -> None:
     # A fresh start clears everything.
     s.apply(json.loads(start(t=1200)))
     assert s.train == [] and s.sample == "" and s.loss is None
-    s.apply(json.loads(line(event="end", time=1300, iter=0, reason="time budget")))
+    s.apply(json.loads(line(event="eval", time=1290, iter=0, val_loss_full=1.75)))
+    s.apply(json.loads(line(event="end", time=1300, iter=0, reason="time budget", elapsed=99)))
     assert s.status == "ended" and s.end_reason == "time budget" and s.eta() is None
+    assert s.val_loss_full == 1.75 and s.elapsed == 99 and s.val == []
 
 
 def test_eta_from_time_budget() -> None:
@@ -154,6 +156,6 @@ def test_watch_command_rejects_a_missing_directory(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as e:
-        main(["watch", str(tmp_path / "nope")])
+        main(["watch", str(tmp_path / "nope" / "run")])
     assert e.value.code != 0
     assert "run directory not found" in capsys.readouterr().err

@@ -14,7 +14,7 @@ def watch(
 ) -> None:
     """Follow a training run's metrics.jsonl live; keeps going when the run ends or restarts."""
     run = run.expanduser()
-    if not run.exists():
+    if not run.exists() and not run.parent.is_dir():  # a run not started yet is fine: wait
         raise UserError(f"run directory not found: {run}")
     if run.is_file() and run.suffix != ".jsonl":
         raise UserError(f"{run} is not a run directory or a metrics .jsonl file")

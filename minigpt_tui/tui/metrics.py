@@ -87,6 +87,7 @@ class RunState:
     elapsed: float | None = None
     val_loss: float | None = None
     val_iter: int | None = None
+    val_loss_full: float | None = None  # the final evaluation over the whole val split
     sample: str = ""
     sample_iter: int | None = None
     checkpoint: str = ""
@@ -118,7 +119,7 @@ class RunState:
                 self.val = [p for p in self.val if p[0] < start_iter]
             else:
                 self.train, self.val = [], []
-                self.loss = self.val_loss = None
+                self.loss = self.val_loss = self.val_loss_full = None
                 self.sample, self.sample_iter = "", None
             self.status, self.end_reason = "running", ""
             mi = e.get("max_iters")
@@ -146,6 +147,9 @@ class RunState:
             if val is not None:
                 self.val.append((it, val))
                 self.val_loss, self.val_iter = val, it
+            full = _num(e.get("val_loss_full"))
+            if full is not None:
+                self.val_loss_full = full
         elif kind == "sample":
             self.sample = str(e.get("text", ""))
             self.sample_iter = it
@@ -156,6 +160,9 @@ class RunState:
             self.end_reason = str(e.get("reason", ""))
             if it is not None:
                 self.iter = it
+            elapsed = _num(e.get("elapsed"))
+            if elapsed is not None:
+                self.elapsed = elapsed
 
     def iters_per_sec(self) -> float | None:
         if len(self._rate) < 2:

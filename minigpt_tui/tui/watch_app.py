@@ -108,6 +108,8 @@ class WatchApp(App[None]):
         parts = [f"loss {s.loss:.4f}" if s.loss is not None else "loss —"]
         if s.val_loss is not None:
             parts.append(f"val {s.val_loss:.4f} @ {s.val_iter:,}")
+        if s.val_loss_full is not None:
+            parts.append(f"val (full) {s.val_loss_full:.4f}")
         if s.tokens_per_sec is not None:
             parts.append(f"{s.tokens_per_sec:,.0f} tok/s")
         if s.lr is not None:
