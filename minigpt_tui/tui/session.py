@@ -48,15 +48,21 @@ class ChatSession:
             ids, dropped = encode_lenient(self.tokenizer, self.document)
             return Prompt(ids, dropped, 0, len(ids) > self.block_size)
         budget = max(1, self.block_size - self.reserve())
-        turns = list(self.turns)
-        dropped_turns = 0
-        while True:
-            ids, dropped = encode_lenient(self.tokenizer, self.template.render(turns))
-            if len(ids) <= budget or len(turns) <= 1:
-                break
-            turns.pop(0)
-            dropped_turns += 1
-        return Prompt(ids, dropped, dropped_turns, len(ids) > self.block_size)
+
+        def encode(first: int) -> tuple[list[int], list[str]]:
+            return encode_lenient(self.tokenizer, self.template.render(self.turns[first:]))
+
+        # The fewest oldest turns to drop so that the rest fits: a binary search, since the
+        # prompt only gets shorter as turns are dropped (keep at least the last turn).
+        lo, hi = 0, max(0, len(self.turns) - 1)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if len(encode(mid)[0]) <= budget:
+                hi = mid
+            else:
+                lo = mid + 1
+        ids, dropped = encode(lo)
+        return Prompt(ids, dropped, lo, len(ids) > self.block_size)
 
     def stop_strings(self) -> list[str]:
         return self.template.stop_strings() if self.mode == "chat" else []
