@@ -63,8 +63,13 @@ HELP_KEYS = [
     ("Ctrl+B", "show/hide the settings panel"),
     ("Tab / Shift+Tab", "move between message box, conversation and settings"),
     ("F1", "this help"),
-    ("Ctrl+Q", "quit"),
+    ("Ctrl+Q", "quit (the conversation is saved)"),
 ]
+HELP_NOTES = (
+    "Settings apply from the next token, even mid-reply; a new seed from the next reply. "
+    "In History: Enter opens, Del deletes. Conversations are saved after every reply "
+    "(not with --no-history)."
+)
 
 
 class ChatApp(App[None]):
@@ -484,7 +489,7 @@ class ChatApp(App[None]):
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen(HELP_KEYS))
+            self.push_screen(HelpScreen(HELP_KEYS, HELP_NOTES))
 
     def action_history(self) -> None:
         if len(self.screen_stack) > 1:

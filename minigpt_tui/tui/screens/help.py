@@ -15,9 +15,10 @@ class HelpScreen(ModalScreen[None]):
         Binding("escape,f1,q,question_mark", "dismiss", "Close"),
     ]
 
-    def __init__(self, keys: list[tuple[str, str]]) -> None:
+    def __init__(self, keys: list[tuple[str, str]], notes: str = "") -> None:
         super().__init__()
         self.keys = keys
+        self.notes = notes
 
     def compose(self) -> ComposeResult:
         table = Table(box=None, show_header=False, pad_edge=False, expand=True)
@@ -29,3 +30,5 @@ class HelpScreen(ModalScreen[None]):
             box.border_title = "Keys"
             box.border_subtitle = "Esc closes"
             yield Static(table)
+            if self.notes:
+                yield Static(self.notes, id="help-notes", markup=False)
