@@ -332,3 +332,21 @@ async def test_scrolling_up_stops_following_the_reply() -> None:
         assert transcript.scroll_y == where, "stays where the user went"
         await pilot.press("escape")
         await wait_for(pilot, lambda: not app.generating)
+
+
+async def _two_replies(seed: int) -> list[str]:
+    app = make_app(FakeBackend("abcdefgh", sharpness=2.0), seed=seed, max_new_tokens=12)
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "Hello")
+        await wait_for(pilot, lambda: not app.generating and len(replies(app)) == 1)
+        first = replies(app)[0]
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: not app.generating and replies(app) != [first])
+        return [first, replies(app)[0]]
+
+
+@run_async
+async def test_seed_repeats_the_conversation_and_regenerate_still_varies() -> None:
+    a = await _two_replies(seed=7)
+    assert a[0] != a[1], "a regenerated reply differs from the one it replaces"
+    assert await _two_replies(seed=7) == a, "the same seed repeats the whole conversation"

@@ -25,7 +25,7 @@ from textual.widgets import ContentSwitcher, Footer, Input, Static, TextArea
 from minigpt_tui.dialogue import DialogueTemplate, Turn
 from minigpt_tui.engine import Backend, Generation, GenerationStats
 from minigpt_tui.history import Conversation, HistoryStore, default_export_name, export
-from minigpt_tui.sampling import SamplingSettings
+from minigpt_tui.sampling import Sampler, SamplingSettings
 from minigpt_tui.tui.screens.error import ErrorScreen
 from minigpt_tui.tui.screens.export import ExportScreen
 from minigpt_tui.tui.screens.help import HelpScreen
@@ -66,7 +66,8 @@ HELP_KEYS = [
     ("Ctrl+Q", "quit (the conversation is saved)"),
 ]
 HELP_NOTES = (
-    "Settings apply from the next token, even mid-reply; a new seed from the next reply. "
+    "Settings apply from the next token, even mid-reply; a new seed from the next reply "
+    "(a seed makes the whole conversation repeatable, Ctrl+R still gives a new reply). "
     "In History: Enter opens, Del deletes. Conversations are saved after every reply "
     "(not with --no-history)."
 )
@@ -116,6 +117,10 @@ class ChatApp(App[None]):
         self.loader = loader
         self.model_label = model_label
         self.settings = settings or SamplingSettings()
+        # One sampler for the session: with --seed the whole conversation repeats, and a
+        # regenerated reply still differs from the one it replaces.
+        self.sampler = Sampler(self.settings)
+        self._sampler_seed = self.settings.seed
         self.template = template or DialogueTemplate()
         self.mode = mode
         self.history = history or HistoryStore.memory()
@@ -319,12 +324,16 @@ class ChatApp(App[None]):
                 timeout=4,
             )
         self.settings.stop = self.session.stop_strings()
+        if self.settings.seed != self._sampler_seed:  # a seed typed into the panel
+            self._sampler_seed = self.settings.seed
+            self.sampler.reseed(self.settings.seed)
         gen = Generation(
             self.backend,
             self.session.tokenizer,
             prompt.ids,
             self.settings,
             cancel=threading.Event(),
+            sampler=self.sampler,
         )
         self.generation = gen
         self._prompt_len = min(len(prompt.ids), self.session.block_size)
