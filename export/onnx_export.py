@@ -374,8 +374,10 @@ def _quantize_int8(model: onnx.ModelProto) -> bytes:
 def verify_export(model: GPT, data: bytes, quantize: str, seed: int = 0) -> dict[str, Any]:
     """Run onnxruntime and PyTorch side by side on random prompts; raise if they disagree.
 
-    Cases: a 1-token prompt, a batch of 2 half-block prompts, and a prompt that decodes up to
-    the last position of the block; each prefills and then decodes greedy (torch's) tokens.
+    Each case is a batch size and the chunk lengths fed one after another: a prefill, then
+    decode steps of one (torch's greedy) token. Cases: a 1-token prompt; a batch of two
+    half-block prompts, continued by a 3-token chunk (a cache and several new tokens at once);
+    and a prompt that decodes up to the last position of the block.
     """
     cfg = model.config
     session = ort_engine.make_session(data, threads=1)
@@ -384,15 +386,22 @@ def verify_export(model: GPT, data: bytes, quantize: str, seed: int = 0) -> dict
     past_names = ort_engine.cache_names(cfg.n_layer, "past")
     rng = np.random.default_rng(seed)
     bs = cfg.block_size
-    half = max(1, min(bs // 2, 64))
-    cases = [(1, 1, min(8, bs - 1)), (2, half, min(8, bs - half)), (1, bs - 3, 3)]
+    half = min(bs // 2, 64)
+    chunk = 3 if half + 3 <= bs else 1
+    cases = [
+        (1, [1] + [1] * min(8, bs - 1)),
+        (2, [half, chunk] + [1] * min(6, bs - half - chunk)),
+        (1, [bs - 3, 1, 1, 1]),
+    ]
     diffs, kls, agree, scale = [], [], [], 1.0
     hs = cfg.n_embd // cfg.n_head
-    for batch, prompt_len, steps in cases:
-        ids = rng.integers(0, cfg.vocab_size, size=(batch, prompt_len), dtype=np.int64)
+    for batch, chunks in cases:
         t_cache = None
         o_cache = [np.zeros((batch, cfg.n_head, 0, hs), np.float32)] * len(past_names)
-        for _ in range(steps + 1):
+        greedy = np.zeros((batch, 0), dtype=np.int64)
+        for length in chunks:
+            fill = rng.integers(0, cfg.vocab_size, size=(batch, length - greedy.shape[1]))
+            ids = np.concatenate([greedy, fill], axis=1).astype(np.int64)
             with torch.inference_mode():
                 t_logits, t_cache = model.forward_cached(
                     torch.from_numpy(ids), t_cache, last_only=True
@@ -405,7 +414,7 @@ def verify_export(model: GPT, data: bytes, quantize: str, seed: int = 0) -> dict
             scale = max(scale, float(np.abs(want).max()))
             kls.append(float(_kl(want, got).mean()))
             agree.extend((got.argmax(-1) == want.argmax(-1)).tolist())
-            ids = want.argmax(-1).reshape(batch, 1).astype(np.int64)
+            greedy = want.argmax(-1).reshape(batch, 1).astype(np.int64)
     report: dict[str, Any] = {
         "positions": len(agree),
         "max_logit_diff": max(diffs),
