@@ -350,3 +350,16 @@ async def test_seed_repeats_the_conversation_and_regenerate_still_varies() -> No
     a = await _two_replies(seed=7)
     assert a[0] != a[1], "a regenerated reply differs from the one it replaces"
     assert await _two_replies(seed=7) == a, "the same seed repeats the whole conversation"
+
+
+@run_async
+async def test_panel_toggle_keeps_the_conversation_usable() -> None:
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.session is not None)
+        await pilot.press("ctrl+p")
+        assert not app.query_one("#settings").display
+        await send(pilot, "Hi")
+        await wait_for(pilot, lambda: not app.generating and len(replies(app)) == 1)
+        await pilot.press("ctrl+p")
+        assert app.query_one("#settings").display

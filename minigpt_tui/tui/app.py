@@ -60,7 +60,7 @@ HELP_KEYS = [
     ("{ / }", "top-k down/up (while replying or outside the message box)"),
     ("F2 / F3", "temperature −/+ 0.1 (always)"),
     ("F4 / F5", "top-k down/up (always)"),
-    ("Ctrl+B", "show/hide the settings panel"),
+    ("Ctrl+P", "show/hide the settings panel"),
     ("Tab / Shift+Tab", "move between message box, conversation and settings"),
     ("F1", "this help"),
     ("Ctrl+Q", "quit (the conversation is saved)"),
@@ -98,7 +98,7 @@ class ChatApp(App[None]):
         Binding("ctrl+s", "export", "Export"),
         Binding("ctrl+o", "copy", "Copy", show=False),
         Binding("ctrl+t", "toggle_probs", "Probs", show=False),
-        Binding("ctrl+b", "toggle_panel", "Panel", show=False),
+        Binding("ctrl+p", "toggle_panel", "Panel", show=False),
         Binding("f1", "help", "Help"),
         Binding("ctrl+q", "quit", "Quit"),
     ]
