@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 INPUT_IDS = "input_ids"
 LOGITS = "logits"
 # Below this many parameters one thread is fastest: the per-token work is too small to split
-# (measured in benchmarks/RESULTS.md, "ONNX engine").
+# (measured in benchmarks/RESULTS.md, "ONNX engine (issue 4)").
 SINGLE_THREAD_PARAMS = 20_000_000
 
 
@@ -49,9 +49,11 @@ def output_names(config: GPTConfig) -> list[str]:
 
 
 def default_threads(config: GPTConfig) -> int:
+    """1 for small models; for large ones about one per physical core (half the logical CPUs),
+    at most 4: decoding one token is memory-bound and stops scaling beyond a few threads."""
     if config.num_params() < SINGLE_THREAD_PARAMS:
         return 1
-    return max(1, min(os.cpu_count() or 1, 8))
+    return max(1, min(4, (os.cpu_count() or 1) // 2))
 
 
 def make_session(model: str | os.PathLike[str] | bytes, threads: int) -> ort.InferenceSession:
@@ -64,7 +66,7 @@ def make_session(model: str | os.PathLike[str] | bytes, threads: int) -> ort.Inf
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3  # errors only: shape-reuse warnings are noise here
-    if threads > 1:  # do not burn a shared CPU spinning between tokens
+    if threads != 1:  # spinning workers starve everything else on a busy CPU (measured 2x)
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     source = model if isinstance(model, bytes) else str(model)
     return ort.InferenceSession(source, so, providers=["CPUExecutionProvider"])
@@ -123,7 +125,8 @@ class OrtBackend:
         self.config = info.config
         path = info.onnx_path
         try:
-            self.session = make_session(path, threads or default_threads(self.config))
+            threads = default_threads(self.config) if threads is None else threads
+            self.session = make_session(path, threads)
         except Exception as e:  # onnxruntime's own error types: corrupt or unreadable file
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise EngineError(f"cannot load {path}: {first}") from None
