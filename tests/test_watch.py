@@ -13,7 +13,7 @@ from test_tui_support import run_async, wait_for
 from minigpt_tui.cli import main
 from minigpt_tui.tui.metrics import MetricsFollower, RunState, duration, metrics_path
 from minigpt_tui.tui.watch_app import WatchApp
-from minigpt_tui.tui.widgets.plot import BRAILLE_BASE, rasterize, y_range
+from minigpt_tui.tui.widgets.plot import BRAILLE_BASE, as_series, rasterize, thin, y_range
 
 
 def line(**event: Any) -> str:
@@ -113,14 +113,17 @@ def test_eta_from_time_budget() -> None:
 
 def test_plot_rasterizes_a_falling_line() -> None:
     pts = [(float(i), 4.0 - i * 0.1) for i in range(30)]
-    lo, hi = y_range([pts])  # type: ignore[misc]
+    lo, hi = y_range([as_series(pts)])  # type: ignore[misc]
     assert lo < 1.1 and hi > 1.1
     cells = rasterize(pts, 0, 29, lo, hi, width=10, height=4)
     assert cells[0][0] and cells[-1][-1], "starts top-left, ends bottom-right"
     assert not cells[-1][0] and not cells[0][-1]
     assert all(0 <= b < 256 for row in cells for b in row)
     assert chr(BRAILLE_BASE + cells[0][0]) != " "
-    assert y_range([[]]) is None
+    assert y_range([as_series([])]) is None
+    many = as_series([(float(i), float(i % 2)) for i in range(100_000)] + [(1e5, float("nan"))])
+    thinned = thin(many, 0, 99_999, 40)
+    assert len(thinned) == 40 and all(abs(y - 0.5) < 0.01 for _, y in thinned), "column means"
     assert duration(3725) == "1h02m" and duration(75) == "1m15s" and duration(None) == "—"
     assert metrics_path(Path("run")) == Path("run/metrics.jsonl")
 

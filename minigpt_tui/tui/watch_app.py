@@ -71,11 +71,13 @@ class WatchApp(App[None]):
             self.notify("metrics.jsonl started over: following the new run", timeout=4)
         if events or reset:
             self.state.apply_all(events)
+            self.plot.set_series(self.state.train, self.state.val)  # only when there is news
         self.refresh_view()
 
     def action_reload(self) -> None:
         self.follower = MetricsFollower(self.follower.path)
         self.state = RunState()
+        self.plot.set_series()
         self.poll()
 
     def refresh_view(self) -> None:
@@ -100,11 +102,12 @@ class WatchApp(App[None]):
             bar.update(total=None)
         else:
             bar.update(total=100, progress=round(progress * 100, 1))
-        eta = s.eta()
+        idle = s.idle_for(time.time())
+        stale = idle is not None and idle > STALE_SECONDS
+        eta = None if stale else s.eta()  # a stalled run has no honest ETA
         self.eta_label.update(
             f"ETA {duration(eta)}" if eta is not None else f"elapsed {duration(s.elapsed)}"
         )
-        self.plot.set_series(s.train, s.val)
         parts = [f"loss {s.loss:.4f}" if s.loss is not None else "loss —"]
         if s.val_loss is not None:
             parts.append(f"val {s.val_loss:.4f} @ {s.val_iter:,}")

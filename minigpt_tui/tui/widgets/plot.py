@@ -8,7 +8,9 @@ the first tenth of a long series, so the initial loss spike does not flatten the
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
+import numpy as np
 from rich.style import Style
 from rich.text import Text
 from textual.widget import Widget
@@ -19,18 +21,42 @@ DOT_BITS = ((0x01, 0x02, 0x04, 0x40), (0x08, 0x10, 0x20, 0x80))
 AXIS_WIDTH = 8
 
 
-def y_range(series: list[list[tuple[float, float]]]) -> tuple[float, float] | None:
-    ys: list[float] = []
-    for points in series:
-        skip = len(points) // 10 if len(points) >= 20 else 0
-        ys.extend(y for _, y in points[skip:] if math.isfinite(y))
-    if not ys:
+Series = tuple[np.ndarray, np.ndarray]  # x values, y values (float64, same length)
+
+
+def as_series(points: Sequence[tuple[float, float]]) -> Series:
+    arr = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    keep = np.isfinite(arr).all(axis=1)
+    return arr[keep, 0], arr[keep, 1]
+
+
+def y_range(series: Sequence[Series]) -> tuple[float, float] | None:
+    parts = []
+    for _, ys in series:
+        skip = ys.size // 10 if ys.size >= 20 else 0
+        parts.append(ys[skip:])
+    ys = np.concatenate(parts) if parts else np.empty(0)
+    if ys.size == 0:
         return None
-    lo, hi = min(ys), max(ys)
+    lo, hi = float(ys.min()), float(ys.max())
     if hi - lo < 1e-9:
         lo, hi = lo - 0.5, hi + 0.5
     pad = (hi - lo) * 0.05
     return lo - pad, hi + pad
+
+
+def thin(series: Series, x0: float, x1: float, columns: int) -> list[tuple[float, float]]:
+    """At most one point per dot column (the mean of those that fall in it), so a long run
+    draws as fast as a short one and a noisy loss reads as its trend."""
+    xs, ys = series
+    if xs.size <= 2 * columns:
+        return list(zip(xs.tolist(), ys.tolist(), strict=True))
+    col = np.minimum(columns - 1, ((xs - x0) / ((x1 - x0) or 1.0) * columns).astype(np.int64))
+    n = np.bincount(col, minlength=columns)
+    sx = np.bincount(col, weights=xs, minlength=columns)
+    sy = np.bincount(col, weights=ys, minlength=columns)
+    keep = n > 0
+    return list(zip((sx[keep] / n[keep]).tolist(), (sy[keep] / n[keep]).tolist(), strict=True))
 
 
 def rasterize(
@@ -83,22 +109,25 @@ class LinePlot(Widget):
 
     def __init__(self, empty: str = "no data yet", **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
-        self.series: list[list[tuple[float, float]]] = []
+        self.series: list[Series] = []
         self.empty = empty
 
-    def set_series(self, *series: list[tuple[int, float]] | list[tuple[float, float]]) -> None:
-        self.series = [[(float(x), float(y)) for x, y in s] for s in series]
+    def set_series(self, *series: Sequence[tuple[float, float]]) -> None:
+        self.series = [as_series(s) for s in series]
         self.refresh()
 
     def render(self) -> Text:
         width, height = self.size.width - AXIS_WIDTH, self.size.height - 1
-        xs = [x for s in self.series for x, _ in s]
         rng = y_range(self.series)
-        if width < 4 or height < 2 or rng is None or not xs:
+        if width < 4 or height < 2 or rng is None:
             return Text(self.empty, style=self.get_component_rich_style("plot--empty"))
         y0, y1 = rng
-        x0, x1 = min(xs), max(xs)
-        grids = [rasterize(s, x0, x1, y0, y1, width, height) for s in self.series]
+        x0 = min(float(xs.min()) for xs, _ in self.series if xs.size)
+        x1 = max(float(xs.max()) for xs, _ in self.series if xs.size)
+        grids = [
+            rasterize(thin(s, x0, x1, 2 * width), x0, x1, y0, y1, width, height)
+            for s in self.series
+        ]
         axis = self.get_component_rich_style("plot--axis")
         styles = [
             self.get_component_rich_style(f"plot--series-{min(i, 1)}") for i in range(len(grids))
