@@ -58,10 +58,13 @@ class MessageView(Static):
             selected = self.get_component_rich_style("token--selected")
             for i, tok in enumerate(self.tokens):
                 style = self.get_component_rich_style(band(tok.prob))
-                out.append(
-                    tok.text or ("⏎" if i == self.selected else ""),
-                    style=style + selected if i == self.selected else style,
-                )
+                if i != self.selected:
+                    out.append(tok.text, style=style)
+                elif tok.text.strip():
+                    out.append(tok.text, style=style + selected)
+                else:  # make a selected space, line break or empty token visible
+                    shown = tok.text.replace(" ", "␣").replace("\n", "⏎\n") or "∅"
+                    out.append(shown, style=style + selected)
         else:
             out.append(self.text.strip("\n") or ("…" if self.role == "model" else ""))
         self.update(out)
