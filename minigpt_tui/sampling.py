@@ -36,6 +36,8 @@ class SamplingSettings:
             raise SamplingError(f"repetition penalty must be > 0, got {self.repetition_penalty}")
         if self.max_new_tokens < 0:
             raise SamplingError(f"max tokens must be >= 0, got {self.max_new_tokens}")
+        if self.seed is not None and self.seed < 0:
+            raise SamplingError(f"seed must be >= 0, got {self.seed}")
 
 
 @dataclass

@@ -134,6 +134,10 @@ async def test_settings_panel_edits_apply_and_reject_bad_values() -> None:
         box.value = "7"  # type: ignore[attr-defined]
         await pilot.pause()
         assert app.settings.top_p == 0.5 and box.has_class("-invalid")
+        seed_box = app.query_one("#seed")
+        seed_box.value = "-5"  # type: ignore[attr-defined]
+        await pilot.pause()
+        assert app.settings.seed == 1 and seed_box.has_class("-invalid")
         app.query_one("#bot_name").value = "NURSE"  # type: ignore[attr-defined]
         await pilot.pause()
         await send(pilot, "Hi")
@@ -292,6 +296,7 @@ async def test_mode_switch_from_the_settings_panel() -> None:
         (["--temperature", "-1"], "temperature must be >= 0"),
         (["--user", "A:B"], "--user must be a non-empty name"),
         (["--backend", "gpu"], "--backend must be auto, torch or onnx"),
+        (["--seed", "-3"], "seed must be >= 0"),
     ],
 )
 def test_chat_command_rejects_bad_options(

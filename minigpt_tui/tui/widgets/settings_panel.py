@@ -18,7 +18,12 @@ from minigpt_tui.tui.session import TokenInfo
 
 
 def _seed(text: str) -> int | None:
-    return int(text) if text.strip() else None
+    if not text.strip():
+        return None  # empty: a fresh random seed
+    seed = int(text)
+    if seed < 0:
+        raise ValueError("a seed is >= 0")
+    return seed
 
 
 # field id -> (label, SamplingSettings attribute, parser)
