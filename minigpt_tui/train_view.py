@@ -14,8 +14,8 @@ def _fmt(value: float | None, spec: str = ".4f") -> str:
 
 
 class TrainView:
-    def __init__(self, console: Console | None = None) -> None:
-        self.console = console or Console(stderr=True, highlight=False)
+    def __init__(self, console: Console | None = None, quiet: bool = False) -> None:
+        self.console = console or Console(stderr=True, highlight=False, quiet=quiet)
         self.live = self.console.is_terminal
         self.progress: Progress | None = None
         self.task: TaskID | None = None
@@ -82,6 +82,8 @@ class TrainView:
             self._update(event)
         elif kind == "eval" and "val_loss_full" in event:
             self._print(f"whole-split validation loss: {event['val_loss_full']:.4f}")
+        elif kind == "notice":
+            self._print(f"[yellow]note:[/] {event['text']}")
         elif kind == "checkpoint":
             self._print(f"[dim]saved {event['path']}[/]")
 

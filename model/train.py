@@ -17,7 +17,7 @@ import re
 import shutil
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,7 +135,13 @@ def init_distributed(device: str) -> tuple[Dist, str]:
 
 
 class Batches:
-    """Random (x, y) windows from a memmapped split, reproducible from a torch.Generator."""
+    """Random (x, y) windows from a memmapped split, reproducible from one torch.Generator.
+
+    Every process draws the offsets of the whole global step (all processes' micro-batches)
+    from the same seed and keeps its own share, so a run on N processes sees exactly the
+    batches of a single-process run with the same global batch, and one generator state
+    resumes them all.
+    """
 
     def __init__(
         self, tokens: np.ndarray, batch_size: int, block_size: int, device: str, seed: int
@@ -147,16 +153,30 @@ class Batches:
         self.gen = torch.Generator().manual_seed(seed)
         self._offsets = np.arange(block_size + 1)
 
-    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def draw(self, n: int) -> torch.Tensor:
+        """Start offsets of n micro-batches: (n, batch_size)."""
         high = len(self.tokens) - self.block_size
-        ix = torch.randint(high, (self.batch_size,), generator=self.gen).numpy()
-        rows = self.tokens[ix[:, None] + self._offsets]  # (B, T+1), one gather
+        return torch.randint(high, (n, self.batch_size), generator=self.gen)
+
+    def gather(self, ix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = self.tokens[ix.numpy()[:, None] + self._offsets]  # (B, T+1), one gather
         buf = torch.from_numpy(rows.astype(np.int64))
         if self.device.startswith("cuda"):
             buf = buf.pin_memory().to(self.device, non_blocking=True)
         elif self.device != "cpu":
             buf = buf.to(self.device)
         return buf[:, :-1], buf[:, 1:]
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.gather(self.draw(1)[0])
+
+    def step(
+        self, grad_accum: int, rank: int = 0, world_size: int = 1
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This process' micro-batches of one optimizer step (grad_accum across all)."""
+        ix = self.draw(grad_accum)
+        share = grad_accum // world_size
+        return (self.gather(i) for i in ix[rank * share : (rank + 1) * share])
 
 
 # ---------------------------------------------------------------------------- schedule
@@ -332,6 +352,14 @@ def _train(
                 with contextlib.suppress(FileNotFoundError):
                     (out / name).unlink()
 
+    notices = []
+    if train_cfg.grad_accum < dist_info.world_size:
+        notices.append(
+            f"grad_accum {train_cfg.grad_accum} is less than the {dist_info.world_size} "
+            f"processes: raised to {dist_info.world_size} (one micro-batch each), so the "
+            f"global batch is {dist_info.world_size * train_cfg.batch_size} sequences"
+        )
+        train_cfg.grad_accum = dist_info.world_size
     if train_cfg.grad_accum % dist_info.world_size:
         raise ConfigError(
             f"grad_accum ({train_cfg.grad_accum}) must be divisible by the number of processes "
@@ -363,11 +391,7 @@ def _train(
         fused=fused,
     )
     batches = Batches(
-        dataset.train,
-        train_cfg.batch_size,
-        model_cfg.block_size,
-        device,
-        train_cfg.seed + 1000 * dist_info.rank,
+        dataset.train, train_cfg.batch_size, model_cfg.block_size, device, train_cfg.seed
     )
     step, elapsed_before, best_val = 0, 0.0, float("inf")
     if resume_state is not None:
@@ -375,14 +399,12 @@ def _train(
         optimizer.load_state_dict(resume_state["optimizer"])
         if resume_state.get("scaler"):
             scaler.load_state_dict(resume_state["scaler"])
-        torch.set_rng_state(resume_state["rng_torch"])
-        data_states = resume_state["rng_data"]
-        if len(data_states) != dist_info.world_size:
-            raise TrainingError(
-                f"--resume: the checkpoint was written by {len(data_states)} processes, this job "
-                f"has {dist_info.world_size}"
-            )
-        batches.gen.set_state(data_states[dist_info.rank])
+        torch_states = resume_state["rng_torch"]  # one per process (dropout masks)
+        if len(torch_states) == dist_info.world_size:
+            torch.set_rng_state(torch_states[dist_info.rank])
+        else:  # resumed on a different number of processes: a fresh stream per process
+            torch.manual_seed(train_cfg.seed + step + 7919 * dist_info.rank)
+        batches.gen.set_state(resume_state["rng_data"])
         elapsed_before = float(resume_state.get("elapsed", 0.0))
         best_val = float(resume_state.get("best_val_loss", float("inf")))
 
@@ -436,6 +458,8 @@ def _train(
             "world_size": dist_info.world_size,
         }
     )
+    for notice in notices:
+        emit({"event": "notice", "iter": step, "text": notice})
 
     def estimate(split: str, seed: int) -> float:
         """Mean loss over eval_iters random batches, with its own generator (no effect on
@@ -456,14 +480,12 @@ def _train(
     last: dict[str, Any] = {"loss": None, "val_loss": None, "train_loss": None}
 
     def save(reason: str) -> None:
-        nonlocal best_val
+        torch_states: list[Any] = [torch.get_rng_state()]
         if dist_info.enabled:
             import torch.distributed as dist
 
-            states: list[Any] = [None] * dist_info.world_size
-            dist.all_gather_object(states, batches.gen.get_state())
-        else:
-            states = [batches.gen.get_state()]
+            torch_states = [None] * dist_info.world_size
+            dist.all_gather_object(torch_states, torch.get_rng_state())
         if not dist_info.master:
             return
         summary = {
@@ -487,8 +509,8 @@ def _train(
             "step": step,
             "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict() if scaler.is_enabled() else {},
-            "rng_torch": torch.get_rng_state(),
-            "rng_data": states,
+            "rng_torch": torch_states,
+            "rng_data": batches.gen.get_state(),
             "elapsed": elapsed_before + (time.perf_counter() - t_start),
             "best_val_loss": best_val,
         }
@@ -541,7 +563,12 @@ def _train(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             loss = accumulate_gradients(
-                model, batches.next, accum, autocast, scaler, dist_info.enabled
+                model,
+                batches.step(train_cfg.grad_accum, dist_info.rank, dist_info.world_size),
+                accum,
+                autocast,
+                scaler,
+                dist_info.enabled,
             )
             if train_cfg.grad_clip > 0:
                 scaler.unscale_(optimizer)
@@ -610,7 +637,7 @@ def _train(
 
 def accumulate_gradients(
     model: nn.Module,
-    next_batch: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+    micro_batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
     accum: int,
     autocast: Any,
     scaler: torch.amp.GradScaler,
@@ -622,8 +649,7 @@ def accumulate_gradients(
     (scaled-down) loss.
     """
     loss = torch.zeros(())
-    for micro in range(accum):
-        x, y = next_batch()
+    for micro, (x, y) in enumerate(micro_batches):
         sync = not ddp or micro == accum - 1
         with contextlib.nullcontext() if sync else model.no_sync(), autocast:  # type: ignore[operator]
             _, loss = model(x, y)

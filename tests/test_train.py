@@ -51,9 +51,9 @@ def test_gradient_accumulation_equals_one_big_batch() -> None:
     x = torch.randint(0, 30, (8, 8))
     y = torch.randint(0, 30, (8, 8))
     scaler = torch.amp.GradScaler("cpu", enabled=False)
-    accumulate_gradients(a, iter([(x, y)]).__next__, 1, contextlib.nullcontext(), scaler)
+    accumulate_gradients(a, iter([(x, y)]), 1, contextlib.nullcontext(), scaler)
     micro = iter([(x[i : i + 2], y[i : i + 2]) for i in range(0, 8, 2)])
-    accumulate_gradients(b, micro.__next__, 4, contextlib.nullcontext(), scaler)
+    accumulate_gradients(b, micro, 4, contextlib.nullcontext(), scaler)
     for (name, pa), pb in zip(a.named_parameters(), b.parameters(), strict=True):
         assert pa.grad is not None and pb.grad is not None
         torch.testing.assert_close(pa.grad, pb.grad, atol=1e-6, rtol=1e-5, msg=name)

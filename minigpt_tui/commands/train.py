@@ -141,10 +141,6 @@ def train(
 ) -> None:
     """Train a GPT on a prepared data directory (see 'minigpt-tui data prepare')."""
     given = dict(locals())
-    if nproc is not None:
-        _launch_torchrun(nproc)
-        return
-
     from model.config import resolve_preset
     from model.train import RunOptions
     from model.train import train as run_training
@@ -166,10 +162,24 @@ def train(
                 f"--resume keeps the checkpoint's model shape; drop {', '.join(model_over)}"
             )
         train_cfg = train_over  # the checkpoint's training config, with explicit overrides
+    if nproc is not None:
+        accum = int(train_cfg.get("grad_accum", 1))
+        if nproc < 1:
+            raise UserError(f"--nproc must be >= 1, got {nproc}")
+        if accum % nproc and accum > nproc:
+            raise UserError(
+                f"--grad-accum ({accum}) must be divisible by --nproc ({nproc}) so that every "
+                "process runs the same number of micro-batches"
+            )
+        _launch_torchrun(nproc, device)
+        return
 
+    import os
+
+    from minigpt_tui.cli import invocation
     from minigpt_tui.train_view import TrainView
 
-    view = TrainView()
+    view = TrainView(quiet=os.environ.get("RANK", "0") != "0")  # rank 0 speaks for the job
     opts = RunOptions(
         data=data,
         out=out,
@@ -180,7 +190,7 @@ def train(
         preset=preset,
         bpe_dir=str(bpe_dir) if bpe_dir else None,
         final_eval=final_eval,
-        command=shlex.join(["minigpt-tui", *sys.argv[1:]]),
+        command=shlex.join(["minigpt-tui", *invocation()]),
         on_event=view.handle,
         sample=_sampler() if samples else None,
     )
@@ -241,25 +251,29 @@ def _sampler() -> Any:
     return sample
 
 
-def _launch_torchrun(nproc: int) -> None:
+def _launch_torchrun(nproc: int, device: str) -> None:
     import os
     import subprocess
 
-    if nproc < 1:
-        raise UserError(f"--nproc must be >= 1, got {nproc}")
-    args = sys.argv[1:]
+    from minigpt_tui.cli import invocation
+
+    args = invocation()
     i = args.index("--nproc") if "--nproc" in args else -1
     if i >= 0:
         del args[i : i + 2]
     else:
         args = [a for a in args if not a.startswith("--nproc=")]
-    if any(a.startswith("--device") for a in args) and "cuda" in " ".join(args):
+    if device.startswith("cuda") or device == "auto":
         import torch
 
-        if nproc > torch.cuda.device_count():
+        if device != "auto" and not torch.cuda.is_available():
+            raise UserError("--device cuda requested but CUDA is not available on this machine")
+        if torch.cuda.is_available() and nproc > torch.cuda.device_count():
             raise UserError(
                 f"--nproc {nproc} is more than the {torch.cuda.device_count()} visible GPUs"
             )
+    if not device.startswith("cuda") and nproc > (os.cpu_count() or 1):
+        raise UserError(f"--nproc {nproc} is more than the {os.cpu_count()} CPU cores here")
     cmd = [
         sys.executable,
         "-m",

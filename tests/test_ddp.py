@@ -1,0 +1,78 @@
+"""Several processes through torchrun (DDP over gloo on CPU): same result as one process with
+the same global batch, and resume under DDP."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from model import modeldir
+from tests.helpers import make_data
+
+SHAPE = "--block-size 16 --n-layer 2 --n-head 2 --n-embd 16".split()
+ARGS = (
+    "--preset cpu --batch-size 4 --grad-accum 2 --max-iters 6 --eval-interval 3 "
+    "--eval-iters 2 --lr 3e-3 --device cpu --no-samples"
+).split()
+
+
+def train_cmd(data: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    shape = [] if "--resume" in extra else SHAPE  # a resumed run keeps its shape
+    cmd = [
+        sys.executable,
+        "-m",
+        "minigpt_tui",
+        "train",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        *shape,
+        *ARGS,
+        *extra,
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MINIGPT_DIST_TIMEOUT="120")
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+
+
+def train(data: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    proc = train_cmd(data, out, *extra)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+def weights(out: Path) -> dict[str, np.ndarray]:
+    return load_file(str(modeldir.resolve(out) / modeldir.WEIGHTS_FILE))
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_with_the_same_global_batch(tmp_path: Path) -> None:
+    data = make_data(tmp_path)
+    train(data, tmp_path / "one")
+    proc = train(data, tmp_path / "two", "--nproc", "2")
+    assert "2 processes" in proc.stderr
+    one, two = weights(tmp_path / "one"), weights(tmp_path / "two")
+    assert one.keys() == two.keys()
+    for k in one:
+        np.testing.assert_allclose(two[k], one[k], atol=2e-5, rtol=1e-4, err_msg=k)
+
+    # Resume under DDP: back to the step-3 checkpoint, continue on 2 processes.
+    run = tmp_path / "two"
+    modeldir.point_latest(run, run / "step-000003")
+    train(data, run, "--resume", "--nproc", "2")
+    again = weights(run)
+    for k in two:
+        np.testing.assert_array_equal(again[k], two[k], err_msg=k)
+
+
+def test_grad_accum_not_divisible_by_processes_is_refused(tmp_path: Path) -> None:
+    proc = train_cmd(make_data(tmp_path), tmp_path / "r", "--grad-accum", "3", "--nproc", "2")
+    assert proc.returncode != 0
+    assert "must be divisible by --nproc" in proc.stderr
+    assert "Traceback" not in proc.stderr.split("torchrun")[0]
