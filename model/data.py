@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from model import modeldir
-from model.tokenizer import CharTokenizer, GPT2Tokenizer, Tokenizer, from_spec
+from model.tokenizer import CharTokenizer, GPT2Tokenizer, Tokenizer, WithTokenizer
 
 SHAKESPEARE_URL = (
     "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -210,20 +210,11 @@ def _encode(tokenizer: Tokenizer, text: str, threads: int) -> list[int]:
 
 
 @dataclass
-class Dataset:
+class Dataset(WithTokenizer):
     path: Path
     meta: dict[str, Any]
     train: np.ndarray  # memmaps, opened once
     val: np.ndarray
-
-    @property
-    def tokenizer_spec(self) -> dict[str, Any]:
-        spec = self.meta["tokenizer"]
-        assert isinstance(spec, dict)
-        return spec
-
-    def tokenizer(self, bpe_dir: str | None = None) -> Tokenizer:
-        return from_spec(self.tokenizer_spec, bpe_dir)
 
     @property
     def vocab_size(self) -> int:

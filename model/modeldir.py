@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from model.config import ConfigError, GPTConfig
-from model.tokenizer import Tokenizer, TokenizerError, from_spec
+from model.tokenizer import Tokenizer, TokenizerError, WithTokenizer
 
 FORMAT = "minigpt-tui/1"
 CONFIG_FILE = "config.json"
@@ -42,7 +42,7 @@ class ModelDirError(ValueError):
 
 
 @dataclass
-class ModelInfo:
+class ModelInfo(WithTokenizer):
     path: Path
     config: GPTConfig
     meta: dict[str, Any]  # the whole config.json
@@ -50,15 +50,6 @@ class ModelInfo:
     @property
     def name(self) -> str:
         return str(self.meta.get("name") or self.path.name)
-
-    @property
-    def tokenizer_spec(self) -> dict[str, Any]:
-        spec = self.meta["tokenizer"]
-        assert isinstance(spec, dict)
-        return spec
-
-    def tokenizer(self, bpe_dir: str | None = None) -> Tokenizer:
-        return from_spec(self.tokenizer_spec, bpe_dir)
 
     @property
     def weights_path(self) -> Path:
@@ -118,7 +109,10 @@ def read(path: str | os.PathLike[str]) -> ModelInfo:
 
 def _spec_vocab_size(spec: dict[str, Any]) -> int | None:
     if spec.get("kind") == "char":
-        return len(spec.get("chars", ""))
+        chars = spec.get("chars")
+        if not isinstance(chars, str):
+            raise TokenizerError("char tokenizer spec has no 'chars' string")
+        return len(chars)
     if spec.get("kind") == "gpt2":
         return 50257
     raise TokenizerError(f"unknown tokenizer kind {spec.get('kind')!r}")

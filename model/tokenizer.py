@@ -190,6 +190,21 @@ def from_spec(spec: dict[str, Any], bpe_dir: str | None = None) -> Tokenizer:
     raise TokenizerError(f"unknown tokenizer kind {kind!r}")
 
 
+class WithTokenizer:
+    """For records whose `meta` dict stores a tokenizer spec (model dirs, data dirs)."""
+
+    meta: dict[str, Any]
+
+    @property
+    def tokenizer_spec(self) -> dict[str, Any]:
+        spec = self.meta["tokenizer"]
+        assert isinstance(spec, dict)
+        return spec
+
+    def tokenizer(self, bpe_dir: str | None = None) -> Tokenizer:
+        return from_spec(self.tokenizer_spec, bpe_dir)
+
+
 class StreamDecoder:
     """Turns token ids into text as they arrive, never emitting half a UTF-8 character."""
 
