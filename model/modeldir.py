@@ -139,6 +139,12 @@ def make_meta(
     return meta
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):  # not every platform can open a directory
         fd = os.open(path, os.O_RDONLY)
@@ -157,6 +163,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; keep the usual mode
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -180,9 +187,7 @@ def staged_dir(final: Path, *, replace: bool = False) -> Iterator[Path]:
     if final.exists() and not replace:
         raise ModelDirError(f"{final} already exists")
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result is a normal directory
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the result is a normal dir
     try:
         yield tmp
         for f in tmp.iterdir():
