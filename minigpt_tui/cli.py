@@ -35,7 +35,8 @@ err_console = Console(stderr=True, highlight=False)
 def _register() -> None:
     from minigpt_tui.commands import register_all
 
-    register_all(app)
+    if not app.registered_commands:  # once per process: main() may run many times (tests)
+        register_all(app)
 
 
 def fail(message: str, code: int = 1) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 
 class UserError(Exception):
     """Bad input: reported as a single line and a non-zero exit, never a traceback."""
@@ -16,7 +18,7 @@ def known_errors() -> tuple[type[BaseException], ...]:
     from model.modeldir import ModelDirError
     from model.tokenizer import TokenizerError
 
-    return (
+    found: tuple[type[BaseException], ...] = (
         UserError,
         ConfigError,
         DataError,
@@ -25,3 +27,9 @@ def known_errors() -> tuple[type[BaseException], ...]:
         EngineError,
         SamplingError,
     )
+    # Errors of torch-side modules: only raised when their module ran, so importing them
+    # here only when already loaded keeps this function torch-free.
+    train = sys.modules.get("model.train")
+    if train is not None:
+        found += (train.TrainingError,)
+    return found

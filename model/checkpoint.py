@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -34,14 +36,20 @@ def save(
 ) -> None:
     """Write a complete model directory at `target`, atomically."""
     with modeldir.staged_dir(target, replace=replace) as tmp:
-        save_file(
-            state_for_saving(model),
-            str(tmp / modeldir.WEIGHTS_FILE),
-            metadata={"format": modeldir.FORMAT},
-        )
+        write_weights(state_for_saving(model), tmp / modeldir.WEIGHTS_FILE)
         if trainer_state is not None:
             torch.save(trainer_state, tmp / modeldir.TRAINER_FILE)
         modeldir.write_json(tmp / modeldir.CONFIG_FILE, meta)
+
+
+def write_weights(sd: dict[str, torch.Tensor], path: Path) -> None:
+    """save_file, with a failed write (a full disk) reported as the OSError it is."""
+    try:
+        save_file(sd, str(path), metadata={"format": modeldir.FORMAT})
+    except SafetensorError as e:  # the Rust writer wraps I/O errors: "... (os error 28)"
+        found = re.search(r"os error (\d+)", str(e))
+        code = int(found.group(1)) if found else errno.EIO
+        raise OSError(code, os.strerror(code), str(path)) from None
 
 
 def load_weights(info: ModelInfo, model: GPT) -> None:

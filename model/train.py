@@ -221,6 +221,38 @@ def _prune(out: Path, keep: int) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
+STALE = re.compile(r"^\.(step-\d{6,}|latest)\.")  # temp names staged_dir/point_latest use
+
+
+def tidy_run_dir(out: Path) -> list[Path]:
+    """Clear what a killed run left behind; returns the stale paths it removed.
+
+    A process killed mid-checkpoint leaves its staging directory (.step-NNNNNN.*.tmp), maybe
+    .step-NNNNNN.old from a replace (put back if the replacement never arrived) and maybe a
+    torn last line in metrics.jsonl. Complete checkpoints and `latest` are never touched.
+    """
+    removed = []
+    for p in sorted(out.iterdir()):
+        if not STALE.match(p.name):
+            continue
+        final = out / p.name[1:].removesuffix(".old")
+        if p.name.endswith(".old") and p.is_dir() and not final.exists():
+            os.rename(p, final)  # killed between the two renames of a replace
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed.append(p)
+    with contextlib.suppress(OSError), open(out / METRICS_FILE, "rb+") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size:
+            f.seek(size - 1)
+            if f.read(1) != b"\n":
+                f.write(b"\n")  # end the torn line: the next event starts on its own line
+    return removed
+
+
 class _StopFlag:
     """First Ctrl+C asks the loop to stop after the current step and save; a second one aborts."""
 
@@ -293,6 +325,8 @@ def _train(
     resume_state: dict[str, Any] | None = None
     init_model: GPT | None = None
     if opts.resume:
+        if dist_info.master and out.is_dir():
+            tidy_run_dir(out)  # what a killed run left: staging dirs, a torn metrics line
         if not checkpoints(out) and not (out / modeldir.LATEST).exists():
             raise TrainingError(f"--resume: no checkpoint in {out}")
         info = modeldir.read(out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from model import checkpoint, modeldir
 from model.config import GPTConfig
@@ -52,3 +53,18 @@ def cli(*args: str) -> int:
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     return 0
+
+
+def expect_one_line_error(capsys: Any, *args: Any) -> str:
+    """Run the CLI in-process; assert a non-zero exit, no traceback, and that stderr ends with
+    ONE `error: ...` line (progress a command printed before failing may come above it).
+    Returns that line."""
+    capsys.readouterr()
+    code = cli(*args)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code != 0, f"{args} exited 0; stderr: {err!r}"
+    assert "Traceback" not in err, f"{args}: {err}"
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], f"{args}: {err!r}"
+    return errors[0]
