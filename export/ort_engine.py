@@ -128,8 +128,7 @@ class OrtBackend:
             threads = default_threads(self.config) if threads is None else threads
             self.session = make_session(path, threads)
         except Exception as e:  # onnxruntime's own error types: corrupt or unreadable file
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise EngineError(f"cannot load {path}: {first}") from None
+            raise EngineError(f"cannot load {path}: {_first_line(e)}") from None
         check_signature(self.session, self.config, str(path))
         self._past = cache_names(self.config.n_layer, "past")
         self._outputs = output_names(self.config)
@@ -148,7 +147,10 @@ class OrtBackend:
         """One pass: ids (B, T) int64 after a cache of P positions -> logits (B, V), new cache."""
         feed = dict(zip(self._past, past, strict=True))
         feed[INPUT_IDS] = ids
-        logits, *present = self.session.run(self._outputs, feed)
+        try:
+            logits, *present = self.session.run(self._outputs, feed)
+        except Exception as e:  # e.g. a token id outside the vocabulary
+            raise EngineError(f"onnxruntime failed: {_first_line(e)}") from None
         return logits, present
 
     def empty_cache(self, batch: int = 1) -> list[np.ndarray]:
@@ -175,3 +177,8 @@ class OrtBackend:
         logits, self._cache = self.run(self._token, self._cache)
         self._cache_len += 1
         return logits[0]
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

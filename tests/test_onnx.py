@@ -127,6 +127,9 @@ def test_engine_refuses_overflow_and_decode_before_prefill(exported: dict[str, P
     backend.prefill([1] * 32)
     with pytest.raises(EngineError, match="cache is full"):
         backend.decode(1)
+    with pytest.raises(EngineError, match="onnxruntime failed") as e:
+        backend.prefill([backend.config.vocab_size + 5])  # no such token
+    assert "\n" not in str(e.value)
 
 
 def test_int8_export_runs_and_is_recorded(exported: dict[str, Path]) -> None:
