@@ -126,14 +126,33 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
+        if not (_is_number(self.learning_rate) and 0 < self.learning_rate < math.inf):
             raise ConfigError(f"learning_rate must be positive, got {self.learning_rate}")
-        if self.warmup_iters < 0:
+        if not _is_int(self.warmup_iters) or self.warmup_iters < 0:
             raise ConfigError(f"warmup_iters must be >= 0, got {self.warmup_iters}")
-        if self.time_budget is not None and self.time_budget <= 0:
+        if self.time_budget is not None and not (
+            _is_number(self.time_budget) and 0 < self.time_budget < math.inf
+        ):
             raise ConfigError(f"time_budget must be positive, got {self.time_budget}")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ConfigError(f"dtype must be auto, float32, bfloat16 or float16, got {self.dtype}")
+        for name in ("min_lr", "weight_decay", "grad_clip"):
+            value = getattr(self, name)
+            if value is not None and not (_is_number(value) and 0 <= value < math.inf):
+                raise ConfigError(f"{name} must be a number >= 0, got {value!r}")
+        for name in ("beta1", "beta2"):
+            value = getattr(self, name)
+            if not (_is_number(value) and 0 <= value < 1):
+                raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
+        for name in ("ckpt_interval", "lr_decay_iters"):
+            value = getattr(self, name)
+            if value is not None and not (_is_int(value) and value >= 1):
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("seed", "sample_interval", "warmup_iters"):
+            if not _is_int(getattr(self, name)):
+                raise ConfigError(f"{name} must be an integer, got {getattr(self, name)!r}")
+        if not isinstance(self.compile, bool):
+            raise ConfigError(f"compile must be true or false, got {self.compile!r}")
 
     @property
     def final_lr(self) -> float:
@@ -149,6 +168,14 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown training config keys: {', '.join(sorted(unknown))}")
         return cls(**d)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass

@@ -25,6 +25,9 @@ class _TorchModel:
     name = "torch"
 
     def __init__(self, info: ModelInfo, device: str = "cpu", threads: int | None = None) -> None:
+        from model.train import resolve_device
+
+        device = resolve_device(device)  # an unknown or missing device is a one-line error
         if device == "cpu" or threads:
             torch.set_num_threads(threads or default_threads(info.config.num_params()))
         self.device = device

@@ -1,0 +1,257 @@
+# ruff: noqa: E501  (the matrix reads best one row per line)
+"""The bad-input matrix: every command with missing, empty, wrong-type and out-of-range
+arguments ends in ONE `error: ...` line on stderr and a non-zero exit, never a traceback.
+
+Each row is (command, what is wrong, argv). In argv, {model} is a good tiny model directory,
+{data} good prepared data for it, {run} a run directory with one checkpoint, {text} a text file,
+{binary} a file that is not text, {tmp} a fresh directory per test, {empty} an empty directory.
+tests/README.md lists the matrix by command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from model import modeldir
+from tests.helpers import expect_one_line_error, make_data, make_model
+
+# fmt: off
+MATRIX: list[tuple[str, str, list[str]]] = [
+    # the program itself
+    ("minigpt-tui", "unknown command", ["frobnicate"]),
+    ("minigpt-tui", "unknown option", ["--frobnicate"]),
+    # data prepare
+    ("data prepare", "missing source", ["data", "prepare", "--out", "{tmp}/d"]),
+    ("data prepare", "missing --out", ["data", "prepare", "{text}"]),
+    ("data prepare", "empty source", ["data", "prepare", "", "--out", "{tmp}/d"]),
+    ("data prepare", "source not found", ["data", "prepare", "{tmp}/nope.txt", "--out", "{tmp}/d"]),
+    ("data prepare", "source not text", ["data", "prepare", "{binary}", "--out", "{tmp}/d"]),
+    ("data prepare", "source empty file", ["data", "prepare", "{tmp}/e.txt", "--out", "{tmp}/d"]),
+    ("data prepare", "source dir without text", ["data", "prepare", "{empty}", "--out", "{tmp}/d"]),
+    ("data prepare", "unknown tokenizer", ["data", "prepare", "{text}", "-o", "{tmp}/d", "--tokenizer", "bpe"]),
+    ("data prepare", "val fraction 1", ["data", "prepare", "{text}", "-o", "{tmp}/d", "--val-fraction", "1"]),
+    ("data prepare", "val fraction negative", ["data", "prepare", "{text}", "-o", "{tmp}/d", "--val-fraction", "-0.5"]),
+    ("data prepare", "val fraction nan", ["data", "prepare", "{text}", "-o", "{tmp}/d", "--val-fraction", "nan"]),
+    ("data prepare", "val fraction not a number", ["data", "prepare", "{text}", "-o", "{tmp}/d", "--val-fraction", "half"]),
+    ("data prepare", "out exists", ["data", "prepare", "{text}", "--out", "{data}"]),
+    ("data prepare", "out is a file", ["data", "prepare", "{text}", "--out", "{text}"]),
+    ("data prepare", "--from-file without shakespeare", ["data", "prepare", "{text}", "-o", "{tmp}/d", "--from-file", "{text}"]),
+    ("data prepare", "shakespeare from a missing file", ["data", "prepare", "shakespeare", "-o", "{tmp}/d", "--from-file", "{tmp}/nope.txt"]),
+    # train
+    ("train", "missing --data", ["train", "--out", "{tmp}/r"]),
+    ("train", "data not found", ["train", "--data", "{tmp}/nope", "--out", "{tmp}/r"]),
+    ("train", "data empty dir", ["train", "--data", "{empty}", "--out", "{tmp}/r"]),
+    ("train", "data is a model", ["train", "--data", "{model}", "--out", "{tmp}/r"]),
+    ("train", "max iters 0", ["train", "--data", "{data}", "--out", "{tmp}/r", "--max-iters", "0"]),
+    ("train", "max iters not a number", ["train", "--data", "{data}", "--out", "{tmp}/r", "--max-iters", "ten"]),
+    ("train", "batch size 0", ["train", "--data", "{data}", "--out", "{tmp}/r", "--batch-size", "0"]),
+    ("train", "grad accum 0", ["train", "--data", "{data}", "--out", "{tmp}/r", "--grad-accum", "0"]),
+    ("train", "negative learning rate", ["train", "--data", "{data}", "--out", "{tmp}/r", "--lr", "-1"]),
+    ("train", "nan learning rate", ["train", "--data", "{data}", "--out", "{tmp}/r", "--lr", "nan"]),
+    ("train", "infinite learning rate", ["train", "--data", "{data}", "--out", "{tmp}/r", "--lr", "inf"]),
+    ("train", "negative min lr", ["train", "--data", "{data}", "--out", "{tmp}/r", "--min-lr", "-1"]),
+    ("train", "negative warmup", ["train", "--data", "{data}", "--out", "{tmp}/r", "--warmup-iters", "-1"]),
+    ("train", "negative weight decay", ["train", "--data", "{data}", "--out", "{tmp}/r", "--weight-decay", "-0.1"]),
+    ("train", "beta1 of 1", ["train", "--data", "{data}", "--out", "{tmp}/r", "--beta1", "1"]),
+    ("train", "negative grad clip", ["train", "--data", "{data}", "--out", "{tmp}/r", "--grad-clip", "-1"]),
+    ("train", "eval interval 0", ["train", "--data", "{data}", "--out", "{tmp}/r", "--eval-interval", "0"]),
+    ("train", "eval iters 0", ["train", "--data", "{data}", "--out", "{tmp}/r", "--eval-iters", "0"]),
+    ("train", "log interval 0", ["train", "--data", "{data}", "--out", "{tmp}/r", "--log-interval", "0"]),
+    ("train", "negative ckpt interval", ["train", "--data", "{data}", "--out", "{tmp}/r", "--ckpt-interval", "-1"]),
+    ("train", "keep 0 checkpoints", ["train", "--data", "{data}", "--out", "{tmp}/r", "--keep-checkpoints", "0"]),
+    ("train", "negative time budget", ["train", "--data", "{data}", "--out", "{tmp}/r", "--time-budget", "-5"]),
+    ("train", "block size 0", ["train", "--data", "{data}", "--out", "{tmp}/r", "--block-size", "0"]),
+    ("train", "block size over the data", ["train", "--data", "{data}", "--out", "{tmp}/r", "--block-size", "100000", "--n-layer", "1", "--n-embd", "16", "--n-head", "2"]),
+    ("train", "heads do not divide width", ["train", "--data", "{data}", "--out", "{tmp}/r", "--n-head", "3", "--n-embd", "16"]),
+    ("train", "dropout 1.5", ["train", "--data", "{data}", "--out", "{tmp}/r", "--dropout", "1.5"]),
+    ("train", "vocab smaller than the data", ["train", "--data", "{data}", "--out", "{tmp}/r", "--vocab-size", "3"]),
+    ("train", "10**12 parameters", ["train", "--data", "{data}", "--out", "{tmp}/r", "--n-layer", "10000", "--n-embd", "3000", "--n-head", "10"]),
+    ("train", "unknown dtype", ["train", "--data", "{data}", "--out", "{tmp}/r", "--dtype", "float99"]),
+    ("train", "float16 on cpu", ["train", "--data", "{data}", "--out", "{tmp}/r", "--dtype", "float16", "--device", "cpu"]),
+    ("train", "unknown device", ["train", "--data", "{data}", "--out", "{tmp}/r", "--device", "tpu"]),
+    ("train", "unknown preset", ["train", "--data", "{data}", "--out", "{tmp}/r", "--preset", "gpt5"]),
+    ("train", "config not found", ["train", "--data", "{data}", "--out", "{tmp}/r", "--config", "{tmp}/nope.toml"]),
+    ("train", "config not TOML", ["train", "--data", "{data}", "--out", "{tmp}/r", "--config", "{binary}"]),
+    ("train", "config unknown key", ["train", "--data", "{data}", "--out", "{tmp}/r", "--config", "{tmp}/unknown.toml"]),
+    ("train", "config wrong type", ["train", "--data", "{data}", "--out", "{tmp}/r", "--config", "{tmp}/wrongtype.toml"]),
+    ("train", "config string learning rate", ["train", "--data", "{data}", "--out", "{tmp}/r", "--config", "{tmp}/strlr.toml"]),
+    ("train", "config string bias", ["train", "--data", "{data}", "--out", "{tmp}/r", "--config", "{tmp}/strbias.toml"]),
+    ("train", "ckpt interval 0", ["train", "--data", "{data}", "--out", "{tmp}/r", "--ckpt-interval", "0"]),
+    ("train", "out holds a run", ["train", "--data", "{data}", "--out", "{run}"]),
+    ("train", "out is a file", ["train", "--data", "{data}", "--out", "{text}", "--max-iters", "1", "--block-size", "8", "--n-layer", "1", "--n-embd", "16", "--n-head", "2", "--device", "cpu"]),
+    ("train", "resume with nothing to resume", ["train", "--data", "{data}", "--out", "{tmp}/r", "--resume"]),
+    ("train", "resume with model flags", ["train", "--data", "{data}", "--out", "{run}", "--resume", "--n-layer", "4"]),
+    ("train", "init from a missing model", ["train", "--data", "{data}", "--out", "{tmp}/r", "--init-from", "{tmp}/nope"]),
+    ("train", "init from with a longer block", ["train", "--data", "{data}", "--out", "{tmp}/r", "--init-from", "{model}", "--block-size", "64"]),
+    ("train", "nproc 0", ["train", "--data", "{data}", "--out", "{tmp}/r", "--nproc", "0"]),
+    ("train", "nproc over the cores", ["train", "--data", "{data}", "--out", "{tmp}/r", "--nproc", "4096", "--device", "cpu"]),
+    # eval
+    ("eval", "missing model", ["eval", "--data", "{data}"]),
+    ("eval", "missing --data", ["eval", "{model}"]),
+    ("eval", "model not found", ["eval", "{tmp}/nope", "--data", "{data}"]),
+    ("eval", "data not found", ["eval", "{model}", "--data", "{tmp}/nope"]),
+    ("eval", "data is a text file", ["eval", "{model}", "--data", "{text}"]),
+    ("eval", "unknown split", ["eval", "{model}", "--data", "{data}", "--split", "test"]),
+    ("eval", "batch size 0", ["eval", "{model}", "--data", "{data}", "--batch-size", "0"]),
+    ("eval", "batch size not a number", ["eval", "{model}", "--data", "{data}", "--batch-size", "many"]),
+    ("eval", "unknown dtype", ["eval", "{model}", "--data", "{data}", "--dtype", "float16"]),
+    ("eval", "unknown device", ["eval", "{model}", "--data", "{data}", "--device", "tpu"]),
+    ("eval", "data of another tokenizer", ["eval", "{model}", "--data", "{otherdata}"]),
+    # info
+    ("info", "model not found", ["info", "{tmp}/nope"]),
+    ("info", "a text file", ["info", "{text}"]),
+    ("info", "an empty directory", ["info", "{empty}"]),
+    ("info", "unknown bundled name", ["info", "no-such-model"]),
+    # convert hf
+    ("convert hf", "missing source", ["convert", "hf", "--out", "{tmp}/c"]),
+    ("convert hf", "missing --out", ["convert", "hf", "{empty}"]),
+    ("convert hf", "source not found", ["convert", "hf", "{tmp}/nope", "--out", "{tmp}/c"]),
+    ("convert hf", "source without files", ["convert", "hf", "{empty}", "--out", "{tmp}/c"]),
+    ("convert hf", "source is our own model", ["convert", "hf", "{model}", "--out", "{tmp}/c"]),
+    ("convert hf", "source is a file", ["convert", "hf", "{text}", "--out", "{tmp}/c"]),
+    ("convert hf", "out exists", ["convert", "hf", "{model}", "--out", "{model}"]),
+    # generate
+    ("generate", "model not found", ["generate", "-m", "{tmp}/nope", "hi"]),
+    ("generate", "negative max tokens", ["generate", "-m", "{model}", "-n", "-1", "hi"]),
+    ("generate", "max tokens not a number", ["generate", "-m", "{model}", "-n", "lots", "hi"]),
+    ("generate", "negative temperature", ["generate", "-m", "{model}", "-t", "-1", "hi"]),
+    ("generate", "nan temperature", ["generate", "-m", "{model}", "-t", "nan", "hi"]),
+    ("generate", "negative top-k", ["generate", "-m", "{model}", "--top-k", "-1", "hi"]),
+    ("generate", "top-p 0", ["generate", "-m", "{model}", "--top-p", "0", "hi"]),
+    ("generate", "top-p 1.5", ["generate", "-m", "{model}", "--top-p", "1.5", "hi"]),
+    ("generate", "repetition penalty 0", ["generate", "-m", "{model}", "--repetition-penalty", "0", "hi"]),
+    ("generate", "negative seed", ["generate", "-m", "{model}", "--seed", "-1", "hi"]),
+    ("generate", "seed not a number", ["generate", "-m", "{model}", "--seed", "x", "hi"]),
+    ("generate", "unknown backend", ["generate", "-m", "{model}", "--backend", "tpu", "hi"]),
+    ("generate", "onnx backend without an export", ["generate", "-m", "{model}", "--backend", "onnx", "hi"]),
+    ("generate", "threads 0", ["generate", "-m", "{model}", "--threads", "0", "hi"]),
+    ("generate", "unknown --unknown-chars", ["generate", "-m", "{model}", "--unknown-chars", "maybe", "hi"]),
+    ("generate", "unknown device", ["generate", "-m", "{model}", "--backend", "torch", "--device", "tpu", "hi"]),
+    ("generate", "characters the model lacks", ["generate", "-m", "{model}", "--unknown-chars", "error", "hi ¥"]),
+    # chat (every check runs before the full-screen app starts)
+    ("chat", "model not found", ["chat", "-m", "{tmp}/nope"]),
+    ("chat", "unknown mode", ["chat", "-m", "{model}", "--mode", "poem"]),
+    ("chat", "unknown backend", ["chat", "-m", "{model}", "--backend", "tpu"]),
+    ("chat", "empty user name", ["chat", "-m", "{model}", "--user", " "]),
+    ("chat", "bot name with a colon", ["chat", "-m", "{model}", "--bot", "A:B"]),
+    ("chat", "negative temperature", ["chat", "-m", "{model}", "-t", "-0.5"]),
+    ("chat", "negative top-k", ["chat", "-m", "{model}", "--top-k", "-3"]),
+    ("chat", "top-p 2", ["chat", "-m", "{model}", "--top-p", "2"]),
+    ("chat", "max tokens 0", ["chat", "-m", "{model}", "--max-tokens", "-1"]),
+    ("chat", "negative seed", ["chat", "-m", "{model}", "--seed", "-7"]),
+    ("chat", "temperature not a number", ["chat", "-m", "{model}", "-t", "warm"]),
+    # watch
+    ("watch", "missing run", ["watch"]),
+    ("watch", "parent not found", ["watch", "{tmp}/nope/nope"]),
+    ("watch", "a file that is not metrics", ["watch", "{text}"]),
+    # export onnx
+    ("export onnx", "missing model", ["export", "onnx"]),
+    ("export onnx", "model not found", ["export", "onnx", "{tmp}/nope"]),
+    ("export onnx", "unknown quantization", ["export", "onnx", "{model}", "--quantize", "int4", "--out", "{tmp}/x"]),
+    ("export onnx", "opset too old", ["export", "onnx", "{model}", "--opset", "7", "--out", "{tmp}/x"]),
+    ("export onnx", "opset not a number", ["export", "onnx", "{model}", "--opset", "new"]),
+    ("export onnx", "out is a file", ["export", "onnx", "{model}", "--out", "{text}"]),
+    ("export onnx", "out holds other files", ["export", "onnx", "{model}", "--out", "{data}"]),
+    ("export onnx", "out parent missing", ["export", "onnx", "{model}", "--out", "{tmp}/a/b/c"]),
+]
+# fmt: on
+
+
+@pytest.fixture(scope="module")
+def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("bad-input")
+    model = make_model(base)
+    run = base / "run"
+    shutil.copytree(model, run / "step-000001")
+    modeldir.point_latest(run, run / "step-000001")
+    (run / "metrics.jsonl").write_text("")
+    other = base / "other"
+    other.mkdir()
+    binary = base / "blob.bin"
+    binary.write_bytes(bytes(range(256)) * 8)
+    return {
+        "model": model,
+        "data": make_data(base),
+        "otherdata": make_data(other, text="a completely different alphabet: xyz 0123456789" * 40),
+        "run": run,
+        "text": base / "corpus.txt",
+        "binary": binary,
+    }
+
+
+def _fill(arg: str, places: dict[str, Path], tmp: Path) -> str:
+    empty = tmp / "empty"
+    empty.mkdir(exist_ok=True)
+    return arg.format(tmp=tmp, empty=empty, **places)
+
+
+@pytest.mark.parametrize(
+    "argv", [row[2] for row in MATRIX], ids=[f"{row[0]}: {row[1]}" for row in MATRIX]
+)
+def test_bad_input_is_one_line_and_a_nonzero_exit(
+    argv: list[str],
+    places: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (tmp_path / "e.txt").write_text("")
+    (tmp_path / "unknown.toml").write_text("[train]\nmax_iters = 5\nlearning_speed = 3\n")
+    (tmp_path / "wrongtype.toml").write_text("[train]\nmax_iters = 'five'\n")
+    (tmp_path / "strlr.toml").write_text("[train]\nlearning_rate = 'fast'\n")
+    (tmp_path / "strbias.toml").write_text("[model]\nbias = 'yes'\n")
+    monkeypatch.setenv("MINIGPT_TUI_DATA_DIR", str(tmp_path / "user-data"))
+    monkeypatch.chdir(tmp_path)
+    before = _state(places)
+    with _deadline(20):  # a bad value that slips through would start real work: fail fast
+        expect_one_line_error(capsys, *[_fill(a, places, tmp_path) for a in argv])
+    assert _state(places) == before  # nothing the user had was changed
+
+
+class Hung(BaseException):
+    """Not an Exception: nothing in the CLI may catch it and report a tidy error."""
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float) -> Iterator[None]:
+    def expire(signum: int, frame: Any) -> None:
+        raise Hung(f"still running after {seconds}s: the bad input was not refused")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _state(places: dict[str, Path]) -> dict[str, tuple[int, int]]:
+    """Size and mtime of every file and directory under the fixtures."""
+    found = {}
+    for top in places.values():
+        for p in [top, *top.rglob("*")] if top.is_dir() else [top]:
+            st = p.lstat()
+            found[str(p)] = (st.st_size, st.st_mtime_ns)
+    return found
+
+
+def test_the_matrix_covers_every_command() -> None:
+    from minigpt_tui.cli import _register, app
+
+    _register()
+    names = {c.name or c.callback.__name__ for c in app.registered_commands}  # type: ignore[union-attr]
+    for group in app.registered_groups:
+        sub = group.typer_instance
+        assert sub is not None
+        names |= {f"{group.name} {c.name or c.callback.__name__}" for c in sub.registered_commands}  # type: ignore[union-attr]
+    covered = {row[0] for row in MATRIX}
+    assert names <= covered, f"commands without bad-input rows: {names - covered}"
+    assert len(MATRIX) >= 100
