@@ -88,16 +88,17 @@ def test_chat_in_a_real_terminal(tmp_path: Path, tmux: Tmux) -> None:
         f"--model {model} --seed 1 --max-tokens 24; sleep 5"
     )
     tmux("new-session", "-d", "-s", "chat", "-x", "80", "-y", "24", command)
-    tmux.wait(lambda s: "│ ready" in s)
+    tmux.wait(lambda s: "ready │" in s)
     tmux("send-keys", "-t", "chat", "-l", "hello world")
     tmux("send-keys", "-t", "chat", "Enter")
-    screen = tmux.wait(lambda s: "tok/s" in s and "│ ready" in s)
+    # A reply is done when the status bar is back to "ready" with the reply's timing; the
+    # screen can be caught mid-repaint, so wait for all of it to be drawn.
+    screen = tmux.wait(lambda s: "ttft" in s and "ready │" in s and "hello world" in s)
     lines = [line.split("│")[0].rstrip() for line in screen.splitlines()]
-    assert "hello world" in "\n".join(lines)
     speaker = next(i for i, line in enumerate(lines) if line.strip() == "JULIET")
     assert lines[speaker + 1].strip(), f"no reply under the speaker name:\n{screen}"
     tmux("send-keys", "-t", "chat", "C-q")
-    tmux.wait(lambda s: "│ ready" not in s, timeout=10)
+    tmux.wait(lambda s: "ready │" not in s, timeout=10)
     saved = HistoryStore(data / "history.db").list()
     assert [c.title for c in saved] == ["hello world"]
 
@@ -117,13 +118,13 @@ def test_chat_on_onnx_never_loads_torch(tmp_path: Path, tmux: Tmux) -> None:
         "--backend onnx --no-history --seed 1 --max-tokens 16; sleep 5"
     )
     tmux("new-session", "-d", "-s", "chat", "-x", "80", "-y", "24", command)
-    tmux.wait(lambda s: "│ ready" in s)
+    tmux.wait(lambda s: "ready │" in s)
     assert "onnx" in tmux.screen()
     tmux("send-keys", "-t", "chat", "-l", "hello")
     tmux("send-keys", "-t", "chat", "Enter")
-    tmux.wait(lambda s: "tok/s" in s and "│ ready" in s)
+    tmux.wait(lambda s: "ttft" in s and "ready │" in s)
     maps = Path(f"/proc/{chat_pid(tmux)}/maps").read_text()
     assert "onnxruntime" in maps and "libtorch" not in maps
     tmux("send-keys", "-t", "chat", "C-q")
-    tmux.wait(lambda s: "│ ready" not in s, timeout=10)
+    tmux.wait(lambda s: "ready │" not in s, timeout=10)
     assert not data.exists(), "--no-history keeps nothing"

@@ -25,12 +25,12 @@ class StatusBar(Static):
     state = reactive("loading…")
 
     def render(self) -> Text:
-        parts = [self.model or "no model"]
+        # The state leads, so that a narrow terminal truncates details, never "ready".
+        parts = [self.state, self.model or "no model"]
         if self.backend:
             parts.append(f"{self.backend} · {human(self.params)} params")
         if self.block_size:
             parts.append(f"ctx {self.context}/{self.block_size}")
         if self.ttft >= 0:
             parts.append(f"ttft {self.ttft * 1000:.0f}ms · {self.tokens_per_sec:.0f} tok/s")
-        parts.append(self.state)
         return Text(" │ ".join(parts))
