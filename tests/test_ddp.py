@@ -76,3 +76,61 @@ def test_grad_accum_not_divisible_by_processes_is_refused(tmp_path: Path) -> Non
     assert proc.returncode != 0
     assert "must be divisible by --nproc" in proc.stderr
     assert "Traceback" not in proc.stderr.split("torchrun")[0]
+
+
+def _rank_pids(rank: int) -> list[int]:
+    """Processes of this user whose environment says they are torchrun's worker `rank`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            env = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in env and b"MINIGPT_DDP_KILL_TEST=1" in env:
+            found.append(int(proc.name))
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
+def test_a_killed_rank_ends_the_whole_job(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "minigpt_tui",
+        "train",
+        "--data",
+        str(make_data(tmp_path)),
+        "--out",
+        str(tmp_path / "r"),
+        *SHAPE,
+        *ARGS,
+        "--max-iters",
+        "100000",
+        "--nproc",
+        "2",
+    ]
+    env = dict(
+        os.environ, OMP_NUM_THREADS="1", MINIGPT_DIST_TIMEOUT="60", MINIGPT_DDP_KILL_TEST="1"
+    )
+    job = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "r" / "metrics.jsonl").exists():  # training has started
+            assert job.poll() is None and time.monotonic() < deadline, job.stderr
+            time.sleep(0.2)
+        victims = _rank_pids(1)
+        assert victims, "rank 1 not found"
+        for pid in victims:
+            os.kill(pid, signal.SIGKILL)
+        _, err = job.communicate(timeout=90)  # no hang: torchrun stops the other rank
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert job.returncode != 0
+    assert "a process failed" in err
