@@ -21,6 +21,24 @@ from model.config import GPTConfig
 LayerCache = tuple[torch.Tensor, torch.Tensor]
 
 
+def causal_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0
+) -> torch.Tensor:
+    """Causal scaled dot-product attention over (B, nh, T, hs) queries, keys and values.
+
+    On CPU, PyTorch's flash-attention kernel is about 4x slower in bfloat16 than in float32
+    at the sizes of small models (benchmarks/RESULTS.md, issue 7), so under bfloat16 autocast
+    it runs in float32, which is also the more accurate softmax.
+    """
+    if q.device.type == "cpu" and q.dtype == torch.bfloat16:
+        with torch.autocast("cpu", enabled=False):
+            y = F.scaled_dot_product_attention(
+                q.float(), k.float(), v.float(), dropout_p=dropout_p, is_causal=True
+            )
+        return y.to(torch.bfloat16)
+    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
@@ -41,9 +59,7 @@ class CausalSelfAttention(nn.Module):
         k = k.view(B, T, self.n_head, hs).transpose(1, 2)
         v = v.view(B, T, self.n_head, hs).transpose(1, 2)
         if past is None:
-            y = F.scaled_dot_product_attention(
-                q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
-            )
+            y = causal_attention(q, k, v, self.dropout if self.training else 0.0)
         else:
             k = torch.cat((past[0], k), dim=2)  # (B, nh, P+T, hs)
             v = torch.cat((past[1], v), dim=2)

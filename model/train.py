@@ -10,12 +10,14 @@ Events go to metrics.jsonl and to an optional callback, which the CLI renders wi
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import math
 import os
 import re
 import shutil
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -57,6 +59,7 @@ class RunOptions:
     on_event: Callable[[Event], None] | None = None
     sample: Callable[[GPT, Any, int], str] | None = None  # (model, tokenizer, iter) -> text
     extra_meta: dict[str, Any] = field(default_factory=dict)
+    peak_flops: float | None = None  # the device's peak FLOP/s for MFU (default: PEAK_FLOPS)
 
 
 # ---------------------------------------------------------------------------- devices
@@ -88,6 +91,56 @@ def resolve_dtype(name: str, device: str) -> torch.dtype:
     if dtype == torch.float16 and device == "cpu":
         raise ConfigError("float16 training is not supported on CPU; use bfloat16 or float32")
     return dtype
+
+
+# Peak dense tensor-core FLOP/s of common GPUs, from the vendors' datasheets (no sparsity):
+# (name fragment, bfloat16/float16, float32 as TF32, which training enables on CUDA). Matched
+# in order against torch.cuda.get_device_name(), so longer names come before their prefixes.
+PEAK_FLOPS: tuple[tuple[str, float, float], ...] = (
+    ("H100 PCIe", 756e12, 378e12),
+    ("H100 NVL", 835e12, 418e12),
+    ("H100", 989e12, 495e12),  # SXM ("NVIDIA H100 80GB HBM3")
+    ("H200", 989e12, 495e12),
+    ("A100", 312e12, 156e12),
+    ("L40S", 362e12, 183e12),
+    ("L40", 181e12, 90.5e12),
+    ("L4", 121e12, 60e12),
+    ("A10", 125e12, 62.5e12),
+    ("RTX 4090", 165e12, 82.6e12),
+    ("RTX 3090", 71e12, 35.6e12),
+    ("V100", 125e12, 15.7e12),  # float16 only; no TF32
+    ("T4", 65e12, 8.1e12),
+)
+
+
+def peak_flops(device: str, dtype: torch.dtype) -> float | None:
+    """The device's peak FLOP/s for `dtype` from PEAK_FLOPS; None when unknown (and on CPU)."""
+    if not device.startswith("cuda"):
+        return None
+    name = torch.cuda.get_device_name(device)
+    for fragment, half, tf32 in PEAK_FLOPS:
+        if fragment in name:
+            return tf32 if dtype == torch.float32 else half
+    return None
+
+
+def keep_freed_memory() -> None:
+    """Keep memory that a CPU training step frees in the heap for the next step.
+
+    Every step frees and reallocates the same activation buffers; by default glibc gives the
+    top of the heap back to the OS and maps large blocks afresh, so their pages fault in
+    again each step (~2,600 page faults per step of the cpu preset in bfloat16, ~10% of its
+    time; benchmarks/RESULTS.md, issue 7). Harmless where glibc's mallopt is missing.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    mallopt(m_trim_threshold, 1 << 30)
+    mallopt(m_mmap_threshold, 32 << 20)  # glibc's largest mmap threshold on 64-bit
 
 
 @dataclass
@@ -417,6 +470,8 @@ def _train(
     if device_type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    if device_type == "cpu":
+        keep_freed_memory()
     fused = device_type in ("cuda", "cpu")
     optimizer = torch.optim.AdamW(
         raw_model.optimizer_groups(train_cfg.weight_decay),
@@ -451,6 +506,9 @@ def _train(
         model = DDP(model, device_ids=[dist_info.local_rank] if device_type == "cuda" else None)
 
     tokens_per_step = train_cfg.batch_size * model_cfg.block_size * accum * dist_info.world_size
+    # Model FLOPs utilisation: achieved model FLOP/s over the peak of all the job's devices.
+    peak = opts.peak_flops or peak_flops(device, dtype)
+    flops_per_token = raw_model.flops_per_token()
     metrics_path = out / METRICS_FILE
     if dist_info.master:
         out.mkdir(parents=True, exist_ok=True)
@@ -617,16 +675,18 @@ def _train(
                 loss_value = float(loss.detach()) * accum  # one sync per log line, not per step
                 last["loss"] = loss_value
                 now = time.perf_counter()
-                emit(
-                    {
-                        "event": "train",
-                        "iter": step,
-                        "loss": loss_value,
-                        "lr": lr,
-                        "tokens_per_sec": tokens_since_log / max(now - t_log, 1e-9),
-                        "elapsed": elapsed_before + (now - t_start),
-                    }
-                )
+                tokens_per_sec = tokens_since_log / max(now - t_log, 1e-9)
+                event: Event = {
+                    "event": "train",
+                    "iter": step,
+                    "loss": loss_value,
+                    "lr": lr,
+                    "tokens_per_sec": tokens_per_sec,
+                    "elapsed": elapsed_before + (now - t_start),
+                }
+                if peak:
+                    event["mfu"] = tokens_per_sec * flops_per_token / (peak * dist_info.world_size)
+                emit(event)
                 t_log, tokens_since_log = now, 0
                 if not math.isfinite(loss_value):
                     raise TrainingError(
