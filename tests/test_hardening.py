@@ -372,6 +372,48 @@ def test_hostile_model_files_are_refused_in_one_line(
     assert not (tmp_path / "ft").exists() and not (tmp_path / "onnx" / "model.onnx").exists()
 
 
+def _data_meta(key: str, value: Any) -> Callable[[Path], None]:
+    def change(path: Path) -> None:
+        meta = json.loads((path / "meta.json").read_text())
+        meta[key] = value
+        (path / "meta.json").write_text(json.dumps(meta))
+
+    return change
+
+
+def _tokens_out_of_vocab(path: Path) -> None:
+    for split in ("train", "val"):
+        f = path / f"{split}.bin"
+        f.write_bytes(b"\xff\xff" * (f.stat().st_size // 2))  # token 65535 in a 34-token vocab
+
+
+HOSTILE_DATA: dict[str, Callable[[Path], Any]] = {
+    "meta not JSON": lambda p: (p / "meta.json").write_text("{oops"),
+    "meta is a list": lambda p: (p / "meta.json").write_text("[]"),
+    "meta vocab not a number": _data_meta("vocab_size", "many"),
+    "meta dtype float64": _data_meta("dtype", "float64"),
+    "meta dtype nonsense": _data_meta("dtype", "tensor<int>"),
+    "meta tokenizer not a dict": _data_meta("tokenizer", "char"),
+    "train.bin missing": lambda p: (p / "train.bin").unlink(),
+    "train.bin torn": lambda p: (p / "train.bin").write_bytes(b"\x01\x00\x02"),
+    "tokens outside the vocabulary": _tokens_out_of_vocab,
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_DATA))
+def test_hostile_data_dirs_are_refused_in_one_line(
+    case: str, good: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(good[1], data)
+    HOSTILE_DATA[case](data)
+    expect_one_line_error(capsys, "eval", good[0], "--data", data, "--device", "cpu")
+    expect_one_line_error(capsys, *_tiny_args(data, tmp_path / "run", *TINY, "--max-iters", "2"))
+    expect_one_line_error(
+        capsys, "train", "--data", data, "--out", tmp_path / "ft", "--init-from", good[0], *ONE_STEP
+    )
+
+
 def _run_dir_with(tmp: Path, good: tuple[Path, Path], trainer: Callable[[Path], Any]) -> Path:
     run = tmp / "run"
     step = run / "step-000005"
@@ -493,6 +535,25 @@ def test_disk_full_while_exporting_keeps_the_model_dir(
     expect_one_line_error(capsys, "export", "onnx", model, "--no-verify")
     assert {p.name: p.read_bytes() for p in model.iterdir()} == files  # nothing half-written
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_disk_full_while_preparing_data_keeps_the_old_data(
+    good: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(good[1], data)
+    files = {p.name: p.read_bytes() for p in data.iterdir()}
+    monkeypatch.setattr(os, "fsync", _enospc)
+    line = expect_one_line_error(
+        capsys, "data", "prepare", good[0].parent / "corpus.txt", "-o", data, "--force"
+    )
+    assert "No space left on device" in line
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in data.iterdir()} == files
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no staging dir left
 
 
 def _conversation(text: str) -> Conversation:
