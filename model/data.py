@@ -84,7 +84,7 @@ def _read_chunks(files: list[Path]) -> Iterator[tuple[str, int]]:
                 if not block:
                     break
                 block = rest + block
-                cut = block.rfind(b"\n") + 1
+                cut = _cut_point(block)
                 if cut == 0:
                     rest = block
                     continue
@@ -92,6 +92,24 @@ def _read_chunks(files: list[Path]) -> Iterator[tuple[str, int]]:
                 yield _decode(block[:cut], path), cut
             if rest:
                 yield _decode(rest, path), len(rest)
+
+
+def _cut_point(block: bytes) -> int:
+    """Where a chunk may end: after a newline with non-space bytes on both sides, so that no
+    tokenizer could join text across the cut (GPT-2's BPE merges runs of whitespace, and a
+    chunked corpus must give exactly the tokens of the whole). Else after the last newline;
+    0 when the block has none yet."""
+    end = len(block)
+    lowest = max(0, end - (1 << 20))  # look back at most 1 MB
+    while end > lowest:
+        j = block.rfind(b"\n", lowest, end)
+        if j <= 0 or j + 1 >= len(block):
+            end = j
+            continue
+        if not block[j - 1 : j].isspace() and not block[j + 1 : j + 2].isspace():
+            return j + 1
+        end = j
+    return block.rfind(b"\n") + 1
 
 
 def _decode(data: bytes, path: Path) -> str:
