@@ -144,7 +144,7 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("chat", "negative temperature", ["chat", "-m", "{model}", "-t", "-0.5"]),
     ("chat", "negative top-k", ["chat", "-m", "{model}", "--top-k", "-3"]),
     ("chat", "top-p 2", ["chat", "-m", "{model}", "--top-p", "2"]),
-    ("chat", "max tokens 0", ["chat", "-m", "{model}", "--max-tokens", "-1"]),
+    ("chat", "negative max tokens", ["chat", "-m", "{model}", "--max-tokens", "-1"]),
     ("chat", "negative seed", ["chat", "-m", "{model}", "--seed", "-7"]),
     ("chat", "temperature not a number", ["chat", "-m", "{model}", "-t", "warm"]),
     # watch

@@ -1,9 +1,7 @@
-"""Hardening: training survives kill -9 bit-exactly, hostile files are refused, disk full loses
-nothing. See tests/README.md for what each test proves.
+"""Hardening: training survives kill -9 bit-exactly, hostile model and data files are refused
+in one line without running or allocating anything, and a full disk loses nothing.
 
-Counts for the record (kept in the module constants below and checked by the tests):
-KILLS kill -9s survived per run of test_kill_9_at_random_moments_then_resume_is_bit_exact,
-len(HOSTILE) x its commands hostile files refused.
+tests/README.md lists what each test proves.
 """
 
 from __future__ import annotations
