@@ -33,7 +33,7 @@ def hf_config(src: Path) -> GPTConfig:
             bias=True,
             tie_weights=bool(hf.get("tie_word_embeddings", True)),
         )
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
         raise ModelDirError(f"{path} is not a GPT-2 Hugging Face config: {e}") from None
     if hf.get("model_type", "gpt2") != "gpt2":
         raise ModelDirError(f"{path}: model_type {hf.get('model_type')!r} is not gpt2")

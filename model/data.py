@@ -179,10 +179,14 @@ def prepare(
                 raw = text.encode("utf-8")
                 sha.update(raw)
                 # A chunk that straddles the split point is split at its last line boundary
-                # before the point (or as a whole when it has none).
+                # before the point (or at the point itself when it has none).
                 parts: list[tuple[str, str]]
                 if done < split_at < done + n_bytes:
                     cut = raw.rfind(b"\n", 0, split_at - done) + 1
+                    if cut == 0:  # no line break before the point: cut between characters
+                        cut = min(split_at - done, len(raw))
+                        while 0 < cut < len(raw) and raw[cut] & 0xC0 == 0x80:
+                            cut -= 1
                     parts = [("train", raw[:cut].decode()), ("val", raw[cut:].decode())]
                 else:
                     parts = [("train" if done < split_at else "val", text)]
@@ -269,7 +273,7 @@ def load_dataset(path: str | os.PathLike[str], block_size: int | None = None) ->
         dtype = np.dtype(meta["dtype"])
         meta["tokenizer"]["kind"]
         int(meta["vocab_size"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
         raise DataError(f"cannot read {meta_path}: {e}") from None
     if dtype not in (np.dtype(np.uint16), np.dtype(np.uint32)):
         raise DataError(f"{meta_path}: unsupported token dtype {dtype}")

@@ -89,7 +89,7 @@ def read(path: str | os.PathLike[str]) -> ModelInfo:
         if cfg_path.stat().st_size > MAX_CONFIG_BYTES:
             raise ModelDirError(f"{cfg_path} is too large to be a model config")
         meta = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON, UTF-8, numbers
         raise ModelDirError(f"cannot read {cfg_path}: {e}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelDirError(f"{cfg_path} is not a minigpt-tui model config")

@@ -116,6 +116,7 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("convert hf", "source without files", ["convert", "hf", "{empty}", "--out", "{tmp}/c"]),
     ("convert hf", "source is our own model", ["convert", "hf", "{model}", "--out", "{tmp}/c"]),
     ("convert hf", "source is a file", ["convert", "hf", "{text}", "--out", "{tmp}/c"]),
+    ("convert hf", "config nested 100000 deep", ["convert", "hf", "{tmp}/deep", "--out", "{tmp}/c"]),
     ("convert hf", "out exists", ["convert", "hf", "{model}", "--out", "{model}"]),
     # generate
     ("generate", "model not found", ["generate", "-m", "{tmp}/nope", "hi"]),
@@ -203,6 +204,9 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     (tmp_path / "e.txt").write_text("")
+    (tmp_path / "deep").mkdir()
+    (tmp_path / "deep" / "config.json").write_text("[" * 100_000)
+    (tmp_path / "deep" / "model.safetensors").write_bytes(b"")
     (tmp_path / "unknown.toml").write_text("[train]\nmax_iters = 5\nlearning_speed = 3\n")
     (tmp_path / "wrongtype.toml").write_text("[train]\nmax_iters = 'five'\n")
     (tmp_path / "strlr.toml").write_text("[train]\nlearning_rate = 'fast'\n")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import pickle
 import random
@@ -316,6 +317,15 @@ HOSTILE: dict[str, tuple[Callable[[Path], Any], tuple[str, ...]]] = {
         CONFIG_COMMANDS,
     ),
     "config over 64 MB": (_sparse_config, CONFIG_COMMANDS),
+    "config nested 100000 deep": (
+        lambda p: (p / modeldir.CONFIG_FILE).write_text("[" * 100_000 + "]" * 100_000),
+        CONFIG_COMMANDS,
+    ),
+    "config with a 5000-digit number": (
+        lambda p: (p / modeldir.CONFIG_FILE).write_text('{"n_layer": ' + "9" * 5000 + "}"),
+        CONFIG_COMMANDS,
+    ),
+    "config NaN dropout": (_config_key("model", "dropout", math.nan), CONFIG_COMMANDS),
     "onnx of another model": (_foreign_onnx, ("generate-onnx",)),
     "onnx garbage": (
         lambda p: (p / modeldir.ONNX_FILE).write_bytes(b"\x08\x07garbage" * 100),
@@ -388,6 +398,10 @@ def _tokens_out_of_vocab(path: Path) -> None:
 HOSTILE_DATA: dict[str, Callable[[Path], Any]] = {
     "meta not JSON": lambda p: (p / "meta.json").write_text("{oops"),
     "meta is a list": lambda p: (p / "meta.json").write_text("[]"),
+    "meta nested 100000 deep": lambda p: (p / "meta.json").write_text("[" * 100_000),
+    "meta with a 5000-digit vocab": lambda p: (p / "meta.json").write_text(
+        '{"vocab_size": ' + "9" * 5000 + "}"
+    ),
     "meta vocab not a number": _data_meta("vocab_size", "many"),
     "meta dtype float64": _data_meta("dtype", "float64"),
     "meta dtype nonsense": _data_meta("dtype", "tensor<int>"),
@@ -625,3 +639,27 @@ def test_real_disk_full_checkpoint_and_history(
     loaded = reopened.load(first)
     assert loaded is not None and loaded.turns[-1].text == "kept"
     reopened.close()
+
+
+def test_watch_skips_hostile_metrics_lines(tmp_path: Path) -> None:
+    from minigpt_tui.tui.metrics import MetricsFollower
+
+    path = tmp_path / METRICS_FILE
+    good = json.dumps({"event": "train", "iter": 1, "loss": 2.0})
+    path.write_bytes(b"[" * 100_000 + b"\n\xff\xfe\n" + b"9" * 5000 + b"\n" + good.encode() + b"\n")
+    follower = MetricsFollower(path)
+    events, _ = follower.poll()
+    assert [e["iter"] for e in events] == [1] and follower.bad_lines == 3
+
+
+@pytest.mark.parametrize("text", ["ab" * 500, "日本語" * 300], ids=["ascii", "multibyte"])
+def test_a_corpus_without_line_breaks_still_gets_both_splits(text: str, tmp_path: Path) -> None:
+    from model.data import load_dataset, prepare
+
+    src = tmp_path / "one-line.txt"
+    src.write_text(text, encoding="utf-8")
+    res = prepare([src], tmp_path / "d", "char", val_fraction=0.1)
+    assert res.train_tokens > 0.8 * len(text) and res.val_tokens > 0
+    ds = load_dataset(tmp_path / "d")
+    tok = ds.tokenizer()
+    assert tok.decode(ds.train.tolist()) + tok.decode(ds.val.tolist()) == text

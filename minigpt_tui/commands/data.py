@@ -42,6 +42,8 @@ def prepare(
 
     from model import data
 
+    if not source.strip():  # Path("") would silently mean the current directory
+        raise UserError("SOURCE is empty: give a text file, a directory or 'shakespeare'")
     if tokenizer not in ("char", "gpt2"):
         raise UserError(f"--tokenizer must be char or gpt2, got {tokenizer!r}")
     if source == "shakespeare" and not Path(source).exists():

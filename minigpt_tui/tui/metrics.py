@@ -55,7 +55,7 @@ class MetricsFollower:
                 continue
             try:
                 obj = json.loads(line)
-            except (ValueError, UnicodeDecodeError):
+            except (ValueError, RecursionError):  # a torn, foreign or hostile line
                 self.bad_lines += 1
                 continue
             if isinstance(obj, dict) and isinstance(obj.get("event"), str):
