@@ -197,6 +197,32 @@ def test_tidy_run_dir_clears_what_a_kill_leaves_and_keeps_checkpoints(tmp_path: 
     assert (run / METRICS_FILE).read_bytes().endswith(b'"tr\n')
 
 
+@pytest.mark.slow
+def test_kill_9_during_export_leaves_a_model_that_still_works(
+    good: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Killed while model.onnx is being written in place: the directory still loads, and
+    either has no model.onnx or a complete one; exporting again works."""
+    pytest.importorskip("onnxscript")
+    model = tmp_path / "model"
+    shutil.copytree(good[0], model)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    argv = [sys.executable, "-c", SLOW_FSYNC, "export", "onnx", str(model), "--no-verify"]
+    proc = subprocess.Popen(
+        argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    _kill_when(proc, lambda: any(p.name.startswith(".model.onnx.") for p in model.iterdir()))
+    checkpoint.load(model)
+    info = modeldir.read(model)
+    if info.has_onnx:  # killed after the rename: the file must be complete and usable
+        assert cli("generate", "-m", model, "--backend", "onnx", "-n", "3", "hi") == 0
+    # Export again (the kill may have left a temp file beside it: harmless).
+    assert cli("export", "onnx", model, "--no-verify", "--force") == 0
+    capsys.readouterr()
+    assert cli("generate", "-m", model, "--backend", "onnx", "-n", "3", "--seed", "1", "hi") == 0
+    assert capsys.readouterr().out.strip()
+
+
 # ------------------------------------------------------------------------------ hostile files
 
 
