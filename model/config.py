@@ -206,16 +206,16 @@ PRESETS: dict[str, Preset] = {
     # and few cheap evaluations, since they count against the budget. The budget governs
     # (max_iters is out of reach); --time-budget changes it.
     "cpu-fast": Preset(
-        "lowest val loss in a CPU time budget (120 s): 128/4/4, block 128, bfloat16",
-        model=dict(block_size=128, n_layer=4, n_head=4, n_embd=128, dropout=0.0),
+        "lowest val loss in a CPU time budget (120 s): 128/4/4, block 64, lr 3e-3, bfloat16",
+        model=dict(block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0),
         train=dict(
-            batch_size=32,
-            learning_rate=2e-3,
+            batch_size=12,
+            learning_rate=3e-3,
             min_lr=1e-4,
             max_iters=10_000_000,
             time_budget=120.0,
-            warmup_iters=50,
-            eval_interval=400,
+            warmup_iters=100,
+            eval_interval=1000,
             eval_iters=20,
             weight_decay=0.1,
             beta2=0.99,

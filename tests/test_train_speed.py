@@ -29,8 +29,13 @@ def test_cpu_fast_preset_is_valid_and_governed_by_a_time_budget() -> None:
     assert PRESETS["cpu"].train["learning_rate"] == 3e-4  # the reference preset is unchanged
 
 
-def test_auto_dtype_on_cpu_stays_float32() -> None:
-    assert resolve_dtype("auto", "cpu") == torch.float32
+@pytest.mark.parametrize(("amx", "dtype"), [(True, torch.bfloat16), (False, torch.float32)])
+def test_auto_dtype_on_cpu_is_bfloat16_only_with_amx(
+    monkeypatch: pytest.MonkeyPatch, amx: bool, dtype: torch.dtype
+) -> None:
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    assert resolve_dtype("auto", "cpu") == dtype
+    assert resolve_dtype("float32", "cpu") == torch.float32  # an explicit dtype always wins
 
 
 def test_attention_under_cpu_bfloat16_autocast_runs_in_float32() -> None:
