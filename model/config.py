@@ -95,6 +95,7 @@ class TrainConfig:
     max_iters: int = 600_000
     warmup_iters: int = 100
     lr_decay_iters: int | None = None  # defaults to max_iters
+    decay_lr: bool = True  # cosine decay to min_lr after warm-up; False keeps the lr constant
     time_budget: float | None = None  # seconds; schedules the lr over wall-clock time instead
     weight_decay: float = 0.1
     beta1: float = 0.9
@@ -151,6 +152,8 @@ class TrainConfig:
         for name in ("seed", "sample_interval", "warmup_iters"):
             if not _is_int(getattr(self, name)):
                 raise ConfigError(f"{name} must be an integer, got {getattr(self, name)!r}")
+        if not isinstance(self.decay_lr, bool):
+            raise ConfigError(f"decay_lr must be true or false, got {self.decay_lr!r}")
         if not isinstance(self.compile, bool):
             raise ConfigError(f"compile must be true or false, got {self.compile!r}")
 
@@ -190,15 +193,20 @@ PRESETS: dict[str, Preset] = {
     "cpu": Preset(
         "reference CPU run: 128/4/4, block 64",
         model=dict(block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0),
+        # The table fixes batch, block, shape, dropout, lr and iterations. For the rest, plain
+        # AdamW at a constant 3e-4 measured best: whole-split val 1.797 after 4000 steps, vs 1.832
+        # with weight decay 0.1, beta2 0.99 and clipping, and 1.895 with cosine decay as well.
         train=dict(
             batch_size=12,
             learning_rate=3e-4,
             max_iters=4000,
-            warmup_iters=100,
+            decay_lr=False,
+            warmup_iters=0,
             eval_interval=500,
             eval_iters=100,
-            weight_decay=0.1,
-            beta2=0.99,
+            weight_decay=0.0,
+            beta2=0.999,
+            grad_clip=0.0,
         ),
     ),
     # The lowest validation loss in a short CPU time budget (benchmarks/RESULTS.md, issue 7):

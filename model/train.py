@@ -249,12 +249,14 @@ class Batches:
 
 
 def learning_rate(cfg: TrainConfig, step: int, progress: float | None = None) -> float:
-    """Linear warm-up, then cosine decay to final_lr.
+    """Linear warm-up, then cosine decay to final_lr (or a constant lr without decay_lr).
 
     `progress` in [0, 1] replaces step/lr_decay_iters when the schedule runs over a time budget.
     """
     if step < cfg.warmup_iters:
         return cfg.learning_rate * (step + 1) / (cfg.warmup_iters + 1)
+    if not cfg.decay_lr:
+        return cfg.learning_rate
     if progress is None:
         decay_iters = cfg.lr_decay_iters or cfg.max_iters
         span = max(1, decay_iters - cfg.warmup_iters)

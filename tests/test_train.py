@@ -148,6 +148,8 @@ def test_learning_rate_schedule() -> None:
     assert learning_rate(cfg, 60) == pytest.approx(5.5e-4)
     assert learning_rate(cfg, 110) == pytest.approx(1e-4)
     assert learning_rate(cfg, 50, progress=1.0) == pytest.approx(1e-4)  # time-budget mode
+    constant = TrainConfig(learning_rate=3e-4, decay_lr=False, warmup_iters=0, max_iters=4000)
+    assert learning_rate(constant, 0) == learning_rate(constant, 3999) == 3e-4
 
 
 def test_time_budget_stops_the_run(tmp_path: Path) -> None:

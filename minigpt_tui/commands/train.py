@@ -30,6 +30,7 @@ TRAIN_FLAGS = (
     "grad_accum",
     "learning_rate",
     "min_lr",
+    "decay_lr",
     "max_iters",
     "warmup_iters",
     "lr_decay_iters",
@@ -101,6 +102,12 @@ def train(
     ),
     lr_decay_iters: int | None = typer.Option(
         None, help="Cosine decay length.", rich_help_panel="Training"
+    ),
+    decay_lr: bool | None = typer.Option(
+        None,
+        "--decay-lr/--constant-lr",
+        help="Cosine decay, or a constant learning rate.",
+        rich_help_panel="Training",
     ),
     time_budget: float | None = typer.Option(
         None,
