@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from minigpt_tui.engine import EngineError
+from minigpt_tui.engine import EngineError, default_threads
 from model.config import GPTConfig
 from model.modeldir import ModelInfo
 
@@ -30,9 +30,6 @@ if TYPE_CHECKING:
 
 INPUT_IDS = "input_ids"
 LOGITS = "logits"
-# Below this many parameters one thread is fastest: the per-token work is too small to split
-# (measured in benchmarks/RESULTS.md, "ONNX engine (issue 4)").
-SINGLE_THREAD_PARAMS = 20_000_000
 
 
 def cache_names(n_layer: int, prefix: str) -> list[str]:
@@ -46,14 +43,6 @@ def input_names(config: GPTConfig) -> list[str]:
 
 def output_names(config: GPTConfig) -> list[str]:
     return [LOGITS, *cache_names(config.n_layer, "present")]
-
-
-def default_threads(config: GPTConfig) -> int:
-    """1 for small models; for large ones about one per physical core (half the logical CPUs),
-    at most 4: decoding one token is memory-bound and stops scaling beyond a few threads."""
-    if config.num_params() < SINGLE_THREAD_PARAMS:
-        return 1
-    return max(1, min(4, (os.cpu_count() or 1) // 2))
 
 
 def make_session(model: str | os.PathLike[str] | bytes, threads: int) -> ort.InferenceSession:
@@ -125,7 +114,7 @@ class OrtBackend:
         self.config = info.config
         path = info.onnx_path
         try:
-            threads = default_threads(self.config) if threads is None else threads
+            threads = default_threads(self.config.num_params()) if threads is None else threads
             self.session = make_session(path, threads)
         except Exception as e:  # onnxruntime's own error types: corrupt or unreadable file
             raise EngineError(f"cannot load {path}: {_first_line(e)}") from None
