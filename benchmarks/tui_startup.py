@@ -3,7 +3,7 @@
 "Usable" means the model is loaded and the message box has focus: the status bar then says
 "ready" (the box is focused at mount, before loading ends). The app runs in a real terminal
 (tmux, 80x24); the clock starts just before tmux launches the command and stops when
-capture-pane first shows "│ ready". Also checks, from /proc/PID/maps, that the ONNX path
+capture-pane first shows "ready │". Also checks, from /proc/PID/maps, that the ONNX path
 never loaded libtorch.
 
 Default model: the bundled one (`minigpt_tui/bundled/shakespeare-char`, ONNX backend). When
@@ -75,7 +75,7 @@ def launch_once(model: str, backend: str, data_dir: str, timeout: float) -> tupl
     try:
         while True:
             elapsed = time.perf_counter() - t0
-            if "│ ready" in tmux(socket, "capture-pane", "-p", "-t", "b"):
+            if "ready │" in tmux(socket, "capture-pane", "-p", "-t", "b"):
                 break
             if elapsed > timeout:
                 raise SystemExit(f"not ready after {timeout}s")
