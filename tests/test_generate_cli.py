@@ -221,26 +221,27 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
 
+def _endless_generate(model_dir: Path) -> subprocess.Popen[bytes]:
+    """`generate` in a subprocess that would run for a million tokens."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "minigpt_tui",
+        "generate",
+        "hello",
+        "-m",
+        str(model_dir),
+        "-n",
+        "1000000",
+        "--threads",
+        "1",
+    ]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+
+
 def test_stdout_closed_early_exits_quietly(model_dir: Path) -> None:
     """`minigpt-tui generate ... | head -c 10`: no traceback, no error line."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "minigpt_tui",
-            "generate",
-            "hello",
-            "-m",
-            str(model_dir),
-            "-n",
-            "1000000",
-            "--threads",
-            "1",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=_env(),
-    )
+    proc = _endless_generate(model_dir)
     assert proc.stdout is not None and proc.stderr is not None
     head = proc.stdout.read(10)
     proc.stdout.close()  # the reader goes away
@@ -293,24 +294,7 @@ def test_onnx_model_file_runs_without_torch(
 
 
 def test_ctrl_c_stops_quietly(model_dir: Path) -> None:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "minigpt_tui",
-            "generate",
-            "hello",
-            "-m",
-            str(model_dir),
-            "-n",
-            "1000000",
-            "--threads",
-            "1",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=_env(),
-    )
+    proc = _endless_generate(model_dir)
     assert proc.stdout is not None
     assert len(proc.stdout.read(20)) == 20  # it is streaming
     proc.send_signal(signal.SIGINT)
