@@ -46,6 +46,9 @@ def info(
     training = mi.meta.get("training") or {}
     if training.get("command"):
         table.add_row("trained with", str(training["command"]))
+    if training.get("data_sha256"):
+        source = training.get("data_source") or training.get("data") or "data"
+        table.add_row("trained on", f"{source} (sha256 {training['data_sha256']})")
     for key, value in (mi.meta.get("summary") or {}).items():
         if value is None:
             continue
