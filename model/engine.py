@@ -15,16 +15,27 @@ import torch
 
 from minigpt_tui.engine import default_threads
 from model import checkpoint
-from model.gpt import LayerCache
+from model.gpt import GPT, LayerCache
 from model.modeldir import ModelInfo
 
 
 class _TorchModel:
-    """Loads a model directory onto a device for inference."""
+    """Loads a model directory onto a device for inference, or wraps a model already in memory
+    (`model=`, e.g. the one being trained; it is used on its own device and threads)."""
 
     name = "torch"
 
-    def __init__(self, info: ModelInfo, device: str = "cpu", threads: int | None = None) -> None:
+    def __init__(
+        self,
+        info: ModelInfo,
+        device: str = "cpu",
+        threads: int | None = None,
+        model: GPT | None = None,
+    ) -> None:
+        if model is not None:
+            self.model, self.info = model, info
+            self.device = str(next(model.parameters()).device)
+            return
         from model.train import resolve_device
 
         device = resolve_device(device)  # an unknown or missing device is a one-line error
@@ -51,10 +62,8 @@ class _TorchModel:
 class TorchBackend(_TorchModel):
     """The KV-cache backend: O(context) work per new token."""
 
-    def __init__(self, info: ModelInfo, device: str = "cpu", threads: int | None = None) -> None:
-        super().__init__(info, device, threads)
-        self._cache: list[LayerCache] | None = None
-        self._cache_len = 0
+    _cache: list[LayerCache] | None = None  # per layer (k, v); set by prefill
+    _cache_len = 0
 
     @torch.inference_mode()
     def _run(self, ids: Sequence[int]) -> np.ndarray:

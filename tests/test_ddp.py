@@ -22,7 +22,8 @@ ARGS = (
 ).split()
 
 
-def train_cmd(data: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def command(data: Path, out: Path, *extra: str) -> tuple[list[str], dict[str, str]]:
+    """The `train` command line for these tests, and its environment."""
     shape = [] if "--resume" in extra else SHAPE  # a resumed run keeps its shape
     cmd = [
         sys.executable,
@@ -37,7 +38,11 @@ def train_cmd(data: Path, out: Path, *extra: str) -> subprocess.CompletedProcess
         *ARGS,
         *extra,
     ]
-    env = dict(os.environ, OMP_NUM_THREADS="1", MINIGPT_DIST_TIMEOUT="120")
+    return cmd, dict(os.environ, OMP_NUM_THREADS="1", MINIGPT_DIST_TIMEOUT="120")
+
+
+def train_cmd(data: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    cmd, env = command(data, out, *extra)
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
 
 
@@ -99,25 +104,8 @@ def test_a_killed_rank_ends_the_whole_job(tmp_path: Path) -> None:
     import signal
     import time
 
-    cmd = [
-        sys.executable,
-        "-m",
-        "minigpt_tui",
-        "train",
-        "--data",
-        str(make_data(tmp_path)),
-        "--out",
-        str(tmp_path / "r"),
-        *SHAPE,
-        *ARGS,
-        "--max-iters",
-        "100000",
-        "--nproc",
-        "2",
-    ]
-    env = dict(
-        os.environ, OMP_NUM_THREADS="1", MINIGPT_DIST_TIMEOUT="60", MINIGPT_DDP_KILL_TEST="1"
-    )
+    cmd, env = command(make_data(tmp_path), tmp_path / "r", "--max-iters", "100000", "--nproc", "2")
+    env.update(MINIGPT_DIST_TIMEOUT="60", MINIGPT_DDP_KILL_TEST="1")
     job = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         deadline = time.monotonic() + 120

@@ -166,3 +166,38 @@ def test_bfloat16_autocast_on_cpu_trains(tmp_path: Path) -> None:
     events = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
     first_loss = next(e["loss"] for e in events if e["event"] == "train")
     assert result["val_loss_full"] < first_loss - 0.3
+
+
+def test_cli_run_writes_text_samples_for_the_dashboard(tmp_path: Path) -> None:
+    from tests.helpers import cli
+
+    data = make_data(tmp_path)
+    out = tmp_path / "run"
+    code = cli(
+        "train",
+        "--data",
+        data,
+        "--out",
+        out,
+        "--block-size",
+        "16",
+        "--n-layer",
+        "2",
+        "--n-head",
+        "2",
+        "--n-embd",
+        "16",
+        "--max-iters",
+        "4",
+        "--eval-interval",
+        "2",
+        "--eval-iters",
+        "1",
+        "--device",
+        "cpu",
+    )
+    assert code == 0
+    events = [json.loads(line) for line in (out / "metrics.jsonl").open()]
+    samples = [e for e in events if e["event"] == "sample"]
+    assert [e["iter"] for e in samples] == [2, 4]
+    assert all(e["text"] for e in samples)

@@ -237,20 +237,13 @@ def _sampler() -> Any:
     from model.engine import TorchBackend
     from model.modeldir import ModelInfo
 
-    class LiveBackend(TorchBackend):
-        """The torch backend over the model being trained (no load from disk)."""
-
-        def __init__(self, model: Any, tokenizer: Any) -> None:
-            self.model, self._cache = model, None
-            self.device = str(next(model.parameters()).device)
-            self.info = ModelInfo(Path("."), model.config, {"tokenizer": tokenizer.spec()})
-
     def sample(model: Any, tokenizer: Any, at: int) -> str:
         was_training = model.training
         model.eval()
         try:
             settings = SamplingSettings(temperature=0.8, top_k=40, max_new_tokens=160, seed=at)
-            gen = Generation(LiveBackend(model, tokenizer), tokenizer, [], settings)
+            info = ModelInfo(Path("."), model.config, {"tokenizer": tokenizer.spec()})
+            gen = Generation(TorchBackend(info, model=model), tokenizer, [], settings)
             return "".join(ev.text for ev in gen)
         finally:
             model.train(was_training)
@@ -270,16 +263,16 @@ def _launch_torchrun(nproc: int, device: str) -> None:
         del args[i : i + 2]
     else:
         args = [a for a in args if not a.startswith("--nproc=")]
-    if device.startswith("cuda") or device == "auto":
+    from model.train import resolve_device
+
+    if resolve_device(device).startswith("cuda"):  # missing CUDA is a one-line error there
         import torch
 
-        if device != "auto" and not torch.cuda.is_available():
-            raise UserError("--device cuda requested but CUDA is not available on this machine")
-        if torch.cuda.is_available() and nproc > torch.cuda.device_count():
+        if nproc > torch.cuda.device_count():
             raise UserError(
                 f"--nproc {nproc} is more than the {torch.cuda.device_count()} visible GPUs"
             )
-    if not device.startswith("cuda") and nproc > (os.cpu_count() or 1):
+    elif nproc > (os.cpu_count() or 1):
         raise UserError(f"--nproc {nproc} is more than the {os.cpu_count()} CPU cores here")
     cmd = [
         sys.executable,
