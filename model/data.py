@@ -245,6 +245,16 @@ class Dataset(WithTokenizer):
     def split(self, name: str) -> np.ndarray:
         return self.train if name == "train" else self.val
 
+    def require_windows(self, block_size: int) -> None:
+        """Both splits must hold at least one training window of block_size + 1 tokens."""
+        for name in ("train", "val"):
+            n = len(self.split(name))
+            if n < block_size + 1:
+                raise DataError(
+                    f"the {name} split has {n} tokens, fewer than block_size+1 "
+                    f"({block_size + 1}); use more text or a smaller --block-size"
+                )
+
 
 def _check_token_range(tokens: np.ndarray, vocab_size: int, path: Path) -> None:
     """Refuse ids the vocabulary lacks: on CPU they end training in an IndexError, on a GPU in
@@ -286,11 +296,7 @@ def load_dataset(path: str | os.PathLike[str], block_size: int | None = None) ->
             raise DataError(f"{f} is truncated (size not a multiple of {dtype.itemsize})")
         arrays[name] = np.memmap(f, dtype=dtype, mode="r")
         _check_token_range(arrays[name], int(meta["vocab_size"]), f)
+    dataset = Dataset(p, meta, arrays["train"], arrays["val"])
     if block_size is not None:
-        for name, arr in arrays.items():
-            if len(arr) < block_size + 1:
-                raise DataError(
-                    f"the {name} split has {len(arr)} tokens, fewer than block_size+1 "
-                    f"({block_size + 1}); use more text or a smaller --block-size"
-                )
-    return Dataset(p, meta, arrays["train"], arrays["val"])
+        dataset.require_windows(block_size)
+    return dataset

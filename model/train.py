@@ -30,7 +30,7 @@ from torch import nn
 
 from model import checkpoint, modeldir
 from model.config import ConfigError, GPTConfig, TrainConfig
-from model.data import DataError, load_dataset
+from model.data import load_dataset
 from model.evaluate import split_loss
 from model.gpt import GPT
 
@@ -346,19 +346,6 @@ class _StopFlag:
 # ---------------------------------------------------------------------------- the job
 
 
-def build_configs(
-    preset_model: dict[str, Any],
-    preset_train: dict[str, Any],
-    model_overrides: dict[str, Any],
-    train_overrides: dict[str, Any],
-    vocab_size: int,
-) -> tuple[GPTConfig, TrainConfig]:
-    model_cfg = GPTConfig.from_dict({"vocab_size": vocab_size, **preset_model, **model_overrides})
-    train_cfg = TrainConfig.from_dict({**preset_train, **train_overrides})
-    train_cfg.validate()
-    return model_cfg, train_cfg
-
-
 def train(
     model_cfg_in: dict[str, Any],
     train_cfg_in: dict[str, Any],
@@ -441,12 +428,7 @@ def _train(
             )
         train_cfg = TrainConfig.from_dict(train_cfg_in)
         train_cfg.validate()
-        for name, arr in (("train", dataset.train), ("val", dataset.val)):
-            if len(arr) < model_cfg.block_size + 1:
-                raise DataError(
-                    f"the {name} split has {len(arr)} tokens, fewer than block_size+1 "
-                    f"({model_cfg.block_size + 1}); use more text or a smaller --block-size"
-                )
+        dataset.require_windows(model_cfg.block_size)
         if opts.force and dist_info.master and out.is_dir():
             for old in checkpoints(out):
                 shutil.rmtree(old)
