@@ -33,10 +33,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from minigpt_tui.engine import Backend, EngineError, Generation, load_backend  # noqa: E402
+from minigpt_tui.engine import Generation, load_backend  # noqa: E402
 from minigpt_tui.models import DEFAULT_MODEL, bundled_models, resolve_model  # noqa: E402
 from minigpt_tui.sampling import SamplingSettings  # noqa: E402
 from model import modeldir  # noqa: E402
+from model.backend import Backend, EngineError  # noqa: E402
 from model.tokenizer import Tokenizer  # noqa: E402
 
 ALL_BACKENDS = ("torch", "recompute", "onnx", "onnx-int8")

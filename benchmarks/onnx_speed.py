@@ -22,9 +22,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from minigpt_tui.engine import Backend, EngineError, Generation, load_backend  # noqa: E402
+from minigpt_tui.engine import Generation, load_backend  # noqa: E402
 from minigpt_tui.sampling import SamplingSettings  # noqa: E402
 from model import modeldir  # noqa: E402
+from model.backend import Backend, EngineError  # noqa: E402
 
 
 def one_round(backend: Backend, prompt: list[int], new: int) -> tuple[float, float]:

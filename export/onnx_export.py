@@ -35,12 +35,12 @@ import torch
 from onnx import helper
 
 from export import ort_engine
-from minigpt_tui.errors import UserError
+from export.options import ExportError, check_quantize
 from model import checkpoint, modeldir
+from model.errors import first_line
 from model.gpt import GPT
 from model.modeldir import ModelDirError
 
-QUANTIZE_CHOICES = ("none", "int8")
 DEFAULT_OPSET = 23  # the first opset with an Attention operator
 MIN_OPSET = 18  # the oldest the torch.export-based exporter writes
 # fp32 verification: |onnx - torch| <= FP32_TOLERANCE * max(1, |largest torch logit|).
@@ -49,10 +49,6 @@ FP32_TOLERANCE = 1e-4
 # logits are not close elementwise; what matters is the distribution they sample from.
 INT8_MAX_KL = 0.05
 MAX_ONNX_BYTES = 2_000_000_000  # protobuf's limit for one file, with some room for the graph
-
-
-class ExportError(UserError):
-    """An export that cannot be done or did not verify; nothing was written."""
 
 
 @dataclass
@@ -92,8 +88,7 @@ def export_onnx(
 ) -> ExportResult:
     """Export a model directory; see the module docstring. Raises ExportError/ModelDirError."""
     t0 = time.perf_counter()
-    if quantize not in QUANTIZE_CHOICES:
-        raise ExportError(f"--quantize must be none or int8, got {quantize!r}")
+    check_quantize(quantize)
     opset = DEFAULT_OPSET if opset is None else opset
     newest = onnx.defs.onnx_opset_version()
     if not MIN_OPSET <= opset <= newest:
@@ -226,8 +221,7 @@ def _export_graph(model: GPT, opset: int) -> onnx.ModelProto:
                 external_data=False,
             )
     except Exception as e:  # the exporter's errors are long reports; keep the first line
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ExportError(f"torch.onnx.export failed: {first}") from e
+        raise ExportError(f"torch.onnx.export failed: {first_line(e)}") from e
     assert program is not None
     proto: onnx.ModelProto = program.model_proto
     return proto

@@ -1,4 +1,4 @@
-"""The onnxruntime backend of the generation engine (see minigpt_tui/engine.py for the protocol).
+"""The onnxruntime backend of the generation engine (see model/backend.py for the protocol).
 
 Torch-free and onnx-free: numpy and onnxruntime only, so the base install can run it.
 
@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from minigpt_tui.engine import EngineError, default_threads
+from model.backend import EngineError, default_threads
 from model.config import GPTConfig
+from model.errors import first_line
 from model.modeldir import ModelInfo
 
 if TYPE_CHECKING:
@@ -117,7 +118,7 @@ class OrtBackend:
             threads = default_threads(self.config.num_params()) if threads is None else threads
             self.session = make_session(path, threads)
         except Exception as e:  # onnxruntime's own error types: corrupt or unreadable file
-            raise EngineError(f"cannot load {path}: {_first_line(e)}") from None
+            raise EngineError(f"cannot load {path}: {first_line(e)}") from None
         check_signature(self.session, self.config, str(path))
         self._past = cache_names(self.config.n_layer, "past")
         self._outputs = output_names(self.config)
@@ -139,7 +140,7 @@ class OrtBackend:
         try:
             logits, *present = self.session.run(self._outputs, feed)
         except Exception as e:  # e.g. a token id outside the vocabulary
-            raise EngineError(f"onnxruntime failed: {_first_line(e)}") from None
+            raise EngineError(f"onnxruntime failed: {first_line(e)}") from None
         return logits, present
 
     def empty_cache(self, batch: int = 1) -> list[np.ndarray]:
@@ -166,8 +167,3 @@ class OrtBackend:
         logits, self._cache = self.run(self._token, self._cache)
         self._cache_len += 1
         return logits[0]
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__

@@ -1,63 +1,26 @@
-"""The generation engine: one protocol every backend implements, one generation loop.
+"""The generation loop: one loop for every backend and front end, and `load_backend`.
 
-A backend only runs the network: `prefill` a context into a fresh KV cache, then `decode` one
-token at a time. Everything else (windowing past block_size, sampling, stop strings,
-incremental detokenisation, cancellation) lives here once, for every backend and front end.
+A backend (the protocol is in model/backend.py) only runs the network. Everything else
+(windowing past block_size, sampling, stop strings, incremental detokenisation, cancellation)
+lives here once.
 
 Torch-free: the PyTorch backend is imported only when asked for.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
 from minigpt_tui.sampling import Sampler, SamplingSettings
 from model import modeldir
+from model.backend import Backend, EngineError, check_backend
 from model.tokenizer import StreamDecoder, Tokenizer, TokenizerError
-
-
-class EngineError(RuntimeError):
-    """A model that cannot be loaded or run by the requested backend."""
-
-
-class Backend(Protocol):
-    name: str  # "torch" or "onnx"
-    info: modeldir.ModelInfo
-
-    @property
-    def block_size(self) -> int: ...
-
-    def prefill(self, ids: Sequence[int]) -> np.ndarray:
-        """Start a fresh cache holding `ids`; return the last position's logits (vocab,)."""
-        ...
-
-    def decode(self, token: int) -> np.ndarray:
-        """Append one token to the cache; return its logits (vocab,)."""
-        ...
-
-
-# Below this many parameters one thread decodes fastest: the per-token work is too small to
-# split, and on a busy machine waiting for a second thread costs far more than it saves
-# (benchmarks/RESULTS.md, "Decode speed": 2,600 vs 50 tokens/s for a tiny model on 2 busy cores).
-SINGLE_THREAD_PARAMS = 20_000_000
-
-
-def default_threads(num_params: int) -> int:
-    """CPU threads a backend uses when the user does not say: 1 for small models, where a
-    token costs less than waking a second thread; else one per CPU, at most 4, since decoding
-    one token is memory-bound (GPT-2 124M int8 on 2 idle cores: 151 tokens/s on 2 threads,
-    84 on 1)."""
-    if num_params < SINGLE_THREAD_PARAMS:
-        return 1
-    return max(1, min(os.cpu_count() or 1, 4))
 
 
 def window(context: Sequence[int], block_size: int) -> list[int]:
@@ -243,8 +206,7 @@ def load_backend(
     """
     from minigpt_tui.models import DEFAULT_MODEL, resolve_model
 
-    if backend not in ("auto", "torch", "onnx"):
-        raise EngineError(f"unknown backend {backend!r}; choose auto, torch or onnx")
+    check_backend(backend)
     path = resolve_model(model)
     if not model and not path.exists():
         raise EngineError(
@@ -265,15 +227,14 @@ def load_backend(
         except ImportError as e:
             raise EngineError(f"the ONNX backend is not available ({e})") from None
         return OrtBackend(info, threads=threads)
-    if backend == "torch":
-        if not info.has_weights:
-            raise EngineError(f"{info.path} has no {modeldir.WEIGHTS_FILE}")
-        try:
-            from model.engine import TorchBackend
-        except ImportError as e:
-            raise EngineError(
-                f"the torch backend needs PyTorch ({e}); install minigpt-tui[train] "
-                "or use an ONNX model"
-            ) from None
-        return TorchBackend(info, device=device, threads=threads)
-    raise EngineError(f"unknown backend {backend!r}; choose auto, torch or onnx")
+    # backend == "torch"
+    if not info.has_weights:
+        raise EngineError(f"{info.path} has no {modeldir.WEIGHTS_FILE}")
+    try:
+        from model.engine import TorchBackend
+    except ImportError as e:
+        raise EngineError(
+            f"the torch backend needs PyTorch ({e}); install minigpt-tui[train] "
+            "or use an ONNX model"
+        ) from None
+    return TorchBackend(info, device=device, threads=threads)

@@ -15,6 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from model import modeldir
+from model.errors import first_line
 from model.gpt import GPT
 from model.modeldir import ModelDirError, ModelInfo
 
@@ -92,8 +93,7 @@ def load_trainer_state(info: ModelInfo) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
-        raise ModelDirError(f"cannot load {path}: {first}") from None
+        raise ModelDirError(f"cannot load {path}: {first_line(e)}") from None
     if not isinstance(state, dict) or "step" not in state:
         raise ModelDirError(f"{path} is not a minigpt-tui trainer state")
     return state

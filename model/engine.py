@@ -1,4 +1,4 @@
-"""The PyTorch backends of the generation engine (see minigpt_tui/engine.py for the protocol).
+"""The PyTorch backends of the generation engine (see model/backend.py for the protocol).
 
 `TorchBackend` keeps a KV cache: prefill runs the prompt once, then each decode step runs one
 token against the cache. `TorchRecomputeBackend` is the slow reference: every step runs the
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from minigpt_tui.engine import default_threads
 from model import checkpoint
+from model.backend import default_threads
 from model.gpt import GPT, LayerCache
 from model.modeldir import ModelInfo
 

@@ -16,9 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minigpt_tui.dialogue import DialogueTemplate, Turn
-from minigpt_tui.engine import EngineError, Generation, load_backend, window
+from minigpt_tui.engine import Generation, load_backend, window
 from minigpt_tui.sampling import SamplingSettings
 from model import checkpoint, modeldir
+from model.backend import EngineError
 from model.config import GPTConfig
 from model.engine import TorchBackend, TorchRecomputeBackend
 from model.gpt import GPT

@@ -14,11 +14,13 @@ import torch
 from onnx import TensorProto, helper
 
 from export import ort_engine
-from export.onnx_export import ExportError, export_onnx
+from export.onnx_export import export_onnx
+from export.options import ExportError
 from minigpt_tui.cli import main
-from minigpt_tui.engine import EngineError, Generation, load_backend
+from minigpt_tui.engine import Generation, load_backend
 from minigpt_tui.sampling import SamplingSettings
 from model import checkpoint, modeldir
+from model.backend import EngineError
 from model.config import GPTConfig
 from model.engine import TorchBackend
 from model.gpt import GPT

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from test_tui_support import FakeBackend, make_app, run_async, wait_for
 
-from minigpt_tui.engine import EngineError, Generation, TokenEvent
+from minigpt_tui.engine import Generation, TokenEvent
 from minigpt_tui.history import HistoryStore
 from minigpt_tui.sampling import Sampler
 from minigpt_tui.tui.app import ChatApp
@@ -21,6 +21,7 @@ from minigpt_tui.tui.widgets.prompt_input import PromptInput
 from minigpt_tui.tui.widgets.settings_panel import TokenInspector
 from minigpt_tui.tui.widgets.status_bar import StatusBar
 from minigpt_tui.tui.widgets.transcript import MessageView
+from model.backend import EngineError
 
 SIZE = (100, 30)
 

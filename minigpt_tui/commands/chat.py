@@ -5,13 +5,15 @@ from __future__ import annotations
 import typer
 
 from minigpt_tui.errors import UserError
+from model.backend import BACKENDS, check_backend
+from model.errors import one_of
 
 
 def chat(
     model: str | None = typer.Option(
         None, "--model", "-m", help="Model directory, run directory, or bundled model name."
     ),
-    backend: str = typer.Option("auto", help="auto (ONNX when exported), torch or onnx."),
+    backend: str = typer.Option("auto", help=f"{one_of(BACKENDS)}; auto uses ONNX when exported."),
     mode: str = typer.Option("chat", help="chat (dialogue) or complete (continue a document)."),
     temperature: float = typer.Option(0.8, "--temperature", "-t", help="0 means greedy."),
     top_k: int = typer.Option(0, help="Sample from the k most likely tokens; 0 is off."),
@@ -34,8 +36,7 @@ def chat(
 
     if mode not in ("chat", "complete"):
         raise UserError(f"--mode must be chat or complete, got {mode!r}")
-    if backend not in ("auto", "torch", "onnx"):
-        raise UserError(f"--backend must be auto, torch or onnx, got {backend!r}")
+    check_backend(backend)
     for name, flag in ((user, "--user"), (bot, "--bot")):
         if not name.strip() or ":" in name or "\n" in name:
             raise UserError(f"{flag} must be a non-empty name without ':'")

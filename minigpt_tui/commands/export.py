@@ -6,7 +6,9 @@ from pathlib import Path
 
 import typer
 
+from export.options import QUANTIZE_MODES, check_quantize
 from minigpt_tui.errors import UserError
+from model.errors import one_of
 
 export_app = typer.Typer(help="Export models for other runtimes.", no_args_is_help=True)
 
@@ -24,7 +26,11 @@ def onnx(
         "model.onnx to MODEL itself.",
         show_default=False,
     ),
-    quantize: str = typer.Option("none", "--quantize", help="none (fp32) or int8 (dynamic)."),
+    quantize: str = typer.Option(
+        "none",
+        "--quantize",
+        help=f"{one_of(QUANTIZE_MODES)} (int8: dynamic quantisation of the weights).",
+    ),
     opset: int | None = typer.Option(
         None,
         "--opset",
@@ -41,8 +47,7 @@ def onnx(
 
     from minigpt_tui.models import resolve_model
 
-    if quantize not in ("none", "int8"):
-        raise UserError(f"--quantize must be none or int8, got {quantize!r}")
+    check_quantize(quantize)  # before importing torch
     try:
         from export.onnx_export import export_onnx
     except ImportError as e:

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 import typer
 
 from minigpt_tui.errors import UserError
+from model.backend import BACKENDS, check_backend
+from model.errors import one_of
 
 if TYPE_CHECKING:
     from minigpt_tui.engine import Generation
@@ -66,7 +68,7 @@ def generate(
     ),
     seed: int | None = typer.Option(None, "--seed", help="Seed for a reproducible run."),
     backend: str = typer.Option(
-        "auto", "--backend", help="auto (ONNX when exported), torch, onnx."
+        "auto", "--backend", help=f"{one_of(BACKENDS)}; auto uses ONNX when exported."
     ),
     stop: list[str] = typer.Option(
         [],
@@ -96,6 +98,7 @@ def generate(
     from minigpt_tui.sampling import SamplingSettings
     from model.tokenizer import TokenizerError, encode_lenient
 
+    check_backend(backend)
     if unknown_chars not in ("error", "drop"):
         raise UserError(f"--unknown-chars must be error or drop, got {unknown_chars!r}")
     settings = SamplingSettings(

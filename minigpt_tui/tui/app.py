@@ -23,7 +23,7 @@ from textual.geometry import Size
 from textual.widgets import ContentSwitcher, Footer, Input, Static, TextArea
 
 from minigpt_tui.dialogue import DialogueTemplate, Turn
-from minigpt_tui.engine import Backend, Generation, GenerationStats
+from minigpt_tui.engine import Generation, GenerationStats
 from minigpt_tui.history import Conversation, HistoryStore, default_export_name, export
 from minigpt_tui.sampling import Sampler, SamplingSettings
 from minigpt_tui.tui.screens.error import ErrorScreen
@@ -35,6 +35,7 @@ from minigpt_tui.tui.widgets.prompt_input import PromptInput, SteerableTextArea
 from minigpt_tui.tui.widgets.settings_panel import SettingsPanel, TokenInspector
 from minigpt_tui.tui.widgets.status_bar import StatusBar
 from minigpt_tui.tui.widgets.transcript import MessageView, Transcript
+from model.backend import Backend
 from model.tokenizer import Tokenizer
 
 FLUSH_HZ = 30  # UI updates per second while a reply streams

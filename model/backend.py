@@ -1,0 +1,67 @@
+"""What every generation backend shares: the protocol, its error, its names and its threads.
+
+A backend only runs the network: `prefill` a context into a fresh KV cache, then `decode` one
+token at a time. The backends (model/engine.py: PyTorch; export/ort_engine.py: onnxruntime)
+import from here; the generation loop that drives them and `load_backend`, which picks one,
+are in minigpt_tui/engine.py.
+
+Torch-free and light: the CLI imports it to check --backend before loading anything.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from model.errors import one_of
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from model.modeldir import ModelInfo
+
+BACKENDS = ("auto", "torch", "onnx")  # what --backend accepts; auto prefers ONNX when exported
+
+
+class EngineError(RuntimeError):
+    """A model that cannot be loaded or run by the requested backend."""
+
+
+class Backend(Protocol):
+    name: str  # "torch" or "onnx"
+    info: ModelInfo
+
+    @property
+    def block_size(self) -> int: ...
+
+    def prefill(self, ids: Sequence[int]) -> np.ndarray:
+        """Start a fresh cache holding `ids`; return the last position's logits (vocab,)."""
+        ...
+
+    def decode(self, token: int) -> np.ndarray:
+        """Append one token to the cache; return its logits (vocab,)."""
+        ...
+
+
+def check_backend(name: str) -> str:
+    """`name` if it is one of BACKENDS, else a one-line EngineError."""
+    if name not in BACKENDS:
+        raise EngineError(f"unknown backend {name!r}: --backend must be {one_of(BACKENDS)}")
+    return name
+
+
+# Below this many parameters one thread decodes fastest: the per-token work is too small to
+# split, and on a busy machine waiting for a second thread costs far more than it saves
+# (benchmarks/RESULTS.md, "Decode speed": 2,600 vs 50 tokens/s for a tiny model on 2 busy cores).
+SINGLE_THREAD_PARAMS = 20_000_000
+
+
+def default_threads(num_params: int) -> int:
+    """CPU threads a backend uses when the user does not say: 1 for small models, where a
+    token costs less than waking a second thread; else one per CPU, at most 4, since decoding
+    one token is memory-bound (GPT-2 124M int8 on 2 idle cores: 151 tokens/s on 2 threads,
+    84 on 1)."""
+    if num_params < SINGLE_THREAD_PARAMS:
+        return 1
+    return max(1, min(os.cpu_count() or 1, 4))
