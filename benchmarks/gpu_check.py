@@ -134,38 +134,43 @@ def child_matmul(args: argparse.Namespace) -> None:
     emit(info)
 
 
+KERNEL_KINDS = {  # matched in order against kernel names
+    "triton (fused elementwise, norms, loss)": r"^triton_",
+    "matmul": r"gemm|cutlass(?!.*attention)|xmma|nvjet|cublas|gemv|aten::(add)?mm|aten::bmm",
+    "attention": r"flash|fmha|attention|sdpa",
+    "optimizer": r"adam|multi_tensor",
+    "copies": r"memcpy|memset|copy|cat",
+}
+
+
 def kernel_profile(prof: Any, steps: int, top: int = 12) -> dict[str, Any]:
-    """Device (else CPU) self time per kernel from a torch.profiler run, grouped by kind."""
-    rows = []
+    """Time per step by kernel from a torch.profiler run, grouped by kind.
+
+    Counts device kernels only (the CPU ops that launch them would count the same time
+    twice); on a CPU-only run, the CPU ops' own time instead.
+    """
+    rows, cpu_rows = [], []
     for e in prof.key_averages():
-        device_us = getattr(e, "self_device_time_total", None)
-        if device_us is None:
-            device_us = getattr(e, "self_cuda_time_total", 0)
-        rows.append((e.key, float(device_us), int(e.count), float(e.self_cpu_time_total)))
-    on_device = [r for r in rows if r[1] > 0]
-    use = on_device or [(k, cpu, n, cpu) for k, _, n, cpu in rows if not k.startswith("Profiler")]
+        if str(getattr(e, "device_type", "")).endswith("CUDA"):
+            rows.append((e.key, float(e.self_device_time_total), int(e.count)))
+        elif not e.key.startswith("ProfilerStep"):
+            cpu_rows.append((e.key, float(e.self_cpu_time_total), int(e.count)))
+    use = rows or cpu_rows
     total = sum(r[1] for r in use) or 1.0
-    kinds = {
-        "matmul": r"gemm|cutlass|xmma|nvjet|cublas|sm90|aten::mm|aten::addmm|aten::bmm",
-        "attention": r"flash|fmha|attention|sdpa|efficient",
-        "optimizer": r"adam|multi_tensor|foreach|_fused",
-        "triton (fused elementwise, norms, loss)": r"triton",
-        "copies": r"memcpy|memset|copy",
-    }
     by_kind: dict[str, float] = {}
-    for name, us, _, _ in use:
-        kind = next((k for k, pat in kinds.items() if re.search(pat, name, re.I)), "other")
+    for name, us, _ in use:
+        kind = next((k for k, pat in KERNEL_KINDS.items() if re.search(pat, name, re.I)), "other")
         by_kind[kind] = by_kind.get(kind, 0.0) + us
     use.sort(key=lambda r: -r[1])
     return {
-        "source": "device kernels" if on_device else "cpu ops",
+        "source": "device kernels" if rows else "cpu ops",
         "steps": steps,
         "time_ms_per_step": round(total / 1000 / steps, 3),
         "launches_per_step": round(sum(r[2] for r in use) / steps, 1),
         "by_kind_percent": {k: round(100 * v / total, 1) for k, v in sorted(by_kind.items())},
         "top": [
-            {"name": n[:120], "ms_per_step": round(us / 1000 / steps, 3), "calls": c}
-            for n, us, c, _ in use[:top]
+            {"name": n[:160], "ms_per_step": round(us / 1000 / steps, 3), "calls": c}
+            for n, us, c in use[:top]
         ],
     }
 
