@@ -201,3 +201,54 @@ def test_cli_run_writes_text_samples_for_the_dashboard(tmp_path: Path) -> None:
     samples = [e for e in events if e["event"] == "sample"]
     assert [e["iter"] for e in samples] == [2, 4]
     assert all(e["text"] for e in samples)
+
+
+def test_resume_with_a_config_file_keeps_its_settings(tmp_path: Path) -> None:
+    """`train --resume --config run.toml` applies the file's [train] settings (they were
+    once dropped: only flags reached a resumed run)."""
+    from tests.helpers import cli
+
+    data, out, config = make_data(tmp_path), tmp_path / "run", tmp_path / "run.toml"
+    shape = "[model]\nblock_size = 16\nn_layer = 2\nn_head = 2\nn_embd = 16\n"
+    config.write_text(shape + "[train]\nmax_iters = 4\neval_interval = 2\neval_iters = 1\n")
+    common = ("--data", data, "--out", out, "--config", config, "--device", "cpu", "--no-samples")
+    assert cli("train", *common, "--no-final-eval") == 0
+    assert modeldir.read(out).path.name == "step-000004"
+    config.write_text(shape + "[train]\nmax_iters = 6\neval_interval = 2\neval_iters = 1\n")
+    assert cli("train", *common, "--no-final-eval", "--resume") == 0
+    info = modeldir.read(out)
+    assert info.path.name == "step-000006"
+    assert info.meta["training"]["config"]["max_iters"] == 6
+
+
+def test_sample_interval_samples_apart_from_evaluations(tmp_path: Path) -> None:
+    from tests.helpers import cli
+
+    data, out = make_data(tmp_path), tmp_path / "run"
+    shape = ("--block-size", "16", "--n-layer", "2", "--n-head", "2", "--n-embd", "16")
+    every = (
+        "--max-iters",
+        "6",
+        "--eval-interval",
+        "4",
+        "--eval-iters",
+        "1",
+        "--sample-interval",
+        "3",
+    )
+    assert cli("train", "--data", data, "--out", out, *shape, *every, "--device", "cpu") == 0
+    events = [json.loads(line) for line in (out / "metrics.jsonl").open()]
+    assert [e["iter"] for e in events if e["event"] == "sample"] == [3, 6]
+    assert [e["iter"] for e in events if e["event"] == "eval" and "val_loss" in e] == [4, 6]
+
+
+def test_init_from_with_a_shorter_block_crops_the_model(tmp_path: Path) -> None:
+    from tests.helpers import make_model
+
+    base = make_model(tmp_path, block_size=32)
+    out = tmp_path / "tuned"
+    result = run(make_data(tmp_path), out, init_from=str(base), train={"max_iters": 5})
+    assert result["iter"] == 5
+    info = modeldir.read(out)
+    assert info.config.block_size == TINY["block_size"] == 16
+    assert info.meta["training"]["init_from"] == str(base)
