@@ -435,6 +435,7 @@ class Trainer:
         self.tokens_per_step = cfg.batch_size * model_cfg.block_size * cfg.grad_accum
         # Model FLOPs utilisation: achieved model FLOP/s over the peak of all the job's devices.
         self.peak = opts.peak_flops or peak_flops(device, self.dtype)
+        self.flops_per_token = self.raw_model.flops_per_token()
         self.loss: float | None = None  # the last logged training loss
         self.train_loss: float | None = None  # the last evaluation's estimates
         self.val_loss: float | None = None
@@ -627,7 +628,7 @@ class Trainer:
             elapsed=self.elapsed_before + (now - self.t_start),
         )
         if self.peak:
-            flops = tokens_per_sec * self.raw_model.flops_per_token()
+            flops = tokens_per_sec * self.flops_per_token
             event["mfu"] = flops / (self.peak * self.dist.world_size)
         self.log.emit(event)
         self.t_log, self.tokens_since_log = now, 0
