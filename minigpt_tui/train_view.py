@@ -97,9 +97,12 @@ class TrainView:
             "mfu": self.state["mfu"],
         }
         if self.progress is not None and self.task is not None:
-            elapsed = event["elapsed"] if event["event"] == "train" else 0.0
-            done = elapsed if self.budget else event["iter"]
-            self.progress.update(self.task, completed=done, **fields)
+            if not self.budget:
+                self.progress.update(self.task, completed=event["iter"], **fields)
+            elif event["event"] == "train":  # a time budget's bar moves with the seconds
+                self.progress.update(self.task, completed=event["elapsed"], **fields)
+            else:  # an evaluation carries no time: keep the bar where it is
+                self.progress.update(self.task, **fields)
         elif event["event"] == "train" and time.monotonic() - self._last_print > 5:
             self._last_print = time.monotonic()
             self.console.print(

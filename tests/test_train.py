@@ -252,3 +252,35 @@ def test_init_from_with_a_shorter_block_crops_the_model(tmp_path: Path) -> None:
     info = modeldir.read(out)
     assert info.config.block_size == TINY["block_size"] == 16
     assert info.meta["training"]["init_from"] == str(base)
+
+
+def test_time_budget_progress_bar_stays_put_at_evaluations() -> None:
+    import io
+
+    from rich.console import Console
+
+    from minigpt_tui.train_view import TrainView
+
+    view = TrainView(Console(file=io.StringIO(), force_terminal=True))
+    model = {"n_layer": 2, "n_head": 2, "n_embd": 16, "block_size": 16}
+    with view:
+        view.handle(
+            {
+                "event": "start",
+                "iter": 0,
+                "max_iters": 10**6,
+                "time_budget": 60.0,
+                "resumed": False,
+                "params": 1000,
+                "tokens_per_step": 64,
+                "config": {"model": model, "train": {}},
+                "device": "cpu",
+                "dtype": "float32",
+                "world_size": 1,
+            }
+        )
+        train_event = {"iter": 50, "loss": 2.0, "lr": 1e-3, "tokens_per_sec": 1e4, "elapsed": 30.0}
+        view.handle({"event": "train", **train_event})  # type: ignore[typeddict-item]
+        view.handle({"event": "eval", "iter": 50, "train_loss": 2.0, "val_loss": 2.1})
+        assert view.progress is not None
+        assert view.progress.tasks[0].completed == 30.0  # seconds of the budget, not iterations
