@@ -284,3 +284,19 @@ def test_time_budget_progress_bar_stays_put_at_evaluations() -> None:
         view.handle({"event": "eval", "iter": 50, "train_loss": 2.0, "val_loss": 2.1})
         assert view.progress is not None
         assert view.progress.tasks[0].completed == 30.0  # seconds of the budget, not iterations
+
+
+def test_every_config_field_is_a_train_flag(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    from tests.helpers import cli
+
+    monkeypatch.setenv("COLUMNS", "200")
+    assert cli("train", "--help") == 0
+    shown = capsys.readouterr().out
+    for cls in (GPTConfig, TrainConfig):
+        for f in dataclasses.fields(cls):
+            flag = (f.metadata["flags"] or (f"--{f.name.replace('_', '-')}",))[0]
+            assert flag.split("/")[0] in shown and f.metadata["help"] in shown, f.name
