@@ -15,11 +15,14 @@ filled from DATA here). In order, each step in its own process, within `--budget
    under the profiler; tokens/s, MFU, peak memory, first step (compilation);
 4. nanogpt: nanoGPT's own train.py, config/train_gpt2.py with the same shape (bias, vocab 50257
    through a meta.pkl), batch, accumulation, steps and logging; timed from its log lines;
-5. decode: a random-weight GPT-2 124M through the torch backend (KV cache), batch 1, 256-token
-   prompt, 128 new greedy tokens, plus a profile of decode steps;
-then, while the budget lasts: the largest micro-batch that fits (extrapolated from peak memory,
-then tried) for ours and nanoGPT, ours with the vocabulary padded to 50304 (as nanoGPT pads),
-and decode with the decode step under torch.compile.
+5. decode: a random-weight GPT-2 124M through the torch backend, batch 1, 256-token prompt,
+   128 new greedy tokens: the growing KV cache, the static cache run eagerly, and the static
+   cache replayed as a CUDA graph (the backend's default on CUDA), plus a profile of decode steps;
+then, while the budget lasts: ours with the vocabulary padded to 50304 (as nanoGPT pads), the
+same with inductor's coordinate-descent tuning, and the largest micro-batch that fits
+(extrapolated from peak memory, then tried) for ours and nanoGPT. `--only decode,ours,...`
+runs only the steps named (tests, matmul, decode, ours, nanogpt, padded, tuned, largest-ours,
+largest-nanogpt); `--tests-k` narrows the GPU tests.
 
 Writes gpu_check.json and gpu_check.md to --out (default $OUT, else benchmarks/out).
 """
