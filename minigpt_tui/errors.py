@@ -11,6 +11,7 @@ class UserError(Exception):
 
 def known_errors() -> tuple[type[BaseException], ...]:
     """Every error type the package raises for bad input (imported lazily, all torch-free)."""
+    from export import ExportError
     from minigpt_tui.engine import EngineError
     from minigpt_tui.sampling import SamplingError
     from model.config import ConfigError
@@ -26,6 +27,7 @@ def known_errors() -> tuple[type[BaseException], ...]:
         TokenizerError,
         EngineError,
         SamplingError,
+        ExportError,
     )
     # Errors of torch-side modules: only raised when their module ran, so importing them
     # here only when already loaded keeps this function torch-free.
