@@ -1,14 +1,14 @@
-"""Check `export gguf` against llama.cpp itself (through llama-cpp-python); not run in CI.
+"""Check `export gguf` against llama.cpp itself; not run in CI.
 
 For each tokenizer kind (the bundled character-level model; a small GPT-2-BPE model; a model
 with a byte-level BPE trained here with Hugging Face tokenizers) and each --type, llama.cpp
 loads the GGUF file, tokenizes a passage of Tiny Shakespeare (compared with this project's
 tokenizer), and greedy-decodes from a prompt (compared token by token with this project's
-model, which picks the argmax of its own full forward pass at each step). It also reports the
-largest difference between llama.cpp's logits and ours along the way.
+model, which takes the argmax of its own full forward pass at each step); the largest
+difference between llama.cpp's top logit and ours along the way is reported too.
 
     pip install llama-cpp-python     # builds llama.cpp from source
-    PYTHONPATH=. python benchmarks/llama_cpp_check.py [--text data.txt] [--tokens 120]
+    PYTHONPATH=. python benchmarks/llama_cpp_check.py
 
 The GPT-2 and BPE models have random weights with a sharpened embedding (so that greedy
 choices are not near-ties); the character model is the trained bundled one.
@@ -21,14 +21,14 @@ import importlib.metadata
 import json
 import platform
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import llama_cpp
 import numpy as np
 import torch
 
-from export import weights
 from export.gguf_export import export_gguf, write_gguf
 from export.vocab import from_hf_json, padded
 from minigpt_tui.models import resolve_model
@@ -38,72 +38,16 @@ from model.gpt import GPT
 from model.tokenizer import GPT2Tokenizer
 
 TYPES = ("f32", "f16", "q8_0")
+PROMPT = "ROMEO:\n"
 
 
-def our_greedy(model: GPT, prompt: list[int], n: int) -> tuple[list[int], list[np.ndarray]]:
-    ids, logits = list(prompt), []
-    with torch.no_grad():
-        for _ in range(n):
-            out, _ = model(torch.tensor([ids[-model.config.block_size :]]))
-            logits.append(out[0, -1].numpy())
-            ids.append(int(out[0, -1].argmax()))
-    return ids[len(prompt) :], logits
-
-
-def llama_greedy(
-    llm: llama_cpp.Llama, prompt: list[int], n: int
-) -> tuple[list[int], list[np.ndarray]]:
-    llm.reset()
-    llm.eval(prompt)
-    ids, logits = [], []
-    for _ in range(n):
-        row = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
-        logits.append(row)
-        ids.append(int(row.argmax()))
-        llm.eval([ids[-1]])
-    return ids, logits
-
-
-def check(
-    name: str,
-    gguf_path: Path,
-    tokenize: Any,
-    model: GPT,
-    text: str,
-    prompt: str,
-    n: int,
-    qtype: str,
-) -> dict[str, Any]:
-    llm = llama_cpp.Llama(str(gguf_path), n_ctx=model.config.block_size, n_threads=2, verbose=False)
-    ours_text = tokenize(text)
-    theirs_text = llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
-    first_diff = next(
-        (i for i, (a, b) in enumerate(zip(ours_text, theirs_text, strict=False)) if a != b),
-        None if len(ours_text) == len(theirs_text) else min(len(ours_text), len(theirs_text)),
-    )
-    p = tokenize(prompt)
-    n = min(n, model.config.block_size - len(p))
-    ours, ours_logits = our_greedy(model, p, n)
-    theirs, their_logits = llama_greedy(llm, p, n)
-    agree = next(
-        (i for i, (a, b) in enumerate(zip(ours, theirs, strict=True)) if a != b), len(ours)
-    )
-    diffs = [
-        float(np.abs(a - b).max())
-        for a, b in zip(ours_logits[:agree], their_logits[:agree], strict=True)
-    ]
-    return {
-        "model": name,
-        "type": qtype,
-        "text_tokens": len(ours_text),
-        "tokenization_equal": first_diff is None,
-        "first_tokenization_diff": first_diff,
-        "greedy_tokens": n,
-        "greedy_equal_prefix": agree,
-        "greedy_equal": agree == n,
-        "max_logit_diff": max(diffs) if diffs else None,
-        "max_logit": float(np.abs(np.array(ours_logits)).max()),
-    }
+@dataclass
+class Case:
+    name: str
+    type: str
+    gguf: Path
+    tokenize: Callable[[str], list[int]]
+    model: GPT
 
 
 def train_bpe(text: str, vocab_size: int) -> str:
@@ -132,82 +76,115 @@ def random_model(vocab_size: int, seed: int) -> GPT:
     return model
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--text", type=Path, default=Path("/work/shared/data/tinyshakespeare.txt"))
-    ap.add_argument("--chars", type=int, default=20_000, help="passage length to tokenize")
-    ap.add_argument("--tokens", type=int, default=120, help="greedy tokens per model")
-    args = ap.parse_args()
-    corpus = args.text.read_text(encoding="utf-8")
-    text = corpus[-args.chars :]  # the end of the corpus (the validation split)
-    tmp = Path(tempfile.mkdtemp(prefix="llama-cpp-check-"))
-    results = []
-
+def build_cases(work: Path, train_text: str) -> list[Case]:
+    """Write every GGUF file under `work` and say how this project tokenizes for each."""
+    cases = []
     bundled = resolve_model("shakespeare-char")
     char_model, info = checkpoint.load(bundled)
     char_tok = info.tokenizer()
-    for qtype in TYPES:
-        path = export_gguf(bundled, tmp / f"char-{qtype}.gguf", type=qtype).path
-        results.append(
-            check(
-                "shakespeare-char",
-                path,
-                char_tok.encode,
-                char_model.eval(),
-                text,
-                "ROMEO:\n",
-                args.tokens,
-                qtype,
-            )
-        )
+    for t in TYPES:
+        path = export_gguf(bundled, work / f"char-{t}.gguf", type=t, force=True).path
+        cases.append(Case("shakespeare-char", t, path, char_tok.encode, char_model.eval()))
 
-    gpt2_dir = tmp / "gpt2-model"
+    gpt2_dir = work / "gpt2-model"
     gpt2 = random_model(50257, seed=1)
-    checkpoint.save(gpt2_dir, gpt2, modeldir.make_meta(gpt2.config, GPT2Tokenizer(), name="g"))
-    for qtype in TYPES:
-        path = export_gguf(gpt2_dir, tmp / f"gpt2-{qtype}.gguf", type=qtype).path
-        results.append(
-            check(
-                "random GPT-2 BPE",
-                path,
-                GPT2Tokenizer().encode,
-                gpt2,
-                text,
-                "ROMEO:\n",
-                args.tokens,
-                qtype,
-            )
-        )
+    meta = modeldir.make_meta(gpt2.config, GPT2Tokenizer(), name="gpt2-random")
+    checkpoint.save(gpt2_dir, gpt2, meta, replace=True)
+    for t in TYPES:
+        path = export_gguf(gpt2_dir, work / f"gpt2-{t}.gguf", type=t, force=True).path
+        cases.append(Case("random, GPT-2 BPE", t, path, GPT2Tokenizer().encode, gpt2))
 
-    bpe_json = train_bpe(corpus[: -args.chars], 1024)
     from tokenizers import Tokenizer
 
+    bpe_json = train_bpe(train_text, 1024)
     hf = Tokenizer.from_str(bpe_json)
     bpe = random_model(1024, seed=2)
     sd = {k: v.numpy() for k, v in checkpoint.state_for_saving(bpe).items()}
-    assert set(sd) == set(weights.expected_shapes(bpe.config))
-    for qtype in TYPES:
-        path = tmp / f"bpe-{qtype}.gguf"
-        write_gguf(path, bpe.config, sd, padded(from_hf_json(bpe_json), 1024), qtype, "bpe")
-        results.append(
-            check(
-                "random, trained byte-level BPE (1024)",
-                path,
-                lambda s: hf.encode(s).ids,
-                bpe,
-                text,
-                "ROMEO:\n",
-                args.tokens,
-                qtype,
-            )
-        )
+    for t in TYPES:
+        path = work / f"bpe-{t}.gguf"
+        write_gguf(path, bpe.config, sd, padded(from_hf_json(bpe_json), 1024), t, "bpe-random")
+        cases.append(Case("random, trained BPE 1024", t, path, lambda s: hf.encode(s).ids, bpe))
+    return cases
 
+
+def ours(case: Case, text: str, n: int) -> dict[str, Any]:
+    prompt = case.tokenize(PROMPT)
+    ids, top = list(prompt), []
+    with torch.no_grad():
+        for _ in range(n):
+            logits, _ = case.model(torch.tensor([ids[-case.model.config.block_size :]]))
+            top.append(float(logits[0, -1].max()))
+            ids.append(int(logits[0, -1].argmax()))
+    return {
+        "text_ids": case.tokenize(text),
+        "prompt_ids": prompt,
+        "greedy": ids[len(prompt) :],
+        "top_logit": top,
+    }
+
+
+def llama_cpp_python(gguf_path: Path, text: str, n: int) -> dict[str, Any]:
+    import llama_cpp
+
+    llm = llama_cpp.Llama(str(gguf_path), n_ctx=0, n_threads=2, verbose=False)
+    prompt = llm.tokenize(PROMPT.encode("utf-8"), add_bos=False, special=False)
+    llm.eval(prompt)
+    greedy, top = [], []
+    for _ in range(n):
+        row = np.asarray(llm.scores[llm.n_tokens - 1], dtype=np.float32)
+        greedy.append(int(row.argmax()))
+        top.append(float(row.max()))
+        llm.eval([greedy[-1]])
+    return {
+        "text_ids": llm.tokenize(text.encode("utf-8"), add_bos=False, special=False),
+        "prompt_ids": prompt,
+        "greedy": greedy,
+        "top_logit": top,
+    }
+
+
+def compare(case: Case, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    same_text = a["text_ids"] == b["text_ids"]
+    first = next(
+        (i for i, (x, y) in enumerate(zip(a["text_ids"], b["text_ids"], strict=False)) if x != y),
+        None if same_text else min(len(a["text_ids"]), len(b["text_ids"])),
+    )
+    pairs = list(zip(a["greedy"], b["greedy"], strict=True))
+    agree = next((i for i, (x, y) in enumerate(pairs) if x != y), len(pairs))
+    diffs = [
+        abs(x - y) for x, y in zip(a["top_logit"][:agree], b["top_logit"][:agree], strict=True)
+    ]
+    return {
+        "model": case.name,
+        "type": case.type,
+        "passage_tokens": len(a["text_ids"]),
+        "tokenization_equal": same_text and a["prompt_ids"] == b["prompt_ids"],
+        "first_tokenization_diff": first,
+        "greedy_tokens": len(pairs),
+        "greedy_equal_prefix": agree,
+        "max_top_logit_diff": max(diffs) if diffs else None,
+        "max_top_logit": max(abs(x) for x in a["top_logit"]),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--text", type=Path, default=Path("/work/shared/data/tinyshakespeare.txt"))
+    ap.add_argument("--chars", type=int, default=20_000, help="passage length to tokenize")
+    ap.add_argument("--tokens", type=int, default=100, help="greedy tokens per model")
+    args = ap.parse_args()
+    corpus = args.text.read_text(encoding="utf-8")
+    passage = corpus[-args.chars :]  # the end of the corpus (the validation split)
+    work = Path(tempfile.mkdtemp(prefix="llama-cpp-check-"))
+    results = []
+    for case in build_cases(work, corpus[: -args.chars]):
+        theirs = llama_cpp_python(case.gguf, passage, args.tokens)
+        results.append(compare(case, ours(case, passage, args.tokens), theirs))
     versions = {
-        "llama_cpp_python": llama_cpp.__version__,
+        "llama-cpp-python": importlib.metadata.version("llama-cpp-python"),
         "gguf": importlib.metadata.version("gguf"),
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "cpu": platform.processor() or platform.machine(),
     }
     print(json.dumps({"versions": versions, "results": results}, indent=1))
 

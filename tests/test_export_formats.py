@@ -3,8 +3,10 @@ this project's model, with its tokenizer (char, GPT-2 BPE, and a trained byte-le
 
 from __future__ import annotations
 
+import errno
 import itertools
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -411,3 +413,22 @@ assert not bad, bad
     res = run_child(code)
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "s.gguf").is_file() and (tmp_path / "hf" / "model.safetensors").is_file()
+
+
+def _enospc(fd: int) -> None:
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_disk_full_keeps_the_previous_exports(
+    tmp_path: Path, char_model: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    gguf_file, hf_dir = tmp_path / "m.gguf", tmp_path / "hf"
+    assert cli("export", "gguf", char_model, "--out", gguf_file) == 0
+    assert cli("export", "hf", char_model, "--out", hf_dir) == 0
+    before = {p: p.read_bytes() for p in [gguf_file, *hf_dir.iterdir()]}
+    monkeypatch.setattr(os, "fsync", _enospc)  # the disk is full when the data reaches it
+    for args in (("gguf", "--out", gguf_file), ("hf", "--out", hf_dir)):
+        err = expect_one_line_error(capsys, "export", args[0], char_model, *args[1:], "--force")
+        assert "No space left on device" in err
+    assert {p: p.read_bytes() for p in [gguf_file, *hf_dir.iterdir()]} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "m.gguf"]  # no temporary left

@@ -94,8 +94,6 @@ def gguf(
 
     from minigpt_tui.models import resolve_model
 
-    if type not in ("f32", "f16", "q8_0"):
-        raise UserError(f"--type must be f32, f16 or q8_0, got {type!r}")
     try:
         from export.gguf_export import export_gguf
     except ImportError as e:
