@@ -35,7 +35,7 @@ from minigpt_tui.models import resolve_model
 from model import checkpoint, modeldir
 from model.config import GPTConfig
 from model.gpt import GPT
-from model.tokenizer import GPT2Tokenizer
+from model.tokenizer import CharTokenizer, GPT2Tokenizer
 
 TYPES = ("f32", "f16", "q8_0")
 PROMPT = "ROMEO:\n"
@@ -48,6 +48,7 @@ class Case:
     gguf: Path
     tokenize: Callable[[str], list[int]]
     model: GPT
+    passage: str  # the text whose tokenization is compared
 
 
 def train_bpe(text: str, vocab_size: int) -> str:
@@ -76,15 +77,27 @@ def random_model(vocab_size: int, seed: int) -> GPT:
     return model
 
 
-def build_cases(work: Path, train_text: str) -> list[Case]:
+def build_cases(work: Path, train_text: str, passage: str) -> list[Case]:
     """Write every GGUF file under `work` and say how this project tokenizes for each."""
     cases = []
     bundled = resolve_model("shakespeare-char")
     char_model, info = checkpoint.load(bundled)
+    char_model.eval()
     char_tok = info.tokenizer()
     for t in TYPES:
         path = export_gguf(bundled, work / f"char-{t}.gguf", type=t, force=True).path
-        cases.append(Case("shakespeare-char", t, path, char_tok.encode, char_model.eval()))
+        cases.append(Case("shakespeare-char", t, path, char_tok.encode, char_model, passage))
+
+    # Characters of 2, 3 and 4 UTF-8 bytes, which need merges in llama.cpp's byte-level BPE.
+    uni = passage.replace("the ", "thé ").replace("--", "—") + " 10€ ☃ 😀 ﬁn Ça\n"
+    uni_tok = CharTokenizer.from_text([uni])
+    uni_dir = work / "unicode-char-model"
+    uni_model = random_model(uni_tok.vocab_size, seed=3)
+    meta = modeldir.make_meta(uni_model.config, uni_tok, name="unicode-char-random")
+    checkpoint.save(uni_dir, uni_model, meta, replace=True)
+    for t in TYPES:
+        path = export_gguf(uni_dir, work / f"unicode-{t}.gguf", type=t, force=True).path
+        cases.append(Case("random, char (UTF-8)", t, path, uni_tok.encode, uni_model, uni))
 
     gpt2_dir = work / "gpt2-model"
     gpt2 = random_model(50257, seed=1)
@@ -92,22 +105,26 @@ def build_cases(work: Path, train_text: str) -> list[Case]:
     checkpoint.save(gpt2_dir, gpt2, meta, replace=True)
     for t in TYPES:
         path = export_gguf(gpt2_dir, work / f"gpt2-{t}.gguf", type=t, force=True).path
-        cases.append(Case("random, GPT-2 BPE", t, path, GPT2Tokenizer().encode, gpt2))
+        cases.append(Case("random, GPT-2 BPE", t, path, GPT2Tokenizer().encode, gpt2, passage))
 
     from tokenizers import Tokenizer
 
     bpe_json = train_bpe(train_text, 1024)
     hf = Tokenizer.from_str(bpe_json)
+
+    def bpe_encode(text: str) -> list[int]:
+        return list(hf.encode(text).ids)
+
     bpe = random_model(1024, seed=2)
     sd = {k: v.numpy() for k, v in checkpoint.state_for_saving(bpe).items()}
     for t in TYPES:
         path = work / f"bpe-{t}.gguf"
         write_gguf(path, bpe.config, sd, padded(from_hf_json(bpe_json), 1024), t, "bpe-random")
-        cases.append(Case("random, trained BPE 1024", t, path, lambda s: hf.encode(s).ids, bpe))
+        cases.append(Case("random, trained BPE 1024", t, path, bpe_encode, bpe, passage))
     return cases
 
 
-def ours(case: Case, text: str, n: int) -> dict[str, Any]:
+def ours(case: Case, n: int) -> dict[str, Any]:
     prompt = case.tokenize(PROMPT)
     ids, top = list(prompt), []
     with torch.no_grad():
@@ -116,7 +133,7 @@ def ours(case: Case, text: str, n: int) -> dict[str, Any]:
             top.append(float(logits[0, -1].max()))
             ids.append(int(logits[0, -1].argmax()))
     return {
-        "text_ids": case.tokenize(text),
+        "text_ids": case.tokenize(case.passage),
         "prompt_ids": prompt,
         "greedy": ids[len(prompt) :],
         "top_logit": top,
@@ -126,7 +143,7 @@ def ours(case: Case, text: str, n: int) -> dict[str, Any]:
 def llama_cpp_python(gguf_path: Path, text: str, n: int) -> dict[str, Any]:
     import llama_cpp
 
-    llm = llama_cpp.Llama(str(gguf_path), n_ctx=0, n_threads=2, verbose=False)
+    llm = llama_cpp.Llama(str(gguf_path), n_ctx=0, n_threads=2, logits_all=True, verbose=False)
     prompt = llm.tokenize(PROMPT.encode("utf-8"), add_bos=False, special=False)
     llm.eval(prompt)
     greedy, top = [], []
@@ -177,11 +194,11 @@ def main() -> None:
     passage = corpus[-args.chars :]  # the end of the corpus (the validation split)
     work = Path(tempfile.mkdtemp(prefix="llama-cpp-check-"))
     results = []
-    for case in build_cases(work, corpus[: -args.chars]):
-        theirs = llama_cpp_python(case.gguf, passage, args.tokens)
-        results.append(compare(case, ours(case, passage, args.tokens), theirs))
+    for case in build_cases(work, corpus[: -args.chars], passage):
+        theirs = llama_cpp_python(case.gguf, case.passage, args.tokens)
+        results.append(compare(case, ours(case, args.tokens), theirs))
     versions = {
-        "llama-cpp-python": importlib.metadata.version("llama-cpp-python"),
+        "llama-cpp-python": __import__("llama_cpp").__version__,
         "gguf": importlib.metadata.version("gguf"),
         "torch": torch.__version__,
         "python": platform.python_version(),
