@@ -175,7 +175,7 @@ class OrtStreams:
             raise EngineError(f"streams must be 1 to {MAX_STREAMS}, got {n}")
         cfg = model.config
         self.model, self.n, self.block_size = model, n, cfg.block_size
-        self.lengths = [0] * n  # tokens in each stream's cache
+        self._lengths = np.zeros(n, np.int32)  # tokens in each stream's cache
         hs = cfg.n_embd // cfg.n_head
         shape = (n, cfg.n_head, cfg.block_size, hs)
         try:
@@ -237,10 +237,15 @@ class OrtStreams:
         io.bind_cpu_input(POSITION_IDS, np.arange(t, dtype=np.int64).reshape(1, t))
         io.bind_cpu_input(SEQLENS, np.array([t - 1], np.int32))
         io.bind_cpu_input(TOTAL, np.array(t, np.int32))
-        self.lengths[stream] = 0  # a failed run leaves the stream empty, not half-written
+        self._lengths[stream] = 0  # a failed run leaves the stream empty, not half-written
         self._run(io)
-        self.lengths[stream] = t
+        self._lengths[stream] = t
         return self._row_logits[0].copy()
+
+    @property
+    def lengths(self) -> list[int]:
+        """Tokens in each stream's cache."""
+        return [int(n) for n in self._lengths]
 
     def decode_batch(self, tokens: Sequence[int]) -> np.ndarray:
         """Append tokens[i] to stream i, for every stream; return the logits (n, vocab)."""
@@ -248,21 +253,34 @@ class OrtStreams:
             raise EngineError(
                 f"decode_batch needs one token per stream ({self.n}), got {len(tokens)}"
             )
-        full = [i for i, length in enumerate(self.lengths) if length >= self.block_size]
-        if full:
+        lengths = self._lengths
+        longest = int(lengths.max())
+        if longest >= self.block_size:
+            full = int(lengths.argmax())
             raise EngineError(
-                f"the KV cache of stream {full[0]} is full ({self.block_size} tokens); "
+                f"the KV cache of stream {full} is full ({self.block_size} tokens); "
                 "prefill it again"
             )
-        lengths = np.asarray(self.lengths, np.int32)
         self._ids[:, 0] = tokens
         self._pos[:, 0] = lengths
         self._seqlens[:] = lengths  # the new length minus one
-        self._total[...] = lengths.max() + 1
+        self._total[...] = longest + 1
         self._run(self._io)
-        for i in range(self.n):
-            self.lengths[i] += 1
+        lengths += 1
         return self._logits.copy()
+
+    def decode_one(self, token: int) -> np.ndarray:
+        """decode_batch for a single stream, with less per-call work: (vocab,) logits."""
+        n = int(self._lengths[0])
+        if self.n != 1 or n >= self.block_size:
+            return self.decode_batch((token,))[0]  # its one-line errors
+        self._ids[0, 0] = token
+        self._pos[0, 0] = n
+        self._seqlens[0] = n
+        self._total[...] = n + 1
+        self._run(self._io)
+        self._lengths[0] = n + 1
+        return self._logits[0].copy()
 
 
 class OrtBackend:
@@ -283,7 +301,7 @@ class OrtBackend:
 
     @property
     def cache_len(self) -> int:
-        return self._stream.lengths[0]
+        return int(self._stream._lengths[0])
 
     def prefill(self, ids: Sequence[int]) -> np.ndarray:
         self._started = False
@@ -294,9 +312,9 @@ class OrtBackend:
     def decode(self, token: int) -> np.ndarray:
         if not self._started:
             raise EngineError("decode() before prefill()")
-        if self._stream.lengths[0] >= self.block_size:
+        if self.cache_len >= self.block_size:
             raise EngineError(f"the KV cache is full ({self.block_size} tokens); prefill again")
-        return self._stream.decode_batch((token,))[0]
+        return self._stream.decode_one(token)
 
 
 def _first_line(e: Exception) -> str:
