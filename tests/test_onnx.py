@@ -328,3 +328,46 @@ def test_quality_benchmark_loss_matches_torch_split_loss(exported: dict[str, Pat
     want = split_loss(model, tokens, info.config.block_size)
     got = quality.onnx_split_loss(ort_engine.OrtModel.load(info), tokens, batch_size=2)
     assert abs(got - want) < 1e-5
+
+
+def test_quantized_modes_share_the_embedding_and_stay_close(
+    exported: dict[str, Path], tmp_path: Path
+) -> None:
+    """int8/int4 store the tied embedding once, as the head's quantised matrix."""
+    info = modeldir.read(exported["small"])
+    v, c = info.config.vocab_size, info.config.n_embd
+    sizes = {}
+    for q in ("int8", "int4", "int4-mlp"):
+        out = exported["int8"] if q == "int8" else tmp_path / q
+        if q != "int8":
+            res = export_onnx(exported["small"], out, quantize=q)
+            assert res.verify is not None and res.verify["mean_kl"] <= res.verify["max_mean_kl"]
+        g = onnx.load(str(out / "model.onnx")).graph
+        fp32_tables = [
+            t.name for t in g.initializer if t.data_type == TensorProto.FLOAT and t.dims == [v, c]
+        ]
+        assert fp32_tables == []  # no float copy of the (vocab, C) matrix
+        gather = next(n for n in g.node if n.op_type == "GatherBlockQuantized")
+        head = [n for n in g.node if n.op_type == "MatMulNBits"][-1]
+        assert gather.input[0] == head.input[1]  # one matrix, read by both
+        sizes[q] = (out / "model.onnx").stat().st_size
+        backend = load_backend(out)
+        logits = backend.prefill([1, 2, 3])
+        assert logits.shape == (v,) and np.isfinite(logits).all()
+    assert sizes["int4"] < sizes["int4-mlp"] < sizes["int8"]
+
+
+def test_an_older_growing_cache_export_is_refused_in_one_line(
+    exported: dict[str, Path], tmp_path: Path
+) -> None:
+    model = copy_model(exported["int8"], tmp_path / "m")
+    ids = helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["b", "t"])
+    past = helper.make_tensor_value_info("past_key_0", TensorProto.FLOAT, ["b", 2, "p", 8])
+    out = helper.make_tensor_value_info("logits", TensorProto.INT64, ["b", "t"])
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["input_ids"], ["logits"])], "g", [ids, past], [out]
+    )
+    onnx.save(helper.make_model(graph), str(model / "model.onnx"))
+    with pytest.raises(EngineError, match="exported by an older minigpt-tui") as e:
+        load_backend(model)
+    assert "\n" not in str(e.value) and "export onnx --force" in str(e.value)
