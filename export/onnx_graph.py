@@ -26,17 +26,13 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from export.ort_engine import cache_names
 from model.config import GPTConfig
 
 MS = "com.microsoft"
 BLOCK = 32  # quantisation block along the input (K) axis; 16 for widths that need it
 BITS = {"none": 0, "int8": 8, "int4": 4, "int4-mlp": 4}  # int4-mlp: MLP int4, the rest int8
 ACCURACY_LEVEL = 4  # MatMulNBits: int8 activations (the fastest CPU kernels)
-
-
-def cache_names(n_layer: int, prefix: str) -> list[str]:
-    """past_key_0, past_value_0, past_key_1, ... (prefix "past" or "present")."""
-    return [f"{prefix}_{kind}_{i}" for i in range(n_layer) for kind in ("key", "value")]
 
 
 def build_graph(
@@ -68,7 +64,7 @@ def build_graph(
         )
 
     def quantized(name: str, weight_nk: np.ndarray, nbits: int) -> tuple[str, str]:
-        """weight (N out, K in) -> MatMulNBits' packed (N, K/BLOCK, blob) and scales."""
+        """weight (N out, K in) -> MatMulNBits' packed (N, K/block, blob) and scales."""
         from onnxruntime.quantization.matmul_nbits_quantizer import (
             DefaultWeightOnlyQuantConfig,
             DefaultWeightOnlyQuantizer,

@@ -122,7 +122,10 @@ def test_cache_is_written_in_place(exported: dict[str, Path]) -> None:
     buffers = list(streams._caches)
     assert buffers[0].shape == (2, cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head)
     streams.prefill(0, [1, 2, 3])
-    streams.decode_batch([4, 5])
+    logits = streams.decode_batch([4, 5])  # stream 1 was never prefilled: [5] is its start
+    ref = TorchBackend(info)
+    np.testing.assert_allclose(logits[0], ref.prefill([1, 2, 3, 4]), atol=1e-4)
+    np.testing.assert_allclose(logits[1], ref.prefill([5]), atol=1e-4)
     assert [a is b for a, b in zip(buffers, streams._caches, strict=True)] == [True] * len(buffers)
     filled = np.abs(buffers[0]).sum(axis=(1, 3)) > 0  # (stream, position)
     assert filled[0].tolist() == [True] * 4 + [False] * (cfg.block_size - 4)
