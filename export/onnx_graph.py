@@ -32,7 +32,7 @@ from model.config import GPTConfig
 MS = "com.microsoft"
 # Quantisation blocks along the input (K) axis: the largest that divides n_embd. Each block
 # has a float32 scale, so int8 in blocks of 128 costs 3% over the int8 weights (GPT-2 124M:
-# 136 MB instead of 147 MB in blocks of 32); 4-bit weights need the finer blocks.
+# 132 MB instead of 147 MB in blocks of 32); 4-bit weights need the finer blocks.
 BLOCKS = {8: (128, 64, 32, 16), 4: (32, 16)}
 BITS = {"none": 0, "int8": 8, "int4": 4, "int4-mlp": 4}  # int4-mlp: MLP int4, the rest int8
 ACCURACY_LEVEL = 4  # MatMulNBits: int8 activations (the fastest CPU kernels)
