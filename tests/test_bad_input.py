@@ -157,7 +157,7 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     # export onnx
     ("export onnx", "missing model", ["export", "onnx"]),
     ("export onnx", "model not found", ["export", "onnx", "{tmp}/nope"]),
-    ("export onnx", "unknown quantization", ["export", "onnx", "{model}", "--quantize", "int4", "--out", "{tmp}/x"]),
+    ("export onnx", "unknown quantization", ["export", "onnx", "{model}", "--quantize", "int3", "--out", "{tmp}/x"]),
     ("export onnx", "opset too old", ["export", "onnx", "{model}", "--opset", "7", "--out", "{tmp}/x"]),
     ("export onnx", "opset not a number", ["export", "onnx", "{model}", "--opset", "new"]),
     ("export onnx", "out is a file", ["export", "onnx", "{model}", "--out", "{text}"]),
