@@ -7,6 +7,7 @@ Preparation streams: a corpus of any size is read in chunks and never held in me
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import os
@@ -19,13 +20,15 @@ from typing import Any
 import numpy as np
 
 from model import modeldir
-from model.tokenizer import CharTokenizer, GPT2Tokenizer, Tokenizer, WithTokenizer
+from model.tokenizer import CharTokenizer, GPT2Tokenizer, Tokenizer, WithTokenizer, safe_cut
 
 SHAKESPEARE_URL = (
     "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 )
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 CHUNK_BYTES = 4 * 1024 * 1024
+LOOKBACK_CHARS = 1 << 20  # a chunk's cut is looked for in its last 1M characters
+MAX_UNCUT_CHARS = 64 << 20  # text with no safe cut in this many characters is refused
 META_FILE = "meta.json"
 TEXT_SUFFIXES = {".txt", ".md", ".text", ".rst", ".csv", ".tsv", ".json", ".jsonl", ".py", ""}
 
@@ -75,48 +78,33 @@ def fetch_shakespeare(cache_dir: Path, from_file: Path | None = None) -> Path:
 
 
 def _read_chunks(files: list[Path]) -> Iterator[tuple[str, int]]:
-    """(text, bytes consumed) chunks that end at line boundaries, across all files in order."""
+    """(text, UTF-8 bytes) chunks of about CHUNK_BYTES, cut only where `safe_cut` allows, so
+    that the chunks of a corpus tokenize exactly as the whole would."""
     for path in files:
+        utf8 = codecs.getincrementaldecoder("utf-8")()
         with open(path, "rb") as f:
-            rest = b""
+            rest = ""
             while True:
                 block = f.read(CHUNK_BYTES)
+                try:
+                    text = rest + utf8.decode(block, final=not block)
+                except UnicodeDecodeError as e:
+                    raise DataError(f"{path} is not UTF-8 text ({e.reason})") from None
                 if not block:
+                    if text:
+                        yield text, len(text.encode("utf-8"))
                     break
-                block = rest + block
-                cut = _cut_point(block)
+                cut = safe_cut(text, len(text), len(text) - LOOKBACK_CHARS)
                 if cut == 0:
-                    rest = block
+                    if len(text) > MAX_UNCUT_CHARS:
+                        raise DataError(
+                            f"{path} has {len(text) // 2**20} MB of text with no place to cut "
+                            "it (a lone space or line break); is it text?"
+                        )
+                    rest = text
                     continue
-                rest = block[cut:]
-                yield _decode(block[:cut], path), cut
-            if rest:
-                yield _decode(rest, path), len(rest)
-
-
-def _cut_point(block: bytes) -> int:
-    """Where a chunk may end: after a newline with non-space bytes on both sides, so that no
-    tokenizer could join text across the cut (GPT-2's BPE merges runs of whitespace, and a
-    chunked corpus must give exactly the tokens of the whole). Else after the last newline;
-    0 when the block has none yet."""
-    end = len(block)
-    lowest = max(0, end - (1 << 20))  # look back at most 1 MB
-    while end > lowest:
-        j = block.rfind(b"\n", lowest, end)
-        if j <= 0 or j + 1 >= len(block):
-            end = j
-            continue
-        if not block[j - 1 : j].isspace() and not block[j + 1 : j + 2].isspace():
-            return j + 1
-        end = j
-    return block.rfind(b"\n") + 1
-
-
-def _decode(data: bytes, path: Path) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+                rest = text[cut:]
+                yield text[:cut], len(text[:cut].encode("utf-8"))
 
 
 # ---------------------------------------------------------------------------- preparation
@@ -178,16 +166,13 @@ def prepare(
             for text, n_bytes in _read_chunks(files):
                 raw = text.encode("utf-8")
                 sha.update(raw)
-                # A chunk that straddles the split point is split at its last line boundary
-                # before the point (or at the point itself when it has none).
+                # A chunk that straddles the split point is cut where safe_cut allows before
+                # the point (at the point itself when there is no such place).
                 parts: list[tuple[str, str]]
                 if done < split_at < done + n_bytes:
-                    cut = raw.rfind(b"\n", 0, split_at - done) + 1
-                    if cut == 0:  # no line break before the point: cut between characters
-                        cut = min(split_at - done, len(raw))
-                        while 0 < cut < len(raw) and raw[cut] & 0xC0 == 0x80:
-                            cut -= 1
-                    parts = [("train", raw[:cut].decode()), ("val", raw[cut:].decode())]
+                    at = len(raw[: split_at - done].decode("utf-8", errors="ignore"))
+                    cut = safe_cut(text, at) or at
+                    parts = [("train", text[:cut]), ("val", text[cut:])]
                 else:
                     parts = [("train" if done < split_at else "val", text)]
                 for name, part in parts:
@@ -220,12 +205,22 @@ def prepare(
 
 def _encode(tokenizer: Tokenizer, text: str, threads: int) -> list[int]:
     if isinstance(tokenizer, GPT2Tokenizer) and threads > 1 and len(text) > 100_000:
-        # Split at line boundaries into one piece per thread; tiktoken releases the GIL.
-        lines = text.splitlines(keepends=True)
-        step = max(1, len(lines) // (threads * 4))
-        pieces = ["".join(lines[i : i + step]) for i in range(0, len(lines), step)]
+        # Several pieces per thread (tiktoken releases the GIL), cut where safe_cut allows.
+        pieces = split_text(text, threads * 4)
         return [t for ids in tokenizer.encode_batch(pieces, threads) for t in ids]
     return tokenizer.encode(text)
+
+
+def split_text(text: str, n: int) -> list[str]:
+    """text in about n pieces of similar length, each cut where safe_cut allows."""
+    pieces, start = [], 0
+    for k in range(1, n):
+        cut = safe_cut(text, k * len(text) // n, start + 1)
+        if cut > start:
+            pieces.append(text[start:cut])
+            start = cut
+    pieces.append(text[start:])
+    return pieces
 
 
 # ---------------------------------------------------------------------------- loading

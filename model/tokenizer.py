@@ -42,6 +42,32 @@ class Tokenizer(Protocol):
         ...
 
 
+def safe_cut(text: str, end: int, lowest: int = 0) -> int:
+    """The last place in text[lowest:end] where text may be cut so that tokenizing the two
+    pieces apart gives exactly the tokens of the whole; 0 if there is none.
+
+    This is the one rule every split of a corpus obeys (4 MB chunks, the train/val boundary,
+    per-thread pieces). GPT-2's pre-tokenizer pattern (the same in tiktoken and in the
+    `tokenizers` library's byte-level BPE) keeps a run of whitespace together and lets a run
+    end in a space that joins the next word, and no pre-token spans from a non-whitespace
+    character over whitespace. So a cut is safe just after a lone newline, and just before a
+    lone space, with non-whitespace on both sides; a character vocabulary can be cut anywhere.
+    Newlines are preferred; a space is used only when there is no such newline in the range.
+    """
+    end = min(end, len(text) - 1)  # the character after a cut must be seen
+    lowest = max(lowest, 1)
+    for sep, after in (("\n", 1), (" ", 0)):
+        hi = end
+        while hi > lowest:
+            j = text.rfind(sep, lowest, hi)
+            if j < 1:
+                break
+            if not text[j - 1].isspace() and not text[j + 1].isspace():
+                return j + after
+            hi = j
+    return 0
+
+
 class CharTokenizer:
     """One token per character; the vocabulary is the sorted set of the corpus' characters."""
 

@@ -109,3 +109,54 @@ def test_bad_corpora(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not UTF-8"):
         prepare([binary], tmp_path / "o2", "char")
     assert not (tmp_path / "o2").exists()
+
+
+def _indented_source(n_funcs: int) -> str:
+    """Python-like text: blank-line runs and indentation at every line boundary."""
+    parts = []
+    for i in range(n_funcs):
+        parts.append(
+            f"class C{i}:\n\n\n    def f(self, x):\n        y = x * {i}\n\n        return y\n"
+            f"  \n\t\n    # note {i}   \n\n\n\n        pass\n"
+        )
+    return "".join(parts)
+
+
+def test_threaded_gpt2_encoding_equals_whole_text_encoding() -> None:
+    text = _indented_source(3000)
+    assert len(text) > 100_000
+    tok = GPT2Tokenizer()
+    whole = tok._enc.encode_ordinary(text)  # tiktoken on the whole text, one piece
+    for threads in (2, 3, 8):
+        assert data._encode(tok, text, threads) == whole
+
+
+def test_chunked_prepare_of_indented_text_equals_whole_text_encoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = _indented_source(600)
+    corpus = make_corpus(tmp_path, text, "src.py")
+    monkeypatch.setattr(data, "CHUNK_BYTES", 1000)  # many chunks, each ending near blank runs
+    prepare([corpus], tmp_path / "d", "gpt2", val_fraction=0)
+    tok = GPT2Tokenizer()
+    train = np.fromfile(tmp_path / "d" / "train.bin", dtype=np.uint16)
+    assert train.tolist() == tok._enc.encode_ordinary(text)
+
+
+def test_every_safe_cut_keeps_the_tokens_of_the_whole() -> None:
+    import random
+
+    from model.tokenizer import safe_cut
+
+    rng = random.Random(0)
+    atoms = ["a", "b1", " ", "  ", "\n", "\n\n", "\t", "\u00a0", "\u3000", "'s", ".", "é", " x"]
+    tok = GPT2Tokenizer()
+    for _ in range(300):
+        text = "".join(rng.choice(atoms) for _ in range(30))
+        whole = tok._enc.encode_ordinary(text)
+        for end in range(len(text) + 1):
+            cut = safe_cut(text, end)
+            if cut:
+                assert 0 < cut <= end
+                pieces = tok._enc.encode_ordinary(text[:cut]) + tok._enc.encode_ordinary(text[cut:])
+                assert pieces == whole, (text, cut)
