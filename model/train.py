@@ -605,7 +605,7 @@ def _train(
         }
         target = out / f"step-{step:06d}"
         try:
-            checkpoint.save(target, raw_model, meta, state, replace=True)
+            checkpoint.save(target, raw_model, meta, state, replace=True, tokenizer=tokenizer)
             modeldir.point_latest(out, target)
         except OSError as e:
             prev = (out / modeldir.LATEST).resolve()

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from model import corpus as corpus_mod
 from model import data
 from model.data import DataError, load_dataset, prepare, token_dtype
 from model.tokenizer import CharTokenizer, GPT2Tokenizer, TokenizerError, from_spec
@@ -57,7 +58,7 @@ def test_prepare_streams_in_chunks_with_the_same_result(
 ) -> None:
     corpus = make_corpus(tmp_path)
     prepare([corpus], tmp_path / "whole", "gpt2")
-    monkeypatch.setattr(data, "CHUNK_BYTES", 97)  # many chunks, cut mid-line
+    monkeypatch.setattr(corpus_mod, "CHUNK_CHARS", 97)  # many chunks, cut mid-line
     prepare([corpus], tmp_path / "chunked", "gpt2")
     for split in ("train.bin", "val.bin"):
         assert (tmp_path / "whole" / split).read_bytes() == (
@@ -128,7 +129,7 @@ def test_threaded_gpt2_encoding_equals_whole_text_encoding() -> None:
     tok = GPT2Tokenizer()
     whole = tok._enc.encode_ordinary(text)  # tiktoken on the whole text, one piece
     for threads in (2, 3, 8):
-        assert data._encode(tok, text, threads) == whole
+        assert data.encode_texts(tok, [text], threads) == [whole]
 
 
 def test_chunked_prepare_of_indented_text_equals_whole_text_encoding(
@@ -136,7 +137,7 @@ def test_chunked_prepare_of_indented_text_equals_whole_text_encoding(
 ) -> None:
     text = _indented_source(600)
     corpus = make_corpus(tmp_path, text, "src.py")
-    monkeypatch.setattr(data, "CHUNK_BYTES", 1000)  # many chunks, each ending near blank runs
+    monkeypatch.setattr(corpus_mod, "CHUNK_CHARS", 1000)  # many chunks, each ending near blank runs
     prepare([corpus], tmp_path / "d", "gpt2", val_fraction=0)
     tok = GPT2Tokenizer()
     train = np.fromfile(tmp_path / "d" / "train.bin", dtype=np.uint16)

@@ -30,6 +30,8 @@ def info(
     table.add_row("options", f"dropout {cfg.dropout}, bias {cfg.bias}, tied head {cfg.tie_weights}")
     spec = mi.tokenizer_spec
     tok = spec["kind"] + (f" ({len(spec['chars'])} characters)" if spec["kind"] == "char" else "")
+    if spec["kind"] == "bpe":
+        tok += f" ({spec['vocab_size']:,} tokens, trained; {spec['file']})"
     table.add_row("tokenizer", tok)
     files = [
         f.name
