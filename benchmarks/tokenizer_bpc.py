@@ -6,13 +6,15 @@ loss comparable across tokenizers; every tokenizer sees the same train/val text.
 
     python benchmarks/tokenizer_bpc.py --corpus /path/to/tinyshakespeare.txt --budget 90
 
-Each run uses the cpu-fast preset (128 wide, 4 layers, 4 heads, block 64) with the given
---time-budget; the result table is printed as Markdown for benchmarks/RESULTS.md.
+Each run uses the cpu-fast preset (128 wide, 4 layers, 4 heads, block 64) in float32 (on a
+CPU without AMX, bfloat16 is slower) with the given --time-budget, one OpenMP thread (the
+runs share a loaded machine); the result table is printed as Markdown for RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -23,7 +25,8 @@ from pathlib import Path
 
 def cli(*args: str) -> str:
     cmd = [sys.executable, "-m", "minigpt_tui", *args]
-    res = subprocess.run(cmd, capture_output=True, text=True)
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if res.returncode:
         sys.exit(f"failed: {' '.join(cmd)}\n{res.stderr[-2000:]}")
     return res.stdout + res.stderr
@@ -35,6 +38,7 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=90.0, help="training seconds per tokenizer")
     ap.add_argument("--tokenizers", default="char,gpt2,bpe:512,bpe:1024,bpe:4096")
     ap.add_argument("--preset", default="cpu-fast")
+    ap.add_argument("--dtype", default="float32")
     args = ap.parse_args()
 
     rows = []
@@ -46,7 +50,8 @@ def main() -> None:
             t0 = time.perf_counter()
             out = cli(
                 "train", "-d", str(data), "-o", str(run), "--preset", args.preset,
-                "--time-budget", str(args.budget), "--no-samples", "--no-final-eval",
+                "--time-budget", str(args.budget), "--dtype", args.dtype,
+                "--no-samples", "--no-final-eval",
             )  # fmt: skip
             secs = time.perf_counter() - t0
             iters = re.findall(r"finished at iteration (\d+)", out)

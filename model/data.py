@@ -183,9 +183,9 @@ def prepare(
             f"{tokenizer_kind}: it has no more pairs to merge"
         )
     dtype = token_dtype(tokenizer.vocab_size)
-    separator = np.asarray(
-        [tokenizer.eot] if tokenizer.eot is not None else tokenizer.encode(DOC_SEPARATOR), dtype
-    )
+    # Between documents: end-of-text, or a blank line for a vocabulary without one (its
+    # vocabulary then holds the line break: make_tokenizer adds it for several documents).
+    separator = np.asarray([tokenizer.eot] if tokenizer.eot is not None else [], dtype)
     sha = hashlib.sha256()
     counts = {"train": 0, "val": 0}
     chars = {"train": 0, "val": 0}
@@ -199,11 +199,14 @@ def prepare(
             size = 0
 
             def flush() -> None:
+                nonlocal separator
                 texts = [text for _, text, _ in batch]
                 for (name, text, new_doc), ids in zip(
                     batch, encode_texts(tokenizer, texts, threads), strict=True
                 ):
                     if new_doc and (counts[name] or chars[name]):
+                        if not len(separator):
+                            separator = np.asarray(tokenizer.encode(DOC_SEPARATOR), dtype)
                         separator.tofile(sinks[name])
                         counts[name] += len(separator)
                     np.asarray(ids, dtype=dtype).tofile(sinks[name])
