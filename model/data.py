@@ -12,6 +12,7 @@ import json
 import os
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -192,40 +193,49 @@ def prepare(
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
     stats = ReadStats()
 
-    with modeldir.staged_dir(out, replace=force) as tmp:
+    with modeldir.staged_dir(out, replace=force) as tmp, ThreadPoolExecutor(1) as encoder:
         sinks = {name: open(tmp / f"{name}.bin", "wb") for name in counts}  # noqa: SIM115
         try:
-            batch: list[tuple[str, str, bool]] = []
-            size = 0
+            # One batch is encoded in the background (on all threads) while the main thread
+            # reads the next and writes the one before, so that the threads never wait.
+            Job = tuple[list[tuple[str, str, bool]], Future[list[np.ndarray]], float]
+            pending: Job | None = None
 
-            def flush() -> None:
+            def write(job: Job) -> None:
                 nonlocal separator
-                texts = [text for _, text, _ in batch]
-                for (name, text, new_doc), ids in zip(
-                    batch, encode_texts(tokenizer, texts, threads), strict=True
-                ):
+                items, future, end = job
+                for (name, text, new_doc), ids in zip(items, future.result(), strict=True):
                     if new_doc and (counts[name] or chars[name]):
                         if not len(separator):
                             separator = np.asarray(tokenizer.encode(DOC_SEPARATOR), dtype)
                         separator.tofile(sinks[name])
                         counts[name] += len(separator)
-                    np.asarray(ids, dtype=dtype).tofile(sinks[name])
+                    ids.astype(dtype, copy=False).tofile(sinks[name])
                     counts[name] += len(ids)
                     chars[name] += len(text)
-                batch.clear()
+                if progress:
+                    progress(int(end), counts["train"] + counts["val"])
 
+            def submit(items: list[tuple[str, str, bool]], end: float) -> None:
+                nonlocal pending
+                texts = [text for _, text, _ in items]
+                job = (items, encoder.submit(encode_texts, tokenizer, texts, threads), end)
+                if pending is not None:
+                    write(pending)
+                pending = job
+
+            batch: list[tuple[str, str, bool]] = []
+            size = 0
             for name, text, new_doc, end in _split(files, field, split_at, stats):
                 sha.update(text.encode("utf-8"))
                 batch.append((name, text, new_doc))
                 size += len(text)
                 if size >= corpus.CHUNK_CHARS:
-                    flush()
-                    size = 0
-                    if progress:
-                        progress(int(end), counts["train"] + counts["val"])
-            flush()
-            if progress:
-                progress(total_bytes, counts["train"] + counts["val"])
+                    submit(batch, end)
+                    batch, size = [], 0
+            submit(batch, total_bytes)
+            assert pending is not None
+            write(pending)
         finally:
             for f in sinks.values():
                 f.close()
@@ -259,9 +269,9 @@ def prepare(
     )
 
 
-def encode_texts(tokenizer: Tokenizer, texts: list[str], threads: int) -> list[list[int]]:
-    """Each text's tokens, long texts cut into pieces (where safe_cut allows) so that the
-    tokenizer's batch encoding keeps every thread busy."""
+def encode_texts(tokenizer: Tokenizer, texts: list[str], threads: int) -> list[np.ndarray]:
+    """Each text's tokens (uint32), long texts cut into pieces (where safe_cut allows) so
+    that the tokenizer's batch encoding keeps every thread busy."""
     if threads <= 1:
         return tokenizer.encode_batch(texts, 1)
     target = max(PIECE_CHARS, sum(map(len, texts)) // (threads * 4))
@@ -271,10 +281,10 @@ def encode_texts(tokenizer: Tokenizer, texts: list[str], threads: int) -> list[l
         parts = split_text(text, len(text) // target) if len(text) > 2 * target else [text]
         pieces += parts
         owner += [i] * len(parts)
-    result: list[list[int]] = [[] for _ in texts]
+    found: list[list[np.ndarray]] = [[] for _ in texts]
     for i, ids in zip(owner, tokenizer.encode_batch(pieces, threads), strict=True):
-        result[i] += ids
-    return result
+        found[i].append(ids)
+    return [parts[0] if len(parts) == 1 else np.concatenate(parts) for parts in found]
 
 
 def split_text(text: str, n: int) -> list[str]:

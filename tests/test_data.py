@@ -129,7 +129,8 @@ def test_threaded_gpt2_encoding_equals_whole_text_encoding() -> None:
     tok = GPT2Tokenizer()
     whole = tok._enc.encode_ordinary(text)  # tiktoken on the whole text, one piece
     for threads in (2, 3, 8):
-        assert data.encode_texts(tok, [text], threads) == [whole]
+        (ids,) = data.encode_texts(tok, [text], threads)
+        assert ids.tolist() == whole
 
 
 def test_chunked_prepare_of_indented_text_equals_whole_text_encoding(
@@ -161,3 +162,11 @@ def test_every_safe_cut_keeps_the_tokens_of_the_whole() -> None:
                 assert 0 < cut <= end
                 pieces = tok._enc.encode_ordinary(text[:cut]) + tok._enc.encode_ordinary(text[cut:])
                 assert pieces == whole, (text, cut)
+
+
+def test_gpt2_prepare_treats_written_end_of_text_as_text(tmp_path: Path) -> None:
+    text = ("a <|endoftext|> b\n" * 20_000) + "end\n"
+    prepare([make_corpus(tmp_path, text)], tmp_path / "d", "gpt2", val_fraction=0)
+    train = np.fromfile(tmp_path / "d" / "train.bin", dtype=np.uint16)
+    assert train.tolist() == GPT2Tokenizer()._enc.encode_ordinary(text)
+    assert 50256 not in train
