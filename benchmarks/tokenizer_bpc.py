@@ -25,11 +25,15 @@ from pathlib import Path
 
 def cli(*args: str) -> str:
     cmd = [sys.executable, "-m", "minigpt_tui", *args]
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+        "COLUMNS": "200",
+    }
     res = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if res.returncode:
         sys.exit(f"failed: {' '.join(cmd)}\n{res.stderr[-2000:]}")
-    return res.stdout + res.stderr
+    return " ".join((res.stdout + res.stderr).split())  # the console may wrap lines
 
 
 def main() -> None:

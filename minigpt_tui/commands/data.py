@@ -85,6 +85,7 @@ def prepare(
         TimeRemainingColumn(),
         console=console,
         transient=True,
+        refresh_per_second=4,  # its drawing thread competes with the tokenizer's
     ) as bar:
         task = bar.add_task("prepare", total=total, tokens=0, tps=0.0)
 

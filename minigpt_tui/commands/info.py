@@ -37,7 +37,7 @@ def info(
         f.name
         for f in (mi.weights_path, mi.onnx_path, mi.path / modeldir.TRAINER_FILE)
         if f.is_file()
-    ]
+    ] + modeldir.tokenizer_files(spec)
     table.add_row("files", ", ".join(files) or "-")
     onnx = mi.meta.get("onnx")
     if isinstance(onnx, dict):
