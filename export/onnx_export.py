@@ -105,6 +105,7 @@ def export_onnx(
         # _plan_output allowed an existing target only if empty or with --force.
         with modeldir.staged_dir(target, replace=target.exists()) as tmp:
             (tmp / modeldir.ONNX_FILE).write_bytes(data)
+            modeldir.copy_tokenizer_files(info, tmp)
             modeldir.write_json(tmp / modeldir.CONFIG_FILE, meta)
     return ExportResult(
         out_dir=target,

@@ -18,6 +18,7 @@ from model import modeldir
 from model.errors import first_line
 from model.gpt import GPT
 from model.modeldir import ModelDirError, ModelInfo
+from model.tokenizer import Tokenizer
 
 
 def state_for_saving(model: GPT) -> dict[str, torch.Tensor]:
@@ -34,9 +35,16 @@ def save(
     meta: dict[str, Any],
     trainer_state: dict[str, Any] | None = None,
     replace: bool = False,
+    tokenizer: Tokenizer | None = None,
 ) -> None:
-    """Write a complete model directory at `target`, atomically."""
+    """Write a complete model directory at `target`, atomically. A tokenizer whose spec names
+    files (a trained BPE) must be given, so that its files are stored with the model."""
+    needed = modeldir.tokenizer_files(meta["tokenizer"])
+    if needed and (tokenizer is None or tokenizer.spec() != meta["tokenizer"]):
+        raise ModelDirError(f"saving {target}: the tokenizer's files ({needed[0]}) are not given")
     with modeldir.staged_dir(target, replace=replace) as tmp:
+        if tokenizer is not None:
+            modeldir.write_tokenizer_files(tmp, tokenizer)
         write_weights(state_for_saving(model), tmp / modeldir.WEIGHTS_FILE)
         if trainer_state is not None:
             torch.save(trainer_state, tmp / modeldir.TRAINER_FILE)

@@ -112,7 +112,7 @@ def _tokenizer(src: Path) -> Tokenizer:
     if not isinstance(spec, dict):
         raise ModelDirError(f"{src / 'config.json'}: the tokenizer spec is not a table")
     try:
-        return from_spec(spec)
+        return from_spec(spec, base=src)  # a trained BPE's tokenizer.json is in src
     except TokenizerError as e:
         raise ModelDirError(f"{src / 'config.json'}: {e}") from None
 
@@ -135,5 +135,5 @@ def convert_hf(src: Path, out: Path, force: bool = False) -> Path:
     )
     if out.exists() and not force:
         raise ModelDirError(f"{out} already exists; pass --force to replace it")
-    checkpoint.save(out, model, meta, replace=force)
+    checkpoint.save(out, model, meta, replace=force, tokenizer=tokenizer)
     return out

@@ -11,45 +11,42 @@ import hashlib
 import json
 import os
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from model import modeldir
-from model.tokenizer import CharTokenizer, GPT2Tokenizer, Tokenizer, WithTokenizer
+from model import corpus, modeldir
+from model.corpus import DataError, ReadStats
+from model.tokenizer import (
+    BPETokenizer,
+    CharTokenizer,
+    GPT2Tokenizer,
+    Tokenizer,
+    WithTokenizer,
+    bpe_vocab_size,
+    safe_cut,
+)
 
 SHAKESPEARE_URL = (
     "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 )
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
-CHUNK_BYTES = 4 * 1024 * 1024
 META_FILE = "meta.json"
-TEXT_SUFFIXES = {".txt", ".md", ".text", ".rst", ".csv", ".tsv", ".json", ".jsonl", ".py", ""}
-
-
-class DataError(ValueError):
-    """A corpus or data directory that cannot be used."""
+DOC_SEPARATOR = "\n\n"  # between documents for a character vocabulary (no end-of-text)
+PIECE_CHARS = 1 << 16  # texts longer than this are cut into pieces to encode on all threads
 
 
 # ---------------------------------------------------------------------------- sources
 
 
-def source_files(source: Path) -> list[Path]:
-    if source.is_file():
-        return [source]
-    if source.is_dir():
-        files = sorted(
-            p
-            for p in source.rglob("*")
-            if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES and not p.name.startswith(".")
-        )
-        if not files:
-            raise DataError(f"no text files in {source}")
-        return files
-    raise DataError(f"corpus not found: {source}")
+def source_files(
+    source: Path, include: Sequence[str] = (), exclude: Sequence[str] = ()
+) -> list[Path]:
+    return corpus.find_files(source, include, exclude)
 
 
 def fetch_shakespeare(cache_dir: Path, from_file: Path | None = None) -> Path:
@@ -74,51 +71,6 @@ def fetch_shakespeare(cache_dir: Path, from_file: Path | None = None) -> Path:
     return target
 
 
-def _read_chunks(files: list[Path]) -> Iterator[tuple[str, int]]:
-    """(text, bytes consumed) chunks that end at line boundaries, across all files in order."""
-    for path in files:
-        with open(path, "rb") as f:
-            rest = b""
-            while True:
-                block = f.read(CHUNK_BYTES)
-                if not block:
-                    break
-                block = rest + block
-                cut = _cut_point(block)
-                if cut == 0:
-                    rest = block
-                    continue
-                rest = block[cut:]
-                yield _decode(block[:cut], path), cut
-            if rest:
-                yield _decode(rest, path), len(rest)
-
-
-def _cut_point(block: bytes) -> int:
-    """Where a chunk may end: after a newline with non-space bytes on both sides, so that no
-    tokenizer could join text across the cut (GPT-2's BPE merges runs of whitespace, and a
-    chunked corpus must give exactly the tokens of the whole). Else after the last newline;
-    0 when the block has none yet."""
-    end = len(block)
-    lowest = max(0, end - (1 << 20))  # look back at most 1 MB
-    while end > lowest:
-        j = block.rfind(b"\n", lowest, end)
-        if j <= 0 or j + 1 >= len(block):
-            end = j
-            continue
-        if not block[j - 1 : j].isspace() and not block[j + 1 : j + 2].isspace():
-            return j + 1
-        end = j
-    return block.rfind(b"\n") + 1
-
-
-def _decode(data: bytes, path: Path) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
-
-
 # ---------------------------------------------------------------------------- preparation
 
 
@@ -130,10 +82,71 @@ class PrepareResult:
     val_tokens: int
     dtype: str
     sha256: str
+    stats: ReadStats
+    notices: list[str]
 
 
 def token_dtype(vocab_size: int) -> np.dtype[Any]:
     return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
+
+
+def _split(
+    files: Sequence[Path], field: str, split_at: float, stats: ReadStats
+) -> Iterator[tuple[str, str, bool, float]]:
+    """(split, text, new_doc, end) for the whole corpus: the part that ends by split_at (bytes
+    on disk) is train, the rest val. The piece that straddles the point is cut where
+    safe_cut allows before it (at the point itself when there is no such place)."""
+    start = 0.0
+    for piece in corpus.read_corpus(files, field, stats):
+        text, end = piece.text, piece.end
+        if end <= split_at:
+            yield "train", text, piece.new_doc, end
+        elif start >= split_at:
+            yield "val", text, piece.new_doc, end
+        else:
+            at = round(len(text) * (split_at - start) / max(end - start, 1e-9))
+            cut = safe_cut(text, at) or at
+            if cut:
+                yield "train", text[:cut], piece.new_doc, end
+            yield "val", text[cut:], piece.new_doc and not cut, end
+        start = end
+
+
+def _check_usable(stats: ReadStats) -> None:
+    if stats.documents == 0:
+        bad = stats.summary()
+        raise DataError(f"no usable text in the corpus: {bad}" if bad else "the corpus is empty")
+
+
+def make_tokenizer(
+    kind: str,
+    files: Sequence[Path],
+    field: str,
+    split_at: float,
+    bpe_dir: str | None = None,
+) -> Tokenizer:
+    """The tokenizer for a corpus: char and bpe:N learn theirs from it (bpe:N from the
+    training split only), in one streaming pass."""
+    if kind == "gpt2":
+        return GPT2Tokenizer(bpe_dir)
+    stats = ReadStats()
+    if kind == "char":
+        seen: set[str] = set()
+        for _, text, _, _ in _split(files, field, split_at, stats):
+            seen.update(text)
+        _check_usable(stats)
+        if stats.documents > 1:
+            seen.update(DOC_SEPARATOR)
+        return CharTokenizer("".join(sorted(seen)))
+    if kind.startswith("bpe:"):
+        n = bpe_vocab_size(kind)
+        train_texts = (
+            text for split, text, _, _ in _split(files, field, split_at, stats) if split == "train"
+        )
+        tokenizer = BPETokenizer.train(train_texts, n)
+        _check_usable(stats)
+        return tokenizer
+    raise DataError(f"unknown tokenizer {kind!r}; choose char, gpt2 or bpe:N")
 
 
 def prepare(
@@ -145,87 +158,145 @@ def prepare(
     force: bool = False,
     progress: Callable[[int, int], None] | None = None,
     source_name: str | None = None,
+    field: str = "text",
 ) -> PrepareResult:
-    """Tokenize files into out/{train,val}.bin + meta.json. The last val_fraction is val.
+    """Tokenize a corpus into out/{train,val}.bin + meta.json. The last val_fraction of it
+    (in bytes on disk) is val. Documents are separated by end-of-text (by a blank line for
+    a character vocabulary). Every split of the text obeys `safe_cut`, so the result is the
+    tokens of each whole document, whatever the chunking and the number of threads.
 
     progress(bytes_done, tokens_done) is called as chunks complete.
     """
     if not 0 <= val_fraction < 1:
         raise DataError(f"--val-fraction must be in [0, 1), got {val_fraction}")
-    total_bytes = sum(p.stat().st_size for p in files)
+    total_bytes = corpus.corpus_bytes(files)
     if total_bytes == 0:
         raise DataError("the corpus is empty")
     if out.exists() and any(out.iterdir()) and not force:
         raise DataError(f"{out} already exists and is not empty; pass --force to replace it")
 
-    tokenizer: Tokenizer
-    if tokenizer_kind == "char":
-        tokenizer = CharTokenizer.from_text(text for text, _ in _read_chunks(files))
-    elif tokenizer_kind == "gpt2":
-        tokenizer = GPT2Tokenizer(bpe_dir)
-    else:
-        raise DataError(f"unknown tokenizer {tokenizer_kind!r}; choose char or gpt2")
+    split_at = total_bytes * (1 - val_fraction)
+    tokenizer = make_tokenizer(tokenizer_kind, files, field, split_at, bpe_dir)
+    notices = []
+    if tokenizer_kind.startswith("bpe:") and tokenizer.vocab_size < bpe_vocab_size(tokenizer_kind):
+        notices.append(
+            f"the training split allows only {tokenizer.vocab_size:,} tokens, fewer than "
+            f"{tokenizer_kind}: it has no more pairs to merge"
+        )
     dtype = token_dtype(tokenizer.vocab_size)
-    split_at = int(total_bytes * (1 - val_fraction))
+    # Between documents: end-of-text, or a blank line for a vocabulary without one (its
+    # vocabulary then holds the line break: make_tokenizer adds it for several documents).
+    separator = np.asarray([tokenizer.eot] if tokenizer.eot is not None else [], dtype)
     sha = hashlib.sha256()
     counts = {"train": 0, "val": 0}
-    threads = os.cpu_count() or 1
+    chars = {"train": 0, "val": 0}
+    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    stats = ReadStats()
 
-    with modeldir.staged_dir(out, replace=force) as tmp:
+    with modeldir.staged_dir(out, replace=force) as tmp, ThreadPoolExecutor(1) as encoder:
         sinks = {name: open(tmp / f"{name}.bin", "wb") for name in counts}  # noqa: SIM115
         try:
-            done = 0
-            for text, n_bytes in _read_chunks(files):
-                raw = text.encode("utf-8")
-                sha.update(raw)
-                # A chunk that straddles the split point is split at its last line boundary
-                # before the point (or at the point itself when it has none).
-                parts: list[tuple[str, str]]
-                if done < split_at < done + n_bytes:
-                    cut = raw.rfind(b"\n", 0, split_at - done) + 1
-                    if cut == 0:  # no line break before the point: cut between characters
-                        cut = min(split_at - done, len(raw))
-                        while 0 < cut < len(raw) and raw[cut] & 0xC0 == 0x80:
-                            cut -= 1
-                    parts = [("train", raw[:cut].decode()), ("val", raw[cut:].decode())]
-                else:
-                    parts = [("train" if done < split_at else "val", text)]
-                for name, part in parts:
-                    if not part:
-                        continue
-                    ids = _encode(tokenizer, part, threads)
-                    np.asarray(ids, dtype=dtype).tofile(sinks[name])
+            # One batch is encoded in the background (on all threads) while the main thread
+            # reads the next and writes the one before, so that the threads never wait.
+            Job = tuple[list[tuple[str, str, bool]], Future[list[np.ndarray]], float]
+            pending: Job | None = None
+
+            def write(job: Job) -> None:
+                nonlocal separator
+                items, future, end = job
+                for (name, text, new_doc), ids in zip(items, future.result(), strict=True):
+                    if new_doc and (counts[name] or chars[name]):
+                        if not len(separator):
+                            separator = np.asarray(tokenizer.encode(DOC_SEPARATOR), dtype)
+                        separator.tofile(sinks[name])
+                        counts[name] += len(separator)
+                    ids.astype(dtype, copy=False).tofile(sinks[name])
                     counts[name] += len(ids)
-                done += n_bytes
+                    chars[name] += len(text)
                 if progress:
-                    progress(done, counts["train"] + counts["val"])
+                    progress(int(end), counts["train"] + counts["val"])
+
+            def submit(items: list[tuple[str, str, bool]], end: float) -> None:
+                nonlocal pending
+                texts = [text for _, text, _ in items]
+                job = (items, encoder.submit(encode_texts, tokenizer, texts, threads), end)
+                if pending is not None:
+                    write(pending)
+                pending = job
+
+            batch: list[tuple[str, str, bool]] = []
+            size = 0
+            for name, text, new_doc, end in _split(files, field, split_at, stats):
+                sha.update(text.encode("utf-8"))
+                batch.append((name, text, new_doc))
+                size += len(text)
+                if size >= corpus.CHUNK_CHARS:
+                    submit(batch, end)
+                    batch, size = [], 0
+            submit(batch, total_bytes)
+            assert pending is not None
+            write(pending)
         finally:
             for f in sinks.values():
                 f.close()
+        _check_usable(stats)
+        for name, content in tokenizer.files().items():
+            (tmp / name).write_bytes(content)
         meta = {
             "tokenizer": tokenizer.spec(),
             "vocab_size": tokenizer.vocab_size,
             "dtype": dtype.name,
             "train_tokens": counts["train"],
             "val_tokens": counts["val"],
+            "train_chars": chars["train"],
+            "val_chars": chars["val"],
             "source": source_name or ", ".join(str(p) for p in files[:5]),
             "source_bytes": total_bytes,
+            "field": field if set(stats.files) - {"text", "text.gz", "text.zst"} else None,
+            **stats.to_dict(),
             "sha256": sha.hexdigest(),
         }
         modeldir.write_json(tmp / META_FILE, meta)
     return PrepareResult(
-        out, tokenizer.vocab_size, counts["train"], counts["val"], dtype.name, sha.hexdigest()
+        out,
+        tokenizer.vocab_size,
+        counts["train"],
+        counts["val"],
+        dtype.name,
+        sha.hexdigest(),
+        stats,
+        notices,
     )
 
 
-def _encode(tokenizer: Tokenizer, text: str, threads: int) -> list[int]:
-    if isinstance(tokenizer, GPT2Tokenizer) and threads > 1 and len(text) > 100_000:
-        # Split at line boundaries into one piece per thread; tiktoken releases the GIL.
-        lines = text.splitlines(keepends=True)
-        step = max(1, len(lines) // (threads * 4))
-        pieces = ["".join(lines[i : i + step]) for i in range(0, len(lines), step)]
-        return [t for ids in tokenizer.encode_batch(pieces, threads) for t in ids]
-    return tokenizer.encode(text)
+def encode_texts(tokenizer: Tokenizer, texts: list[str], threads: int) -> list[np.ndarray]:
+    """Each text's tokens (uint32), long texts cut into pieces (where safe_cut allows) so
+    that the tokenizer's batch encoding keeps every thread busy."""
+    if threads <= 1:
+        return tokenizer.encode_batch(texts, 1)
+    target = max(PIECE_CHARS, sum(map(len, texts)) // (threads * 4))
+    pieces: list[str] = []
+    owner: list[int] = []
+    for i, text in enumerate(texts):
+        parts = split_text(text, len(text) // target) if len(text) > 2 * target else [text]
+        pieces += parts
+        owner += [i] * len(parts)
+    found: list[list[np.ndarray]] = [[] for _ in texts]
+    for i, ids in zip(owner, tokenizer.encode_batch(pieces, threads), strict=True):
+        found[i].append(ids)
+    return [parts[0] if len(parts) == 1 else np.concatenate(parts) for parts in found]
+
+
+def split_text(text: str, n: int) -> list[str]:
+    """text in about n pieces of similar length, each cut where safe_cut allows."""
+    pieces, start = [], 0
+    for k in range(1, n):
+        cut = safe_cut(text, k * len(text) // n, start + 1)
+        if cut > start:
+            pieces.append(text[start:cut])
+            start = cut
+    pieces.append(text[start:])
+    return pieces
 
 
 # ---------------------------------------------------------------------------- loading

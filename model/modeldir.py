@@ -1,6 +1,7 @@
 """The model directory: the one checkpoint format every command reads and writes.
 
     config.json        model config, tokenizer spec, training config and summary
+    tokenizer.json     the trained BPE (tokenizer kind "bpe" only; `tokenizers`' own format)
     model.safetensors  weights (PyTorch backend)
     model.onnx         ONNX export with KV cache (onnxruntime backend), optional
     trainer.pt         optimizer, step, RNG and data position, for --resume (optional)
@@ -103,6 +104,9 @@ def read(path: str | os.PathLike[str]) -> ModelInfo:
         tok_vocab = _spec_vocab_size(meta["tokenizer"])
     except (ConfigError, TokenizerError, TypeError) as e:
         raise ModelDirError(f"{cfg_path}: {e}") from None
+    for name in tokenizer_files(meta["tokenizer"]):
+        if not (p / name).is_file():
+            raise ModelDirError(f"{p} lacks {name}, the tokenizer its config names")
     if tok_vocab is not None and tok_vocab > config.vocab_size:
         raise ModelDirError(
             f"{cfg_path}: tokenizer has {tok_vocab} tokens but the model only {config.vocab_size}"
@@ -118,7 +122,35 @@ def _spec_vocab_size(spec: dict[str, Any]) -> int | None:
         return len(chars)
     if spec.get("kind") == "gpt2":
         return 50257
+    if spec.get("kind") == "bpe":
+        n = spec.get("vocab_size")
+        if not isinstance(n, int) or isinstance(n, bool):
+            raise TokenizerError("bpe tokenizer spec has no 'vocab_size'")
+        return n
     raise TokenizerError(f"unknown tokenizer kind {spec.get('kind')!r}")
+
+
+def tokenizer_files(spec: dict[str, Any]) -> list[str]:
+    """The files a tokenizer spec names, kept next to config.json (and meta.json)."""
+    name = spec.get("file")
+    if not isinstance(name, str):
+        return []
+    if Path(name).name != name or name in (CONFIG_FILE, WEIGHTS_FILE, ONNX_FILE, TRAINER_FILE):
+        raise TokenizerError(f"bad tokenizer file name {name!r}")
+    return [name]
+
+
+def write_tokenizer_files(directory: Path, tokenizer: Tokenizer) -> None:
+    """Store the files a tokenizer needs (a trained BPE's tokenizer.json) in a directory
+    being staged (see staged_dir, which fsyncs them)."""
+    for name, content in tokenizer.files().items():
+        (directory / name).write_bytes(content)
+
+
+def copy_tokenizer_files(info: ModelInfo, directory: Path) -> None:
+    """Copy a model's tokenizer files into another model directory being staged."""
+    for name in tokenizer_files(info.tokenizer_spec):
+        shutil.copyfile(info.path / name, directory / name)
 
 
 def make_meta(

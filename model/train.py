@@ -370,7 +370,7 @@ class Checkpointer:
         )
         target = rundir.step_dir(self.out, step)
         try:
-            checkpoint.save(target, model, meta, state, replace=True)
+            checkpoint.save(target, model, meta, state, replace=True, tokenizer=self.tokenizer)
             modeldir.point_latest(self.out, target)
         except OSError as e:
             prev = (self.out / modeldir.LATEST).resolve()

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from model import corpus as corpus_mod
 from model import data
 from model.data import DataError, load_dataset, prepare, token_dtype
 from model.tokenizer import CharTokenizer, GPT2Tokenizer, TokenizerError, from_spec
@@ -57,7 +58,7 @@ def test_prepare_streams_in_chunks_with_the_same_result(
 ) -> None:
     corpus = make_corpus(tmp_path)
     prepare([corpus], tmp_path / "whole", "gpt2")
-    monkeypatch.setattr(data, "CHUNK_BYTES", 97)  # many chunks, cut mid-line
+    monkeypatch.setattr(corpus_mod, "CHUNK_CHARS", 97)  # many chunks, cut mid-line
     prepare([corpus], tmp_path / "chunked", "gpt2")
     for split in ("train.bin", "val.bin"):
         assert (tmp_path / "whole" / split).read_bytes() == (
@@ -109,3 +110,63 @@ def test_bad_corpora(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not UTF-8"):
         prepare([binary], tmp_path / "o2", "char")
     assert not (tmp_path / "o2").exists()
+
+
+def _indented_source(n_funcs: int) -> str:
+    """Python-like text: blank-line runs and indentation at every line boundary."""
+    parts = []
+    for i in range(n_funcs):
+        parts.append(
+            f"class C{i}:\n\n\n    def f(self, x):\n        y = x * {i}\n\n        return y\n"
+            f"  \n\t\n    # note {i}   \n\n\n\n        pass\n"
+        )
+    return "".join(parts)
+
+
+def test_threaded_gpt2_encoding_equals_whole_text_encoding() -> None:
+    text = _indented_source(3000)
+    assert len(text) > 100_000
+    tok = GPT2Tokenizer()
+    whole = tok._enc.encode_ordinary(text)  # tiktoken on the whole text, one piece
+    for threads in (2, 3, 8):
+        (ids,) = data.encode_texts(tok, [text], threads)
+        assert ids.tolist() == whole
+
+
+def test_chunked_prepare_of_indented_text_equals_whole_text_encoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = _indented_source(600)
+    corpus = make_corpus(tmp_path, text, "src.py")
+    monkeypatch.setattr(corpus_mod, "CHUNK_CHARS", 1000)  # many chunks, each ending near blank runs
+    prepare([corpus], tmp_path / "d", "gpt2", val_fraction=0)
+    tok = GPT2Tokenizer()
+    train = np.fromfile(tmp_path / "d" / "train.bin", dtype=np.uint16)
+    assert train.tolist() == tok._enc.encode_ordinary(text)
+
+
+def test_every_safe_cut_keeps_the_tokens_of_the_whole() -> None:
+    import random
+
+    from model.tokenizer import safe_cut
+
+    rng = random.Random(0)
+    atoms = ["a", "b1", " ", "  ", "\n", "\n\n", "\t", "\u00a0", "\u3000", "'s", ".", "é", " x"]
+    tok = GPT2Tokenizer()
+    for _ in range(300):
+        text = "".join(rng.choice(atoms) for _ in range(30))
+        whole = tok._enc.encode_ordinary(text)
+        for end in range(len(text) + 1):
+            cut = safe_cut(text, end)
+            if cut:
+                assert 0 < cut <= end
+                pieces = tok._enc.encode_ordinary(text[:cut]) + tok._enc.encode_ordinary(text[cut:])
+                assert pieces == whole, (text, cut)
+
+
+def test_gpt2_prepare_treats_written_end_of_text_as_text(tmp_path: Path) -> None:
+    text = ("a <|endoftext|> b\n" * 20_000) + "end\n"
+    prepare([make_corpus(tmp_path, text)], tmp_path / "d", "gpt2", val_fraction=0)
+    train = np.fromfile(tmp_path / "d" / "train.bin", dtype=np.uint16)
+    assert train.tolist() == GPT2Tokenizer()._enc.encode_ordinary(text)
+    assert 50256 not in train

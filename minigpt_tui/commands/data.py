@@ -1,4 +1,5 @@
-"""`minigpt-tui data prepare`: turn a text corpus into token memmaps for training."""
+"""`minigpt-tui data prepare`: turn a corpus (text, JSON Lines, Parquet; plain, .gz or .zst;
+a file or a directory tree) into token memmaps for training."""
 
 from __future__ import annotations
 
@@ -15,10 +16,23 @@ data_app = typer.Typer(help="Prepare training data.", no_args_is_help=True)
 @data_app.command("prepare")
 def prepare(
     source: str = typer.Argument(
-        ..., help="A text file, a directory of text files, or 'shakespeare' (Tiny Shakespeare)."
+        ...,
+        help="A .txt/.md, .jsonl or .parquet file (optionally .gz or .zst), a directory of "
+        "them (recursive), or 'shakespeare' (Tiny Shakespeare).",
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Output data directory."),
-    tokenizer: str = typer.Option("char", help="char (vocabulary from the corpus) or gpt2 (BPE)."),
+    tokenizer: str = typer.Option(
+        "char",
+        help="char (vocabulary from the corpus), gpt2 (GPT-2's BPE) or bpe:N (a byte-level "
+        "BPE of N tokens trained on the training split).",
+    ),
+    field: str = typer.Option("text", help="The JSON Lines field / Parquet column of the text."),
+    include: list[str] = typer.Option(
+        [],
+        help="In a directory, read only files matching this glob (on the name, or on the "
+        "path under SOURCE when it has a /). Repeatable.",
+    ),
+    exclude: list[str] = typer.Option([], help="In a directory, skip files matching this glob."),
     val_fraction: float = typer.Option(0.1, help="Fraction of the corpus (its end) kept for val."),
     from_file: Path | None = typer.Option(
         None, help="With 'shakespeare': use this local copy instead of downloading."
@@ -41,23 +55,25 @@ def prepare(
     )
 
     from model import data
+    from model.corpus import corpus_bytes
 
     if not source.strip():  # Path("") would silently mean the current directory
         raise UserError("SOURCE is empty: give a text file, a directory or 'shakespeare'")
-    if tokenizer not in ("char", "gpt2"):
-        raise UserError(f"--tokenizer must be char or gpt2, got {tokenizer!r}")
+    if tokenizer not in ("char", "gpt2") and not tokenizer.startswith("bpe:"):
+        raise UserError(f"--tokenizer must be char, gpt2 or bpe:N, got {tokenizer!r}")
+    if tokenizer.startswith("bpe:"):
+        from model.tokenizer import bpe_vocab_size
+
+        bpe_vocab_size(tokenizer)  # a bad N is one error line before any work
     if source == "shakespeare" and not Path(source).exists():
         files = [data.fetch_shakespeare(Path(user_cache_dir("minigpt-tui")), from_file)]
         name = "tinyshakespeare"
     else:
         if from_file is not None:
             raise UserError("--from-file only goes with the 'shakespeare' source")
-        files = data.source_files(Path(source))
+        files = data.source_files(Path(source), include, exclude)
         name = source
-    try:
-        total = sum(p.stat().st_size for p in files)
-    except OSError as e:
-        raise UserError(f"cannot read the corpus: {e}") from None
+    total = corpus_bytes(files)
     console = Console(stderr=True)
     t0 = time.perf_counter()
     with Progress(
@@ -69,6 +85,7 @@ def prepare(
         TimeRemainingColumn(),
         console=console,
         transient=True,
+        refresh_per_second=4,  # its drawing thread competes with the tokenizer's
     ) as bar:
         task = bar.add_task("prepare", total=total, tokens=0, tps=0.0)
 
@@ -85,11 +102,20 @@ def prepare(
             force=force,
             progress=report,
             source_name=name,
+            field=field,
         )
     secs = time.perf_counter() - t0
+    for notice in res.notices:
+        console.print(f"[yellow]note:[/] {notice}")
+    bad = res.stats.summary()
+    if bad:
+        console.print(f"[yellow]warning:[/] {bad}: skipped, the rest was used")
+    files_by_format = ", ".join(f"{n} {fmt}" for fmt, n in sorted(res.stats.files.items()))
     console.print(
         f"[green]wrote[/] {res.out}: vocab {res.vocab_size:,}, train {res.train_tokens:,} tokens, "
-        f"val {res.val_tokens:,} tokens ({res.dtype}) in {secs:.1f}s"
+        f"val {res.val_tokens:,} tokens ({res.dtype}) in {secs:.1f}s; "
+        f"{res.stats.documents:,} document{'s' * (res.stats.documents != 1)} from "
+        f"{files_by_format}"
     )
 
 

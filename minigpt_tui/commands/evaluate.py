@@ -19,7 +19,8 @@ def evaluate(
     device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
     dtype: str = typer.Option("float32", help="float32 or bfloat16."),
 ) -> None:
-    """Whole-split loss (every token, not a sample) and perplexity of MODEL on DATA."""
+    """Whole-split loss (every token, not a sample), perplexity and bits per character of
+    MODEL on DATA. Bits per character compare across tokenizers; losses per token do not."""
     import contextlib
 
     import torch
@@ -50,8 +51,14 @@ def evaluate(
     loss = split_loss(net, tokens, info.config.block_size, batch_size, dev, ctx)
     secs = time.perf_counter() - t0
     console = Console()
+    chars = ds.meta.get(f"{split}_chars")  # absent in data prepared by older versions
+    bpc = (
+        f", {loss * (len(tokens) - 1) / math.log(2) / chars:.4f} bits per character"
+        if isinstance(chars, int) and chars > 0
+        else ""
+    )
     console.print(
-        f"{info.name}: {split} loss {loss:.4f} nats, perplexity {math.exp(loss):.3f} "
+        f"{info.name}: {split} loss {loss:.4f} nats, perplexity {math.exp(loss):.3f}{bpc} "
         f"over {len(tokens) - 1:,} predicted tokens ({secs:.1f}s)"
     )
 

@@ -30,12 +30,14 @@ def info(
     table.add_row("options", f"dropout {cfg.dropout}, bias {cfg.bias}, tied head {cfg.tie_weights}")
     spec = mi.tokenizer_spec
     tok = spec["kind"] + (f" ({len(spec['chars'])} characters)" if spec["kind"] == "char" else "")
+    if spec["kind"] == "bpe":
+        tok += f" ({spec['vocab_size']:,} tokens, trained; {spec['file']})"
     table.add_row("tokenizer", tok)
     files = [
         f.name
         for f in (mi.weights_path, mi.onnx_path, mi.path / modeldir.TRAINER_FILE)
         if f.is_file()
-    ]
+    ] + modeldir.tokenizer_files(spec)
     table.add_row("files", ", ".join(files) or "-")
     onnx = mi.meta.get("onnx")
     if isinstance(onnx, dict):

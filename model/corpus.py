@@ -1,0 +1,321 @@
+"""Reading corpora as they ship: text, JSON Lines and Parquet files, each plain or compressed
+(.gz, .zst), one file or a directory tree of them.
+
+A corpus is read as a stream of documents in pieces of about CHUNK_CHARS characters, so that
+memory stays bounded whatever its size: text files block by block (cut only where
+`safe_cut` allows), JSON Lines record by record, Parquet row group by row group. Each piece
+says how far through the corpus it ends, measured in bytes on disk, which is how `data
+prepare` draws the train/val boundary and its progress bar. Records that cannot be used are
+counted by kind, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import fnmatch
+import gzip
+import io
+import json
+import os
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from model.tokenizer import safe_cut
+
+CHUNK_CHARS = 4 * 1024 * 1024
+LOOKBACK_CHARS = 1 << 20  # a text chunk's cut is looked for in its last 1M characters
+MAX_UNCUT_CHARS = 64 << 20  # text with no safe cut in this many characters is refused
+MAX_RECORD_BYTES = 64 << 20  # a longer JSON line is a bad record ("too long")
+PARQUET_BATCH_ROWS = 1024
+
+TEXT_SUFFIXES = {".txt", ".md", ".text", ".rst", ".csv", ".tsv", ".json", ".py", ""}
+JSONL_SUFFIXES = {".jsonl", ".ndjson"}
+PARQUET_SUFFIXES = {".parquet"}
+COMPRESSED_SUFFIXES = {".gz": "gzip", ".zst": "zstd"}
+EXTRA_HINT = "pip install 'minigpt-tui[data]'"
+
+
+class DataError(ValueError):
+    """A corpus or data directory that cannot be used."""
+
+
+# ---------------------------------------------------------------------------- finding files
+
+
+def file_format(path: Path) -> tuple[str, str | None]:
+    """(text | jsonl | parquet, gzip | zstd | None) from a file's suffixes."""
+    name = path.name.lower()
+    compression = None
+    for suffix, kind in COMPRESSED_SUFFIXES.items():
+        if name.endswith(suffix):
+            compression, name = kind, name[: -len(suffix)]
+    inner = Path(name).suffix
+    if inner in JSONL_SUFFIXES:
+        return "jsonl", compression
+    if inner in PARQUET_SUFFIXES:
+        return "parquet", compression
+    return "text", compression
+
+
+def _known(path: Path) -> bool:
+    name = path.name.lower()
+    for suffix in COMPRESSED_SUFFIXES:
+        name = name.removesuffix(suffix)
+    return Path(name).suffix in TEXT_SUFFIXES | JSONL_SUFFIXES | PARQUET_SUFFIXES
+
+
+def _matches(rel: str, patterns: Sequence[str]) -> bool:
+    """A glob with a / matches the path relative to the corpus root, one without the name."""
+    name = rel.rsplit("/", 1)[-1]
+    return any(fnmatch.fnmatch(rel if "/" in p else name, p) for p in patterns)
+
+
+def find_files(
+    source: Path, include: Sequence[str] = (), exclude: Sequence[str] = ()
+) -> list[Path]:
+    """The corpus files under source, in a stable order.
+
+    A file is taken as it is. In a directory, every file with a known suffix (or, with
+    --include, every file an include glob matches) and no --exclude match, recursively,
+    skipping hidden files and directories (.git, .venv, ...).
+    """
+    if source.is_file():
+        return [source]
+    if not source.is_dir():
+        raise DataError(f"corpus not found: {source}")
+    found = []
+    for root, dirs, names in os.walk(source):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(names):
+            path = Path(root) / name
+            rel = path.relative_to(source).as_posix()
+            if name.startswith(".") or not path.is_file():
+                continue
+            if (_matches(rel, include) if include else _known(path)) and not _matches(rel, exclude):
+                found.append(path)
+    if not found:
+        what = f"matching {', '.join(include)}" if include else "of a known format"
+        raise DataError(f"no files {what} in {source}")
+    return found
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+@dataclass
+class Piece:
+    text: str
+    new_doc: bool  # a new document starts with this piece
+    end: float  # how far through the corpus (bytes on disk) this piece ends
+
+
+@dataclass
+class ReadStats:
+    """What one pass over a corpus found."""
+
+    files: Counter[str] = field(default_factory=Counter)  # format -> files
+    documents: int = 0
+    records: int = 0  # JSON Lines and Parquet rows, good and bad
+    bad: Counter[str] = field(default_factory=Counter)  # kind -> records
+
+    def summary(self) -> str | None:
+        """'N bad records of M (k1 n1, k2 n2)', or None when there were none."""
+        if not self.bad:
+            return None
+        kinds = ", ".join(f"{kind} {n:,}" for kind, n in self.bad.most_common())
+        return f"{sum(self.bad.values()):,} bad records of {self.records:,} ({kinds})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "files": dict(self.files),
+            "documents": self.documents,
+            "records": self.records,
+            "bad_records": dict(self.bad),
+        }
+
+
+def corpus_bytes(files: Sequence[Path]) -> int:
+    try:
+        return sum(p.stat().st_size for p in files)
+    except OSError as e:
+        raise DataError(f"cannot read the corpus: {e.strerror or e}: {e.filename}") from None
+
+
+def read_corpus(files: Sequence[Path], field: str, stats: ReadStats) -> Iterator[Piece]:
+    """Every document of every file, in pieces, counting what it finds into stats."""
+    offset = 0
+    for path in files:
+        fmt, compression = file_format(path)
+        size = path.stat().st_size
+        stats.files[fmt + {"gzip": ".gz", "zstd": ".zst", None: ""}[compression]] += 1
+        reader = {"text": _read_text, "jsonl": _read_jsonl, "parquet": _read_parquet}[fmt]
+        for text, new_doc, fraction in reader(path, compression, field, stats):
+            stats.documents += new_doc
+            yield Piece(text, new_doc, offset + size * fraction)
+        offset += size
+
+
+def _open(path: Path, compression: str | None) -> io.BufferedIOBase:
+    if compression == "gzip":
+        return gzip.open(path, "rb")
+    if compression == "zstd":
+        try:
+            import zstandard
+        except ImportError:
+            raise DataError(f"reading {path.name} needs zstandard: {EXTRA_HINT}") from None
+        raw = open(path, "rb")  # noqa: SIM115 (closed with the reader)
+        reader = zstandard.ZstdDecompressor().stream_reader(
+            raw, read_across_frames=True, closefd=True
+        )
+        return io.BufferedReader(reader, buffer_size=1 << 20)
+    return open(path, "rb")
+
+
+def _plain_size(path: Path, compression: str | None) -> int:
+    """Decompressed bytes: one pass over a compressed file (fast next to tokenizing it)."""
+    if compression is None:
+        return path.stat().st_size
+    n = 0
+    with _open(path, compression) as f:
+        while block := f.read(CHUNK_CHARS):
+            n += len(block)
+    return n
+
+
+def _read_text(
+    path: Path, compression: str | None, field: str, stats: ReadStats
+) -> Iterator[tuple[str, bool, float]]:
+    """One document per file, in chunks cut where safe_cut allows."""
+    total = max(_plain_size(path, compression), 1)
+    utf8 = codecs.getincrementaldecoder("utf-8")()
+    done, first, rest = 0, True, ""
+    try:
+        with _open(path, compression) as f:
+            while True:
+                block = f.read(CHUNK_CHARS)
+                text = rest + utf8.decode(block, final=not block)
+                if not block:
+                    if text:
+                        yield text, first, 1.0
+                    return
+                cut = safe_cut(text, len(text), len(text) - LOOKBACK_CHARS)
+                if cut == 0:
+                    if len(text) > MAX_UNCUT_CHARS:
+                        raise DataError(
+                            f"{path} has {len(text) >> 20} MB of text with no place to cut "
+                            "it (a lone space or line break); is it text?"
+                        )
+                    rest = text
+                    continue
+                rest = text[cut:]
+                done += len(text[:cut].encode("utf-8"))
+                yield text[:cut], first, min(done / total, 1.0)
+                first = False
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path} is not UTF-8 text ({e.reason})") from None
+    except (OSError, EOFError) as e:  # a corrupt or truncated .gz / .zst
+        raise DataError(f"cannot read {path}: {e}") from None
+
+
+def _read_jsonl(
+    path: Path, compression: str | None, field: str, stats: ReadStats
+) -> Iterator[tuple[str, bool, float]]:
+    """One document per line: the string at `field` of each JSON object."""
+    total = max(_plain_size(path, compression), 1)
+    done = 0
+    try:
+        with _open(path, compression) as f:
+            while line := f.readline(MAX_RECORD_BYTES + 1):
+                done += len(line)
+                if len(line) > MAX_RECORD_BYTES:
+                    while line and not line.endswith(b"\n"):  # skip the rest of the record
+                        line = f.readline(MAX_RECORD_BYTES)
+                        done += len(line)
+                    stats.records += 1
+                    stats.bad["too long"] += 1
+                    continue
+                if not line.strip():
+                    continue
+                stats.records += 1
+                try:
+                    record = json.loads(line)
+                except (ValueError, RecursionError):  # bad JSON or bad UTF-8
+                    stats.bad["not JSON"] += 1
+                    continue
+                text = _field_text(record, field, stats)
+                if text:
+                    yield text, True, done / total
+    except (OSError, EOFError) as e:
+        raise DataError(f"cannot read {path}: {e}") from None
+
+
+def _field_text(record: Any, field: str, stats: ReadStats) -> str | None:
+    if not isinstance(record, dict) or field not in record:
+        stats.bad[f"no '{field}'"] += 1
+        return None
+    value = record[field]
+    if not isinstance(value, str):
+        stats.bad["not a string"] += 1
+        return None
+    return value
+
+
+def _read_parquet(
+    path: Path, compression: str | None, field: str, stats: ReadStats
+) -> Iterator[tuple[str, bool, float]]:
+    """One document per row: the string column `field`, read row group by row group."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataError(f"reading {path.name} needs pyarrow: {EXTRA_HINT}") from None
+    with _seekable(path, compression) as source:
+        try:
+            pf = pq.ParquetFile(source)
+        except (pa.ArrowException, OSError) as e:
+            raise DataError(f"cannot read {path} as Parquet: {e}") from None
+        schema = pf.schema_arrow
+        if field not in schema.names:
+            raise DataError(
+                f"{path} has no column {field!r} (it has {', '.join(schema.names[:8])}); "
+                "choose one with --field"
+            )
+        kind = schema.field(field).type
+        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+            raise DataError(f"{path}: column {field!r} holds {kind}, not text")
+        rows = max(pf.metadata.num_rows, 1)
+        done = 0
+        try:
+            for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=[field]):
+                values = batch.column(0).to_pylist()
+                for value in values:
+                    done += 1
+                    stats.records += 1
+                    if value is None:
+                        stats.bad["not a string"] += 1
+                    elif value:
+                        yield value, True, done / rows
+        except (pa.ArrowException, OSError) as e:
+            raise DataError(f"cannot read {path}: {e}") from None
+
+
+@contextlib.contextmanager
+def _seekable(path: Path, compression: str | None) -> Iterator[Any]:
+    """Parquet needs to seek: a compressed file is decompressed to a temporary file first."""
+    if compression is None:
+        yield str(path)
+        return
+    with tempfile.TemporaryFile() as tmp:
+        try:
+            with _open(path, compression) as f:
+                shutil.copyfileobj(f, tmp, 1 << 20)
+        except (OSError, EOFError) as e:
+            raise DataError(f"cannot read {path}: {e}") from None
+        tmp.seek(0)
+        yield tmp
