@@ -35,14 +35,14 @@ import torch
 from onnx import helper
 
 from export import ort_engine
-from export.options import ExportError, check_quantize
+from export.options import MIN_OPSET, ExportError, check_opset, check_quantize
 from model import checkpoint, modeldir
+from model.config import GPTConfig
 from model.errors import first_line
 from model.gpt import GPT
 from model.modeldir import ModelDirError
 
 DEFAULT_OPSET = 23  # the first opset with an Attention operator
-MIN_OPSET = 18  # the oldest the torch.export-based exporter writes
 # fp32 verification: |onnx - torch| <= FP32_TOLERANCE * max(1, |largest torch logit|).
 FP32_TOLERANCE = 1e-4
 # int8 verification: mean KL(torch || int8) over the verified positions, in nats. Quantised
@@ -89,10 +89,7 @@ def export_onnx(
     """Export a model directory; see the module docstring. Raises ExportError/ModelDirError."""
     t0 = time.perf_counter()
     check_quantize(quantize)
-    opset = DEFAULT_OPSET if opset is None else opset
-    newest = onnx.defs.onnx_opset_version()
-    if not MIN_OPSET <= opset <= newest:
-        raise ExportError(f"--opset must be between {MIN_OPSET} and {newest}, got {opset}")
+    opset = check_opset(DEFAULT_OPSET if opset is None else opset)
     info = modeldir.read(model_path)
     if not info.has_weights:
         raise ModelDirError(f"{info.path} has no weights ({modeldir.WEIGHTS_FILE}) to export")
@@ -108,7 +105,11 @@ def export_onnx(
     graph = _export_graph(model, opset)
     fused = fuse_attention(graph, model.config.n_head)
     data = _quantize_int8(graph) if quantize == "int8" else graph.SerializeToString()
-    report = verify_export(model, data, quantize) if verify else None
+    if verify:
+        report = verify_export(model, data, quantize)
+    else:
+        report = None
+        load_session(data, model.config)  # at least onnxruntime must load what is written
 
     meta = dict(info.meta)
     meta["onnx"] = _onnx_meta(model, opset, quantize, fused, report)
@@ -224,6 +225,12 @@ def _export_graph(model: GPT, opset: int) -> onnx.ModelProto:
         raise ExportError(f"torch.onnx.export failed: {first_line(e)}") from e
     assert program is not None
     proto: onnx.ModelProto = program.model_proto
+    wrote = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset)
+    if wrote != opset:  # the exporter falls back quietly when it cannot convert
+        raise ExportError(
+            f"torch {torch.__version__}'s exporter wrote opset {wrote} instead of {opset}; "
+            f"choose an --opset between {MIN_OPSET} and {DEFAULT_OPSET}"
+        )
     return proto
 
 
@@ -365,6 +372,18 @@ def _quantize_int8(model: onnx.ModelProto) -> bytes:
         return dst.read_bytes()
 
 
+def load_session(data: bytes, cfg: GPTConfig) -> Any:
+    """An onnxruntime session of the exported graph; one-line ExportError if it cannot load."""
+    try:
+        session = ort_engine.make_session(data, threads=1)
+    except Exception as e:  # onnxruntime's own error types, e.g. an operator it lacks
+        raise ExportError(
+            f"onnxruntime cannot load the exported graph: {first_line(e)}; nothing was written"
+        ) from None
+    ort_engine.check_signature(session, cfg, "the exported graph")
+    return session
+
+
 def verify_export(model: GPT, data: bytes, quantize: str, seed: int = 0) -> dict[str, Any]:
     """Run onnxruntime and PyTorch side by side on random prompts; raise if they disagree.
 
@@ -374,8 +393,7 @@ def verify_export(model: GPT, data: bytes, quantize: str, seed: int = 0) -> dict
     and a prompt that decodes up to the last position of the block.
     """
     cfg = model.config
-    session = ort_engine.make_session(data, threads=1)
-    ort_engine.check_signature(session, cfg, "the exported graph")
+    session = load_session(data, cfg)
     outputs = ort_engine.output_names(cfg)
     past_names = ort_engine.cache_names(cfg.n_layer, "past")
     rng = np.random.default_rng(seed)
@@ -418,14 +436,14 @@ def verify_export(model: GPT, data: bytes, quantize: str, seed: int = 0) -> dict
     if quantize == "none":
         tol = FP32_TOLERANCE * scale
         report["tolerance"] = tol
-        if report["max_logit_diff"] > tol:
+        if not report["max_logit_diff"] <= tol:  # NaN (a non-finite model) fails too
             raise ExportError(
                 f"verification failed: onnxruntime logits differ from PyTorch by "
                 f"{report['max_logit_diff']:.3g} (tolerance {tol:.3g}); nothing was written"
             )
     else:
         report["max_mean_kl"] = INT8_MAX_KL
-        if report["mean_kl"] > INT8_MAX_KL:
+        if not report["mean_kl"] <= INT8_MAX_KL:
             raise ExportError(
                 f"verification failed: int8 model's next-token distribution is "
                 f"{report['mean_kl']:.3g} nats from PyTorch's (KL; bound {INT8_MAX_KL}); "

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from model.backend import EngineError, default_threads
+from model.backend import EngineError, check_threads, default_threads
 from model.config import GPTConfig
 from model.errors import first_line
 from model.modeldir import ModelInfo
@@ -55,7 +55,9 @@ def make_session(model: str | os.PathLike[str] | bytes, threads: int) -> ort.Inf
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3  # errors only: shape-reuse warnings are noise here
+    # Fatal only: warnings are noise here, and every error is raised and reported by us in
+    # one line (at level 3 onnxruntime also printed its own C++ log line to the terminal).
+    so.log_severity_level = 4
     if threads != 1:  # spinning workers starve everything else on a busy CPU (measured 2x)
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     source = model if isinstance(model, bytes) else str(model)
@@ -114,6 +116,7 @@ class OrtBackend:
         self.info = info
         self.config = info.config
         path = info.onnx_path
+        threads = check_threads(threads)[0]
         try:
             threads = default_threads(self.config.num_params()) if threads is None else threads
             self.session = make_session(path, threads)
@@ -128,6 +131,23 @@ class OrtBackend:
         self._cache: list[np.ndarray] | None = None
         self._cache_len = 0
         self._token = np.zeros((1, 1), dtype=np.int64)  # reused input for decode steps
+        self._check_block_size(str(path))
+
+    def _check_block_size(self, where: str) -> None:
+        """Run the context's last position once, so that a model.onnx exported for a shorter
+        context than config.json's block_size is refused now, in one line, not mid-reply."""
+        bs, hs = self.block_size, self.config.n_embd // self.config.n_head
+        past = [np.zeros((1, self.config.n_head, bs - 1, hs), dtype=np.float32)] * len(self._past)
+        try:
+            logits, _ = self.run(self._token, past)
+        except EngineError:
+            logits = None
+        if logits is None or logits.shape != (1, self.config.vocab_size):
+            raise EngineError(
+                f"{where} does not fit its config.json (block_size {bs}, vocab "
+                f"{self.config.vocab_size}): it was exported for another shape; re-export it "
+                "with 'minigpt-tui export onnx --force'"
+            )
 
     @property
     def block_size(self) -> int:

@@ -8,6 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
+from minigpt_tui.safe_text import markup
+
 
 def _fmt(value: float | None, spec: str = ".4f") -> str:
     return "-" if value is None else format(value, spec)
@@ -83,9 +85,9 @@ class TrainView:
         elif kind == "eval" and "val_loss_full" in event:
             self._print(f"whole-split validation loss: {event['val_loss_full']:.4f}")
         elif kind == "notice":
-            self._print(f"[yellow]note:[/] {event['text']}")
+            self._print(f"[yellow]note:[/] {markup(event['text'])}")
         elif kind == "checkpoint":
-            self._print(f"[dim]saved {event['path']}[/]")
+            self._print(f"[dim]saved {markup(event['path'])}[/]")
 
     def _update(self, event: dict[str, Any]) -> None:
         fields = {
@@ -114,5 +116,5 @@ class TrainView:
         what = "stopped (checkpoint saved)" if result["reason"] == "interrupted" else "finished"
         self.console.print(
             f"[green]{what}[/] at iteration {result['iter']} in {seconds:.1f}s; "
-            f"model in {result['out']}"
+            f"model in {markup(result['out'])}"
         )

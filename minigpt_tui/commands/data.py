@@ -87,9 +87,12 @@ def prepare(
             source_name=name,
         )
     secs = time.perf_counter() - t0
+    from minigpt_tui.safe_text import markup
+
     console.print(
-        f"[green]wrote[/] {res.out}: vocab {res.vocab_size:,}, train {res.train_tokens:,} tokens, "
-        f"val {res.val_tokens:,} tokens ({res.dtype}) in {secs:.1f}s"
+        f"[green]wrote[/] {markup(res.out)}: vocab {res.vocab_size:,}, "
+        f"train {res.train_tokens:,} tokens, val {res.val_tokens:,} tokens ({res.dtype}) "
+        f"in {secs:.1f}s"
     )
 
 

@@ -49,10 +49,12 @@ def evaluate(
     t0 = time.perf_counter()
     loss = split_loss(net, tokens, info.config.block_size, batch_size, dev, ctx)
     secs = time.perf_counter() - t0
+    from minigpt_tui.safe_text import markup
+
     console = Console()
     console.print(
-        f"{info.name}: {split} loss {loss:.4f} nats, perplexity {math.exp(loss):.3f} "
-        f"over {len(tokens) - 1:,} predicted tokens ({secs:.1f}s)"
+        f"{markup(info.name, one_line=True)}: {split} loss {loss:.4f} nats, "
+        f"perplexity {math.exp(loss):.3f} over {len(tokens) - 1:,} predicted tokens ({secs:.1f}s)"
     )
 
 

@@ -25,6 +25,7 @@ from textual.widgets import ContentSwitcher, Footer, Input, Static, TextArea
 from minigpt_tui.dialogue import DialogueTemplate, Turn
 from minigpt_tui.engine import Generation, GenerationStats
 from minigpt_tui.history import Conversation, HistoryStore, default_export_name, export
+from minigpt_tui.safe_text import plain
 from minigpt_tui.sampling import Sampler, SamplingSettings
 from minigpt_tui.tui.screens.error import ErrorScreen
 from minigpt_tui.tui.screens.export import ExportScreen
@@ -215,7 +216,7 @@ class ChatApp(App[None]):
     # ----------------------------------------------------------------- helpers
     def say(self, message: str, **kwargs: Any) -> None:
         """A toast; never markup, since it may quote the user's text or a path."""
-        self.notify(message, markup=False, **kwargs)
+        self.notify(plain(message), markup=False, **kwargs)
 
     @property
     def generating(self) -> bool:
