@@ -36,7 +36,7 @@ class _TorchModel:
             self.model, self.info = model, info
             self.device = str(next(model.parameters()).device)
             return
-        from model.train import resolve_device
+        from model.device import resolve_device
 
         device = resolve_device(device)  # an unknown or missing device is a one-line error
         threads = check_threads(threads)[0]

@@ -9,6 +9,7 @@ Shapes: B batch, T sequence length, P cached (past) length, C n_embd, nh heads, 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -171,6 +172,18 @@ class GPT(nn.Module):
         if last_only:
             x = x[:, -1:, :]  # (B, 1, C)
         return self.lm_head(self.ln_f(x)), present
+
+    def crop_block_size(self, block_size: int) -> None:
+        """Shorten the context to `block_size` positions, keeping the first position
+        embeddings (to fine-tune a model with a shorter block than it was trained with)."""
+        if not 1 <= block_size <= self.config.block_size:
+            raise ValueError(
+                f"cannot crop block_size {self.config.block_size} to {block_size}: "
+                "only a shorter context is possible"
+            )
+        self.config = dataclasses.replace(self.config, block_size=block_size)
+        self.wpe.weight = nn.Parameter(self.wpe.weight.detach()[:block_size].clone())
+        self.wpe.num_embeddings = block_size
 
     def optimizer_groups(self, weight_decay: float) -> list[dict[str, object]]:
         """Weight decay on matrices (Linear weights, embeddings); none on biases and norms."""
