@@ -15,6 +15,7 @@ database can be made (read-only, /proc, a file) leaves history in memory. Each c
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sqlite3
@@ -284,7 +285,10 @@ def export_text(conv: Conversation, names: dict[str, str], markdown: bool) -> st
 
 
 def export(conv: Conversation, path: Path, names: dict[str, str]) -> Path:
-    """Write a conversation to `path` (.md means Markdown, anything else plain text)."""
+    """Write a conversation to `path` (.md means Markdown, anything else plain text). The
+    directory must exist: none is created (a mistyped path must not make folders)."""
+    if not path.parent.is_dir():
+        raise FileNotFoundError(errno.ENOENT, "no such directory", str(path.parent))
     markdown = path.suffix.lower() in (".md", ".markdown")
     atomic_write_bytes(path, export_text(conv, names, markdown).encode("utf-8"))
     return path

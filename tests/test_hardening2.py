@@ -660,3 +660,220 @@ def test_a_raw_pickle_trainer_state_is_one_plain_line(
         line = expect_one_line_error(capsys, "train", "--data", data, "--out", run, "--resume")
     assert not caught, [str(w.message) for w in caught]  # no advice to unpickle it unsafely
     assert "trainer.pt" in line and "weights_only" not in line
+
+
+# ------------------------------------------------------------------ training runs
+
+RUN_FLAGS = ["--device", "cpu", "--no-samples", "--no-final-eval", "--batch-size", "4"]
+RUN_FLAGS += ["--eval-iters", "1"]
+SHAPE = ["--block-size", "16", "--n-layer", "1", "--n-head", "2"]
+
+
+def _train(data: Path, out: Path, *extra: str, width: int = 16) -> list[str]:
+    shape = [] if "--resume" in extra else [*SHAPE, "--n-embd", str(width)]
+    return ["train", "--data", str(data), "--out", str(out), *RUN_FLAGS, *shape, *extra]
+
+
+def test_trainer_state_of_another_shape_is_refused_before_torch_sees_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = make_data(tmp_path)
+    for width in (16, 32):
+        out = tmp_path / f"w{width}"
+        assert cli(*_train(data, out, "--max-iters", "2", width=width)) == 0
+    narrow = tmp_path / "w16" / "step-000002" / modeldir.TRAINER_FILE
+    wide = tmp_path / "w32" / "step-000002" / modeldir.TRAINER_FILE
+    shutil.copyfile(narrow, wide)
+    line = expect_one_line_error(capsys, *_train(data, tmp_path / "w32", "--resume"))
+    assert "belongs to a model of another shape" in line
+    state = torch.load(narrow, weights_only=True)
+    state["rng_data"] = torch.zeros(3, dtype=torch.uint8)  # an RNG state of the wrong length
+    torch.save(state, tmp_path / "w16" / "step-000002" / modeldir.TRAINER_FILE)
+    line = expect_one_line_error(capsys, *_train(data, tmp_path / "w16", "--resume"))
+    assert "cannot resume from trainer.pt" in line
+
+
+def test_a_diverging_run_never_saves_non_finite_weights(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, out = make_data(tmp_path), tmp_path / "run"
+    ckpt = ["--ckpt-interval", "3", "--eval-interval", "3", "--log-interval", "1000"]
+    assert cli(*_train(data, out, "--max-iters", "3", *ckpt)) == 0
+    good = (out / "latest" / modeldir.WEIGHTS_FILE).read_bytes()
+    line = expect_one_line_error(
+        capsys, *_train(data, out, "--resume", "--max-iters", "60", "--lr", "1e9", *ckpt)
+    )
+    assert "training diverged" in line and "step-000003 is still latest" in line
+    assert os.readlink(out / "latest") == "step-000003"
+    assert (out / "latest" / modeldir.WEIGHTS_FILE).read_bytes() == good
+    for step in out.glob("step-*"):  # every checkpoint left loads and is finite
+        checkpoint.load(step)
+
+
+def test_a_run_directory_is_held_by_one_run_and_a_killed_holder_does_not_block(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+
+    data, out = make_data(tmp_path), tmp_path / "run"
+    assert cli(*_train(data, out, "--max-iters", "2")) == 0
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from pathlib import Path; from model import rundir\n"
+         "with rundir.locked(Path(sys.argv[1])) as claim:\n"
+         "    claim(); print('held', flush=True); time.sleep(120)",
+         str(out)],
+        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[1],
+        env=dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1])),
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        for extra in (["--resume", "--max-iters", "4"], ["--force", "--max-iters", "2"]):
+            line = expect_one_line_error(capsys, *_train(data, out, *extra))
+            assert f"being written by another training run (process {holder.pid})" in line
+        (out / ".train.pid").unlink()  # the kernel's lock table still names the holder
+        line = expect_one_line_error(capsys, *_train(data, out, "--resume"))
+        assert f"(process {holder.pid})" in line
+    finally:
+        holder.kill()
+        holder.wait(10)
+    (out / ".train.pid").write_text(f"{holder.pid}\n")  # a stale id, as kill -9 leaves it
+    assert cli(*_train(data, out, "--resume", "--max-iters", "4")) == 0
+    assert os.readlink(out / "latest") == "step-000004"
+    assert not (out / ".train.pid").exists()
+
+
+def test_a_tiny_time_budget_still_leaves_a_run_that_resumes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, out = make_data(tmp_path), tmp_path / "run"
+    assert cli(*_train(data, out, "--time-budget", "1e-9", "--max-iters", "50")) == 0
+    assert os.readlink(out / "latest") == "step-000001"
+    assert cli(*_train(data, out, "--resume", "--time-budget", "600", "--max-iters", "3")) == 0
+    assert os.readlink(out / "latest") == "step-000003"
+    # A run that stopped before its first checkpoint: --resume says what to do.
+    (tmp_path / "early").mkdir()
+    (tmp_path / "early" / "metrics.jsonl").write_text('{"event": "start", "iter": 0}\n')
+    line = expect_one_line_error(capsys, *_train(data, tmp_path / "early", "--resume"))
+    assert "stopped before saving a checkpoint; start it over with --force" in line
+
+
+# ------------------------------------------------------------------ chat keeps what is on screen
+
+
+def _replies(app: Any) -> list[str]:
+    return [m.text for m in app.transcript.messages if m.role == "model"]
+
+
+@run_async
+async def test_export_asks_before_replacing_and_never_creates_directories(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from minigpt_tui.history import export
+    from minigpt_tui.tui.screens.export import ExportScreen
+
+    monkeypatch.chdir(tmp_path)
+    mine = tmp_path / "notes.md"
+    mine.write_bytes(b"x" * 1_000_000)
+    app = make_app(FakeBackend("Good morrow.\n\n"))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: app.session is not None)
+        app.query_one(PromptInput).load_text("Hello")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not app.generating and len(_replies(app)) == 1)
+
+        async def submit(path: str) -> str:
+            app.screen.query_one("#export-path").value = path  # type: ignore[attr-defined]
+            await pilot.press("enter")
+            await pilot.pause(0.1)
+            return str(app.screen.query_one("#export-note").render())
+
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(app.screen, ExportScreen))
+        note = await submit("/nonexistent/dir/x.md")
+        assert "no directory /nonexistent/dir" in note and not Path("/nonexistent").exists()
+        note = await submit(str(mine))
+        assert "exists: Enter again replaces it" in note and isinstance(app.screen, ExportScreen)
+        assert mine.stat().st_size == 1_000_000  # asked, not replaced
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, ExportScreen))
+        assert mine.stat().st_size == 1_000_000
+        await pilot.press("ctrl+s")  # asked again, and confirmed this time
+        await wait_for(pilot, lambda: isinstance(app.screen, ExportScreen))
+        await submit(str(mine))
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: mine.stat().st_size < 1_000_000)
+        assert "Good morrow." in mine.read_text()
+    with pytest.raises(FileNotFoundError):  # the writer itself makes no directory either
+        export(Conversation(None, "", "chat", "m", [_turn("hi")]), tmp_path / "a" / "b.md", {})
+    assert not (tmp_path / "a").exists()
+
+
+@run_async
+async def test_a_streaming_reply_is_saved_on_new_and_on_quit(tmp_path: Path) -> None:
+    store = HistoryStore(tmp_path / "history.db")
+    backend = FakeBackend("to be or not to be, ", delay=0.05)
+    app = make_app(backend, history=store, max_new_tokens=1000)
+    async with app.run_test(size=(100, 30)) as pilot:
+        for key in ("ctrl+n", "ctrl+q"):
+            await wait_for(pilot, lambda: app.session is not None)
+            app.query_one(PromptInput).load_text(f"before {key}")
+            await pilot.press("enter")
+            decoded = backend.decoded
+            await wait_for(pilot, lambda: backend.decoded >= decoded + 4)  # noqa: B023
+            assert app.generating
+            await pilot.press(key)
+            await pilot.pause(0.1)
+    saved = [store.load(c.id) for c in store.list() if c.id is not None]
+    assert sorted(c.turns[0].text for c in saved if c) == ["before ctrl+n", "before ctrl+q"]
+    for conv in saved:
+        assert conv is not None and [t.role for t in conv.turns] == ["user", "model"]
+        assert "to be or not".startswith(conv.turns[1].text[:12]) and len(conv.turns[1].text) >= 3
+    store.close()
+
+
+@run_async
+async def test_a_terminal_too_small_sends_nothing_typed_unseen() -> None:
+    app = make_app(FakeBackend("Good morrow.\n\n"))
+    async with app.run_test(size=(40, 10)) as pilot:
+        await wait_for(pilot, lambda: app.session is not None)
+        await pilot.press("h", "i", "enter", "ctrl+g", "ctrl+r")
+        await pilot.pause(0.2)
+        assert app.session is not None and app.session.turns == [] and not app.generating
+        assert app.query_one(PromptInput).text == ""  # nothing typed into the hidden box
+        await pilot.resize_terminal(100, 30)
+        await pilot.pause(0.2)
+        await pilot.press("h", "i", "enter")
+        await wait_for(pilot, lambda: not app.generating and len(_replies(app)) == 1)
+        assert [t.text for t in app.session.turns][:1] == ["hi"]
+
+
+@run_async
+async def test_a_fast_escape_and_ctrl_r_burst_types_no_caret() -> None:
+    from textual import events
+    from textual._xterm_parser import XTermParser
+
+    parser = XTermParser()  # what the terminal driver makes of Esc, Ctrl+R, Esc in one read
+    burst = [
+        e for e in [*parser.feed("\x1b\x12\x1b"), *parser.feed("")] if isinstance(e, events.Key)
+    ]
+    assert [k.key for k in burst][:2] == ["circumflex_accent", "ctrl+r"]
+    backend = FakeBackend("to be or not to be, ", delay=0.05)
+    app = make_app(backend, max_new_tokens=1000)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: app.session is not None)
+        app.query_one(PromptInput).load_text("Speak")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: backend.decoded >= 3)
+        first = app.generation
+        for key in burst:  # Esc stops the reply, Ctrl+R asks for it again, Esc stops that
+            app.post_message(key)
+        await wait_for(pilot, lambda: first is not None and first.stats.stop_reason != "")
+        assert first is not None and first.stats.stop_reason == "cancelled"
+        while app.generating:
+            await pilot.press("escape")
+            await pilot.pause(0.05)
+        assert app.query_one(PromptInput).text == ""  # and no "^" was typed
+        await pilot.press("circumflex_accent")  # a "^" typed on its own is still a "^"
+        await pilot.pause(0.1)
+        assert app.query_one(PromptInput).text == "^"
