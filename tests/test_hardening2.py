@@ -877,3 +877,16 @@ async def test_a_fast_escape_and_ctrl_r_burst_types_no_caret() -> None:
         await pilot.press("circumflex_accent")  # a "^" typed on its own is still a "^"
         await pilot.pause(0.1)
         assert app.query_one(PromptInput).text == "^"
+
+
+def test_eval_refuses_a_batch_whose_logits_exceed_the_memory(
+    evil: dict[str, Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    argv = ["eval", evil["model"], "--data", evil["data"], "--device", "cpu"]
+    assert cli(*argv, "--batch-size", "100000000000") == 0  # tiny data: a batch holds it all
+    real = os.sysconf
+    monkeypatch.setattr(  # a machine of 32 KB: the same batch no longer fits
+        os, "sysconf", lambda name: 8 if name == "SC_PHYS_PAGES" else real(name)
+    )
+    line = expect_one_line_error(capsys, *argv, "--batch-size", "100000000000")
+    assert "for the logits alone" in line
