@@ -15,11 +15,14 @@ filled from DATA here). In order, each step in its own process, within `--budget
    under the profiler; tokens/s, MFU, peak memory, first step (compilation);
 4. nanogpt: nanoGPT's own train.py, config/train_gpt2.py with the same shape (bias, vocab 50257
    through a meta.pkl), batch, accumulation, steps and logging; timed from its log lines;
-5. decode: a random-weight GPT-2 124M through the torch backend (KV cache), batch 1, 256-token
-   prompt, 128 new greedy tokens, plus a profile of decode steps;
-then, while the budget lasts: the largest micro-batch that fits (extrapolated from peak memory,
-then tried) for ours and nanoGPT, ours with the vocabulary padded to 50304 (as nanoGPT pads),
-and decode with the decode step under torch.compile.
+5. decode: a random-weight GPT-2 124M through the torch backend, batch 1, 256-token prompt,
+   128 new greedy tokens: the growing KV cache, the static cache run eagerly, and the static
+   cache replayed as a CUDA graph (the backend's default on CUDA), plus a profile of decode steps;
+then, while the budget lasts: ours with the vocabulary padded to 50304 (as nanoGPT pads), the
+same with inductor's coordinate-descent tuning, and the largest micro-batch that fits
+(extrapolated from peak memory, then tried) for ours and nanoGPT. `--only decode,ours,...`
+runs only the steps named (tests, matmul, decode, ours, nanogpt, padded, tuned, largest-ours,
+largest-nanogpt); `--tests-k` narrows the GPU tests.
 
 Writes gpu_check.json and gpu_check.md to --out (default $OUT, else benchmarks/out).
 """
@@ -189,6 +192,10 @@ def child_ours(args: argparse.Namespace) -> None:
         model_cfg.update(json.loads(args.shape))
     if args.vocab_size:
         model_cfg["vocab_size"] = args.vocab_size
+    if args.inductor_tuning:  # slower compilation, searched Triton launch settings
+        import torch._inductor.config
+
+        torch._inductor.config.coordinate_descent_tuning = True
     warm, iters, prof_steps = args.warmup, args.iters, args.profile_steps
     total = warm + iters + prof_steps
     train_cfg = dict(preset.train)
@@ -209,7 +216,7 @@ def child_ours(args: argparse.Namespace) -> None:
     if args.device != "cpu":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
 
-    def on_event(event: dict[str, Any]) -> None:
+    def on_event(event: Any) -> None:  # model.events' TypedDicts
         nonlocal prof
         events.append(event)
         if event["event"] != "train":
@@ -284,7 +291,9 @@ def _flops_per_token(cfg: dict[str, Any], params: int) -> int:
 
 
 def child_decode(args: argparse.Namespace) -> None:
-    """GPT-2 124M (random weights) through the torch backend: batch 1, greedy, KV cache."""
+    """GPT-2 124M (random weights) through the torch backend: batch 1, greedy, KV cache; the
+    growing cache (eager, the CPU's path), the static cache run eagerly, and the static cache
+    with each decode step replayed as a CUDA graph (the backend's default on CUDA)."""
     import tempfile
 
     import torch
@@ -293,52 +302,52 @@ def child_decode(args: argparse.Namespace) -> None:
     import decode_speed
 
     from minigpt_tui.engine import load_backend
+    from model.engine import TorchBackend
 
     result: dict[str, Any] = {"prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens}
     with tempfile.TemporaryDirectory(prefix="gpu-check-decode-") as tmp:
         path = decode_speed.build_gpt2_shape(Path(tmp))
         backend = load_backend(path, backend="torch", device=args.device)
+        assert isinstance(backend, TorchBackend)
         info = backend.info
         rng = __import__("numpy").random.default_rng(0)
         prompt = [int(t) for t in rng.integers(0, info.config.vocab_size, args.prompt_tokens)]
-        runs = {}
-        row, tokens = decode_speed.measure(
-            "gpt2-124M", "torch", backend, prompt, args.new_tokens, None, None
-        )
-        runs["eager"] = {
-            "tokens_per_sec": round(row.tokens_per_s, 1),
-            "ttft_ms": round(row.ttft_ms, 1),
+        variants = {
+            "growing_cache_eager": TorchBackend(info, device=args.device, static_cache=False),
+            "static_cache_eager": TorchBackend(
+                info, device=args.device, static_cache=True, cuda_graph=False
+            ),
+            "default": backend,
         }
-        # Where a decode step's time goes: device kernel time and launches per token.
+        runs: dict[str, Any] = {}
+        reference: list[int] = []
+        for name, b in variants.items():
+            row, tokens = decode_speed.measure(
+                "gpt2-124M", "torch", b, prompt, args.new_tokens, None, None
+            )
+            reference = reference or tokens
+            runs[name] = {
+                "static_cache": b.static_cache,
+                "cuda_graph": b.cuda_graph,
+                "tokens_per_sec": round(row.tokens_per_s, 1),
+                "ttft_ms": round(row.ttft_ms, 1),
+                "same_tokens_as_growing_cache": tokens == reference,
+            }
+        # Where a decode step's time goes, on the default path: device time, launches per token.
         activities = [torch.profiler.ProfilerActivity.CPU]
         if args.device != "cpu":
             activities.append(torch.profiler.ProfilerActivity.CUDA)
         backend.prefill(prompt)
-        steps = min(16, len(tokens))
+        steps = min(16, len(reference))
         with torch.profiler.profile(activities=activities) as prof:
             t0 = time.perf_counter()
-            for tok in tokens[:steps]:
+            for tok in reference[:steps]:
                 backend.decode(tok)
             wall = time.perf_counter() - t0
         result["decode_profile"] = {
             **kernel_profile(prof, steps, top=8),
             "wall_ms_per_token_profiled": round(1000 * wall / steps, 3),
         }
-        if args.compile_decode:
-            model = backend.model  # type: ignore[attr-defined]
-            model.forward_cached = torch.compile(model.forward_cached, dynamic=True)
-            t0 = time.perf_counter()
-            decode_speed.generate(backend, prompt, args.new_tokens)  # compiles (a few shapes)
-            compile_s = time.perf_counter() - t0
-            row, compiled_tokens = decode_speed.measure(
-                "gpt2-124M", "torch", backend, prompt, args.new_tokens, None, None
-            )
-            runs["compiled_decode_step"] = {
-                "tokens_per_sec": round(row.tokens_per_s, 1),
-                "ttft_ms": round(row.ttft_ms, 1),
-                "warm_up_with_compile_s": round(compile_s, 1),
-                "same_tokens_as_eager": compiled_tokens == tokens,
-            }
     result["runs"] = runs
     emit(result)
 
@@ -467,9 +476,14 @@ class Check:
             out.append("--dry-run")
         return out
 
-    def stage(self, name: str, need: float) -> bool:
+    def stage(self, name: str, need: float, key: str) -> bool:
         left = self.left()
         print(f"\n== {name} ({left:.0f}s of the budget left)", flush=True)
+        only = self.args.only.split(",") if self.args.only else None
+        if only is not None and key not in only:
+            self.report.setdefault("skipped", []).append(f"{name}: not in --only")
+            print("   skipped: not in --only", flush=True)
+            return False
         if any(name.startswith(s) for s in self.args.skip):
             self.report.setdefault("skipped", []).append(f"{name}: --skip")
             print("   skipped: --skip", flush=True)
@@ -492,14 +506,16 @@ class Check:
 
     def tests(self) -> None:
         a = self.args
-        if not self.stage("GPU tests (pytest -m gpu)", 60):
+        if not self.stage("GPU tests (pytest -m gpu)", 60, "tests"):
             return
         cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "tests/test_gpu.py"]
         cmd += ["-p", "no:cacheprovider", "-rfEs"]
         env = child_env(a.device)
         if a.dry_run:  # the tests' own CPU mode, one quick test: proves the step works
             env["MINIGPT_GPU_TESTS_DEVICE"] = "cpu"
-            cmd += ["-k", "forward_on_gpu"]
+            cmd += ["-k", a.tests_k or "forward_on_gpu"]
+        elif a.tests_k:
+            cmd += ["-k", a.tests_k]
         run = run_child(cmd, min(a.tests_timeout, self.left() - 30), cwd=ROOT, env=env)
         summary = next(
             (line for _, line in reversed(run["lines"]) if re.search(r"passed|failed|error", line)),
@@ -514,7 +530,7 @@ class Check:
         }
 
     def matmul(self) -> None:
-        if not self.stage("bf16 matmul", 20):
+        if not self.stage("bf16 matmul", 20, "matmul"):
             return
         run = run_child(
             self.py("child-matmul", *self.common()), 90, env=child_env(self.args.device)
@@ -544,7 +560,7 @@ class Check:
     def train_pair(self) -> None:
         a = self.args
         iters = a.warmup + a.iters
-        if self.stage("ours: gpt2 preset", 60):
+        if self.stage("ours: gpt2 preset", 60, "ours"):
             self.ours(
                 "ours",
                 min(240, self.left()),
@@ -553,26 +569,22 @@ class Check:
                 iters=a.iters,
                 profile_steps=a.profile_steps,
             )
-        if self.stage("nanoGPT train.py", 60):
+        if self.stage("nanoGPT train.py", 60, "nanogpt"):
             prepare_nanogpt(Path(a.nanogpt), Path(a.data))
             self.report["nanogpt"] = nanogpt_run(
                 a, a.batch_size, iters, min(240, self.left()), a.shape or {}
             )
 
-    def decode(self, compiled: bool) -> None:
+    def decode(self) -> None:
         a = self.args
-        name = "decode, decode step under torch.compile" if compiled else "decode (torch backend)"
-        if not self.stage(name, 75 if compiled else 30):
+        if not self.stage("decode (torch backend)", 30, "decode"):
             return
         argv = ["child-decode", *self.common(), "--prompt-tokens", str(a.prompt_tokens)]
-        argv += ["--new-tokens", str(a.new_tokens)] + (["--compile-decode"] if compiled else [])
+        argv += ["--new-tokens", str(a.new_tokens)]
         run = run_child(self.py(*argv), min(240, self.left()), env=child_env(a.device))
-        if run["result"]:
-            self.report["decode"] = run["result"]
-        elif not compiled:
-            self.report["decode"] = {"error": "\n".join(x for _, x in run["lines"][-15:])}
-        else:
-            self.report["decode"]["compiled_error"] = "\n".join(x for _, x in run["lines"][-8:])
+        self.report["decode"] = run["result"] or {
+            "error": "\n".join(x for _, x in run["lines"][-15:])
+        }
 
     def largest_batch(self, key: str) -> None:
         """Peak memory grows linearly with the micro-batch: extrapolate to 95% of the card
@@ -593,7 +605,7 @@ class Check:
         self.report[f"largest_batch_{key}"] = found
         steps = 1 if a.dry_run else LOG
         for batch in (guess, int(guess * 0.85)):
-            if not self.stage(f"largest micro-batch, {key}: try {batch}", 80):
+            if not self.stage(f"largest micro-batch, {key}: try {batch}", 80, f"largest-{key}"):
                 break
             if key == "ours":
                 res = self.ours("try", min(200, self.left()), batch_size=batch, warmup=steps,
@@ -616,7 +628,7 @@ class Check:
 
     def padded(self) -> None:
         a = self.args
-        if self.stage("ours, vocabulary padded to 50304", 80):
+        if self.stage("ours, vocabulary padded to 50304", 80, "padded"):
             self.ours(
                 "ours_vocab_50304",
                 min(200, self.left()),
@@ -627,15 +639,29 @@ class Check:
                 vocab_size=50304,
             )
 
+    def tuned(self) -> None:
+        a = self.args
+        if self.stage("ours, padded, inductor coordinate-descent tuning", 90, "tuned"):
+            self.ours(
+                "ours_vocab_50304_tuned",
+                min(200, self.left()),
+                batch_size=a.batch_size,
+                warmup=a.warmup,
+                iters=a.iters,
+                profile_steps=0,
+                vocab_size=50304,
+                inductor_tuning=1,
+            )
+
     def run(self) -> None:
         self.env()
         self.tests()
         self.matmul()
+        self.decode()
         self.train_pair()
-        self.decode(compiled=False)
-        self.largest_batch("ours")
-        self.decode(compiled=True)
         self.padded()
+        self.tuned()
+        self.largest_batch("ours")
         self.largest_batch("nanogpt")
         self.report["total_seconds"] = round(time.perf_counter() - self.t0, 1)
 
@@ -657,7 +683,8 @@ def finish(report: dict[str, Any], out: Path) -> None:
     nano = report.get("nanogpt", {})
     if ours.get("flops_per_token") and "tokens_per_sec" in nano:
         nano["flops_per_token"] = ours["flops_per_token"]  # the same shape, the same formula
-    for res in (ours, nano, report.get("ours_vocab_50304", {})):
+    variants = [report.get(k, {}) for k in ("ours_vocab_50304", "ours_vocab_50304_tuned")]
+    for res in (ours, nano, *variants):
         if res:
             for label, peak in (("datasheet", DATASHEET_BF16), ("measured_matmul", measured)):
                 value = mfu(res, peak)
@@ -725,14 +752,20 @@ def summary(r: dict[str, Any]) -> str:
         )
         + " |"
     )
-    pad = r.get("ours_vocab_50304")
-    if pad:
-        lines.append(
-            f"\nours with the vocabulary padded to 50304: {pad.get('tokens_per_sec', '-'):,} "
-            f"tokens/s, MFU {_pct(pad.get('mfu_vs_datasheet'))} of the datasheet peak"
-            if "tokens_per_sec" in pad
-            else f"\nours with vocab 50304: failed ({pad.get('error', '')[-200:]})"
-        )
+    for key, label in (
+        ("ours_vocab_50304", "ours with the vocabulary padded to 50304"),
+        ("ours_vocab_50304_tuned", "ours, padded, inductor coordinate-descent tuning"),
+    ):
+        pad = r.get(key)
+        if pad:
+            lines.append(
+                f"\n{label}: {pad['tokens_per_sec']:,} tokens/s, {pad.get('ms_per_step')} ms "
+                f"per step, MFU {_pct(pad.get('mfu_vs_datasheet'))} of the datasheet peak, "
+                f"{_pct(pad.get('mfu_vs_measured_matmul'))} of the measured matmul; first "
+                f"step {pad.get('first_step_s')} s"
+                if "tokens_per_sec" in pad
+                else f"\n{label}: failed ({pad.get('error', '')[-200:]})"
+            )
     prof = ours.get("profile")
     if prof:
         lines.append(
@@ -748,7 +781,8 @@ def summary(r: dict[str, Any]) -> str:
         )
         lines.append("|---|---:|---:|")
         for name, run in dec.get("runs", {}).items():
-            lines.append(f"| {name} | {run['tokens_per_sec']} | {run['ttft_ms']} |")
+            same = "" if run.get("same_tokens_as_growing_cache", True) else " (tokens differ!)"
+            lines.append(f"| {name}{same} | {run['tokens_per_sec']} | {run['ttft_ms']} |")
         p = dec.get("decode_profile")
         if p:
             lines.append(
@@ -780,6 +814,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--budget", type=float, default=450.0, help="seconds for the whole check")
     ap.add_argument("--tests-timeout", type=float, default=200.0)
+    ap.add_argument("--tests-k", default=None, help="pytest -k expression for the GPU tests")
+    ap.add_argument(
+        "--only",
+        default=None,
+        help="run only these steps (comma-separated): tests, matmul, decode, ours, nanogpt, "
+        "padded, tuned, largest-ours, largest-nanogpt",
+    )
     ap.add_argument(
         "--skip", action="append", default=[], help="skip the steps whose name starts so"
     )
@@ -796,7 +837,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--shape", default=None, help="JSON model-shape overrides")
     ap.add_argument("--vocab-size", type=int, default=None)
     ap.add_argument("--compile", action="store_true")
-    ap.add_argument("--compile-decode", action="store_true")
+    ap.add_argument("--inductor-tuning", type=int, default=0)
     args = ap.parse_args(argv)
     if args.dry_run:
         args.device = "cpu"

@@ -88,9 +88,13 @@ def test_model_forward_on_gpu_matches_cpu(tmp_path: Path, exact_float32: None) -
 
 
 def test_kv_cache_engine_on_gpu_matches_cpu(tmp_path: Path, exact_float32: None) -> None:
-    """Prefill and decode through the cache, past the context (the engine slides its window)."""
+    """Prefill and decode through the cache, past the context (the engine slides its window).
+
+    On CUDA the backend uses the static cache and replays each decode step as a CUDA graph;
+    the CPU uses the growing cache, so this also checks the graph against the eager path."""
     info = modeldir.read(make_model(tmp_path, block_size=32))
     cpu, gpu = TorchBackend(info, device="cpu"), TorchBackend(info, device=DEVICE)
+    assert gpu.static_cache is gpu.cuda_graph is ON_CUDA and not cpu.static_cache
     prompt = info.tokenizer().encode("ROMEO:\nBut soft")
     diff = float(np.abs(cpu.prefill(prompt) - gpu.prefill(prompt)).max())
     for tok in prompt[:10]:
