@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from model.backend import EngineError, default_threads
+from model.backend import EngineError, check_threads, default_threads
 from model.config import GPTConfig
 from model.errors import first_line
 from model.modeldir import ModelInfo
@@ -78,7 +78,9 @@ def make_session(model: str | os.PathLike[str] | bytes, threads: int) -> ort.Inf
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3  # errors only: shape-reuse warnings are noise here
+    # Fatal only: warnings are noise here, and every error is raised and reported by us in
+    # one line (at level 3 onnxruntime also printed its own C++ log line to the terminal).
+    so.log_severity_level = 4
     if threads != 1:  # spinning workers starve everything else on a busy CPU (measured 2x)
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     source = model if isinstance(model, bytes) else str(model)
@@ -149,6 +151,7 @@ class OrtModel:
     def load(cls, info: ModelInfo, threads: int | None = None) -> OrtModel:
         """Load a model directory's model.onnx; one-line EngineErrors for what cannot run."""
         path = info.onnx_path
+        threads = check_threads(threads)[0]  # at most the CPUs available
         try:
             threads = default_threads(info.config.num_params()) if threads is None else threads
             session = make_session(path, threads)

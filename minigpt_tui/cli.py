@@ -78,9 +78,10 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _escape(text: str) -> str:
-    from rich.markup import escape
+    """One line that neither rich nor the terminal interprets (it may quote a file's text)."""
+    from minigpt_tui.safe_text import markup
 
-    return escape(" ".join(text.split()))
+    return markup(" ".join(text.split()), one_line=True)
 
 
 def _quiet_broken_pipe() -> None:

@@ -6,11 +6,16 @@
 A database that cannot be read (corrupt, not SQLite) is moved aside and a fresh one started,
 so the app keeps working and the old file stays on disk for the user to inspect. A database
 that another process keeps locked is not touched: this session keeps its history in memory.
+A healthy database that cannot be written (read-only file or filesystem) is opened read-only:
+its conversations can be reopened, this session's are not saved. A data directory where no
+database can be made (read-only, /proc, a file) leaves history in memory. Each case sets
+`notice`, which the app shows once.
 `MINIGPT_TUI_DATA_DIR` overrides the data directory (tests use it).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sqlite3
@@ -79,6 +84,7 @@ class HistoryStore:
         self.path = path
         self.timeout = timeout  # seconds to wait for another writer before giving up
         self.notice = ""  # what went wrong opening the database, for the UI to show once
+        self.read_only = False  # a database we may read but not write: nothing is saved
         self.db = self._open()
 
     @classmethod
@@ -106,19 +112,50 @@ class HistoryStore:
             return self._init(self._connect(str(self.path)))
         except sqlite3.OperationalError as e:
             if "locked" in str(e) or "busy" in str(e):
-                self.notice = (
-                    f"history database {self.path} is locked by another program; "
-                    "this session's conversations are kept in memory only"
-                )
-                self.path = None
-                return self._init(self._connect(":memory:"))
+                return self._in_memory("is locked by another program")
+            if self.path.is_file() and ("readonly" in str(e) or "unable to open" in str(e)):
+                return self._open_read_only(e)
+            if not self.path.is_file():  # no database could be made where it should be
+                return self._in_memory(f"cannot be created ({e})")
             return self._move_aside(e)
         except sqlite3.DatabaseError as e:
             return self._move_aside(e)
         except OSError as e:
-            self.notice = f"cannot use {self.path} ({e.strerror}); history is kept in memory only"
-            self.path = None
-            return self._init(self._connect(":memory:"))
+            return self._in_memory(f"cannot be created ({e.strerror or e})")
+
+    def _in_memory(self, why: str) -> sqlite3.Connection:
+        self.notice = (
+            f"history database {self.path} {why}; this session's conversations are kept "
+            "in memory only"
+        )
+        self.path = None
+        return self._init(self._connect(":memory:"))
+
+    def _open_read_only(self, error: Exception) -> sqlite3.Connection:
+        """A database we may not write: read it as it is (immutable: a read-only filesystem
+        has no room for SQLite's lock files), never move it aside."""
+        assert self.path is not None
+        from urllib.parse import quote
+
+        try:
+            db = sqlite3.connect(
+                f"file:{quote(str(self.path))}?mode=ro&immutable=1",
+                uri=True,
+                timeout=self.timeout,
+                check_same_thread=False,
+            )
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise sqlite3.DatabaseError(f"schema version {version} is newer than this app")
+            _touch_tables(db)
+        except sqlite3.Error as e:
+            return self._in_memory(f"cannot be written ({error}) nor read ({e})")
+        self.read_only = True
+        self.notice = (
+            f"history database {self.path} is read-only ({error}): saved conversations can be "
+            "opened, but this session's are not saved"
+        )
+        return db
 
     def _move_aside(self, error: Exception) -> sqlite3.Connection:
         assert self.path is not None
@@ -143,12 +180,7 @@ class HistoryStore:
                 raise sqlite3.DatabaseError(f"schema version {version} is newer than this app")
             db.executescript(SCHEMA)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            # Touch both tables, so a database with the wrong layout fails here, not later.
-            db.execute(
-                "SELECT id, title, mode, model, created, updated, settings "
-                "FROM conversations LIMIT 1"
-            ).fetchall()
-            db.execute("SELECT conversation_id, seq, role, text FROM messages LIMIT 1").fetchall()
+            _touch_tables(db)
             db.commit()
         except sqlite3.Error:
             db.close()
@@ -156,9 +188,12 @@ class HistoryStore:
         return db
 
     def save(self, conv: Conversation) -> int:
-        """Insert or update a conversation with all its turns; returns its id."""
+        """Insert or update a conversation with all its turns; returns its id (0 when the
+        database is read-only: nothing is written)."""
         conv.updated = time.time()
         conv.title = title_for(conv.turns)
+        if self.read_only:
+            return conv.id or 0
         settings = json.dumps(conv.settings)
         with self.db:
             if conv.id is None:
@@ -209,11 +244,21 @@ class HistoryStore:
         return conv
 
     def delete(self, conv_id: int) -> None:
+        if self.read_only:
+            return
         with self.db:
             self.db.execute("DELETE FROM conversations WHERE id=?", (conv_id,))
 
     def close(self) -> None:
         self.db.close()
+
+
+def _touch_tables(db: sqlite3.Connection) -> None:
+    """Read both tables, so that a database with the wrong layout fails now, not later."""
+    db.execute(
+        "SELECT id, title, mode, model, created, updated, settings FROM conversations LIMIT 1"
+    ).fetchall()
+    db.execute("SELECT conversation_id, seq, role, text FROM messages LIMIT 1").fetchall()
 
 
 def _row(r: Iterable[Any]) -> Conversation:
@@ -240,7 +285,10 @@ def export_text(conv: Conversation, names: dict[str, str], markdown: bool) -> st
 
 
 def export(conv: Conversation, path: Path, names: dict[str, str]) -> Path:
-    """Write a conversation to `path` (.md means Markdown, anything else plain text)."""
+    """Write a conversation to `path` (.md means Markdown, anything else plain text). The
+    directory must exist: none is created (a mistyped path must not make folders)."""
+    if not path.parent.is_dir():
+        raise FileNotFoundError(errno.ENOENT, "no such directory", str(path.parent))
     markdown = path.suffix.lower() in (".md", ".markdown")
     atomic_write_bytes(path, export_text(conv, names, markdown).encode("utf-8"))
     return path

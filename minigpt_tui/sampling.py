@@ -27,13 +27,15 @@ class SamplingSettings:
 
     def validate(self) -> None:
         if not (self.temperature >= 0 and math.isfinite(self.temperature)):
-            raise SamplingError(f"temperature must be >= 0, got {self.temperature}")
+            raise SamplingError(f"temperature must be >= 0 and finite, got {self.temperature}")
         if self.top_k < 0:
             raise SamplingError(f"top-k must be >= 0, got {self.top_k}")
         if not 0 < self.top_p <= 1:
             raise SamplingError(f"top-p must be in (0, 1], got {self.top_p}")
-        if not self.repetition_penalty > 0:
-            raise SamplingError(f"repetition penalty must be > 0, got {self.repetition_penalty}")
+        if not (self.repetition_penalty > 0 and math.isfinite(self.repetition_penalty)):
+            raise SamplingError(
+                f"repetition penalty must be > 0 and finite, got {self.repetition_penalty}"
+            )
         if self.max_new_tokens < 0:
             raise SamplingError(f"max tokens must be >= 0, got {self.max_new_tokens}")
         if self.seed is not None and self.seed < 0:
@@ -51,30 +53,43 @@ def penalize(logits: np.ndarray, context: list[int], penalty: float) -> np.ndarr
     """CTRL-style repetition penalty on tokens that already occur in the context."""
     if penalty == 1.0 or not context:
         return logits
-    logits = logits.copy()
+    logits = np.array(logits, dtype=np.float64)  # a copy; float64 so a large penalty fits
     seen = np.unique(np.asarray(context, dtype=np.int64))
     vals = logits[seen]
-    logits[seen] = np.where(vals > 0, vals / penalty, vals * penalty)
+    with np.errstate(over="ignore", under="ignore"):  # a huge penalty: -inf is its limit
+        logits[seen] = np.where(vals > 0, vals / penalty, vals * penalty)
     return logits
 
 
 def distribution(logits: np.ndarray, settings: SamplingSettings) -> np.ndarray:
     """The filtered next-token distribution (float64, sums to 1). Greedy is a one-hot."""
     logits = np.asarray(logits, dtype=np.float64)
-    if settings.temperature == 0 or settings.top_k == 1:
+    if np.isnan(logits).any() or np.isposinf(logits).any():
+        raise SamplingError(
+            "the model's output is not finite (NaN or infinity): its weights are broken, "
+            "e.g. saved from a training run that diverged"
+        )
+    top = logits.max()
+    if settings.temperature == 0 or settings.top_k == 1 or top == -np.inf:
         probs = np.zeros_like(logits)
         probs[int(np.argmax(logits))] = 1.0
         return probs
-    z = logits / settings.temperature
+    # Shift first, then scale: values <= 0, so a tiny temperature only sends the others
+    # towards -inf (their limit) and never overflows to inf - inf = NaN.
+    with np.errstate(over="ignore", under="ignore"):
+        z = (logits - top) / settings.temperature
     if 0 < settings.top_k < z.size:
         # Keep the k largest logits (and any tied with the k-th, so the choice never depends
         # on the order of equal values).
         kth = np.partition(z, -settings.top_k)[-settings.top_k]
         z = np.where(z < kth, -np.inf, z)
-    probs = np.exp(z - z.max())
+    with np.errstate(under="ignore"):
+        probs = np.exp(z)
     probs /= probs.sum()
     if settings.top_p < 1.0:
-        probs = _nucleus(probs, z, settings.top_p)
+        # Ranked by the logits themselves (z was shifted: that can merge two logits a
+        # rounding step apart), with the tokens top-k dropped left out.
+        probs = _nucleus(probs, np.where(np.isneginf(z), -np.inf, logits), settings.top_p)
     return probs
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
+from minigpt_tui.safe_text import markup
 from model.events import EvalEvent, Event, StartEvent, TrainEvent
 
 
@@ -85,9 +86,9 @@ class TrainView:
         elif event["event"] == "eval" and "val_loss_full" in event:
             self._print(f"whole-split validation loss: {event['val_loss_full']:.4f}")
         elif event["event"] == "notice":
-            self._print(f"[yellow]note:[/] {event['text']}")
+            self._print(f"[yellow]note:[/] {markup(event['text'])}")
         elif event["event"] == "checkpoint":
-            self._print(f"[dim]saved {event['path']}[/]")
+            self._print(f"[dim]saved {markup(event['path'])}[/]")
 
     def _update(self, event: TrainEvent | EvalEvent) -> None:
         fields = {
@@ -120,5 +121,5 @@ class TrainView:
         what = "stopped (checkpoint saved)" if result["reason"] == "interrupted" else "finished"
         self.console.print(
             f"[green]{what}[/] at iteration {result['iter']} in {seconds:.1f}s; "
-            f"model in {result['out']}"
+            f"model in {markup(result['out'])}"
         )

@@ -57,6 +57,15 @@ def check_backend(name: str) -> str:
 SINGLE_THREAD_PARAMS = 20_000_000
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. under taskset or a container's
+    cpuset), else the machine's count."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not every platform has affinity masks
+        return max(1, os.cpu_count() or 1)
+
+
 def default_threads(num_params: int) -> int:
     """CPU threads a backend uses when the user does not say: 1 for small models, where a
     token costs less than waking a second thread; else one per CPU, at most 4, since decoding
@@ -64,4 +73,18 @@ def default_threads(num_params: int) -> int:
     84 on 1)."""
     if num_params < SINGLE_THREAD_PARAMS:
         return 1
-    return max(1, min(os.cpu_count() or 1, 4))
+    return min(available_cpus(), 4)
+
+
+def check_threads(threads: int | None) -> tuple[int | None, str]:
+    """The one rule for a requested thread count (None: the backend's default): at least 1,
+    at most the CPUs available, since more only fight over them (--threads 100000 once made
+    32,000 threads and 16 GB). Returns (threads to use, a note saying it was capped, or "")."""
+    if threads is None:
+        return None, ""
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise EngineError(f"--threads must be a positive integer, got {threads!r}")
+    cpus = available_cpus()
+    if threads > cpus:
+        return cpus, f"--threads {threads} is more than the {cpus} CPUs available; using {cpus}"
+    return threads, ""

@@ -6,6 +6,7 @@ import errno
 import os
 import pickle
 import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from model import modeldir
+from model.config import GPTConfig
 from model.errors import first_line
 from model.gpt import GPT
 from model.modeldir import ModelDirError, ModelInfo
@@ -59,9 +61,26 @@ def write_weights(sd: dict[str, torch.Tensor], path: Path) -> None:
         found = re.search(r"os error (\d+)", str(e))
         code = int(found.group(1)) if found else errno.EIO
         raise OSError(code, os.strerror(code), str(path)) from None
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)  # the writer makes it private; keep the usual mode
 
 
-def load_weights(info: ModelInfo, model: GPT) -> None:
+def expected_shapes(config: GPTConfig) -> dict[str, torch.Size]:
+    """The shape of every stored tensor a config implies, without allocating the model
+    (built on the meta device: a config.json claiming a huge block_size costs nothing)."""
+    with torch.device("meta"):
+        model = GPT(config)
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    if config.tie_weights:
+        expected.pop("lm_head.weight", None)
+    return expected
+
+
+def read_weights(info: ModelInfo) -> dict[str, torch.Tensor]:
+    """The weights of a model directory, checked against its config (names, shapes, finite)
+    before any model is built: memory used is the file's own size, never what config.json
+    claims."""
     path = info.weights_path
     if not path.is_file():
         raise ModelDirError(f"{info.path} has no weights ({modeldir.WEIGHTS_FILE})")
@@ -69,9 +88,7 @@ def load_weights(info: ModelInfo, model: GPT) -> None:
         sd = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise ModelDirError(f"cannot read {path}: {e}") from None
-    expected = {k: v.shape for k, v in model.state_dict().items()}
-    if model.config.tie_weights:
-        expected.pop("lm_head.weight", None)
+    expected = expected_shapes(info.config)
     missing = sorted(set(expected) - set(sd))
     extra = sorted(set(sd) - set(expected))
     if missing or extra:
@@ -83,14 +100,26 @@ def load_weights(info: ModelInfo, model: GPT) -> None:
             raise ModelDirError(
                 f"{path}: {k} has shape {tuple(sd[k].shape)}, config says {tuple(shape)}"
             )
-    model.load_state_dict(sd, strict=False)
+    check_finite(sd, str(path))
+    return sd
+
+
+def check_finite(sd: dict[str, torch.Tensor], where: str) -> None:
+    """Refuse weights holding NaN or infinity (a diverged run): they only ever produce NaN."""
+    for k, t in sd.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ModelDirError(
+                f"{where}: {k} holds non-finite values (NaN or infinity); the model is broken, "
+                "e.g. saved by a training run that diverged"
+            )
 
 
 def load(path: str | os.PathLike[str], device: str = "cpu") -> tuple[GPT, ModelInfo]:
     """Build the model a directory describes and load its weights."""
     info = modeldir.read(path)
+    sd = read_weights(info)
     model = GPT(info.config)
-    load_weights(info, model)
+    model.load_state_dict(sd, strict=False)
     return model.to(device), info
 
 
@@ -99,9 +128,14 @@ def load_trainer_state(info: ModelInfo) -> dict[str, Any]:
     if not path.is_file():
         raise ModelDirError(f"{info.path} has no {modeldir.TRAINER_FILE}; cannot resume from it")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about legacy pickles, advising unsafety
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
-        raise ModelDirError(f"cannot load {path}: {first_line(e)}") from None
+        reason = first_line(e)
+        if "weights_only" in str(e) or "Weights only load failed" in reason:
+            reason = "it holds Python objects, not only tensors, and is never unpickled"
+        raise ModelDirError(f"cannot load {path}: {reason}") from None
     if not isinstance(state, dict) or "step" not in state:
         raise ModelDirError(f"{path} is not a minigpt-tui trainer state")
     return state

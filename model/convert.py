@@ -8,6 +8,7 @@ flag, which are restored, so export hf -> convert hf gives back the same model.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,23 +17,26 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from model import checkpoint, modeldir
-from model.config import GPTConfig
+from model.config import ConfigError, GPTConfig
 from model.gpt import GPT
 from model.modeldir import ModelDirError
 from model.tokenizer import GPT2Tokenizer, Tokenizer, TokenizerError, from_spec
 
 # Hugging Face stores these as Conv1D, i.e. (in_features, out_features): transpose them.
 _TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+_HF_BUFFER = re.compile(r"h\.\d+\.attn\.(bias|masked_bias)")  # masks older exports store
 
 
 def _read_hf_config(src: Path) -> dict[str, Any]:
     path = src / "config.json"
     try:
+        if path.stat().st_size > modeldir.MAX_CONFIG_BYTES:
+            raise ValueError("too large")
         hf = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError) as e:
-        raise ModelDirError(f"{path} is not a GPT-2 Hugging Face config: {e}") from None
+        raise ModelDirError(f"{path} is not a GPT-2 Hugging Face config: {e!s}") from None
     if not isinstance(hf, dict):
-        raise ModelDirError(f"{path} is not a GPT-2 Hugging Face config")
+        raise ModelDirError(f"{path} is not a GPT-2 Hugging Face config: not a JSON object")
     return hf
 
 
@@ -45,27 +49,32 @@ def _our_section(src: Path, hf: dict[str, Any]) -> dict[str, Any]:
 
 
 def hf_config(src: Path) -> GPTConfig:
+    """Our config from a Hugging Face GPT-2 config.json, taking its values as they are: a
+    width of "16", 2.7 layers or a tie_word_embeddings of "false" is refused, never coerced."""
     path = src / "config.json"
     hf = _read_hf_config(src)
     try:
         cfg = GPTConfig(
-            vocab_size=int(hf["vocab_size"]),
-            block_size=int(hf.get("n_positions", hf.get("n_ctx", 1024))),
-            n_layer=int(hf["n_layer"]),
-            n_head=int(hf["n_head"]),
-            n_embd=int(hf["n_embd"]),
+            vocab_size=hf["vocab_size"],
+            block_size=hf.get("n_positions", hf.get("n_ctx", 1024)),
+            n_layer=hf["n_layer"],
+            n_head=hf["n_head"],
+            n_embd=hf["n_embd"],
             dropout=0.0,
             bias=_our_section(src, hf).get("bias", True),
-            tie_weights=bool(hf.get("tie_word_embeddings", True)),
+            tie_weights=hf.get("tie_word_embeddings", True),
         )
     except (ValueError, KeyError, TypeError) as e:
-        raise ModelDirError(f"{path} is not a GPT-2 Hugging Face config: {e}") from None
+        raise ModelDirError(f"{path} is not a GPT-2 Hugging Face config: {e!s}") from None
     if hf.get("model_type", "gpt2") != "gpt2":
         raise ModelDirError(f"{path}: model_type {hf.get('model_type')!r} is not gpt2")
     act = hf.get("activation_function", "gelu_new")
     if act not in ("gelu_new", "gelu_pytorch_tanh"):
         raise ModelDirError(f"{path}: activation {act!r} is not GPT-2's tanh GELU")
-    cfg.validate()
+    try:
+        cfg.validate()
+    except ConfigError as e:
+        raise ModelDirError(f"{path}: {e}") from None
     return cfg
 
 
@@ -80,26 +89,44 @@ def load_hf(src: Path) -> GPT:
     except (SafetensorError, OSError) as e:
         raise ModelDirError(f"cannot read {weights}: {e}") from None
     sd = {k.removeprefix("transformer."): v for k, v in sd.items()}
-    model = GPT(cfg)
-    ours = model.state_dict()
+    expected = checkpoint.expected_shapes(cfg)  # no memory yet: shapes are checked first
+    # Hugging Face also stores the attention masks as buffers; anything else unused (a layer
+    # past n_layer, another architecture's tensor) means the config does not describe these
+    # weights, and dropping it silently would make another model.
+    # A bias-free model's `export hf` wrote zero biases: those are checked below, not unused.
+    unused = sorted(
+        k
+        for k in sd
+        if k not in expected
+        and not _HF_BUFFER.fullmatch(k)
+        and k != "lm_head.weight"
+        and not (not cfg.bias and k.endswith(".bias"))
+    )
+    if unused:
+        raise ModelDirError(
+            f"{weights} holds tensors its config.json does not describe ({', '.join(unused[:3])}"
+            f"{', ...' if len(unused) > 3 else ''}); check n_layer and the other sizes"
+        )
     converted: dict[str, torch.Tensor] = {}
-    for name, target in ours.items():
-        if name == "lm_head.weight" and cfg.tie_weights:
-            continue
+    for name, shape in expected.items():
         if name not in sd:
             raise ModelDirError(f"{weights} lacks {name}")
         t = sd[name]
-        if name.endswith(_TRANSPOSED):
+        if name.endswith(_TRANSPOSED) and t.ndim == 2:
             t = t.t()
-        if t.shape != target.shape:
+        if t.shape != shape:
             raise ModelDirError(
-                f"{weights}: {name} has shape {tuple(t.shape)}, expected {tuple(target.shape)}"
+                f"{weights}: {name} has shape {tuple(t.shape)}, expected {tuple(shape)}"
             )
+        if not t.is_floating_point():
+            raise ModelDirError(f"{weights}: {name} is {t.dtype}, not floating point")
         converted[name] = t.to(torch.float32).contiguous()
     if not cfg.bias:  # `export hf` of a bias-free model wrote zero biases, which are dropped
-        for name in sd.keys() - ours.keys():
+        for name in sd.keys() - expected.keys():
             if name.endswith(".bias") and bool(sd[name].any()):
                 raise ModelDirError(f"{weights}: {name} is not zero, but the config says no bias")
+    checkpoint.check_finite(converted, str(weights))
+    model = GPT(cfg)
     model.load_state_dict(converted, strict=False)
     return model
 

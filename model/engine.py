@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from model import checkpoint
-from model.backend import default_threads
+from model.backend import check_threads, default_threads
 from model.gpt import GPT, LayerCache
 from model.modeldir import ModelInfo
 
@@ -40,6 +40,7 @@ class _TorchModel:
         from model.device import resolve_device
 
         device = resolve_device(device)  # an unknown or missing device is a one-line error
+        threads = check_threads(threads)[0]
         if device == "cpu" or threads:
             torch.set_num_threads(threads or default_threads(info.config.num_params()))
         self.device = device

@@ -83,7 +83,26 @@ def resolve(path: str | os.PathLike[str]) -> Path:
         return p
     if (p / LATEST / CONFIG_FILE).is_file():
         return (p / LATEST).resolve()
+    if (p / CONFIG_FILE).exists():  # a FIFO or a device would block or stream forever
+        raise ModelDirError(f"{p / CONFIG_FILE} is {_kind(p / CONFIG_FILE)}, not a regular file")
     raise ModelDirError(f"{path} is not a model directory (no {CONFIG_FILE})")
+
+
+def _kind(path: Path) -> str:
+    """What a path that is not a regular file is, in words."""
+    import stat
+
+    mode = path.stat().st_mode
+    for test, name in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
 
 
 def read(path: str | os.PathLike[str]) -> ModelInfo:

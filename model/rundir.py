@@ -12,14 +12,17 @@ so a killed run leaves at most stale temporary names, which `tidy` clears.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from model import modeldir
 from model.events import METRICS_FILE
 
+PID_FILE = ".train.pid"  # the process id of the run writing the directory, while it runs
 STEP_DIR = re.compile(r"^step-(\d{6,})$")
 STALE = re.compile(r"^\.(step-\d{6,}|latest)\.")  # temp names staged_dir/point_latest use
 
@@ -91,3 +94,62 @@ def tidy(out: Path) -> list[Path]:
             if f.read(1) != b"\n":
                 f.write(b"\n")  # end the torn line: the next event starts on its own line
     return removed
+
+
+class RunDirLocked(RuntimeError):
+    """Another process is writing this run directory."""
+
+
+@contextlib.contextmanager
+def locked(out: Path) -> Iterator[Callable[[], None]]:
+    """Hold the run directory for one training process while it runs there.
+
+    The lock is the kernel's (flock on the directory itself), so it ends with the process
+    however it ends: a run killed with kill -9 never leaves a lock that blocks --resume. A
+    second run gets RunDirLocked naming the first's process id. Yields `claim`, which the run
+    calls once it starts writing: it records the process id in RUN/.train.pid (removed at the
+    end) for that message. Nothing is written before; a directory this call had to create is
+    removed again if the run left it empty.
+    """
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+    pid_file = out / PID_FILE
+    claimed = False
+
+    def claim() -> None:
+        nonlocal claimed
+        modeldir.atomic_write_bytes(pid_file, f"{os.getpid()}\n".encode())
+        claimed = True
+
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunDirLocked(
+                f"{out} is being written by another training run (process {_holder(out, fd)}); "
+                "wait for it to end, or stop it, before training there"
+            ) from None
+        yield claim
+    finally:
+        if claimed:
+            with contextlib.suppress(OSError):
+                pid_file.unlink()
+        os.close(fd)  # releases the lock
+        if created:
+            with contextlib.suppress(OSError):  # only if empty: a run that wrote nothing
+                out.rmdir()
+
+
+def _holder(out: Path, fd: int) -> str:
+    """The process id holding the lock: from RUN/.train.pid, else the kernel's lock table."""
+    with contextlib.suppress(OSError, ValueError):
+        return str(int((out / PID_FILE).read_text().strip()))
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        st = os.fstat(fd)
+        where = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+        for line in Path("/proc/locks").read_text().splitlines():
+            fields = line.split()
+            if "FLOCK" in fields and where in fields:
+                return fields[fields.index(where) - 1]
+    return "unknown"

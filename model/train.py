@@ -44,6 +44,7 @@ from model.device import (
     resolve_device,
     resolve_dtype,
 )
+from model.errors import first_line
 from model.evaluate import split_loss
 from model.events import (
     METRICS_FILE,
@@ -99,10 +100,20 @@ def train(
     device = resolve_device(opts.device)
     dist_info, device = init_distributed(device)
     try:
-        start = prepare(model_cfg_in, train_cfg_in, opts, dist_info)
-        return Trainer(start, opts, device, dist_info).run()
+        # Rank 0 writes the run directory, so it holds it: a second run there is refused.
+        with rundir.locked(opts.out) if dist_info.master else _no_lock() as claim:
+            start = prepare(model_cfg_in, train_cfg_in, opts, dist_info)
+            claim()
+            return Trainer(start, opts, device, dist_info).run()
+    except rundir.RunDirLocked as e:
+        raise TrainingError(str(e)) from None
     finally:
         close_distributed(dist_info)
+
+
+@contextlib.contextmanager
+def _no_lock() -> Iterator[Callable[[], None]]:
+    yield lambda: None  # ranks other than 0 write nothing in the run directory
 
 
 # ---------------------------------------------------------------------------- the start
@@ -156,6 +167,11 @@ def _resumed(
     if dist_info.master and out.is_dir():
         rundir.tidy(out)  # what a killed run left: staging dirs, a torn metrics line
     if not rundir.can_resume(out):
+        if rundir.holds_run(out):  # a run that stopped before its first checkpoint
+            raise TrainingError(
+                f"--resume: the run in {out} stopped before saving a checkpoint; "
+                "start it over with --force"
+            )
         raise TrainingError(f"--resume: no checkpoint in {out}")
     info = modeldir.read(out)
     saved = info.config.to_dict()
@@ -165,7 +181,10 @@ def _resumed(
             f"--resume keeps the checkpoint's model config; it differs in {', '.join(changed)}"
         )
     state = checkpoint.load_trainer_state(info)
-    saved_train = dict(info.meta.get("training", {}).get("config", {}))
+    training = info.meta.get("training")
+    saved_train = training.get("config") if isinstance(training, dict) else None
+    if not isinstance(saved_train, dict):
+        raise TrainingError(f"--resume: {info.path}'s config.json lacks its training config")
     train_cfg = TrainConfig.from_dict({**saved_train, **train_cfg_in})
     train_cfg.validate()
     dataset = load_dataset(opts.data, info.config.block_size)
@@ -455,18 +474,59 @@ class Trainer:
 
     def _restore(self, state: dict[str, Any]) -> None:
         """Continue from a checkpoint's trainer state (the counterpart of `state_dict`)."""
+        self._check_state(state)
         self.step = int(state["step"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        torch_states = state["rng_torch"]  # one per process (dropout masks)
-        if len(torch_states) == self.dist.world_size:
-            torch.set_rng_state(torch_states[self.dist.rank])
-        else:  # resumed on a different number of processes: a fresh stream per process
-            torch.manual_seed(self.cfg.seed + self.step + 7919 * self.dist.rank)
-        self.batches.gen.set_state(state["rng_data"])
-        self.elapsed_before = float(state.get("elapsed", 0.0))
-        self.best_val = float(state.get("best_val_loss", float("inf")))
+        try:  # what the check cannot see (an RNG state of the wrong length) fails in Python
+            self.optimizer.load_state_dict(state["optimizer"])
+            if state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])
+            torch_states = state["rng_torch"]  # one per process (dropout masks)
+            if len(torch_states) == self.dist.world_size:
+                torch.set_rng_state(torch_states[self.dist.rank])
+            else:  # resumed on a different number of processes: a fresh stream per process
+                torch.manual_seed(self.cfg.seed + self.step + 7919 * self.dist.rank)
+            self.batches.gen.set_state(state["rng_data"])
+            self.elapsed_before = float(state.get("elapsed", 0.0))
+            self.best_val = float(state.get("best_val_loss", float("inf")))
+        except (RuntimeError, ValueError, TypeError, KeyError) as e:
+            raise TrainingError(
+                f"cannot resume from {modeldir.TRAINER_FILE} of {self.opts.out}: {first_line(e)}"
+            ) from None
+
+    def _check_state(self, state: dict[str, Any]) -> None:
+        """Refuse, in one line, a trainer.pt that does not belong to this model, before any of
+        it reaches torch (one copied from a run of another width made fused AdamW abort in
+        C++): its parameter groups, and every optimizer moment's shape, must be this
+        optimizer's, and its RNG states must be byte tensors."""
+        where = f"{modeldir.TRAINER_FILE} of {self.opts.out}"
+        ours = [p.shape for group in self.optimizer.param_groups for p in group["params"]]
+        try:
+            groups = state["optimizer"]["param_groups"]
+            moments = state["optimizer"]["state"]
+            ids = [i for group in groups for i in group["params"]]
+            shapes = {
+                i: t.shape
+                for i, m in moments.items()
+                for name, t in m.items()
+                if name in ("exp_avg", "exp_avg_sq") and isinstance(t, torch.Tensor)
+            }
+            rng = [state["rng_data"], *state["rng_torch"]]
+            step = state["step"]
+        except (KeyError, TypeError, AttributeError) as e:
+            raise TrainingError(f"{where} is not a complete trainer state ({e!s})") from None
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise TrainingError(f"{where} has no valid step ({step!r})")
+        if not all(isinstance(t, torch.Tensor) and t.dtype == torch.uint8 for t in rng):
+            raise TrainingError(f"{where} holds no valid random-number states")
+        fits = len(groups) == len(self.optimizer.param_groups) and len(ids) == len(ours)
+        fits = fits and all(
+            shapes.get(i, shape) == shape for i, shape in zip(ids, ours, strict=False)
+        )
+        if not fits:
+            raise TrainingError(
+                f"{where} belongs to a model of another shape (its optimizer holds "
+                f"{len(ids)} tensors of other sizes); it cannot resume this checkpoint"
+            )
 
     def state_dict(self, rng_torch: list[Any]) -> dict[str, Any]:
         """What --resume needs to continue bit-exactly; rng_torch: every process' RNG state."""
@@ -565,7 +625,11 @@ class Trainer:
         with _StopFlag() as stop:
             while True:
                 elapsed = self.elapsed()
-                if self.step >= cfg.max_iters or (budget is not None and elapsed >= budget):
+                # A fresh run takes at least one step, whatever its budget, so that it always
+                # ends with a checkpoint that --resume continues (a 1e-9 s budget once ended
+                # with no checkpoint, which --resume refused and only --force cleared).
+                spent = budget is not None and elapsed >= budget and self.step > 0
+                if self.step >= cfg.max_iters or spent:
                     break
                 if any_rank(stop.requested, self.dist, self.device):
                     reason = "interrupted"
@@ -573,6 +637,8 @@ class Trainer:
                 lr = learning_rate(cfg, self.step, None if budget is None else elapsed / budget)
                 loss = self.optimize(lr)
                 self.after_step(lr, loss)
+            if self.step:
+                self.require_finite()
             if self.step and (self.val_loss is None or self.step % cfg.eval_interval):
                 self.evaluate(self.step)
             if self.step:
@@ -607,12 +673,38 @@ class Trainer:
         cfg, step = self.cfg, self.step
         if step % cfg.log_interval == 0 or step == 1:
             self.log_progress(lr, loss)
-        if step % cfg.eval_interval == 0:
+        evaluate = step % cfg.eval_interval == 0
+        sample = bool(cfg.sample_interval) and step % cfg.sample_interval == 0
+        save = step % (cfg.ckpt_interval or cfg.eval_interval) == 0 and step < cfg.max_iters
+        if evaluate or sample or save:
+            self.require_finite()
+        if evaluate:
             self.evaluate(step)
-        if cfg.sample_interval and step % cfg.sample_interval == 0:
+        if sample:
             self.sample(step)
-        if step % (cfg.ckpt_interval or cfg.eval_interval) == 0 and step < cfg.max_iters:
+        if save:
             self.save("interval")
+
+    def require_finite(self) -> None:
+        """Stop a run whose weights are no longer finite (it diverged) before they are
+        evaluated or saved: a NaN checkpoint must never replace the last good one as
+        `latest`. Checked at every step that could save (and at the end), on every rank."""
+        bad = next(
+            (n for n, p in self.raw_model.named_parameters() if not bool(p.isfinite().all())),
+            None,
+        )
+        if bad is None:
+            return
+        latest = self.opts.out / modeldir.LATEST
+        kept = (
+            f"the last good checkpoint {latest.resolve().name} is still latest"
+            if latest.exists()
+            else "no checkpoint was saved"
+        )
+        raise TrainingError(
+            f"training diverged: {bad} is no longer finite at iteration {self.step} (loss "
+            f"{self.loss}); nothing was saved, {kept}; lower --learning-rate"
+        )
 
     def log_progress(self, lr: float, loss: torch.Tensor) -> None:
         loss_value = float(loss.detach()) * self.accum  # one sync per log line, not per step

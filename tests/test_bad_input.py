@@ -11,6 +11,7 @@ tests/README.md lists the matrix by command.
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import signal
 from collections.abc import Iterator
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from safetensors.numpy import load_file, save_file
+from test_convert import write_hf_gpt2
 
 from model import modeldir
 from tests.helpers import expect_one_line_error, make_data, make_model
@@ -98,6 +101,7 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("train", "init from with a longer block", ["train", "--data", "{data}", "--out", "{tmp}/r", "--init-from", "{model}", "--block-size", "64"]),
     ("train", "nproc 0", ["train", "--data", "{data}", "--out", "{tmp}/r", "--nproc", "0"]),
     ("train", "nproc over the cores", ["train", "--data", "{data}", "--out", "{tmp}/r", "--nproc", "4096", "--device", "cpu"]),
+    ("train", "init from non-finite weights", ["train", "--data", "{data}", "--out", "{tmp}/r", "--init-from", "{nanmodel}", "--device", "cpu"]),
     # eval
     ("eval", "missing model", ["eval", "--data", "{data}"]),
     ("eval", "missing --data", ["eval", "{model}"]),
@@ -110,6 +114,8 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("eval", "unknown dtype", ["eval", "{model}", "--data", "{data}", "--dtype", "float16"]),
     ("eval", "unknown device", ["eval", "{model}", "--data", "{data}", "--device", "tpu"]),
     ("eval", "data of another tokenizer", ["eval", "{model}", "--data", "{otherdata}"]),
+    ("eval", "non-finite weights", ["eval", "{nanmodel}", "--data", "{data}", "--device", "cpu"]),
+    ("eval", "block size beyond the weights", ["eval", "{hugemodel}", "--data", "{data}", "--device", "cpu"]),
     # info
     ("info", "model not found", ["info", "{tmp}/nope"]),
     ("info", "a text file", ["info", "{text}"]),
@@ -124,6 +130,8 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("convert hf", "source is a file", ["convert", "hf", "{text}", "--out", "{tmp}/c"]),
     ("convert hf", "config nested 100000 deep", ["convert", "hf", "{tmp}/deep", "--out", "{tmp}/c"]),
     ("convert hf", "out exists", ["convert", "hf", "{model}", "--out", "{model}"]),
+    ("convert hf", "n_layer 2.7", ["convert", "hf", "{hffloat}", "--out", "{tmp}/c"]),
+    ("convert hf", "NaN weights", ["convert", "hf", "{hfnan}", "--out", "{tmp}/c"]),
     # generate
     ("generate", "model not found", ["generate", "-m", "{tmp}/nope", "hi"]),
     ("generate", "negative max tokens", ["generate", "-m", "{model}", "-n", "-1", "hi"]),
@@ -142,6 +150,9 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("generate", "unknown --unknown-chars", ["generate", "-m", "{model}", "--unknown-chars", "maybe", "hi"]),
     ("generate", "unknown device", ["generate", "-m", "{model}", "--backend", "torch", "--device", "tpu", "hi"]),
     ("generate", "characters the model lacks", ["generate", "-m", "{model}", "--unknown-chars", "error", "hi ¥"]),
+    ("generate", "infinite repetition penalty", ["generate", "-m", "{model}", "--repetition-penalty", "inf", "hi"]),
+    ("generate", "non-finite weights", ["generate", "-m", "{nanmodel}", "--backend", "torch", "hi"]),
+    ("generate", "block size beyond the weights", ["generate", "-m", "{hugemodel}", "--backend", "torch", "hi"]),
     # chat (every check runs before the full-screen app starts)
     ("chat", "model not found", ["chat", "-m", "{tmp}/nope"]),
     ("chat", "unknown mode", ["chat", "-m", "{model}", "--mode", "poem"]),
@@ -154,16 +165,20 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("chat", "negative max tokens", ["chat", "-m", "{model}", "--max-tokens", "-1"]),
     ("chat", "negative seed", ["chat", "-m", "{model}", "--seed", "-7"]),
     ("chat", "temperature not a number", ["chat", "-m", "{model}", "-t", "warm"]),
+    ("chat", "stdin and stdout not a terminal", ["chat", "-m", "{model}", "--no-history"]),
     # watch
     ("watch", "missing run", ["watch"]),
     ("watch", "parent not found", ["watch", "{tmp}/nope/nope"]),
     ("watch", "a file that is not metrics", ["watch", "{text}"]),
+    ("watch", "stdin and stdout not a terminal", ["watch", "{tmp}"]),
     # export onnx
     ("export onnx", "missing model", ["export", "onnx"]),
     ("export onnx", "model not found", ["export", "onnx", "{tmp}/nope"]),
     ("export onnx", "unknown quantization", ["export", "onnx", "{model}", "--quantize", "int3", "--out", "{tmp}/x"]),
     ("export onnx", "opset too old", ["export", "onnx", "{model}", "--opset", "7", "--out", "{tmp}/x"]),
     ("export onnx", "opset not a number", ["export", "onnx", "{model}", "--opset", "new"]),
+    ("export onnx", "opset newer than the tools run", ["export", "onnx", "{model}", "--opset", "99", "--out", "{tmp}/x"]),
+    ("export onnx", "non-finite weights", ["export", "onnx", "{nanmodel}", "--out", "{tmp}/x"]),
     ("export onnx", "out is a file", ["export", "onnx", "{model}", "--out", "{text}"]),
     ("export onnx", "out holds other files", ["export", "onnx", "{model}", "--out", "{data}"]),
     ("export onnx", "out parent missing", ["export", "onnx", "{model}", "--out", "{tmp}/a/b/c"]),
@@ -199,7 +214,27 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     other.mkdir()
     binary = base / "blob.bin"
     binary.write_bytes(bytes(range(256)) * 8)
+    nanmodel = make_model(base, name="nan")
+    weights = load_file(str(nanmodel / modeldir.WEIGHTS_FILE))
+    weights["ln_f.weight"][0] = float("nan")
+    save_file(weights, str(nanmodel / modeldir.WEIGHTS_FILE))
+    hugemodel = make_model(base, name="huge")  # config.json: a block of 10**8, weights: 32
+    meta = json.loads((hugemodel / modeldir.CONFIG_FILE).read_text())
+    meta["model"]["block_size"] = 10**8
+    (hugemodel / modeldir.CONFIG_FILE).write_text(json.dumps(meta))
+    hffloat, hfnan = base / "hf-float", base / "hf-nan"
+    write_hf_gpt2(hffloat)
+    hf_config = json.loads((hffloat / "config.json").read_text())
+    (hffloat / "config.json").write_text(json.dumps({**hf_config, "n_layer": 2.7}))
+    write_hf_gpt2(hfnan)
+    weights = load_file(str(hfnan / "model.safetensors"))
+    weights["h.0.ln_1.bias"][0] = float("nan")
+    save_file(weights, str(hfnan / "model.safetensors"))
     return {
+        "nanmodel": nanmodel,
+        "hugemodel": hugemodel,
+        "hffloat": hffloat,
+        "hfnan": hfnan,
         "model": model,
         "data": make_data(base),
         "otherdata": make_data(other, text="a completely different alphabet: xyz 0123456789" * 40),

@@ -109,6 +109,7 @@ def test_export_markdown_and_text(tmp_path: Path) -> None:
     assert "**ROMEO:**\n\nHello\n" in md and "**JULIET:**\n\nGood morrow.\nHow now?\n" in md
     txt = export_text(c, NAMES, markdown=False)
     assert txt == "ROMEO:\nHello\n\nJULIET:\nGood morrow.\nHow now?\n"
+    (tmp_path / "sub").mkdir()  # export creates no directory (issue 17): it must exist
     written = export(c, tmp_path / "sub" / "talk.txt", NAMES)
     assert written.read_text() == txt
     assert [p.name for p in (tmp_path / "sub").iterdir()] == ["talk.txt"], "no temp files left"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from minigpt_tui.commands import require_terminal
 from minigpt_tui.errors import UserError
 from model.backend import BACKENDS, check_backend
 from model.errors import one_of
@@ -51,6 +52,7 @@ def chat(
     settings.validate()
     path = resolve_model(model)
     info = modeldir.read(path)  # a missing or malformed model is one line, before the TUI
+    require_terminal("chat", "in pipes and scripts use 'minigpt-tui generate'")
     history = HistoryStore.memory() if no_history else HistoryStore.default()
     # Start loading the model now, while Textual is imported and the screen drawn; the app's
     # loading worker waits for this future (errors surface there, on the error screen).

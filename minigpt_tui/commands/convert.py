@@ -18,10 +18,11 @@ def hf(
     """Convert OpenAI GPT-2 weights (Hugging Face layout) into a minigpt-tui model directory."""
     from rich.console import Console
 
+    from minigpt_tui.safe_text import markup
     from model.convert import convert_hf
 
     path = convert_hf(src, out, force=force)
-    Console(stderr=True).print(f"[green]wrote[/] {path}")
+    Console(stderr=True).print(f"[green]wrote[/] {markup(path)}")
 
 
 def register(app: typer.Typer) -> None:

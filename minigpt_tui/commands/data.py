@@ -105,15 +105,18 @@ def prepare(
             field=field,
         )
     secs = time.perf_counter() - t0
+    from minigpt_tui.safe_text import markup
+
     for notice in res.notices:
-        console.print(f"[yellow]note:[/] {notice}")
+        console.print(f"[yellow]note:[/] {markup(notice)}")
     bad = res.stats.summary()
     if bad:
-        console.print(f"[yellow]warning:[/] {bad}: skipped, the rest was used")
+        console.print(f"[yellow]warning:[/] {markup(bad)}: skipped, the rest was used")
     files_by_format = ", ".join(f"{n} {fmt}" for fmt, n in sorted(res.stats.files.items()))
     console.print(
-        f"[green]wrote[/] {res.out}: vocab {res.vocab_size:,}, train {res.train_tokens:,} tokens, "
-        f"val {res.val_tokens:,} tokens ({res.dtype}) in {secs:.1f}s; "
+        f"[green]wrote[/] {markup(res.out)}: vocab {res.vocab_size:,}, "
+        f"train {res.train_tokens:,} tokens, val {res.val_tokens:,} tokens ({res.dtype}) "
+        f"in {secs:.1f}s; "
         f"{res.stats.documents:,} document{'s' * (res.stats.documents != 1)} from "
         f"{files_by_format}"
     )

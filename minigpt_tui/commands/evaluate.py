@@ -47,9 +47,13 @@ def evaluate(
         else contextlib.nullcontext()
     )
     tokens = ds.split(split)
+    windows = len(tokens) // info.config.block_size + 1  # a batch never holds more than these
+    _check_batch_memory(min(batch_size, windows), info.config.block_size, info.config.vocab_size)
     t0 = time.perf_counter()
     loss = split_loss(net, tokens, info.config.block_size, batch_size, dev, ctx)
     secs = time.perf_counter() - t0
+    from minigpt_tui.safe_text import markup
+
     console = Console()
     chars = ds.meta.get(f"{split}_chars")  # absent in data prepared by older versions
     bpc = (
@@ -58,9 +62,27 @@ def evaluate(
         else ""
     )
     console.print(
-        f"{info.name}: {split} loss {loss:.4f} nats, perplexity {math.exp(loss):.3f}{bpc} "
+        f"{markup(info.name, one_line=True)}: {split} loss {loss:.4f} nats, "
+        f"perplexity {math.exp(loss):.3f}{bpc} "
         f"over {len(tokens) - 1:,} predicted tokens ({secs:.1f}s)"
     )
+
+
+def _check_batch_memory(batch_size: int, block_size: int, vocab_size: int) -> None:
+    """Refuse a --batch-size whose logits alone (batch x block x vocab floats) would not fit
+    in half of this machine's memory, before allocating them."""
+    import os
+
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not every platform reports it
+        return
+    need = batch_size * block_size * vocab_size * 4
+    if need > memory // 2:
+        raise UserError(
+            f"--batch-size {batch_size} needs about {need / 1e9:,.1f} GB for the logits alone, "
+            f"more than half of this machine's {memory / 1e9:.0f} GB; use a smaller one"
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -47,6 +47,7 @@ def onnx(
     from rich.console import Console
 
     from minigpt_tui.models import resolve_model
+    from minigpt_tui.safe_text import markup
 
     check_quantize(quantize)  # before importing torch
     try:
@@ -61,8 +62,8 @@ def onnx(
             resolve_model(model), out, quantize=quantize, opset=opset, verify=verify, force=force
         )
     line = (
-        f"[green]wrote[/] {res.onnx_path} ({res.size_bytes / 1e6:.1f} MB, opset {res.opset}, "
-        f"{res.quantize}) in {res.seconds:.1f}s"
+        f"[green]wrote[/] {markup(res.onnx_path)} ({res.size_bytes / 1e6:.1f} MB, "
+        f"opset {res.opset}, {res.quantize}) in {res.seconds:.1f}s"
     )
     console.print(line)
     v = res.verify

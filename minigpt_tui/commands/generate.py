@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from minigpt_tui.errors import UserError
-from model.backend import BACKENDS, check_backend
+from model.backend import BACKENDS, check_backend, check_threads
 from model.errors import one_of
 
 if TYPE_CHECKING:
@@ -95,6 +95,7 @@ def generate(
     Only the generated continuation is printed (add --echo to print the prompt first).
     """
     from minigpt_tui.engine import Generation, load_backend
+    from minigpt_tui.safe_text import plain
     from minigpt_tui.sampling import SamplingSettings
     from model.tokenizer import TokenizerError, encode_lenient
 
@@ -113,6 +114,9 @@ def generate(
     settings.validate()  # before the (slow) model load
     text = read_prompt(prompt)
 
+    threads, note = check_threads(threads)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     t0 = time.perf_counter()
     engine = load_backend(model, backend=backend, device=device, threads=threads)
     load_seconds = time.perf_counter() - t0
@@ -128,14 +132,19 @@ def generate(
                 f"{e}; pass --unknown-chars drop to leave such characters out"
             ) from None
 
+    if dropped:
+        text = tokenizer.decode(ids)  # what the model was given: --echo shows no dropped chars
     gen = Generation(engine, tokenizer, ids, settings)
     out = sys.stdout
+    # On a terminal, control characters a model's vocabulary holds (a hostile config.json can
+    # give it ESC) are shown, not obeyed; a pipe gets the text exactly as generated.
+    shown = plain if out.isatty() else str
     if echo:
-        out.write(text)
+        out.write(shown(text))
         out.flush()
     for event in gen:
         if event.text:
-            out.write(event.text)
+            out.write(shown(event.text))
             out.flush()
     printed = (text if echo else "") + gen.text
     if out.isatty() and printed and not printed.endswith("\n"):

@@ -13,14 +13,15 @@ def info(
     from rich.table import Table
 
     from minigpt_tui.models import resolve_model
+    from minigpt_tui.safe_text import markup
     from model import modeldir
 
     mi = modeldir.read(resolve_model(model))
     cfg = mi.config
-    table = Table(title=f"{mi.name}", show_header=False, title_justify="left")
+    table = Table(title=markup(mi.name, one_line=True), show_header=False, title_justify="left")
     table.add_column(style="bold cyan")
-    table.add_column()
-    table.add_row("path", str(mi.path))
+    table.add_column()  # values may be anything the file holds: added through markup()
+    table.add_row("path", markup(mi.path))
     table.add_row("parameters", f"{cfg.num_params():,}")
     table.add_row(
         "shape",
@@ -32,7 +33,7 @@ def info(
     tok = spec["kind"] + (f" ({len(spec['chars'])} characters)" if spec["kind"] == "char" else "")
     if spec["kind"] == "bpe":
         tok += f" ({spec['vocab_size']:,} tokens, trained; {spec['file']})"
-    table.add_row("tokenizer", tok)
+    table.add_row("tokenizer", markup(tok))
     files = [
         f.name
         for f in (mi.weights_path, mi.onnx_path, mi.path / modeldir.TRAINER_FILE)
@@ -43,15 +44,19 @@ def info(
     if isinstance(onnx, dict):
         table.add_row(
             "onnx",
-            ", ".join(f"{k} {v}" for k, v in onnx.items() if isinstance(v, str | int | float)),
+            markup(
+                ", ".join(f"{k} {v}" for k, v in onnx.items() if isinstance(v, str | int | float))
+            ),
         )
-    training = mi.meta.get("training") or {}
+    training = mi.meta.get("training")
+    training = training if isinstance(training, dict) else {}  # a hostile file: show nothing
     if training.get("command"):
-        table.add_row("trained with", str(training["command"]))
+        table.add_row("trained with", markup(training["command"]))
     if training.get("data_sha256"):
         source = training.get("data_source") or training.get("data") or "data"
-        table.add_row("trained on", f"{source} (sha256 {training['data_sha256']})")
-    for key, value in (mi.meta.get("summary") or {}).items():
+        table.add_row("trained on", markup(f"{source} (sha256 {training['data_sha256']})"))
+    summary = mi.meta.get("summary")
+    for key, value in (summary if isinstance(summary, dict) else {}).items():
         if value is None:
             continue
         text = (
@@ -59,7 +64,7 @@ def info(
             if isinstance(value, float)
             else (f"{value:,}" if isinstance(value, int) else str(value))
         )
-        table.add_row(key.replace("_", " "), text)
+        table.add_row(markup(str(key).replace("_", " "), one_line=True), markup(text))
     Console().print(table)
 
 

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import typer
 
+from minigpt_tui.commands import require_terminal
 from minigpt_tui.errors import UserError
+from minigpt_tui.tui.metrics import metrics_path
 
 
 def watch(
@@ -19,6 +21,9 @@ def watch(
     if run.is_file() and run.suffix != ".jsonl":
         raise UserError(f"{run} is not a run directory or a metrics .jsonl file")
 
+    require_terminal(
+        "watch", f"the run's events are in {metrics_path(run)}, one JSON object a line"
+    )
     from minigpt_tui.tui.watch_app import WatchApp
 
     WatchApp(run).run()

@@ -26,6 +26,7 @@ from textual.widgets import ContentSwitcher, Footer, Input, Static, TextArea
 from minigpt_tui.dialogue import MODES, DialogueTemplate, Turn
 from minigpt_tui.engine import Generation, GenerationStats
 from minigpt_tui.history import Conversation, HistoryStore
+from minigpt_tui.safe_text import plain
 from minigpt_tui.sampling import SamplingSettings
 from minigpt_tui.tui import keys
 from minigpt_tui.tui.loading import ModelLoader, describe
@@ -77,6 +78,7 @@ class ChatApp(App[None]):
         self.last_stats: GenerationStats | None = None
         self._prompt_len = 0  # tokens of the prompt the model sees (while replying: of its own)
         self._send_when_loaded = False
+        self._burst = keys.EscapeBurst()
         self.load_error = ""  # why the model could not be loaded, if it could not
 
     # ----------------------------------------------------------------- layout
@@ -108,13 +110,38 @@ class ChatApp(App[None]):
         self._check_size()
         self.models.load(self.loader)
 
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.Key) and not event.is_forwarded:
+            for key in self._burst.take(event):  # a fast Esc + Ctrl+R must not type "^"
+                await super().on_event(key)
+            if self._burst.pending is not None:
+                self.set_timer(keys.BURST_SECONDS, self._release_caret)
+            return
+        await super().on_event(event)
+
+    async def _release_caret(self) -> None:
+        held = self._burst.flush()
+        if held is not None:
+            await super().on_event(held)
+
     def on_resize(self, event: events.Resize) -> None:
         self._check_size(event.size)
 
     def _check_size(self, size: Size | None = None) -> None:
         size = size or self.size
         small = size.width < MIN_WIDTH or size.height < MIN_HEIGHT
-        self.screen.set_class(small, "-too-small")
+        main = self.screen_stack[0]
+        main.set_class(small, "-too-small")
+        # The message box is hidden then: what is typed must not be sent (or typed) unseen.
+        main.query_one("#main").disabled = small
+        if not small and self.focused is None and len(self.screen_stack) == 1:
+            (self.prompt_input if self.mode == "chat" else self.document).focus()
+            if self._send_when_loaded and self.session is not None:
+                self.action_send()  # typed ahead while small: send it now that it shows
+
+    @property
+    def too_small(self) -> bool:
+        return bool(self.screen_stack) and self.screen_stack[0].has_class("-too-small")
 
     @property
     def mode(self) -> str:
@@ -138,6 +165,8 @@ class ChatApp(App[None]):
         self.refresh_bindings()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if self.too_small and action not in ("quit", "stop", "help"):
+            return False  # nothing is shown: nothing may be sent, redone or changed unseen
         on_main = len(self.screen_stack) == 1
         if action == "stop":
             return on_main and self.generating
@@ -153,7 +182,7 @@ class ChatApp(App[None]):
     # ----------------------------------------------------------------- helpers
     def say(self, message: str, **kwargs: Any) -> None:
         """A toast; never markup, since it may quote the user's text or a path."""
-        self.notify(message, markup=False, **kwargs)
+        self.notify(plain(message), markup=False, **kwargs)
 
     @property
     def generation(self) -> Generation | None:
@@ -219,11 +248,14 @@ class ChatApp(App[None]):
         self.action_send()
 
     def action_send(self) -> None:
+        if self.too_small:  # nothing of the conversation shows: never send unseen
+            return
         if self.session is None:  # typed ahead while the model loads: send once it is ready
             if self.prompt_input.text.strip() or self.mode == "complete":
                 self._send_when_loaded = True
                 self.query_one(StatusBar).state = "loading… (will send when ready)"
             return
+        self._send_when_loaded = False
         if self.generating:
             self.say("Still replying: Esc stops it.", timeout=2)
             return
@@ -306,10 +338,19 @@ class ChatApp(App[None]):
             self.query_one(StatusBar).state = "stopping…"
 
     def _cancel_reply(self) -> None:
-        if self.generating:
-            self.replies.cancel()
-            self.document.read_only = False
-            self._set_steering(False)
+        """Drop the streaming reply (New, a mode switch, Quit), keeping what it has said so
+        far in the conversation, as Esc does, so that the save that follows has it."""
+        reply = self.replies.reply
+        if reply is None:
+            return
+        said = reply.generation.text  # a snapshot: the worker may add a token after this
+        self.replies.cancel()
+        if isinstance(reply.target, MessageView) and self.session is not None:
+            text = DialogueTemplate.clean(said)
+            if text:
+                self.session.turns.append(Turn("model", text))
+        self.document.read_only = False
+        self._set_steering(False)
 
     def action_regenerate(self) -> None:
         session = self.session

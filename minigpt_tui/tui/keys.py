@@ -5,6 +5,7 @@ Keep the two in step: F1 shows HELP_KEYS, and the README's key table repeats it.
 
 from __future__ import annotations
 
+from textual import events
 from textual.binding import Binding, BindingType
 
 BINDINGS: list[BindingType] = [
@@ -62,3 +63,34 @@ HELP_NOTES = (
     "In History: Enter opens, Del deletes. Conversations are saved after every reply "
     "(not with --no-history)."
 )
+
+
+# An Esc pressed just before a control key (Esc then Ctrl+R, fast) reaches Textual as one
+# unknown escape sequence, which it reports as a literal "^" key: typed into the message box.
+# A "^" that comes within this many seconds of a control key came from such a burst.
+BURST_SECONDS = 0.01
+
+
+class EscapeBurst:
+    """Holds back each "^" key for BURST_SECONDS: followed at once by a control key, it is
+    the Escape it was (the reply stops, nothing is typed); otherwise it is a "^" after all."""
+
+    def __init__(self) -> None:
+        self.pending: events.Key | None = None
+
+    def take(self, key: events.Key) -> list[events.Key]:
+        """The keys to handle now, in order, given a key that just arrived."""
+        held, self.pending = self.pending, None
+        if held is not None:
+            if key.key.startswith("ctrl+") and key.time - held.time < BURST_SECONDS:
+                return [events.Key("escape", "\x1b"), key]
+            return [held, *self.take(key)]
+        if key.key == "circumflex_accent":
+            self.pending = key
+            return []
+        return [key]
+
+    def flush(self) -> events.Key | None:
+        """The held "^" once nothing followed it in time."""
+        held, self.pending = self.pending, None
+        return held

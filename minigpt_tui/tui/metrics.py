@@ -7,6 +7,7 @@ file and reads it again from the start. A line still being written is kept until
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Iterable
@@ -62,7 +63,14 @@ class MetricsFollower:
 
 
 def _num(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and value == value else None
+    """A finite number from an event, else None (a hostile line may hold NaN, inf or 1e999)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer too large for a float
+        return None
+    return number if math.isfinite(number) else None
 
 
 @dataclass
@@ -106,7 +114,7 @@ class RunState:
         if now is not None:
             self.last_event_time = now
         it = e.get("iter")
-        it = int(it) if isinstance(it, int | float) else None
+        it = int(n) if (n := _num(it)) is not None else None
         if kind == "start":
             self.starts += 1
             start_iter = it or 0
@@ -118,8 +126,8 @@ class RunState:
                 self.loss = self.val_loss = self.val_loss_full = None
                 self.sample, self.sample_iter = "", None
             self.status, self.end_reason = "running", ""
-            mi = e.get("max_iters")
-            self.max_iters = int(mi) if isinstance(mi, int | float) and mi > 0 else None
+            mi = _num(e.get("max_iters"))
+            self.max_iters = int(mi) if mi is not None and mi > 0 else None
             self.time_budget = _num(e.get("time_budget"))
             self.start_time = now
             self.start_iter = self.iter = start_iter

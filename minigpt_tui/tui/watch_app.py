@@ -16,6 +16,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Footer, ProgressBar, Static
 
+from minigpt_tui.safe_text import plain
 from minigpt_tui.tui.metrics import MetricsFollower, RunState, duration, metrics_path
 from minigpt_tui.tui.widgets.plot import LinePlot
 
@@ -40,12 +41,13 @@ class WatchApp(App[None]):
         self.poll_seconds = poll
 
     def compose(self) -> ComposeResult:
-        yield Static(id="run-header")
+        # Paths and everything read from metrics.jsonl are shown inert: no markup, plain().
+        yield Static(id="run-header", markup=False)
         with Horizontal(id="progress-row"):
             yield ProgressBar(total=100, show_eta=False, show_percentage=True, id="progress")
-            yield Static(id="eta")
+            yield Static(id="eta", markup=False)
         yield LinePlot(empty="waiting for the first losses…", id="loss-plot")
-        yield Static(id="run-stats")
+        yield Static(id="run-stats", markup=False)
         with VerticalScroll(id="sample-box"):
             yield Static(id="sample", markup=False)
         yield Footer(compact=True)
@@ -84,7 +86,7 @@ class WatchApp(App[None]):
         s = self.state
         header = self.header
         if not self.follower.path.exists() and s.status == "waiting":
-            header.update(f"{self.run_path}: waiting for {self.follower.path.name}…")
+            header.update(plain(f"{self.run_path}: waiting for {self.follower.path.name}…"))
         else:
             status = s.status
             if s.status == "ended":
@@ -95,7 +97,11 @@ class WatchApp(App[None]):
                     status = f"no update for {duration(idle)}"
             total = f"/{s.max_iters:,}" if s.max_iters else ""
             restarts = f" · run {s.starts}" if s.starts > 1 else ""
-            header.update(f"{self.run_path} · {status}{restarts} · iter {s.iter:,}{total}")
+            header.update(
+                plain(
+                    f"{self.run_path} · {status}{restarts} · iter {s.iter:,}{total}", one_line=True
+                )
+            )
         progress = s.progress()
         bar = self.bar
         if progress is None:
@@ -124,4 +130,4 @@ class WatchApp(App[None]):
             if s.sample_iter is not None
             else "latest sample"
         )
-        self.sample.update(s.sample or "no sample yet")
+        self.sample.update(plain(s.sample) or "no sample yet")

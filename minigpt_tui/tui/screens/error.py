@@ -8,6 +8,8 @@ from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import Static
 
+from minigpt_tui.safe_text import plain
+
 
 class ErrorScreen(Screen[None]):
     BINDINGS = [Binding("q,escape,enter,ctrl+q", "leave", "Quit")]  # noqa: RUF012
@@ -21,7 +23,7 @@ class ErrorScreen(Screen[None]):
         with Vertical(id="error-box") as box:
             box.border_title = self.title_text
             box.border_subtitle = "q quits"
-            yield Static(self.message, id="error-message", markup=False)
+            yield Static(plain(self.message), id="error-message", markup=False)
 
     def action_leave(self) -> None:
         # Exit non-zero; the command then repeats the reason as its one-line error.

@@ -13,11 +13,12 @@ from textual.widgets import Label, OptionList
 from textual.widgets.option_list import Option
 
 from minigpt_tui.history import Conversation, HistoryStore
+from minigpt_tui.safe_text import plain
 
 
 def describe(conv: Conversation) -> str:
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(conv.updated))
-    return f"{when}  {conv.mode:<8}  {conv.title}"
+    return plain(f"{when}  {conv.mode:<8}  {conv.title}", one_line=True)  # titles are users' text
 
 
 class HistoryScreen(ModalScreen[int | None]):
@@ -38,6 +39,8 @@ class HistoryScreen(ModalScreen[int | None]):
                 yield Label(
                     "history is off for this session (kept in memory only)", id="history-note"
                 )
+            elif self.store.read_only:
+                yield Label("history is read-only: nothing is saved or deleted", id="history-note")
             yield OptionList(id="history-list")
 
     def on_mount(self) -> None:

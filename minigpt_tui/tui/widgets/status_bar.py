@@ -6,6 +6,8 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import Static
 
+from minigpt_tui.safe_text import plain
+
 
 def human(n: int) -> str:
     for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
@@ -33,4 +35,4 @@ class StatusBar(Static):
             parts.append(f"ctx {self.context}/{self.block_size}")
         if self.ttft >= 0:
             parts.append(f"ttft {self.ttft * 1000:.0f}ms · {self.tokens_per_sec:.0f} tok/s")
-        return Text(" │ ".join(parts))
+        return Text(plain(" │ ".join(parts), one_line=True))  # the model's name is a file's

@@ -9,6 +9,7 @@ from textual.message import Message
 from textual.widgets import Static
 
 from minigpt_tui.engine import TokenEvent
+from minigpt_tui.safe_text import plain
 
 # Probability bands for the token colouring (the styles live in app.tcss).
 BANDS = ((0.5, "token--high"), (0.2, "token--mid"), (0.05, "token--low"), (0.0, "token--rare"))
@@ -53,20 +54,23 @@ class MessageView(Static):
 
     def refresh_text(self) -> None:
         out = Text()
-        out.append(f"{self.speaker}\n", style=self.get_component_rich_style("message--speaker"))
+        # Everything shown is plain(): a model's vocabulary may hold ESC and other controls.
+        speaker = plain(self.speaker, one_line=True)
+        out.append(f"{speaker}\n", style=self.get_component_rich_style("message--speaker"))
         if self.show_probs and self.tokens:
             selected = self.get_component_rich_style("token--selected")
             for i, tok in enumerate(self.tokens):
                 style = self.get_component_rich_style(band(tok.prob))
+                text = plain(tok.text)
                 if i != self.selected:
-                    out.append(tok.text, style=style)
-                elif tok.text.strip():
-                    out.append(tok.text, style=style + selected)
+                    out.append(text, style=style)
+                elif text.strip():
+                    out.append(text, style=style + selected)
                 else:  # make a selected space, line break or empty token visible
-                    shown = tok.text.replace(" ", "␣").replace("\n", "⏎\n") or "∅"
+                    shown = text.replace(" ", "␣").replace("\n", "⏎\n") or "∅"
                     out.append(shown, style=style + selected)
         else:
-            out.append(self.text.strip("\n") or ("…" if self.role == "model" else ""))
+            out.append(plain(self.text.strip("\n")) or ("…" if self.role == "model" else ""))
         self.update(out)
 
 
