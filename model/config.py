@@ -10,6 +10,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+OPTIMIZERS = ("adamw", "muon")
+SCHEDULES = ("cosine", "trapezoid")  # model/schedule.py implements them
+
 # A config that would need more parameters than this is refused before anything is allocated.
 MAX_PARAMS = 20_000_000_000
 
@@ -112,6 +115,11 @@ class TrainConfig:
     sample_interval: int = (
         0  # write a text sample to metrics.jsonl every N iterations (0: at evals)
     )
+    optimizer: str = "adamw"  # adamw | muon (Muon for the blocks' matrices, AdamW for the rest)
+    muon_momentum: float = 0.95
+    schedule: str = "cosine"  # cosine | trapezoid (warm-up, flat, linear decay: model/schedule.py)
+    cooldown: float = 0.5  # trapezoid: the final fraction of the run that decays to min_lr
+    zero_init: bool = False  # new models start with zeroed residual output projections
 
     def validate(self) -> None:
         positive = (
@@ -156,6 +164,20 @@ class TrainConfig:
             raise ConfigError(f"decay_lr must be true or false, got {self.decay_lr!r}")
         if not isinstance(self.compile, bool):
             raise ConfigError(f"compile must be true or false, got {self.compile!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(
+                f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
+            )
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(
+                f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"
+            )
+        if not (_is_number(self.cooldown) and 0 <= self.cooldown <= 1):
+            raise ConfigError(f"cooldown must be in [0, 1], got {self.cooldown!r}")
+        if not (_is_number(self.muon_momentum) and 0 <= self.muon_momentum < 1):
+            raise ConfigError(f"muon_momentum must be in [0, 1), got {self.muon_momentum!r}")
+        if not isinstance(self.zero_init, bool):
+            raise ConfigError(f"zero_init must be true or false, got {self.zero_init!r}")
 
     @property
     def final_lr(self) -> float:

@@ -28,11 +28,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from model import checkpoint, modeldir
+from model import checkpoint, modeldir, schedule
 from model.config import ConfigError, GPTConfig, TrainConfig
 from model.data import load_dataset
 from model.evaluate import split_loss
-from model.gpt import GPT
+from model.gpt import GPT, zero_init_projections
+from model.muon import Muon, muon_groups
 
 METRICS_FILE = "metrics.jsonl"
 STEP_DIR = re.compile(r"^step-(\d{6,})$")
@@ -249,21 +250,37 @@ class Batches:
 
 
 def learning_rate(cfg: TrainConfig, step: int, progress: float | None = None) -> float:
-    """Linear warm-up, then cosine decay to final_lr (or a constant lr without decay_lr).
-
-    `progress` in [0, 1] replaces step/lr_decay_iters when the schedule runs over a time budget.
+    """The lr at `step`: warm-up, then cfg.schedule's decay to final_lr (or constant without
+    decay_lr). `progress` in [0, 1] replaces step/lr_decay_iters over a time budget.
     """
-    if step < cfg.warmup_iters:
-        return cfg.learning_rate * (step + 1) / (cfg.warmup_iters + 1)
-    if not cfg.decay_lr:
-        return cfg.learning_rate
     if progress is None:
         decay_iters = cfg.lr_decay_iters or cfg.max_iters
         span = max(1, decay_iters - cfg.warmup_iters)
         progress = (step - cfg.warmup_iters) / span
-    progress = min(max(progress, 0.0), 1.0)
-    coeff = 0.5 * (1.0 + math.cos(math.pi * progress))
-    return cfg.final_lr + coeff * (cfg.learning_rate - cfg.final_lr)
+    if not cfg.decay_lr:
+        return cfg.learning_rate * schedule.warmup_factor(step, cfg.warmup_iters)
+    if cfg.schedule == "trapezoid":
+        return schedule.trapezoid(
+            cfg.learning_rate, cfg.final_lr, step, cfg.warmup_iters, progress, cfg.cooldown
+        )
+    return schedule.cosine(cfg.learning_rate, cfg.final_lr, step, cfg.warmup_iters, progress)
+
+
+def build_optimizer(model: GPT, cfg: TrainConfig, fused: bool) -> torch.optim.Optimizer:
+    """AdamW on every parameter, or Muon on the blocks' matrices and AdamW on the rest."""
+    if cfg.optimizer == "muon":
+        return Muon(
+            muon_groups(model, cfg.weight_decay),
+            lr=cfg.learning_rate,
+            betas=(cfg.beta1, cfg.beta2),
+            momentum=cfg.muon_momentum,
+        )
+    return torch.optim.AdamW(
+        model.optimizer_groups(cfg.weight_decay),
+        lr=cfg.learning_rate,
+        betas=(cfg.beta1, cfg.beta2),
+        fused=fused,
+    )
 
 
 # ---------------------------------------------------------------------------- run directory
@@ -455,6 +472,8 @@ def _train(
     # -- model, optimizer, precision
     torch.manual_seed(train_cfg.seed + dist_info.rank)
     raw_model = init_model if init_model is not None else GPT(model_cfg)
+    if init_model is None and train_cfg.zero_init:
+        zero_init_projections(raw_model)
     raw_model.to(device)
     dtype = resolve_dtype(train_cfg.dtype, device)
     device_type = device.split(":")[0]
@@ -470,12 +489,7 @@ def _train(
     if device_type == "cpu":
         keep_freed_memory()
     fused = device_type in ("cuda", "cpu")
-    optimizer = torch.optim.AdamW(
-        raw_model.optimizer_groups(train_cfg.weight_decay),
-        lr=train_cfg.learning_rate,
-        betas=(train_cfg.beta1, train_cfg.beta2),
-        fused=fused,
-    )
+    optimizer = build_optimizer(raw_model, train_cfg, fused)
     batches = Batches(
         dataset.train, train_cfg.batch_size, model_cfg.block_size, device, train_cfg.seed
     )
