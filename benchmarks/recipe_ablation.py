@@ -10,21 +10,22 @@ An arm is NAME=PRESET[:KEY=VALUE,...]:
     `budget=S` (seconds; default --budget; 0: the preset's own stop, e.g. the cpu preset's 4000
     iterations) and `threads=N` (cores, default 1). Scored by the whole-split validation loss.
   - NAME=nanogpt:iters=N[,KEY=VALUE...]: nanoGPT's README CPU command (NANOGPT_CPU below) with
-    --max_iters=N --lr_decay_iters=N and --KEY=VALUE, run from a scratch copy (--nanogpt). Its
-    best checkpoint (nanoGPT keeps the best of its evaluations) is scored on OUR whole
-    validation split by benchmarks/nanogpt_val.py; its loop time is the sum of the per-iteration
-    times it prints.
+    --max_iters=N --lr_decay_iters=N --eval_interval=N and --KEY=VALUE, run from a scratch copy
+    (--nanogpt). nanoGPT saves its checkpoint at evaluations only, so it evaluates at the end
+    (and at iteration 0) instead of every 250 iterations; the checkpoint is scored on OUR whole
+    validation split by benchmarks/nanogpt_val.py; its loop time is the sum of the
+    per-iteration times it prints.
 
 Two arms, two cores, and a second round with the cores swapped (the 2-core machine):
 
     python benchmarks/recipe_ablation.py --data DIR --budget 60 --swap \\
         --arm adamw=cpu-fast:optimizer=adamw --arm muon=cpu-fast:optimizer=muon
 
-The whole ablation on a many-core machine (`--plan recipe`, see `recipe_plan`): a first stage
-of 60 s runs (learning rates, shapes), a second stage of 120 s runs built from its winners
-(the recipe with each choice switched off, nanoGPT with --max_iters set from its measured speed,
-the cpu preset against nanoGPT at that config), the second stage again on other cores, and
-10-minute candidates (run for --long-budget seconds) alongside from the start:
+The whole ablation on a many-core machine (`--plan recipe`, see `recipe_plan`; 14 cores): a
+first stage of 60 s runs (learning rates, shapes, schedule, zero-init), then a stage of 120 s
+runs built from its winners (the recipe with each choice switched off, nanoGPT with --max_iters
+set from its speed measured in the first stage, a second copy of both on other cores), and,
+alongside both stages, the cpu preset against nanoGPT at that config:
 
     python benchmarks/recipe_ablation.py --data DIR --nanogpt /tmp/nanogpt --plan recipe \\
         --cores 0-15 --log results.jsonl
@@ -118,6 +119,8 @@ class Running:
                 f"--max_iters={iters}",
                 f"--lr_decay_iters={iters}",
                 f"--out_dir={self.out}",
+                # Evaluate (and keep the checkpoint) at the last iteration, not only every 250.
+                f"--eval_interval={sets.pop('eval_interval', iters)}",
                 *(f"--{k}={v}" for k, v in sets.items()),
             ]
             cwd = args.nanogpt
@@ -197,9 +200,18 @@ class Running:
 
 
 def run_all(
-    arms: list[Arm], cores: list[int], args: argparse.Namespace, work: Path
+    arms: list[Arm],
+    cores: list[int],
+    args: argparse.Namespace,
+    work: Path,
+    beside: list[Running] | None = None,
+    done: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run arms first-in first-out on the free cores; returns their results in arm order."""
+    """Run arms first-in first-out on the free cores; returns their results in arm order.
+
+    Runs in `beside` (started elsewhere, on other cores) are reported into `done` as they end.
+    """
+    beside = beside if beside is not None else []
     free, queue = list(cores), list(enumerate(arms))
     running: list[tuple[int, Running]] = []
     results: dict[int, dict[str, Any]] = {}
@@ -209,6 +221,13 @@ def run_all(
             mine, free[:] = free[: arm.threads], free[arm.threads :]
             running.append((i, Running(arm, mine, args, work)))
         time.sleep(0.5)
+        for run in list(beside):
+            if run.proc.poll() is not None:
+                beside.remove(run)
+                res = run.result()
+                report(res, args)
+                if done is not None:
+                    done.append(res)
         for item in list(running):
             i, run = item
             if run.proc.poll() is None:
@@ -257,16 +276,17 @@ def _spec(name: str, **sets: Any) -> str:
     return f"{name}=cpu-fast:" + ",".join(f"{k}={v}" for k, v in sets.items())
 
 
-def long_arms(scale: float, budget: float) -> list[Arm]:
-    """10-minute candidates (two cores each), started first and run alongside the stages."""
-    common = {**NEW, "eval_interval": 2000, "learning_rate": 4e-3, "threads": 2}
-    shapes = {
-        "long-192-4x6-T128": dict(n_embd=192, n_layer=4, n_head=6, block_size=128, batch_size=16),
-        "long-192-6x6-T128": dict(n_embd=192, n_layer=6, n_head=6, block_size=128, batch_size=16),
-    }
+def fixed_arms(scale: float) -> list[Arm]:
+    """The cpu preset (its own 4000 iterations) against nanoGPT's command at the same values
+    (batch 12, block 64, 128/4/4, dropout 0, lr 3e-4, 4000 iterations; nanoGPT's cosine to
+    lr/10, warm-up, beta2 and clipping), run alongside both stages."""
+    iters = 4000 if scale >= 1 else 250
     return [
-        Arm.parse(_spec(name, **{**common, **shape, "budget": budget * scale}), stage="long")
-        for name, shape in shapes.items()
+        Arm.parse(f"cpu-preset=cpu:budget=0,max_iters={iters}", stage="cpu-config"),
+        Arm.parse(
+            f"nanogpt-cpu-config=nanogpt:iters={iters},learning_rate=3e-4,min_lr=3e-5",
+            stage="cpu-config",
+        ),
     ]
 
 
@@ -274,7 +294,8 @@ def stage1_arms(scale: float) -> list[Arm]:
     b = 60 * scale
     base = {**NEW, "budget": b}
     specs = [
-        _spec(f"muon-lr{lr}", **{**base, "learning_rate": lr}) for lr in (6e-3, 1.2e-2, 2.4e-2)
+        _spec(f"muon-lr{lr}", **{**base, "learning_rate": lr})
+        for lr in (3e-3, 6e-3, 1.2e-2, 2.4e-2)
     ]
     specs += [
         _spec(f"adamw-lr{lr}", **{**base, "optimizer": "adamw", "learning_rate": lr})
@@ -286,6 +307,7 @@ def stage1_arms(scale: float) -> list[Arm]:
         _spec("shape-b24", **{**mid, "batch_size": 24}),
         _spec("shape-T128", **{**mid, "block_size": 128}),
         _spec("shape-192-4x6", **{**mid, "n_embd": 192, "n_head": 6}),
+        _spec("shape-128-6x4", **{**mid, "n_layer": 6}),
         _spec("cosine", **{**mid, "schedule": "cosine"}),
         _spec("no-zero-init", **{**mid, "zero_init": "false"}),
     ]
@@ -310,6 +332,7 @@ def stage2_arms(explore: list[dict[str, Any]], scale: float) -> list[Arm]:
         "shape-b24": dict(batch_size=24),
         "shape-T128": dict(block_size=128),
         "shape-192-4x6": dict(n_embd=192, n_head=6),
+        "shape-128-6x4": dict(n_layer=6),
     }
     scored = {k: by_name.get(k, {}).get("val_loss_full", 99.0) for k in shapes}
     scored["base"] = mid
@@ -323,8 +346,7 @@ def stage2_arms(explore: list[dict[str, Any]], scale: float) -> list[Arm]:
     # nanoGPT's loop time per iteration, measured in stage 1 on this machine, sets its iters.
     speed = by_name.get("nanogpt-speed")
     per_iter = speed["train_seconds"] / max(speed["iters"], 1) if speed else 0.03
-    # nanoGPT keeps the best of its evaluations, every 250 iterations: end on one.
-    nano_iters = max(250, round(b / per_iter / 250) * 250)
+    nano_iters = max(10, round(b / per_iter))
     other_shape = "base" if shape_name != "base" else sorted(scored, key=lambda k: scored[k])[1]
     specs = [
         _spec("recipe", **recipe),
@@ -345,12 +367,9 @@ def stage2_arms(explore: list[dict[str, Any]], scale: float) -> list[Arm]:
         _spec("recipe-bf16", **{**recipe, "dtype": "bfloat16"}),
         _spec("old-cpu-fast", budget=b),  # as the preset stands (bfloat16)
         _spec("recipe-2threads", **{**recipe, "threads": 2}),
-        "cpu-preset=cpu:budget=0,dtype=float32",
-        "nanogpt-cpu-config=nanogpt:iters=4000,learning_rate=3e-4,min_lr=3e-5",
+        _spec("recipe-copy", **recipe),  # the same run on another core: the noise
+        f"nanogpt-120s-copy=nanogpt:iters={nano_iters}",
     ]
-    if scale < 1:
-        specs[-2] = "cpu-preset=cpu:budget=0,dtype=float32,max_iters=60"
-        specs[-1] = "nanogpt-cpu-config=nanogpt:iters=251,learning_rate=3e-4,min_lr=3e-5"
     return [Arm.parse(s, stage="table") for s in specs]
 
 
@@ -372,33 +391,22 @@ def table(results: list[dict[str, Any]]) -> str:
 
 
 def recipe_plan(cores: list[int], args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
-    """Long runs on the first cores; the stages share the rest, one after the other."""
-    longs = long_arms(args.scale, args.long_budget)
-    n_long = sum(a.threads for a in longs)
-    long_runs = [
-        Running(a, cores[i * a.threads : (i + 1) * a.threads], args, work)
-        for i, a in enumerate(longs)
-    ]
-    rest = cores[n_long:]
+    """The fixed-iteration pair on the first two cores; the stages share the rest."""
+    fixed = [Running(a, [cores[i]], args, work) for i, a in enumerate(fixed_arms(args.scale))]
+    rest, beside, done = cores[2:], list(fixed), []
     try:
-        explore = run_all(stage1_arms(args.scale), rest, args, work)
-        arms = stage2_arms(explore, args.scale)
-        first = run_all(arms, rest, args, work)
-        # The same table again with every arm on other cores (the list rotated by half).
-        for a in arms:
-            a.stage = "table-2"
-        k = len(rest) // 2
-        second = run_all(arms, rest[k:] + rest[:k], args, work)
-    except BaseException:
-        for run in long_runs:
-            run.proc.kill()
-        raise
-    results = explore + first + second
-    for run in long_runs:
-        run.proc.wait()
-        res = run.result()
-        report(res, args)
-        results.append(res)
+        explore = run_all(stage1_arms(args.scale), rest, args, work, beside, done)
+        table = run_all(stage2_arms(explore, args.scale), rest, args, work, beside, done)
+        for run in beside:
+            run.proc.wait()
+            res = run.result()
+            report(res, args)
+            done.append(res)
+        results = explore + table + done
+    finally:
+        for run in fixed:
+            if run.proc.poll() is None:
+                run.proc.kill()
     return results
 
 
@@ -419,7 +427,6 @@ def main() -> None:
     ap.add_argument("--plan", choices=("recipe",), default=None, help="the built-in ablation")
     ap.add_argument("--cores", default="0-1", help="cores to use, e.g. 0-15 or 0,2,4")
     ap.add_argument("--scale", type=float, default=1.0, help="scale every plan budget (dry run)")
-    ap.add_argument("--long-budget", type=float, default=510.0, help="plan: 10-minute candidates")
     ap.add_argument("--nanogpt", type=Path, default=None, help="scratch copy of nanoGPT")
     ap.add_argument("--log", type=Path, default=None, help="append JSON lines here")
     ap.add_argument("--table", type=Path, default=None, help="write the markdown table here")

@@ -14,6 +14,7 @@ import sys
 import typer
 from rich.console import Console
 
+from minigpt_tui import invocation
 from minigpt_tui.errors import UserError, known_errors
 
 try:  # typer >= 0.24 vendors click as typer._click; older releases depend on click
@@ -44,18 +45,9 @@ def fail(message: str, code: int = 1) -> None:
     raise SystemExit(code)
 
 
-_argv: list[str] = []
-
-
-def invocation() -> list[str]:
-    """The arguments this run was started with (for records and for relaunching)."""
-    return list(_argv)
-
-
 def main(argv: list[str] | None = None) -> None:
     """Entry point: every anticipated failure ends as one line on stderr and a non-zero exit."""
-    global _argv
-    _argv = list(sys.argv[1:] if argv is None else argv)
+    invocation.set_args(sys.argv[1:] if argv is None else argv)
     _register()
     command = typer.main.get_command(app)
     try:

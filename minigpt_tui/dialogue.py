@@ -9,6 +9,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# How the chat app talks to a model: a dialogue through this template, or continuing a document.
+MODES = ("chat", "complete")
+
+# What a speaker name must be, for the error a bad --user/--bot gets.
+SPEAKER_NAME_RULE = "a non-empty name without ':'"
+
+
+def valid_speaker_name(name: str) -> bool:
+    """A name that can open a speech: something left after stripping, and no ':' or line
+    break (either would end the name early in the rendered dialogue)."""
+    name = name.strip()
+    return bool(name) and ":" not in name and "\n" not in name
+
 
 @dataclass
 class Turn:

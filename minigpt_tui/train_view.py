@@ -8,6 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
+from model.events import EvalEvent, Event, StartEvent, TrainEvent
+
 
 def _fmt(value: float | None, spec: str = ".4f") -> str:
     return "-" if value is None else format(value, spec)
@@ -31,7 +33,7 @@ class TrainView:
         if self.progress is not None:
             self.progress.stop()
 
-    def _start(self, event: dict[str, Any]) -> None:
+    def _start(self, event: StartEvent) -> None:
         self.total = int(event["max_iters"])
         self.budget = event.get("time_budget")
         cfg = event["config"]["model"]
@@ -63,31 +65,31 @@ class TrainView:
                 )
             self.progress.start()
 
-    def handle(self, event: dict[str, Any]) -> None:
-        kind = event["event"]
-        if kind == "start":
+    def handle(self, event: Event) -> None:
+        """Show one training event (the run's `on_event` callback)."""
+        if event["event"] == "start":
             self._start(event)
-        elif kind == "train":
+        elif event["event"] == "train":
             self.state["loss"] = event["loss"]
             self.state["tps"] = event["tokens_per_sec"]
             if event.get("mfu") is not None:
                 self.state["mfu"] = f"  MFU {event['mfu']:.1%}"
             self._update(event)
-        elif kind == "eval" and "val_loss" in event:
+        elif event["event"] == "eval" and "val_loss" in event:
             self.state["val"] = event["val_loss"]
             self._print(
                 f"iter {event['iter']}: train loss {_fmt(event['train_loss'])}, "
                 f"val loss {_fmt(event['val_loss'])}"
             )
             self._update(event)
-        elif kind == "eval" and "val_loss_full" in event:
+        elif event["event"] == "eval" and "val_loss_full" in event:
             self._print(f"whole-split validation loss: {event['val_loss_full']:.4f}")
-        elif kind == "notice":
+        elif event["event"] == "notice":
             self._print(f"[yellow]note:[/] {event['text']}")
-        elif kind == "checkpoint":
+        elif event["event"] == "checkpoint":
             self._print(f"[dim]saved {event['path']}[/]")
 
-    def _update(self, event: dict[str, Any]) -> None:
+    def _update(self, event: TrainEvent | EvalEvent) -> None:
         fields = {
             "loss": _fmt(self.state["loss"]),
             "val": _fmt(self.state["val"]),
@@ -95,8 +97,12 @@ class TrainView:
             "mfu": self.state["mfu"],
         }
         if self.progress is not None and self.task is not None:
-            done = event.get("elapsed", 0.0) if self.budget else event["iter"]
-            self.progress.update(self.task, completed=done, **fields)
+            if not self.budget:
+                self.progress.update(self.task, completed=event["iter"], **fields)
+            elif event["event"] == "train":  # a time budget's bar moves with the seconds
+                self.progress.update(self.task, completed=event["elapsed"], **fields)
+            else:  # an evaluation carries no time: keep the bar where it is
+                self.progress.update(self.task, **fields)
         elif event["event"] == "train" and time.monotonic() - self._last_print > 5:
             self._last_print = time.monotonic()
             self.console.print(

@@ -21,16 +21,22 @@ class ConfigError(ValueError):
     """A configuration that cannot describe a working model or run."""
 
 
+def setting(default: Any, help: str, *flags: str) -> Any:
+    """A config field with the help text of its `minigpt-tui train` flag, and the flag's
+    names where they differ from --field-name (commands/train.py builds the flags from these)."""
+    return field(default=default, metadata={"help": help, "flags": flags})
+
+
 @dataclass
 class GPTConfig:
-    vocab_size: int = 50257
-    block_size: int = 1024
-    n_layer: int = 12
-    n_head: int = 12
-    n_embd: int = 768
-    dropout: float = 0.0
-    bias: bool = True  # biases in Linear layers and LayerNorms, as in GPT-2
-    tie_weights: bool = True  # output head shares the token embedding matrix
+    vocab_size: int = setting(50257, "Override (pad) the vocabulary size.")
+    block_size: int = setting(1024, "Context length.")
+    n_layer: int = setting(12, "Transformer blocks.")
+    n_head: int = setting(12, "Attention heads.")
+    n_embd: int = setting(768, "Embedding width.")
+    dropout: float = setting(0.0, "Dropout rate.")
+    bias: bool = setting(True, "Biases in Linear/LayerNorm.")  # as in GPT-2
+    tie_weights: bool = setting(True, "Tie output head to token embedding.")
 
     def validate(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -91,35 +97,45 @@ class GPTConfig:
 
 @dataclass
 class TrainConfig:
-    batch_size: int = 12
-    grad_accum: int = 1  # micro-batches per optimizer step (total, across all processes)
-    learning_rate: float = 6e-4
-    min_lr: float | None = None  # defaults to learning_rate / 10
-    max_iters: int = 600_000
-    warmup_iters: int = 100
-    lr_decay_iters: int | None = None  # defaults to max_iters
-    decay_lr: bool = True  # cosine decay to min_lr after warm-up; False keeps the lr constant
-    time_budget: float | None = None  # seconds; schedules the lr over wall-clock time instead
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0
-    eval_interval: int = 500
-    eval_iters: int = 100
-    log_interval: int = 10
-    ckpt_interval: int | None = None  # defaults to eval_interval
-    keep_checkpoints: int = 2
-    seed: int = 1337
-    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
-    compile: bool = False
-    sample_interval: int = (
-        0  # write a text sample to metrics.jsonl every N iterations (0: at evals)
+    batch_size: int = setting(12, "Micro-batch size.")
+    grad_accum: int = setting(1, "Micro-batches per step (all processes).")
+    learning_rate: float = setting(6e-4, "Peak learning rate.", "--learning-rate", "--lr")
+    min_lr: float | None = setting(None, "Final learning rate.")  # None: learning_rate / 10
+    max_iters: int = setting(600_000, "Optimizer steps.")
+    warmup_iters: int = setting(100, "Linear warm-up steps.")
+    lr_decay_iters: int | None = setting(None, "Cosine decay length.")  # None: max_iters
+    decay_lr: bool = setting(
+        True, "Cosine decay, or a constant learning rate.", "--decay-lr/--constant-lr"
     )
-    optimizer: str = "adamw"  # adamw | muon (Muon for the blocks' matrices, AdamW for the rest)
-    muon_momentum: float = 0.95
-    schedule: str = "cosine"  # cosine | trapezoid (warm-up, flat, linear decay: model/schedule.py)
-    cooldown: float = 0.5  # trapezoid: the final fraction of the run that decays to min_lr
-    zero_init: bool = False  # new models start with zeroed residual output projections
+    time_budget: float | None = setting(
+        None, "Seconds; the learning rate is scheduled over this wall-clock budget."
+    )
+    weight_decay: float = setting(0.1, "AdamW weight decay (matrices only).")
+    beta1: float = setting(0.9, "AdamW beta1.")
+    beta2: float = setting(0.95, "AdamW beta2.")
+    grad_clip: float = setting(1.0, "Gradient norm clip (0: off).")
+    eval_interval: int = setting(500, "Steps between evaluations.")
+    eval_iters: int = setting(100, "Batches per evaluation estimate.")
+    log_interval: int = setting(10, "Steps between log lines.")
+    ckpt_interval: int | None = setting(None, "Steps between checkpoints.")  # None: eval_interval
+    keep_checkpoints: int = setting(2, "Checkpoints kept on disk.")
+    seed: int = setting(1337, "Random seed.")
+    dtype: str = setting("auto", "auto, float32, bfloat16 or float16.")
+    compile: bool = setting(False, "torch.compile.", "--compile/--no-compile")
+    sample_interval: int = setting(
+        0, "Steps between text samples (0: a sample at each evaluation)."
+    )
+    optimizer: str = setting(
+        "adamw", "adamw, or muon (Muon for the blocks' matrices, AdamW for the rest)."
+    )
+    muon_momentum: float = setting(0.95, "Muon's Nesterov momentum.")
+    schedule: str = setting(
+        "cosine", "cosine, or trapezoid (warm-up, flat, then linear decay to --min-lr)."
+    )
+    cooldown: float = setting(0.5, "trapezoid: the final fraction of the run that decays.")
+    zero_init: bool = setting(
+        False, "Start new models with zeroed output projections.", "--zero-init/--no-zero-init"
+    )
 
     def validate(self) -> None:
         positive = (
@@ -157,9 +173,11 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not (_is_int(value) and value >= 1):
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("seed", "sample_interval", "warmup_iters"):
+        for name in ("seed", "warmup_iters"):
             if not _is_int(getattr(self, name)):
                 raise ConfigError(f"{name} must be an integer, got {getattr(self, name)!r}")
+        if not _is_int(self.sample_interval) or self.sample_interval < 0:
+            raise ConfigError(f"sample_interval must be >= 0, got {self.sample_interval!r}")
         if not isinstance(self.decay_lr, bool):
             raise ConfigError(f"decay_lr must be true or false, got {self.decay_lr!r}")
         if not isinstance(self.compile, bool):

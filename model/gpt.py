@@ -9,6 +9,7 @@ Shapes: B batch, T sequence length, P cached (past) length, C n_embd, nh heads, 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -39,6 +40,29 @@ def causal_attention(
     return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
 
 
+def static_cache_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: LayerCache, start: torch.Tensor
+) -> torch.Tensor:
+    """Attention through a static cache: fixed-size (B, nh, block_size, hs) buffers.
+
+    Writes the T new keys and values at positions start..start+T-1 (`start`: a (1,) tensor on
+    the device) in place, then query i sees keys 0..start+i. The shapes never depend on how
+    much of the cache is filled, so a decode step can be replayed as one CUDA graph. Positions
+    past the filled ones hold finite stale values (the buffers start as zeros) and are masked.
+    The plain product rather than a fused kernel: for one query row the fused kernels scan all
+    block_size keys tile by tile, the slowest kernels of a GPU decode step (benchmarks/RESULTS.md).
+    """
+    k_all, v_all = cache
+    q_pos = start + torch.arange(q.shape[2], device=q.device)  # (T,)
+    k_all.index_copy_(2, q_pos, k)
+    v_all.index_copy_(2, q_pos, v)
+    k_pos = torch.arange(k_all.shape[2], device=q.device)
+    mask = k_pos[None, :] <= q_pos[:, None]  # (T, block_size)
+    att = (q @ k_all.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))  # (B, nh, T, block_size)
+    att = att.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+    return att @ v_all  # (B, nh, T, hs)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
@@ -50,7 +74,7 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
 
     def forward(
-        self, x: torch.Tensor, past: LayerCache | None = None
+        self, x: torch.Tensor, past: LayerCache | None = None, cache_pos: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, LayerCache]:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
@@ -60,6 +84,9 @@ class CausalSelfAttention(nn.Module):
         v = v.view(B, T, self.n_head, hs).transpose(1, 2)
         if past is None:
             y = causal_attention(q, k, v, self.dropout if self.training else 0.0)
+        elif cache_pos is not None:  # a static cache, see GPT.static_cache
+            y = static_cache_attention(q, k, v, past, cache_pos)
+            k, v = past
         else:
             k = torch.cat((past[0], k), dim=2)  # (B, nh, P+T, hs)
             v = torch.cat((past[1], v), dim=2)
@@ -94,9 +121,9 @@ class Block(nn.Module):
         self.mlp = MLP(config)
 
     def forward(
-        self, x: torch.Tensor, past: LayerCache | None = None
+        self, x: torch.Tensor, past: LayerCache | None = None, cache_pos: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, LayerCache]:
-        a, present = self.attn(self.ln_1(x), past)
+        a, present = self.attn(self.ln_1(x), past, cache_pos)
         x = x + a
         x = x + self.mlp(self.ln_2(x))
         return x, present
@@ -153,24 +180,53 @@ class GPT(nn.Module):
         return logits, loss
 
     def forward_cached(
-        self, idx: torch.Tensor, past: list[LayerCache] | None = None, last_only: bool = False
+        self,
+        idx: torch.Tensor,
+        past: list[LayerCache] | None = None,
+        last_only: bool = False,
+        cache_pos: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, list[LayerCache]]:
         """Inference pass with a KV cache. idx: (B, T) new tokens following the P cached ones.
 
         Returns logits (B, T, V), or (B, 1, V) for the last position only when `last_only`
         (saves the output head over the prompt), and the cache extended to P+T positions.
+        With `cache_pos` (a (1,) tensor holding P), `past` is a static cache (`static_cache`),
+        written in place and returned as is.
         """
         T = idx.shape[1]
-        P = 0 if past is None else past[0][0].shape[2]
-        pos = torch.arange(P, P + T, device=idx.device)
+        if cache_pos is None:
+            P = 0 if past is None else past[0][0].shape[2]
+            pos = torch.arange(P, P + T, device=idx.device)
+        else:
+            pos = cache_pos + torch.arange(T, device=idx.device)
         x = self.wte(idx) + self.wpe(pos)
         present = []
         for i, block in enumerate(self.h):
-            x, layer_cache = block(x, (past[i] if past is not None else _empty_cache(x, self)))
+            layer_past = past[i] if past is not None else _empty_cache(x, self)
+            x, layer_cache = block(x, layer_past, cache_pos)
             present.append(layer_cache)
         if last_only:
             x = x[:, -1:, :]  # (B, 1, C)
         return self.lm_head(self.ln_f(x)), present
+
+    def crop_block_size(self, block_size: int) -> None:
+        """Shorten the context to `block_size` positions, keeping the first position
+        embeddings (to fine-tune a model with a shorter block than it was trained with)."""
+        if not 1 <= block_size <= self.config.block_size:
+            raise ValueError(
+                f"cannot crop block_size {self.config.block_size} to {block_size}: "
+                "only a shorter context is possible"
+            )
+        self.config = dataclasses.replace(self.config, block_size=block_size)
+        self.wpe.weight = nn.Parameter(self.wpe.weight.detach()[:block_size].clone())
+        self.wpe.num_embeddings = block_size
+
+    def static_cache(self, batch: int = 1) -> list[LayerCache]:
+        """A fixed-size KV cache for `forward_cached(..., cache_pos=...)`: per layer, zeroed
+        (batch, nh, block_size, hs) keys and values on the model's device, in its dtype."""
+        cfg, p = self.config, self.lm_head.weight
+        shape = (batch, cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head)
+        return [(p.new_zeros(shape), p.new_zeros(shape)) for _ in range(cfg.n_layer)]
 
     def optimizer_groups(self, weight_decay: float) -> list[dict[str, object]]:
         """Weight decay on matrices (Linear weights, embeddings); none on biases and norms."""

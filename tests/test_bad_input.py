@@ -88,6 +88,8 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("train", "out is a file", ["train", "--data", "{data}", "--out", "{text}", "--max-iters", "1", "--block-size", "8", "--n-layer", "1", "--n-embd", "16", "--n-head", "2", "--device", "cpu"]),
     ("train", "resume with nothing to resume", ["train", "--data", "{data}", "--out", "{tmp}/r", "--resume"]),
     ("train", "resume with model flags", ["train", "--data", "{data}", "--out", "{run}", "--resume", "--n-layer", "4"]),
+    ("train", "resume with a config of another shape", ["train", "--data", "{data}", "--out", "{run}", "--resume", "--config", "{tmp}/shape.toml"]),
+    ("train", "negative sample interval", ["train", "--data", "{data}", "--out", "{tmp}/r", "--sample-interval", "-1"]),
     ("train", "init from a missing model", ["train", "--data", "{data}", "--out", "{tmp}/r", "--init-from", "{tmp}/nope"]),
     ("train", "init from with a longer block", ["train", "--data", "{data}", "--out", "{tmp}/r", "--init-from", "{model}", "--block-size", "64"]),
     ("train", "nproc 0", ["train", "--data", "{data}", "--out", "{tmp}/r", "--nproc", "0"]),
@@ -211,6 +213,7 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(
     (tmp_path / "wrongtype.toml").write_text("[train]\nmax_iters = 'five'\n")
     (tmp_path / "strlr.toml").write_text("[train]\nlearning_rate = 'fast'\n")
     (tmp_path / "strbias.toml").write_text("[model]\nbias = 'yes'\n")
+    (tmp_path / "shape.toml").write_text("[model]\nn_layer = 4\n")
     monkeypatch.setenv("MINIGPT_TUI_DATA_DIR", str(tmp_path / "user-data"))
     monkeypatch.chdir(tmp_path)
     before = _state(places)

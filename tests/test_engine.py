@@ -144,12 +144,17 @@ class Recorder:
         return self.logits[-1]
 
 
+@pytest.mark.parametrize("static", [False, True], ids=["growing-cache", "static-cache"])
 @pytest.mark.parametrize("prompt", ["hello world", "ROMEO:" * 12])  # the second is > block_size
 def test_kv_cache_matches_full_recompute_over_300_tokens_with_slides(
-    tiny_dir: Path, char_tok: CharTokenizer, prompt: str
+    tiny_dir: Path, char_tok: CharTokenizer, prompt: str, static: bool
 ) -> None:
+    """Both caches: the growing one (CPU default) and the static one that CUDA replays as a
+    graph, here run eagerly; every slide re-prefills the static buffers, stale keys masked."""
     info = modeldir.read(tiny_dir)
-    cached = Recorder(TorchBackend(info))
+    backend = TorchBackend(info, static_cache=static)
+    assert backend.static_cache is static and not backend.cuda_graph
+    cached = Recorder(backend)
     reference = Recorder(TorchRecomputeBackend(info))
     ids = char_tok.encode(prompt)
     a = run(cached, char_tok, ids, max_new_tokens=300)
@@ -166,10 +171,25 @@ def test_kv_cache_matches_full_recompute_over_300_tokens_with_slides(
     assert len(set(a.generated)) > 5  # the comparison covered varied text
 
 
+partial_static = functools.partial(TorchBackend, static_cache=True)
+
+
+def test_static_cache_is_written_in_place_up_to_the_filled_positions(tiny_dir: Path) -> None:
+    backend = TorchBackend(modeldir.read(tiny_dir), static_cache=True)
+    backend.prefill([1, 2, 3])
+    cache = backend._cache
+    assert cache is not None and cache[0][0].shape[2] == 48  # block_size positions, always
+    backend.decode(4)
+    keys = cache[0][0][0, 0]  # (block_size, hs)
+    assert bool(keys[:4].abs().sum(dim=-1).gt(0).all()) and bool(keys[4:].eq(0).all())
+    backend.prefill([5])  # a fresh context reuses the same buffers
+    assert backend._cache is cache
+
+
 def test_backends_refuse_contexts_that_do_not_fit(tiny_dir: Path) -> None:
     info = modeldir.read(tiny_dir)
-    for cls in (TorchBackend, TorchRecomputeBackend):
-        backend = cls(info)
+    for make in (TorchBackend, TorchRecomputeBackend, partial_static):
+        backend = make(info)
         with pytest.raises(ValueError, match="do not fit"):
             backend.prefill([1] * 49)
         backend.prefill([1] * 48)

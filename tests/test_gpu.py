@@ -45,7 +45,7 @@ TINY = ["--block-size", "32", "--n-layer", "2", "--n-head", "2", "--n-embd", "32
 QUICK = [
     "--batch-size", "8", "--max-iters", "30", "--eval-interval", "10", "--eval-iters", "2",
     "--log-interval", "1", "--warmup-iters", "5", "--learning-rate", "3e-3",
-    "--no-samples", "--no-final-eval",
+    "--no-final-eval",
 ]  # fmt: skip
 
 
@@ -88,9 +88,13 @@ def test_model_forward_on_gpu_matches_cpu(tmp_path: Path, exact_float32: None) -
 
 
 def test_kv_cache_engine_on_gpu_matches_cpu(tmp_path: Path, exact_float32: None) -> None:
-    """Prefill and decode through the cache, past the context (the engine slides its window)."""
+    """Prefill and decode through the cache, past the context (the engine slides its window).
+
+    On CUDA the backend uses the static cache and replays each decode step as a CUDA graph;
+    the CPU uses the growing cache, so this also checks the graph against the eager path."""
     info = modeldir.read(make_model(tmp_path, block_size=32))
     cpu, gpu = TorchBackend(info, device="cpu"), TorchBackend(info, device=DEVICE)
+    assert gpu.static_cache is gpu.cuda_graph is ON_CUDA and not cpu.static_cache
     prompt = info.tokenizer().encode("ROMEO:\nBut soft")
     diff = float(np.abs(cpu.prefill(prompt) - gpu.prefill(prompt)).max())
     for tok in prompt[:10]:
@@ -110,7 +114,8 @@ def test_kv_cache_engine_on_gpu_matches_cpu(tmp_path: Path, exact_float32: None)
 
 
 def test_bfloat16_autocast_trains_without_nans(tmp_path: Path) -> None:
-    events = train_cli(make_data(tmp_path), tmp_path / "run", "--dtype", "bfloat16")
+    """With the text samples and the whole-split validation loss a real run makes."""
+    events = train_cli(make_data(tmp_path), tmp_path / "run", "--dtype", "bfloat16", "--final-eval")
     start = events[0]
     assert start["dtype"] == "bfloat16" and start["device"].startswith(DEVICE.split(":")[0])
     curve = losses(events)
@@ -118,6 +123,8 @@ def test_bfloat16_autocast_trains_without_nans(tmp_path: Path) -> None:
     assert curve[-1] < curve[0] - 0.5
     val = [e["val_loss"] for e in events if e["event"] == "eval" and "val_loss" in e]
     assert val and all(math.isfinite(v) for v in val)
+    assert math.isfinite(events[-1]["val_loss_full"])
+    assert [e for e in events if e["event"] == "sample" and e["text"]]
 
 
 @pytest.mark.skipif(not ON_CUDA, reason="float16 training is CUDA-only")
@@ -153,7 +160,8 @@ def test_compile_trains_like_eager(tmp_path: Path) -> None:
 def test_resume_on_gpu_is_bit_exact(tmp_path: Path) -> None:
     """A run stopped at step 10 and resumed to 30 ends with the weights of a straight run."""
     data = make_data(tmp_path)
-    schedule = ("--lr-decay-iters", "30", "--ckpt-interval", "10", "--dtype", "bfloat16")
+    schedule = ("--lr-decay-iters", "30", "--ckpt-interval", "10", "--dtype", "bfloat16",
+                "--no-samples")  # fmt: skip
     deterministic = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     try:

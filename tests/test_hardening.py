@@ -30,10 +30,10 @@ from safetensors.torch import save_file
 
 from minigpt_tui.dialogue import Turn
 from minigpt_tui.history import Conversation, HistoryStore, export
-from model import checkpoint, modeldir
+from model import checkpoint, modeldir, rundir
 from model.config import GPTConfig
+from model.events import METRICS_FILE
 from model.gpt import GPT
-from model.train import METRICS_FILE, STALE, tidy_run_dir
 from tests.helpers import cli, expect_one_line_error, make_data, make_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -153,7 +153,7 @@ def test_kill_9_at_random_moments_then_resume_is_bit_exact(tmp_path: Path) -> No
     assert proc.wait(120) == 0, log.read_text(errors="replace")[-2000:] + note
     assert reference.wait(120) == 0
     assert _check_latest_loads(out) == MAX_ITERS
-    assert not [p for p in out.iterdir() if STALE.match(p.name)]
+    assert not [p for p in out.iterdir() if rundir.STALE.match(p.name)]
     final = modeldir.resolve(out) / modeldir.WEIGHTS_FILE
     expected = modeldir.resolve(ref) / modeldir.WEIGHTS_FILE
     assert final.read_bytes() == expected.read_bytes(), f"resumed weights differ {note}"
@@ -182,7 +182,7 @@ def test_tidy_run_dir_clears_what_a_kill_leaves_and_keeps_checkpoints(tmp_path: 
     shutil.copytree(run / "step-000007", run / ".step-000028.old")  # killed mid-replace
     os.symlink("step-000007", run / ".latest.tmp")  # killed while re-pointing latest
     (run / METRICS_FILE).write_bytes(b'{"event": "start", "iter": 0}\n{"event": "tr')
-    removed = tidy_run_dir(run)
+    removed = rundir.tidy(run)
     assert sorted(p.name for p in removed) == [".latest.tmp", ".step-000021.abc123.tmp"]
     # The only copy of a checkpoint (its replacement never arrived) is put back.
     assert sorted(p.name for p in run.iterdir() if not p.name.startswith("m")) == [
@@ -193,7 +193,7 @@ def test_tidy_run_dir_clears_what_a_kill_leaves_and_keeps_checkpoints(tmp_path: 
     ]
     assert modeldir.read(run).path.name == "step-000014"
     assert (run / METRICS_FILE).read_bytes().endswith(b'"tr\n')
-    assert tidy_run_dir(run) == []  # idempotent, and a clean file is left alone
+    assert rundir.tidy(run) == []  # idempotent, and a clean file is left alone
     assert (run / METRICS_FILE).read_bytes().endswith(b'"tr\n')
 
 
@@ -553,7 +553,7 @@ def test_disk_full_while_saving_a_checkpoint_keeps_the_previous_one(
     assert "No space left on device" in line and "step-000005 is intact" in line
     assert _check_latest_loads(out) == 5
     assert (out / "latest" / modeldir.WEIGHTS_FILE).read_bytes() == before
-    assert not [p for p in out.iterdir() if STALE.match(p.name)]
+    assert not [p for p in out.iterdir() if rundir.STALE.match(p.name)]
     monkeypatch.undo()  # space again: the run continues from step 5
     assert cli(*_tiny_args(good[1], out, "--resume", "--max-iters", "10")) == 0
     assert _check_latest_loads(out) == 10

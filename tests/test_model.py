@@ -118,3 +118,18 @@ def test_gpt2_preset_takes_an_optimizer_step_on_cpu() -> None:
     loss.backward()
     opt.step()
     assert not torch.equal(before, m.h[0].mlp.c_fc.weight)
+
+
+def test_crop_block_size_keeps_what_the_model_computes_within_the_shorter_block() -> None:
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(vocab_size=40, block_size=32, n_layer=2, n_head=2, n_embd=16)).eval()
+    idx = torch.randint(0, 40, (2, 8))
+    before, _ = m(idx)
+    m.crop_block_size(8)
+    assert m.config.block_size == 8 and tuple(m.wpe.weight.shape) == (8, 16)
+    after, _ = m(idx)
+    torch.testing.assert_close(after, before)
+    with pytest.raises(ValueError, match="longer than block_size"):
+        m(torch.randint(0, 40, (1, 9)))
+    with pytest.raises(ValueError, match="only a shorter context"):
+        m.crop_block_size(16)

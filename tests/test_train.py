@@ -201,3 +201,102 @@ def test_cli_run_writes_text_samples_for_the_dashboard(tmp_path: Path) -> None:
     samples = [e for e in events if e["event"] == "sample"]
     assert [e["iter"] for e in samples] == [2, 4]
     assert all(e["text"] for e in samples)
+
+
+def test_resume_with_a_config_file_keeps_its_settings(tmp_path: Path) -> None:
+    """`train --resume --config run.toml` applies the file's [train] settings (they were
+    once dropped: only flags reached a resumed run)."""
+    from tests.helpers import cli
+
+    data, out, config = make_data(tmp_path), tmp_path / "run", tmp_path / "run.toml"
+    shape = "[model]\nblock_size = 16\nn_layer = 2\nn_head = 2\nn_embd = 16\n"
+    config.write_text(shape + "[train]\nmax_iters = 4\neval_interval = 2\neval_iters = 1\n")
+    common = ("--data", data, "--out", out, "--config", config, "--device", "cpu", "--no-samples")
+    assert cli("train", *common, "--no-final-eval") == 0
+    assert modeldir.read(out).path.name == "step-000004"
+    config.write_text(shape + "[train]\nmax_iters = 6\neval_interval = 2\neval_iters = 1\n")
+    assert cli("train", *common, "--no-final-eval", "--resume") == 0
+    info = modeldir.read(out)
+    assert info.path.name == "step-000006"
+    assert info.meta["training"]["config"]["max_iters"] == 6
+
+
+def test_sample_interval_samples_apart_from_evaluations(tmp_path: Path) -> None:
+    from tests.helpers import cli
+
+    data, out = make_data(tmp_path), tmp_path / "run"
+    shape = ("--block-size", "16", "--n-layer", "2", "--n-head", "2", "--n-embd", "16")
+    every = (
+        "--max-iters",
+        "6",
+        "--eval-interval",
+        "4",
+        "--eval-iters",
+        "1",
+        "--sample-interval",
+        "3",
+    )
+    assert cli("train", "--data", data, "--out", out, *shape, *every, "--device", "cpu") == 0
+    events = [json.loads(line) for line in (out / "metrics.jsonl").open()]
+    assert [e["iter"] for e in events if e["event"] == "sample"] == [3, 6]
+    assert [e["iter"] for e in events if e["event"] == "eval" and "val_loss" in e] == [4, 6]
+
+
+def test_init_from_with_a_shorter_block_crops_the_model(tmp_path: Path) -> None:
+    from tests.helpers import make_model
+
+    base = make_model(tmp_path, block_size=32)
+    out = tmp_path / "tuned"
+    result = run(make_data(tmp_path), out, init_from=str(base), train={"max_iters": 5})
+    assert result["iter"] == 5
+    info = modeldir.read(out)
+    assert info.config.block_size == TINY["block_size"] == 16
+    assert info.meta["training"]["init_from"] == str(base)
+
+
+def test_time_budget_progress_bar_stays_put_at_evaluations() -> None:
+    import io
+
+    from rich.console import Console
+
+    from minigpt_tui.train_view import TrainView
+
+    view = TrainView(Console(file=io.StringIO(), force_terminal=True))
+    model = {"n_layer": 2, "n_head": 2, "n_embd": 16, "block_size": 16}
+    with view:
+        view.handle(
+            {
+                "event": "start",
+                "iter": 0,
+                "max_iters": 10**6,
+                "time_budget": 60.0,
+                "resumed": False,
+                "params": 1000,
+                "tokens_per_step": 64,
+                "config": {"model": model, "train": {}},
+                "device": "cpu",
+                "dtype": "float32",
+                "world_size": 1,
+            }
+        )
+        train_event = {"iter": 50, "loss": 2.0, "lr": 1e-3, "tokens_per_sec": 1e4, "elapsed": 30.0}
+        view.handle({"event": "train", **train_event})  # type: ignore[typeddict-item]
+        view.handle({"event": "eval", "iter": 50, "train_loss": 2.0, "val_loss": 2.1})
+        assert view.progress is not None
+        assert view.progress.tasks[0].completed == 30.0  # seconds of the budget, not iterations
+
+
+def test_every_config_field_is_a_train_flag(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    from tests.helpers import cli
+
+    monkeypatch.setenv("COLUMNS", "200")
+    assert cli("train", "--help") == 0
+    shown = capsys.readouterr().out
+    for cls in (GPTConfig, TrainConfig):
+        for f in dataclasses.fields(cls):
+            flag = (f.metadata["flags"] or (f"--{f.name.replace('_', '-')}",))[0]
+            assert flag.split("/")[0] in shown and f.metadata["help"] in shown, f.name

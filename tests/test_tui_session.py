@@ -50,3 +50,10 @@ def test_complete_mode_uses_the_document_without_stops() -> None:
     assert s.stop_strings() == [] and s.last_reply() == "once upon a time"
     s.mode = "chat"
     assert "\n\n" in s.stop_strings()
+
+
+def test_speaker_names_follow_one_rule() -> None:
+    from minigpt_tui.dialogue import valid_speaker_name
+
+    assert valid_speaker_name("NURSE") and valid_speaker_name(" FRIAR LAURENCE ")
+    assert not any(valid_speaker_name(n) for n in ("", "   ", "A:B", "A\nB"))

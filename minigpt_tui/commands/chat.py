@@ -27,19 +27,24 @@ def chat(
     """Chat with a model in a full-screen terminal app (F1 inside lists the keys)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from minigpt_tui.dialogue import DialogueTemplate
+    from minigpt_tui.dialogue import (
+        MODES,
+        SPEAKER_NAME_RULE,
+        DialogueTemplate,
+        valid_speaker_name,
+    )
     from minigpt_tui.engine import load_backend
     from minigpt_tui.history import HistoryStore
     from minigpt_tui.models import resolve_model
     from minigpt_tui.sampling import SamplingSettings
     from model import modeldir
 
-    if mode not in ("chat", "complete"):
-        raise UserError(f"--mode must be chat or complete, got {mode!r}")
+    if mode not in MODES:
+        raise UserError(f"--mode must be {' or '.join(MODES)}, got {mode!r}")
     check_backend(backend)
     for name, flag in ((user, "--user"), (bot, "--bot")):
-        if not name.strip() or ":" in name or "\n" in name:
-            raise UserError(f"{flag} must be a non-empty name without ':'")
+        if not valid_speaker_name(name):
+            raise UserError(f"{flag} must be {SPEAKER_NAME_RULE}")
     settings = SamplingSettings(
         temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=max_tokens, seed=seed
     )

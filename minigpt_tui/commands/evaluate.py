@@ -28,8 +28,8 @@ def evaluate(
     from minigpt_tui.models import resolve_model
     from model import checkpoint
     from model.data import load_dataset
+    from model.device import resolve_device
     from model.evaluate import split_loss
-    from model.train import resolve_device
 
     if split not in ("val", "train"):
         raise UserError(f"--split must be val or train, got {split!r}")

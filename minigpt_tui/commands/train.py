@@ -3,52 +3,26 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import shlex
 import sys
 import time
 import tomllib
+import typing
 from pathlib import Path
 from typing import Any
 
 import typer
 
+from minigpt_tui import invocation
 from minigpt_tui.errors import UserError
+from model.config import GPTConfig, TrainConfig, resolve_preset
 
-# Flags that override a field of GPTConfig / TrainConfig; None means "not given".
-MODEL_FLAGS = (
-    "block_size",
-    "n_layer",
-    "n_head",
-    "n_embd",
-    "dropout",
-    "bias",
-    "tie_weights",
-    "vocab_size",
-)
-TRAIN_FLAGS = (
-    "batch_size",
-    "grad_accum",
-    "learning_rate",
-    "min_lr",
-    "decay_lr",
-    "max_iters",
-    "warmup_iters",
-    "lr_decay_iters",
-    "time_budget",
-    "weight_decay",
-    "beta1",
-    "beta2",
-    "grad_clip",
-    "eval_interval",
-    "eval_iters",
-    "log_interval",
-    "ckpt_interval",
-    "keep_checkpoints",
-    "seed",
-    "dtype",
-    "compile",
-    "sample_interval",
-)
+# Every field of these configs is also a flag (`--n-layer`, `--lr`, ...), built from the field's
+# type, help text and flag names (model/config.py); None means "not given".
+SETTINGS = ((GPTConfig, "Model"), (TrainConfig, "Training"))
+MODEL_FLAGS = tuple(f.name for f in dataclasses.fields(GPTConfig))
+TRAIN_FLAGS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
 
 def train(
@@ -57,7 +31,9 @@ def train(
     preset: str = typer.Option(
         "cpu", help="cpu, cpu-fast, gpt2, gpt2-medium, gpt2-large, gpt2-xl."
     ),
-    config: Path | None = typer.Option(None, "--config", help="TOML file of [model]/[train] keys."),
+    config: Path | None = typer.Option(
+        None, "--config", help="TOML file of \\[model]/\\[train] keys."
+    ),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
     force: bool = typer.Option(False, "--force", help="Start over in an --out that holds a run."),
@@ -67,108 +43,16 @@ def train(
     ),
     bpe_dir: Path | None = typer.Option(None, help="Directory with GPT-2's BPE files."),
     final_eval: bool = typer.Option(True, help="Whole-split validation loss at the end."),
-    samples: bool = typer.Option(True, help="Generate a text sample at each evaluation."),
-    # model
-    block_size: int | None = typer.Option(None, help="Context length.", rich_help_panel="Model"),
-    n_layer: int | None = typer.Option(None, help="Transformer blocks.", rich_help_panel="Model"),
-    n_head: int | None = typer.Option(None, help="Attention heads.", rich_help_panel="Model"),
-    n_embd: int | None = typer.Option(None, help="Embedding width.", rich_help_panel="Model"),
-    dropout: float | None = typer.Option(None, help="Dropout rate.", rich_help_panel="Model"),
-    bias: bool | None = typer.Option(
-        None, help="Biases in Linear/LayerNorm.", rich_help_panel="Model"
+    samples: bool = typer.Option(
+        True, help="Generate text samples (at each evaluation, or every --sample-interval steps)."
     ),
-    tie_weights: bool | None = typer.Option(
-        None, help="Tie output head to token embedding.", rich_help_panel="Model"
-    ),
-    vocab_size: int | None = typer.Option(
-        None, help="Override (pad) the vocabulary size.", rich_help_panel="Model"
-    ),
-    # optimisation
-    batch_size: int | None = typer.Option(
-        None, help="Micro-batch size.", rich_help_panel="Training"
-    ),
-    grad_accum: int | None = typer.Option(
-        None, help="Micro-batches per step (all processes).", rich_help_panel="Training"
-    ),
-    learning_rate: float | None = typer.Option(
-        None, "--learning-rate", "--lr", help="Peak learning rate.", rich_help_panel="Training"
-    ),
-    min_lr: float | None = typer.Option(
-        None, help="Final learning rate.", rich_help_panel="Training"
-    ),
-    max_iters: int | None = typer.Option(None, help="Optimizer steps.", rich_help_panel="Training"),
-    warmup_iters: int | None = typer.Option(
-        None, help="Linear warm-up steps.", rich_help_panel="Training"
-    ),
-    lr_decay_iters: int | None = typer.Option(
-        None, help="Cosine decay length.", rich_help_panel="Training"
-    ),
-    decay_lr: bool | None = typer.Option(
-        None,
-        "--decay-lr/--constant-lr",
-        help="Cosine decay, or a constant learning rate.",
-        rich_help_panel="Training",
-    ),
-    time_budget: float | None = typer.Option(
-        None,
-        help="Seconds; the learning rate is scheduled over this wall-clock budget.",
-        rich_help_panel="Training",
-    ),
-    weight_decay: float | None = typer.Option(
-        None, help="AdamW weight decay (matrices only).", rich_help_panel="Training"
-    ),
-    beta1: float | None = typer.Option(None, help="AdamW beta1.", rich_help_panel="Training"),
-    beta2: float | None = typer.Option(None, help="AdamW beta2.", rich_help_panel="Training"),
-    grad_clip: float | None = typer.Option(
-        None, help="Gradient norm clip (0: off).", rich_help_panel="Training"
-    ),
-    eval_interval: int | None = typer.Option(
-        None, help="Steps between evaluations.", rich_help_panel="Training"
-    ),
-    eval_iters: int | None = typer.Option(
-        None, help="Batches per evaluation estimate.", rich_help_panel="Training"
-    ),
-    log_interval: int | None = typer.Option(
-        None, help="Steps between log lines.", rich_help_panel="Training"
-    ),
-    ckpt_interval: int | None = typer.Option(
-        None, help="Steps between checkpoints.", rich_help_panel="Training"
-    ),
-    keep_checkpoints: int | None = typer.Option(
-        None, help="Checkpoints kept on disk.", rich_help_panel="Training"
-    ),
-    seed: int | None = typer.Option(None, help="Random seed.", rich_help_panel="Training"),
-    dtype: str | None = typer.Option(
-        None, help="auto, float32, bfloat16 or float16.", rich_help_panel="Training"
-    ),
-    compile: bool | None = typer.Option(
-        None, "--compile/--no-compile", help="torch.compile.", rich_help_panel="Training"
-    ),
-    sample_interval: int | None = typer.Option(None, hidden=True),
+    **settings: Any,  # one per config field: see _setting_parameters
 ) -> None:
     """Train a GPT on a prepared data directory (see 'minigpt-tui data prepare')."""
-    given = dict(locals())
-    from model.config import resolve_preset
     from model.train import RunOptions
     from model.train import train as run_training
 
-    p = resolve_preset(preset)
-    model_cfg: dict[str, Any] = dict(p.model)
-    train_cfg: dict[str, Any] = dict(p.train)
-    if config is not None:
-        file_model, file_train = _read_toml(config)
-        model_cfg.update(file_model)
-        train_cfg.update(file_train)
-    model_over = {k: given[k] for k in MODEL_FLAGS if given[k] is not None}
-    train_over = {k: given[k] for k in TRAIN_FLAGS if given[k] is not None}
-    model_cfg.update(model_over)
-    train_cfg.update(train_over)
-    if resume:
-        if model_over:
-            raise UserError(
-                f"--resume keeps the checkpoint's model shape; drop {', '.join(model_over)}"
-            )
-        train_cfg = train_over  # the checkpoint's training config, with explicit overrides
+    model_cfg, train_cfg = _configs(preset, config, resume, settings)
     if nproc is not None:
         accum = int(train_cfg.get("grad_accum", 1))
         if nproc < 1:
@@ -183,7 +67,6 @@ def train(
 
     import os
 
-    from minigpt_tui.cli import invocation
     from minigpt_tui.train_view import TrainView
 
     view = TrainView(quiet=os.environ.get("RANK", "0") != "0")  # rank 0 speaks for the job
@@ -197,7 +80,7 @@ def train(
         preset=preset,
         bpe_dir=str(bpe_dir) if bpe_dir else None,
         final_eval=final_eval,
-        command=shlex.join(["minigpt-tui", *invocation()]),
+        command=shlex.join(["minigpt-tui", *invocation.args()]),
         on_event=view.handle,
         sample=_sampler() if samples else None,
     )
@@ -209,21 +92,73 @@ def train(
         raise typer.Exit(130)
 
 
-def _read_toml(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    from model.config import GPTConfig, TrainConfig
+def _configs(
+    preset: str, config: Path | None, resume: bool, settings: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The model and train settings the run asks for: the preset, then the TOML file, then the
+    flags. A resumed run keeps its checkpoint's configs: only the file's and the flags' train
+    settings change them, and its model settings may only repeat the checkpoint's."""
+    p = resolve_preset(preset)
+    file_model, file_train = _read_toml(config) if config is not None else ({}, {})
+    model_over = {k: settings[k] for k in MODEL_FLAGS if settings[k] is not None}
+    train_over = {k: settings[k] for k in TRAIN_FLAGS if settings[k] is not None}
+    if resume:
+        if model_over:
+            raise UserError(
+                f"--resume keeps the checkpoint's model shape; drop {', '.join(model_over)}"
+            )
+        return file_model, {**file_train, **train_over}
+    return {**p.model, **file_model, **model_over}, {**p.train, **file_train, **train_over}
 
+
+def _setting_parameters() -> list[inspect.Parameter]:
+    """One typer option per config field: `--field-name` (or the field's own flag names), of
+    the field's type, defaulting to None (not given), in the config's help panel."""
+    params = []
+    for cls, panel in SETTINGS:
+        types = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            kind = next(
+                t for t in (*typing.get_args(types[f.name]), types[f.name]) if t is not type(None)
+            )
+            option = typer.Option(
+                None, *f.metadata["flags"], help=f.metadata["help"], rich_help_panel=panel
+            )
+            params.append(
+                inspect.Parameter(
+                    f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind | None
+                )
+            )
+    return params
+
+
+def _with_settings(command: Any) -> Any:
+    """Give `command` (which takes **settings) one parameter per config field, for typer."""
+    sig = inspect.signature(command)
+    fixed = [p for p in sig.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
+    extra = _setting_parameters()
+    command.__signature__ = sig.replace(parameters=[*fixed, *extra])
+    command.__annotations__ = {
+        **{k: v for k, v in command.__annotations__.items() if k != "settings"},
+        **{p.name: p.annotation for p in extra},
+    }
+    return command
+
+
+train = _with_settings(train)
+
+
+def _read_toml(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise UserError(f"cannot read config {path}: {e}") from None
-    model_keys = {f.name for f in dataclasses.fields(GPTConfig)}
-    train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
     model: dict[str, Any] = dict(doc.pop("model", {}))
     train: dict[str, Any] = dict(doc.pop("train", {}))
     for key, value in doc.items():  # flat keys are allowed too
-        if key in model_keys:
+        if key in MODEL_FLAGS:
             model[key] = value
-        elif key in train_keys:
+        elif key in TRAIN_FLAGS:
             train[key] = value
         else:
             raise UserError(f"{path}: unknown key {key!r}")
@@ -255,15 +190,13 @@ def _launch_torchrun(nproc: int, device: str) -> None:
     import os
     import subprocess
 
-    from minigpt_tui.cli import invocation
-
-    args = invocation()
+    args = invocation.args()
     i = args.index("--nproc") if "--nproc" in args else -1
     if i >= 0:
         del args[i : i + 2]
     else:
         args = [a for a in args if not a.startswith("--nproc=")]
-    from model.train import resolve_device
+    from model.device import resolve_device
 
     if resolve_device(device).startswith("cuda"):  # missing CUDA is a one-line error there
         import torch

@@ -7,7 +7,6 @@ file and reads it again from the start. A line still being written is kept until
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Iterable
@@ -15,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-METRICS_FILE = "metrics.jsonl"
+from model.events import METRICS_FILE, Record, parse_line
+
 READ_LIMIT = 4 * 1024 * 1024  # bytes read per poll, so a huge file never stalls the UI
 
 
@@ -27,7 +27,7 @@ class MetricsFollower:
         self._partial = b""
         self.bad_lines = 0
 
-    def poll(self) -> tuple[list[dict[str, Any]], bool]:
+    def poll(self) -> tuple[list[Record], bool]:
         """New events since the last poll, and whether the file started over."""
         try:
             st = os.stat(self.path)
@@ -53,15 +53,11 @@ class MetricsFollower:
         for line in lines:
             if not line.strip():
                 continue
-            try:
-                obj = json.loads(line)
-            except (ValueError, RecursionError):  # a torn, foreign or hostile line
+            event = parse_line(line)
+            if event is None:  # a torn, foreign or hostile line
                 self.bad_lines += 1
-                continue
-            if isinstance(obj, dict) and isinstance(obj.get("event"), str):
-                events.append(obj)
             else:
-                self.bad_lines += 1
+                events.append(event)
         return events, reset
 
 
@@ -100,11 +96,11 @@ class RunState:
         fresh = RunState()
         self.__dict__.update(fresh.__dict__)
 
-    def apply_all(self, events: Iterable[dict[str, Any]]) -> None:
+    def apply_all(self, events: Iterable[Record]) -> None:
         for event in events:
             self.apply(event)
 
-    def apply(self, e: dict[str, Any]) -> None:
+    def apply(self, e: Record) -> None:
         kind = e.get("event")
         now = _num(e.get("time"))
         if now is not None:

@@ -12,9 +12,9 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import Input, Label, Select, Static
 
-from minigpt_tui.dialogue import DialogueTemplate
+from minigpt_tui.dialogue import MODES, DialogueTemplate, valid_speaker_name
+from minigpt_tui.engine import TokenEvent
 from minigpt_tui.sampling import SamplingError, SamplingSettings
-from minigpt_tui.tui.session import TokenInfo
 
 
 def _seed(text: str) -> int | None:
@@ -47,7 +47,7 @@ def show(value: object) -> str:
 class TokenInspector(Static):
     """The selected token and the most likely alternatives, with their probabilities."""
 
-    def show_token(self, token: TokenInfo | None, decode: Callable[[int], str]) -> None:
+    def show_token(self, token: TokenEvent | None, decode: Callable[[int], str]) -> None:
         if token is None:
             self.update("no token selected")
             return
@@ -79,7 +79,7 @@ class SettingsPanel(VerticalScroll, can_focus=False):
         super().__init__(**kwargs)
         self.settings = settings
         self.template = template
-        self.mode = mode
+        self.initial_mode = mode  # the mode is the app's: the panel shows it and asks to change it
 
     def compose(self) -> ComposeResult:
         for field_id, (label, attr, _) in FIELDS.items():
@@ -95,8 +95,8 @@ class SettingsPanel(VerticalScroll, can_focus=False):
         with Horizontal(classes="setting"):
             yield Label("mode")
             yield Select(
-                [("chat", "chat"), ("complete", "complete")],
-                value=self.mode,
+                [(mode, mode) for mode in MODES],
+                value=self.initial_mode,
                 allow_blank=False,
                 compact=True,
                 id="mode",
@@ -126,8 +126,8 @@ class SettingsPanel(VerticalScroll, can_focus=False):
         event.stop()
         if box.id in ("user_name", "bot_name"):
             name = event.value.strip()
-            box.set_class(not name or ":" in name or "\n" in name, "-invalid")
-            if name and ":" not in name:
+            box.set_class(not valid_speaker_name(name), "-invalid")
+            if valid_speaker_name(name):
                 if box.id == "user_name":
                     self.template.user = name
                 else:
@@ -150,10 +150,11 @@ class SettingsPanel(VerticalScroll, can_focus=False):
 
     def on_select_changed(self, event: Select.Changed) -> None:
         event.stop()
-        if event.select.id == "mode" and isinstance(event.value, str) and event.value != self.mode:
-            self.mode = event.value
-            self.post_message(self.ModeChanged(event.value))
+        if event.select.id == "mode" and isinstance(event.value, str):
+            self.post_message(self.ModeChanged(event.value))  # the app ignores its own mode
 
     def set_mode(self, mode: str) -> None:
-        self.mode = mode
-        self.query_one("#mode", Select).value = mode
+        """Show the mode the app is in now (not a change the user asked for)."""
+        select = self.query_one("#mode", Select)
+        with select.prevent(Select.Changed):
+            select.value = mode

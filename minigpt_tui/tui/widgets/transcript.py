@@ -8,7 +8,7 @@ from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.widgets import Static
 
-from minigpt_tui.tui.session import TokenInfo
+from minigpt_tui.engine import TokenEvent
 
 # Probability bands for the token colouring (the styles live in app.tcss).
 BANDS = ((0.5, "token--high"), (0.2, "token--mid"), (0.05, "token--low"), (0.0, "token--rare"))
@@ -35,14 +35,14 @@ class MessageView(Static):
         self.role = role
         self.speaker = speaker
         self.text = text
-        self.tokens: list[TokenInfo] = []  # model replies generated this session
+        self.tokens: list[TokenEvent] = []  # model replies generated this session
         self.show_probs = False
         self.selected: int | None = None  # index into tokens, highlighted in the probs view
 
     def on_mount(self) -> None:
         self.refresh_text()
 
-    def append(self, tokens: list[TokenInfo]) -> None:
+    def append(self, tokens: list[TokenEvent]) -> None:
         self.tokens.extend(tokens)
         self.text += "".join(t.text for t in tokens)
         self.refresh_text()
@@ -81,7 +81,7 @@ class Transcript(VerticalScroll, can_focus=True):
     ]
 
     class TokenSelected(Message):
-        def __init__(self, token: TokenInfo | None) -> None:
+        def __init__(self, token: TokenEvent | None) -> None:
             super().__init__()
             self.token = token
 
@@ -110,7 +110,7 @@ class Transcript(VerticalScroll, can_focus=True):
     def last_model_view(self) -> MessageView | None:
         return next((m for m in reversed(self.messages) if m.role == "model"), None)
 
-    def selected_token(self) -> TokenInfo | None:
+    def selected_token(self) -> TokenEvent | None:
         view = self.last_model_view()
         if view is None or not view.tokens:
             return None

@@ -1,0 +1,64 @@
+"""The chat app's keys: the bindings (what each key does) and the help text (how it is said).
+
+Keep the two in step: F1 shows HELP_KEYS, and the README's key table repeats it.
+"""
+
+from __future__ import annotations
+
+from textual.binding import Binding, BindingType
+
+BINDINGS: list[BindingType] = [
+    Binding("escape", "stop", "Stop", priority=True),
+    # Priority, so that they reach the app before the message box; check_action lets the
+    # key through to the box when the user is typing rather than watching a reply.
+    Binding("left_square_bracket", "steer_temperature(-0.1)", "Temp−", priority=True),
+    Binding("right_square_bracket", "steer_temperature(0.1)", "Temp+", priority=True),
+    Binding("left_curly_bracket", "steer_top_k(-1)", "Top-k−", priority=True, show=False),
+    Binding("right_curly_bracket", "steer_top_k(1)", "Top-k+", priority=True, show=False),
+    Binding("f2", "temperature(-0.1)", "Temp−", show=False),
+    Binding("f3", "temperature(0.1)", "Temp+", show=False),
+    Binding("f4", "top_k(-1)", "Top-k−", show=False),
+    Binding("f5", "top_k(1)", "Top-k+", show=False),
+    Binding("ctrl+g", "continue", "Continue"),  # complete mode (shown only there)
+    Binding("ctrl+g", "send", "Send", show=False),
+    Binding("ctrl+r", "regenerate", "Redo"),
+    Binding("ctrl+n", "new", "New"),
+    Binding("ctrl+l", "history", "History"),
+    Binding("ctrl+s", "export", "Export"),
+    Binding("ctrl+o", "copy", "Copy", show=False),
+    Binding("ctrl+t", "toggle_probs", "Probs", show=False),
+    Binding("ctrl+p", "toggle_panel", "Panel", show=False),
+    Binding("f1", "help", "Help"),
+    Binding("ctrl+q", "quit", "Quit"),
+]
+
+# Every key, for the help screen and the README (BINDINGS above are the source of truth for
+# what each key does; this is how they are explained).
+HELP_KEYS = [
+    ("Enter", "send the message (chat mode)"),
+    ("Ctrl+J", "new line in the message (also Shift/Ctrl+Enter in kitty-protocol terminals)"),
+    ("Up / Down", "earlier messages (on the first / last line)"),
+    ("Ctrl+G", "send (chat) / continue the document (complete mode)"),
+    ("Esc", "stop the reply now"),
+    ("Ctrl+R", "regenerate the last reply"),
+    ("Ctrl+N", "new conversation"),
+    ("Ctrl+O", "copy the last reply (OSC 52, works over ssh)"),
+    ("Ctrl+L", "history: reopen or delete saved conversations"),
+    ("Ctrl+S", "export the conversation (.md or .txt)"),
+    ("Ctrl+T", "colour tokens by probability; show alternatives"),
+    ("Tab, then ← / →", "select a token (probability view)"),
+    ("[ / ]", "temperature −/+ 0.1 (while replying or outside the message box)"),
+    ("{ / }", "top-k down/up (while replying or outside the message box)"),
+    ("F2 / F3", "temperature −/+ 0.1 (always)"),
+    ("F4 / F5", "top-k down/up (always)"),
+    ("Ctrl+P", "show/hide the settings panel"),
+    ("Tab / Shift+Tab", "move between message box, conversation and settings"),
+    ("F1", "this help"),
+    ("Ctrl+Q", "quit (the conversation is saved)"),
+]
+HELP_NOTES = (
+    "Settings apply from the next token, even mid-reply; a new seed from the next reply "
+    "(a seed makes the whole conversation repeatable, Ctrl+R still gives a new reply). "
+    "In History: Enter opens, Del deletes. Conversations are saved after every reply "
+    "(not with --no-history)."
+)

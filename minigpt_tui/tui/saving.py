@@ -1,0 +1,61 @@
+"""The conversation on screen as history keeps it: saved after every reply, on New, on a mode
+switch and on quit; written to a file on Ctrl+S. No UI here: failures come back as text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from minigpt_tui.dialogue import DialogueTemplate
+from minigpt_tui.history import Conversation, HistoryStore, default_export_name, export
+from minigpt_tui.tui.session import ChatSession
+
+
+class ConversationSaver:
+    def __init__(self, store: HistoryStore, model_label: str, mode: str) -> None:
+        self.store = store
+        self.model_label = model_label
+        self.conversation = Conversation(None, "", mode, model_label)  # saved under its id
+
+    def start_new(self, mode: str) -> None:
+        self.conversation = Conversation(None, "", mode, self.model_label)
+
+    def reopen(self, conv_id: int) -> Conversation | None:
+        """The saved conversation, which later saves update; None when it is gone."""
+        conv = self.store.load(conv_id)
+        if conv is not None:
+            self.conversation = conv
+        return conv
+
+    def record(
+        self,
+        mode: str,
+        model: str,
+        template: DialogueTemplate,
+        session: ChatSession | None,
+        document: str,
+    ) -> Conversation:
+        """Bring the record up to date with the session (`document`: the text shown now)."""
+        conv = self.conversation
+        conv.mode = mode
+        conv.model = self.model_label or model
+        conv.settings = {"user": template.user, "bot": template.model}
+        if session is not None:
+            conv.turns = session.saved_turns(document)
+        return conv
+
+    def save(self) -> str | None:
+        """Save the record (once it has turns); why that failed, if it did."""
+        if not self.conversation.turns:
+            return None
+        try:
+            self.store.save(self.conversation)
+        except Exception as e:  # sqlite3.Error or OSError: the caller keeps chatting
+            return f"Could not save history: {e}"
+        return None
+
+    def export_name(self) -> str:
+        return default_export_name(self.conversation)
+
+    def export(self, path: Path, template: DialogueTemplate) -> Path:
+        """Write the record to `path` (.md: Markdown, else plain text); OSError if it cannot."""
+        return export(self.conversation, path, {"user": template.user, "model": template.model})
