@@ -1,29 +1,31 @@
-"""Export a model directory to ONNX with a KV cache, for the onnxruntime engine.
+"""Export a model directory to ONNX with an in-place KV cache, for the onnxruntime engine.
 
     export_onnx(model_dir)                  adds model.onnx beside model.safetensors
     export_onnx(model_dir, out_dir)         writes a new model directory: config.json + model.onnx
-    export_onnx(..., quantize="int8")       onnxruntime dynamic quantisation of the matmuls
+    export_onnx(..., quantize="int8")       weight-only int8 (MatMulNBits), embedding included
 
-Steps: torch.onnx.export (the torch.export-based exporter, dynamic batch/sequence/past
-lengths, opset 23 so attention becomes one ONNX Attention node) of a thin wrapper around
-GPT.forward_cached -> fold the per-head reshapes and the cache concatenation into each Attention
-node (fewer, larger nodes: decoding is dominated by per-node overhead) -> optional int8
-quantisation -> verification against PyTorch on random prompts (prefill and decode steps) ->
-atomic write. Nothing is written when verification fails.
+Steps: build the graph straight from the weights (export/onnx_graph.py: fused onnxruntime
+ops, GroupQueryAttention over a cache written in place, optional weight-only quantisation) ->
+verification against PyTorch on random prompts (prefill, single and batched decode steps, up
+to the last position of the block) -> atomic write. Nothing is written when verification
+fails.
 
-The graph's inputs and outputs are described in export/ort_engine.py. Needs torch, onnx and
-onnxscript (`pip install minigpt-tui[train]`); the engine that runs the result needs neither.
+Quantisation (--quantize), measured on the bundled model's whole validation split
+(benchmarks/onnx_quality.py; benchmarks/RESULTS.md, "Decoding at the bandwidth limit"):
+    none      fp32
+    int8      8-bit weights in blocks of 32, the tied embedding/head stored once
+    int4      4-bit weights everywhere
+    int4-mlp  4-bit MLP weights, 8-bit attention and embedding/head
+
+The graph's inputs and outputs are described in export/ort_engine.py. Needs torch (to read
+the checkpoint and verify; `pip install minigpt-tui[train]`); the engine that runs the result
+needs only numpy and onnxruntime.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
-import tempfile
 import time
-import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,22 +34,21 @@ from typing import Any
 import numpy as np
 import onnx
 import torch
-from onnx import helper
 
-from export import ort_engine
+from export import onnx_graph, ort_engine
 from export.options import ExportError, check_quantize
 from model import checkpoint, modeldir
-from model.errors import first_line
 from model.gpt import GPT
 from model.modeldir import ModelDirError
 
-DEFAULT_OPSET = 23  # the first opset with an Attention operator
-MIN_OPSET = 18  # the oldest the torch.export-based exporter writes
+DEFAULT_OPSET = 23
+MIN_OPSET = 18
 # fp32 verification: |onnx - torch| <= FP32_TOLERANCE * max(1, |largest torch logit|).
 FP32_TOLERANCE = 1e-4
-# int8 verification: mean KL(torch || int8) over the verified positions, in nats. Quantised
-# logits are not close elementwise; what matters is the distribution they sample from.
-INT8_MAX_KL = 0.05
+# Quantised verification: mean KL(torch || onnx) over the verified positions, in nats.
+# Quantised logits are not close elementwise; what matters is the distribution they sample
+# from. 4-bit weights move it more; their cost in loss is measured, and said in --help.
+MAX_KL = {"int8": 0.05, "int4": 0.25, "int4-mlp": 0.25}
 MAX_ONNX_BYTES = 2_000_000_000  # protobuf's limit for one file, with some room for the graph
 
 
@@ -59,23 +60,8 @@ class ExportResult:
     opset: int
     size_bytes: int
     seconds: float
-    fused_attention: int  # Attention nodes that took over their reshapes and cache concat
+    fused_attention: int  # GroupQueryAttention nodes (one per layer)
     verify: dict[str, Any] | None = field(default=None)
-
-
-class _CachedLM(torch.nn.Module):
-    """GPT.forward_cached with flat tensor inputs/outputs and last-position logits."""
-
-    def __init__(self, gpt: GPT) -> None:
-        super().__init__()
-        self.gpt = gpt
-
-    def forward(
-        self, input_ids: torch.Tensor, past: tuple[torch.Tensor, ...]
-    ) -> tuple[torch.Tensor, ...]:
-        cache = [(past[2 * i], past[2 * i + 1]) for i in range(len(past) // 2)]
-        logits, present = self.gpt.forward_cached(input_ids, cache, last_only=True)
-        return (logits[:, -1, :], *[t for kv in present for t in kv])
 
 
 def export_onnx(
@@ -105,9 +91,9 @@ def export_onnx(
 
     model, _ = checkpoint.load(info.path)
     model.eval()
-    graph = _export_graph(model, opset)
-    fused = fuse_attention(graph, model.config.n_head)
-    data = _quantize_int8(graph) if quantize == "int8" else graph.SerializeToString()
+    graph = build_graph(model, quantize, opset)
+    fused = sum(n.op_type == "GroupQueryAttention" for n in graph.graph.node)
+    data = graph.SerializeToString()
     report = verify_export(model, data, quantize) if verify else None
 
     meta = dict(info.meta)
@@ -174,241 +160,64 @@ def _same_path(a: Path, b: Path) -> bool:
         return False
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """The exporter prints progress and warnings we do not want on the user's terminal."""
-    import logging
-
-    logging.disable(logging.WARNING)  # the exporter's and quantiser's progress notes
-    try:
-        with (
-            contextlib.redirect_stdout(io.StringIO()),
-            warnings.catch_warnings(),
-        ):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logging.disable(logging.NOTSET)
-
-
-def _export_graph(model: GPT, opset: int) -> onnx.ModelProto:
-    """torch.onnx.export (dynamo) with dynamic batch, new-token and past lengths."""
-    from torch.export import Dim
-
-    cfg = model.config
-    if cfg.block_size < 4:
-        raise ExportError(f"block_size {cfg.block_size} is too small to export (needs >= 4)")
-    hs = cfg.n_embd // cfg.n_head
-    # Example sizes of 2, not 0 or 1: torch.export would specialise those to constants.
-    ids = torch.zeros((2, 2), dtype=torch.long)
-    past = tuple(torch.zeros((2, cfg.n_head, 2, hs)) for _ in range(2 * cfg.n_layer))
-    batch = Dim("batch", min=1)
-    seq = Dim("seq", min=1, max=cfg.block_size)
-    past_len = Dim("past", min=0, max=cfg.block_size)
-    try:
-        with _quiet():
-            program = torch.onnx.export(
-                _CachedLM(model).eval(),
-                (ids, past),
-                dynamo=True,
-                opset_version=opset,
-                input_names=ort_engine.input_names(cfg),
-                output_names=ort_engine.output_names(cfg),
-                dynamic_shapes={
-                    "input_ids": {0: batch, 1: seq},
-                    "past": tuple({0: batch, 2: past_len} for _ in past),
-                },
-                external_data=False,
-            )
-    except Exception as e:  # the exporter's errors are long reports; keep the first line
-        raise ExportError(f"torch.onnx.export failed: {first_line(e)}") from e
-    assert program is not None
-    proto: onnx.ModelProto = program.model_proto
-    return proto
-
-
-def fuse_attention(model: onnx.ModelProto, n_head: int) -> int:
-    """Fold each layer's head reshapes, transposes and cache Concat into its Attention node.
-
-    The exporter writes, per layer (q, k, v from one Split, each (B, T, C)):
-        Reshape -> Transpose(0,2,1,3) -> [Concat(past, ., axis=2) for k and v] -> Attention
-        -> Transpose(0,2,1,3) -> Reshape back to (B, T, C)
-    ONNX Attention (opset 23) does all of that itself given 3D q/k/v, q_num_heads and the past
-    cache, returning the present cache: ten nodes fewer per layer, measured ~12% faster
-    decoding. Anything that does not match exactly is left alone. Returns how many fused.
-    """
-    g = model.graph
-    producer = {out: n for n in g.node for out in n.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in g.node:
-        for name in n.input:
-            consumers.setdefault(name, []).append(n)
-
-    def made_by(name: str, op: str, **attrs: Any) -> onnx.NodeProto | None:
-        n = producer.get(name)
-        if n is None or n.op_type != op or n.domain not in ("", "ai.onnx"):
-            return None
-        got = {a.name: helper.get_attribute_value(a) for a in n.attribute}
-        return n if all(got.get(k) == v for k, v in attrs.items()) else None
-
-    def only_user(name: str, op: str, **attrs: Any) -> onnx.NodeProto | None:
-        users = consumers.get(name, [])
-        if len(users) != 1:
-            return None
-        return made_by(users[0].output[0], op, **attrs)
-
-    perm = [0, 2, 1, 3]
-    replaced: dict[int, onnx.NodeProto] = {}
-    removed: set[int] = set()
-    for att in g.node:
-        if att.op_type != "Attention" or att.domain not in ("", "ai.onnx"):
-            continue
-        if len(att.input) != 4 or len(att.output) != 1:
-            continue
-        q_t = made_by(att.input[0], "Transpose", perm=perm)
-        k_cat = made_by(att.input[1], "Concat", axis=2)
-        v_cat = made_by(att.input[2], "Concat", axis=2)
-        if q_t is None or k_cat is None or v_cat is None:
-            continue
-        k_t = made_by(k_cat.input[1], "Transpose", perm=perm)
-        v_t = made_by(v_cat.input[1], "Transpose", perm=perm)
-        if k_t is None or v_t is None:
-            continue
-        q_r, k_r, v_r = (made_by(t.input[0], "Reshape") for t in (q_t, k_t, v_t))
-        y_t = only_user(att.output[0], "Transpose", perm=perm)
-        y_r = only_user(y_t.output[0], "Reshape") if y_t is not None else None
-        if q_r is None or k_r is None or v_r is None or y_t is None or y_r is None:
-            continue
-        inner = (q_t, k_t, v_t, y_t)  # values nobody else may read
-        if any(len(consumers.get(n.output[0], [])) != 1 for n in inner):
-            continue
-        attrs = {a.name: helper.get_attribute_value(a) for a in att.attribute}
-        attrs.update(q_num_heads=n_head, kv_num_heads=n_head)
-        fused = helper.make_node(
-            "Attention",
-            [
-                q_r.input[0],
-                k_r.input[0],
-                v_r.input[0],
-                att.input[3],
-                k_cat.input[0],
-                v_cat.input[0],
-            ],
-            [y_r.output[0], k_cat.output[0], v_cat.output[0]],
-            name=f"{att.name}_with_cache",
-            **attrs,
-        )
-        replaced[id(att)] = fused
-        removed.update(id(n) for n in (q_r, k_r, v_r, q_t, k_t, v_t, k_cat, v_cat, y_t, y_r))
-    nodes = [replaced.get(id(n), n) for n in g.node if id(n) not in removed]
-    del g.node[:]
-    g.node.extend(_live_nodes(nodes, {o.name for o in g.output}))
-    used = {name for n in g.node for name in n.input}
-    keep = [init for init in g.initializer if init.name in used]
-    del g.initializer[:]
-    g.initializer.extend(keep)
-    return len(replaced)
-
-
-def _live_nodes(nodes: list[onnx.NodeProto], outputs: set[str]) -> list[onnx.NodeProto]:
-    """Drop nodes whose results reach no graph output (e.g. shapes only the reshapes used)."""
-    needed = set(outputs)
-    live = []
-    for n in reversed(nodes):
-        if any(o in needed for o in n.output):
-            live.append(n)
-            needed.update(n.input)
-    return live[::-1]
-
-
-def _fold_transposed_weights(model: onnx.ModelProto) -> None:
-    """Turn Transpose(initializer) into a transposed initializer (the tied output head).
-
-    Dynamic quantisation only quantises a MatMul whose weight is an initializer.
-    """
-    from onnx import numpy_helper
-
-    g = model.graph
-    inits = {i.name: i for i in g.initializer}
-    keep = []
-    for n in g.node:
-        if n.op_type == "Transpose" and n.input[0] in inits and len(n.output) == 1:
-            perm = [a for a in n.attribute if a.name == "perm"]
-            arr = numpy_helper.to_array(inits[n.input[0]])
-            axes = list(perm[0].ints) if perm else None
-            g.initializer.append(numpy_helper.from_array(np.transpose(arr, axes), n.output[0]))
-        else:
-            keep.append(n)
-    del g.node[:]
-    g.node.extend(keep)
-
-
-def _quantize_int8(model: onnx.ModelProto) -> bytes:
-    """onnxruntime dynamic quantisation: int8 weights, activations quantised per call."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    _fold_transposed_weights(model)
-    with tempfile.TemporaryDirectory(prefix="minigpt-onnx-") as tmp:
-        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        src.write_bytes(model.SerializeToString())
-        with _quiet():
-            quantize_dynamic(
-                src,
-                dst,
-                weight_type=QuantType.QInt8,
-                per_channel=True,
-                # Only weight matmuls: the ONNX Attention node is not the contrib op the
-                # quantiser would otherwise rewrite it to.
-                op_types_to_quantize=["MatMul"],
-                extra_options={"MatMulConstBOnly": True},
-            )
-        return dst.read_bytes()
+def build_graph(model: GPT, quantize: str = "none", opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+    """The ONNX graph of a loaded model (see export/onnx_graph.py)."""
+    weights = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
+    return onnx_graph.build_graph(model.config, weights, quantize, opset)
 
 
 def verify_export(model: GPT, data: bytes, quantize: str, seed: int = 0) -> dict[str, Any]:
     """Run onnxruntime and PyTorch side by side on random prompts; raise if they disagree.
 
-    Each case is a batch size and the chunk lengths fed one after another: a prefill, then
-    decode steps of one (torch's greedy) token. Cases: a 1-token prompt; a batch of two
-    half-block prompts, continued by a 3-token chunk (a cache and several new tokens at once);
-    and a prompt that decodes up to the last position of the block.
+    Each case is a set of streams with their prompt lengths, then decode steps of one
+    (torch's greedy) token per stream in one batched call: a 1-token prompt; two streams of
+    different lengths (each its own positions); and a prompt that decodes up to the last
+    position of the block.
     """
     cfg = model.config
     session = ort_engine.make_session(data, threads=1)
     ort_engine.check_signature(session, cfg, "the exported graph")
-    outputs = ort_engine.output_names(cfg)
-    past_names = ort_engine.cache_names(cfg.n_layer, "past")
+    onnx_model = ort_engine.OrtModel(session, cfg)
     rng = np.random.default_rng(seed)
     bs = cfg.block_size
     half = min(bs // 2, 64)
-    chunk = 3 if half + 3 <= bs else 1
     cases = [
-        (1, [1] + [1] * min(8, bs - 1)),
-        (2, [half, chunk] + [1] * min(6, bs - half - chunk)),
-        (1, [bs - 3, 1, 1, 1]),
+        ([1], min(8, bs - 1)),
+        ([half, max(1, half - 5)], min(6, bs - half)),
+        ([bs - 3], 3),
     ]
     diffs, kls, agree, scale = [], [], [], 1.0
-    hs = cfg.n_embd // cfg.n_head
-    for batch, chunks in cases:
-        t_cache = None
-        o_cache = [np.zeros((batch, cfg.n_head, 0, hs), np.float32)] * len(past_names)
-        greedy = np.zeros((batch, 0), dtype=np.int64)
-        for length in chunks:
-            fill = rng.integers(0, cfg.vocab_size, size=(batch, length - greedy.shape[1]))
-            ids = np.concatenate([greedy, fill], axis=1).astype(np.int64)
+
+    def compare(want: np.ndarray, got: np.ndarray) -> None:
+        nonlocal scale
+        diffs.append(float(np.abs(got - want).max()))
+        scale = max(scale, float(np.abs(want).max()))
+        kls.append(float(_kl(want, got).mean()))
+        agree.extend((got.argmax(-1) == want.argmax(-1)).tolist())
+
+    for lengths, steps in cases:
+        streams = onnx_model.streams(len(lengths))
+        t_caches: list[Any] = []
+        t_logits, o_logits = [], []
+        for i, n in enumerate(lengths):
+            ids = rng.integers(0, cfg.vocab_size, size=(1, n))
             with torch.inference_mode():
-                t_logits, t_cache = model.forward_cached(
-                    torch.from_numpy(ids), t_cache, last_only=True
-                )
-            want = t_logits[:, -1].float().numpy()
-            got, *o_cache = session.run(
-                outputs, {"input_ids": ids, **dict(zip(past_names, o_cache, strict=True))}
-            )
-            diffs.append(float(np.abs(got - want).max()))
-            scale = max(scale, float(np.abs(want).max()))
-            kls.append(float(_kl(want, got).mean()))
-            agree.extend((got.argmax(-1) == want.argmax(-1)).tolist())
-            greedy = want.argmax(-1).reshape(batch, 1).astype(np.int64)
+                logits, cache = model.forward_cached(torch.from_numpy(ids), None, last_only=True)
+            t_caches.append(cache)
+            t_logits.append(logits[0, -1].float().numpy())
+            o_logits.append(streams.prefill(i, ids[0].tolist()))
+        for _ in range(steps):
+            want, got = np.stack(t_logits), np.stack(o_logits)
+            compare(want, got)
+            tokens = want.argmax(-1).tolist()
+            o_logits = list(streams.decode_batch(tokens))
+            for i, tok in enumerate(tokens):
+                with torch.inference_mode():
+                    logits, t_caches[i] = model.forward_cached(
+                        torch.tensor([[tok]]), t_caches[i], last_only=True
+                    )
+                t_logits[i] = logits[0, -1].float().numpy()
+        compare(np.stack(t_logits), np.stack(o_logits))
     report: dict[str, Any] = {
         "positions": len(agree),
         "max_logit_diff": max(diffs),
@@ -424,11 +233,12 @@ def verify_export(model: GPT, data: bytes, quantize: str, seed: int = 0) -> dict
                 f"{report['max_logit_diff']:.3g} (tolerance {tol:.3g}); nothing was written"
             )
     else:
-        report["max_mean_kl"] = INT8_MAX_KL
-        if report["mean_kl"] > INT8_MAX_KL:
+        bound = MAX_KL[quantize]
+        report["max_mean_kl"] = bound
+        if report["mean_kl"] > bound:
             raise ExportError(
-                f"verification failed: int8 model's next-token distribution is "
-                f"{report['mean_kl']:.3g} nats from PyTorch's (KL; bound {INT8_MAX_KL}); "
+                f"verification failed: {quantize} model's next-token distribution is "
+                f"{report['mean_kl']:.3g} nats from PyTorch's (KL; bound {bound}); "
                 "nothing was written"
             )
     return report
@@ -450,7 +260,6 @@ def _onnx_meta(
     model: GPT, opset: int, quantize: str, fused: int, report: dict[str, Any] | None
 ) -> dict[str, Any]:
     import onnxruntime
-    import onnxscript
 
     cfg = model.config
     return {
@@ -459,7 +268,7 @@ def _onnx_meta(
         "quantize": quantize,
         "inputs": ort_engine.input_names(cfg),
         "outputs": ort_engine.output_names(cfg),
-        "cache_layout": "per layer (batch, n_head, past_len, head_size)",
+        "cache_layout": "per layer (batch, n_head, block_size, head_size), written in place",
         "logits": "last position",
         "fused_attention": fused,
         "verify": report,
@@ -467,7 +276,6 @@ def _onnx_meta(
         "tools": {
             "torch": torch.__version__,
             "onnx": onnx.__version__,
-            "onnxscript": onnxscript.__version__,
             "onnxruntime": onnxruntime.__version__,
         },
     }

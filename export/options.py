@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from model.errors import one_of
 
-QUANTIZE_MODES = ("none", "int8")  # none: fp32; int8: onnxruntime dynamic quantisation
+# Weight bits of each mode: none is fp32; int8 and int4 are weight-only (MatMulNBits), the
+# embedding sharing the head's quantised matrix; int4-mlp is 4-bit MLP weights, 8-bit the rest.
+QUANTIZE_BITS = {"none": 0, "int8": 8, "int4": 4, "int4-mlp": 4}
+QUANTIZE_MODES = tuple(QUANTIZE_BITS)
 
 
 class ExportError(Exception):

@@ -2,15 +2,34 @@
 
 Torch-free and onnx-free: numpy and onnxruntime only, so the base install can run it.
 
-The graph export/onnx_export.py writes (one graph for prefill and decode):
+The graph export/onnx_export.py writes (export/onnx_graph.py builds it; one graph for prefill
+and decode, batch B of independent streams, T new tokens each):
 
-    inputs   input_ids                      (B, T) int64, the new tokens
-             past_key_{i}, past_value_{i}   (B, n_head, P, head_size) float32 per layer i
-    outputs  logits                         (B, vocab) float32, the LAST position only
-             present_key_{i}, present_value_{i}  (B, n_head, P+T, head_size), the grown cache
+    inputs   input_ids              (B, T) int64, the new tokens
+             position_ids           (B, T) int64, their positions
+             seqlens_k              (B,) int32, each stream's length after this call, minus 1
+             total_sequence_length  () int32, the longest of those lengths
+             past_key_{i}, past_value_{i}   (B, n_head, block_size, head_size) float32
+    outputs  logits                 (B, vocab) float32, each stream's LAST position only
+             present_key_{i}, present_value_{i}   the same buffers as past_*
 
-Prefill feeds an empty cache (P = 0); each decode step feeds back the cache the previous step
-returned (numpy arrays onnxruntime allocated: no copies on our side), with T = 1.
+Each layer's cache is one buffer allocated here once, bound (IO binding, OrtValues made once)
+as both `past_*` and `present_*`: onnxruntime's GroupQueryAttention writes only the new
+positions into it, so a decode step copies no cache and costs the same at position 1000 as at
+position 10 apart from the attention itself. The logits are written into a preallocated array.
+
+Two ways in:
+
+    backend = OrtBackend(info)              # the engine's Backend: one stream
+    logits = backend.prefill(ids); logits = backend.decode(token)
+
+    streams = OrtModel.load(info).streams(4)     # several independent streams, one call per step
+    streams.prefill(0, prompt_a)            # (V,) logits; each stream its own prompt,
+    streams.prefill(1, prompt_b)            #   position and (the caller's) sampler
+    logits = streams.decode_batch([tok_a, tok_b, tok_c, tok_d])   # (4, V)
+
+A batched step reads the weights once for all streams (decoding is bound by reading them), so
+B streams cost far less than B single steps; the side-by-side compare view uses this.
 """
 
 from __future__ import annotations
@@ -30,7 +49,11 @@ if TYPE_CHECKING:
     import onnxruntime as ort
 
 INPUT_IDS = "input_ids"
+POSITION_IDS = "position_ids"
+SEQLENS = "seqlens_k"
+TOTAL = "total_sequence_length"
 LOGITS = "logits"
+MAX_STREAMS = 64  # a batch beyond this is refused: each stream holds a whole-block cache
 
 
 def cache_names(n_layer: int, prefix: str) -> list[str]:
@@ -39,7 +62,7 @@ def cache_names(n_layer: int, prefix: str) -> list[str]:
 
 
 def input_names(config: GPTConfig) -> list[str]:
-    return [INPUT_IDS, *cache_names(config.n_layer, "past")]
+    return [INPUT_IDS, POSITION_IDS, SEQLENS, TOTAL, *cache_names(config.n_layer, "past")]
 
 
 def output_names(config: GPTConfig) -> list[str]:
@@ -65,6 +88,7 @@ def make_session(model: str | os.PathLike[str] | bytes, threads: int) -> ort.Inf
 def check_signature(session: ort.InferenceSession, config: GPTConfig, where: str) -> None:
     """Refuse, in one line, a graph whose inputs and outputs are not the ones we export."""
     hs = config.n_embd // config.n_head
+    reexport = "re-export it with 'minigpt-tui export onnx --force'"
 
     def describe(args: Sequence[Any]) -> str:
         return ", ".join(f"{a.name}{list(a.shape)}" for a in args[:4]) + (
@@ -72,20 +96,31 @@ def check_signature(session: ort.InferenceSession, config: GPTConfig, where: str
         )
 
     ins, outs = session.get_inputs(), session.get_outputs()
-    if [a.name for a in ins] != input_names(config) or [a.name for a in outs] != output_names(
-        config
-    ):
+    in_names, out_names = [a.name for a in ins], [a.name for a in outs]
+    if in_names != input_names(config) or out_names != output_names(config):
+        if in_names[:1] == [INPUT_IDS] and in_names[1:2] == ["past_key_0"]:
+            raise EngineError(
+                f"{where} was exported by an older minigpt-tui (a cache that grows each "
+                f"step); {reexport}"
+            )
         raise EngineError(
             f"{where} is not a minigpt-tui ONNX export for this model's config "
             f"({config.n_layer} layers): it has inputs {describe(ins)} and outputs "
-            f"{describe(outs)}; re-export it with 'minigpt-tui export onnx --force'"
+            f"{describe(outs)}; {reexport}"
         )
+    cache: tuple[str, list[int | None]] = (
+        "tensor(float)",
+        [None, config.n_head, config.block_size, hs],
+    )
     expected: dict[str, tuple[str, list[int | None]]] = {
         INPUT_IDS: ("tensor(int64)", [None, None]),
+        POSITION_IDS: ("tensor(int64)", [None, None]),
+        SEQLENS: ("tensor(int32)", [None]),
+        TOTAL: ("tensor(int32)", []),
         LOGITS: ("tensor(float)", [None, config.vocab_size]),
     }
     for name in [*cache_names(config.n_layer, "past"), *cache_names(config.n_layer, "present")]:
-        expected[name] = ("tensor(float)", [None, config.n_head, None, hs])
+        expected[name] = cache
     for arg in [*ins, *outs]:
         dtype, dims = expected[arg.name]
         shape = list(arg.shape)
@@ -100,70 +135,184 @@ def check_signature(session: ort.InferenceSession, config: GPTConfig, where: str
         if not fits:
             raise EngineError(
                 f"{where}: {arg.name} is {arg.type}{shape} but this model's config needs "
-                f"{dtype}{['?' if d is None else d for d in dims]}; re-export it with "
-                "'minigpt-tui export onnx --force'"
+                f"{dtype}{['?' if d is None else d for d in dims]}; {reexport}"
             )
 
 
+class OrtModel:
+    """One onnxruntime session over our graph, which any number of stream sets share."""
+
+    def __init__(self, session: ort.InferenceSession, config: GPTConfig) -> None:
+        self.session, self.config = session, config
+
+    @classmethod
+    def load(cls, info: ModelInfo, threads: int | None = None) -> OrtModel:
+        """Load a model directory's model.onnx; one-line EngineErrors for what cannot run."""
+        path = info.onnx_path
+        try:
+            threads = default_threads(info.config.num_params()) if threads is None else threads
+            session = make_session(path, threads)
+        except Exception as e:  # onnxruntime's own error types: corrupt or unreadable file
+            raise EngineError(f"cannot load {path}: {first_line(e)}") from None
+        check_signature(session, info.config, str(path))
+        return cls(session, info.config)
+
+    def streams(self, n: int) -> OrtStreams:
+        return OrtStreams(self, n)
+
+
+class OrtStreams:
+    """`n` independent streams over one model, each with its own cache row and position.
+
+    `prefill(i, ids)` starts stream i afresh on a prompt; `decode_batch(tokens)` appends one
+    token to every stream in one onnxruntime call and returns each stream's next-token logits
+    (n, vocab). A stream not yet prefilled starts at position 0 (its token is its first).
+    """
+
+    def __init__(self, model: OrtModel, n: int) -> None:
+        import onnxruntime as ort
+
+        if not 1 <= n <= MAX_STREAMS:
+            raise EngineError(f"streams must be 1 to {MAX_STREAMS}, got {n}")
+        cfg = model.config
+        self.model, self.n, self.block_size = model, n, cfg.block_size
+        self._lengths = np.zeros(n, np.int32)  # tokens in each stream's cache
+        hs = cfg.n_embd // cfg.n_head
+        shape = (n, cfg.n_head, cfg.block_size, hs)
+        try:
+            self._caches = [np.zeros(shape, np.float32) for _ in range(2 * cfg.n_layer)]
+        except MemoryError:
+            raise EngineError(f"not enough memory for {n} streams' caches") from None
+        self._past = cache_names(cfg.n_layer, "past")
+        self._present = cache_names(cfg.n_layer, "present")
+        # The decode step's inputs: numpy arrays wrapped once; a step writes into them.
+        self._ids = np.zeros((n, 1), np.int64)
+        self._pos = np.zeros((n, 1), np.int64)
+        self._seqlens = np.zeros(n, np.int32)
+        self._total = np.zeros((), np.int32)
+        self._logits = np.zeros((n, cfg.vocab_size), np.float32)
+        self._io = self._binding(list(range(n)), self._logits)
+        for name, arr in [
+            (INPUT_IDS, self._ids),
+            (POSITION_IDS, self._pos),
+            (SEQLENS, self._seqlens),
+            (TOTAL, self._total),
+        ]:
+            self._io.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(arr))
+        # Prefill runs one stream (B = 1) on its own rows of the same buffers.
+        self._row_logits = np.zeros((1, cfg.vocab_size), np.float32)
+        self._row_io: dict[int, Any] = {}
+
+    def _binding(self, rows: list[int], logits: np.ndarray) -> Any:
+        """An IO binding of these rows of every cache (as past and present) and the logits."""
+        import onnxruntime as ort
+
+        io = self.model.session.io_binding()
+        lo, hi = rows[0], rows[-1] + 1
+        for past, present, buf in zip(self._past, self._present, self._caches, strict=True):
+            value = ort.OrtValue.ortvalue_from_numpy(buf[lo:hi])  # a view: no copy
+            io.bind_ortvalue_input(past, value)
+            io.bind_ortvalue_output(present, value)
+        io.bind_output(LOGITS, "cpu", 0, np.float32, list(logits.shape), logits.ctypes.data)
+        return io
+
+    def _run(self, io: Any) -> None:
+        try:
+            self.model.session.run_with_iobinding(io)
+        except Exception as e:  # e.g. a token id outside the vocabulary
+            raise EngineError(f"onnxruntime failed: {first_line(e)}") from None
+
+    def prefill(self, stream: int, ids: Sequence[int]) -> np.ndarray:
+        """Start `stream` afresh holding `ids`; return the last position's logits (vocab,)."""
+        if not 0 <= stream < self.n:
+            raise EngineError(f"no stream {stream}: there are {self.n}")
+        t = len(ids)
+        if not 0 < t <= self.block_size:
+            raise EngineError(
+                f"cannot prefill {t} tokens: the context holds 1 to {self.block_size}"
+            )
+        io = self._row_io.get(stream)
+        if io is None:
+            io = self._row_io[stream] = self._binding([stream], self._row_logits)
+        io.bind_cpu_input(INPUT_IDS, np.asarray(ids, dtype=np.int64).reshape(1, t))
+        io.bind_cpu_input(POSITION_IDS, np.arange(t, dtype=np.int64).reshape(1, t))
+        io.bind_cpu_input(SEQLENS, np.array([t - 1], np.int32))
+        io.bind_cpu_input(TOTAL, np.array(t, np.int32))
+        self._lengths[stream] = 0  # a failed run leaves the stream empty, not half-written
+        self._run(io)
+        self._lengths[stream] = t
+        return self._row_logits[0].copy()
+
+    @property
+    def lengths(self) -> list[int]:
+        """Tokens in each stream's cache."""
+        return [int(n) for n in self._lengths]
+
+    def decode_batch(self, tokens: Sequence[int]) -> np.ndarray:
+        """Append tokens[i] to stream i, for every stream; return the logits (n, vocab)."""
+        if len(tokens) != self.n:
+            raise EngineError(
+                f"decode_batch needs one token per stream ({self.n}), got {len(tokens)}"
+            )
+        lengths = self._lengths
+        longest = int(lengths.max())
+        if longest >= self.block_size:
+            full = int(lengths.argmax())
+            raise EngineError(
+                f"the KV cache of stream {full} is full ({self.block_size} tokens); "
+                "prefill it again"
+            )
+        self._ids[:, 0] = tokens
+        self._pos[:, 0] = lengths
+        self._seqlens[:] = lengths  # the new length minus one
+        self._total[...] = longest + 1
+        self._run(self._io)
+        lengths += 1
+        return self._logits.copy()
+
+    def decode_one(self, token: int) -> np.ndarray:
+        """decode_batch for a single stream, with less per-call work: (vocab,) logits."""
+        n = int(self._lengths[0])
+        if self.n != 1 or n >= self.block_size:
+            return self.decode_batch((token,))[0]  # its one-line errors
+        self._ids[0, 0] = token
+        self._pos[0, 0] = n
+        self._seqlens[0] = n
+        self._total[...] = n + 1
+        self._run(self._io)
+        self._lengths[0] = n + 1
+        return self._logits[0].copy()
+
+
 class OrtBackend:
-    """Runs model.onnx with onnxruntime on the CPU, keeping the KV cache between steps."""
+    """The engine's Backend over model.onnx: one stream, its KV cache kept between steps."""
 
     name = "onnx"
 
     def __init__(self, info: ModelInfo, threads: int | None = None) -> None:
         self.info = info
         self.config = info.config
-        path = info.onnx_path
-        try:
-            threads = default_threads(self.config.num_params()) if threads is None else threads
-            self.session = make_session(path, threads)
-        except Exception as e:  # onnxruntime's own error types: corrupt or unreadable file
-            raise EngineError(f"cannot load {path}: {first_line(e)}") from None
-        check_signature(self.session, self.config, str(path))
-        self._past = cache_names(self.config.n_layer, "past")
-        self._outputs = output_names(self.config)
-        hs = self.config.n_embd // self.config.n_head
-        empty = np.zeros((1, self.config.n_head, 0, hs), dtype=np.float32)
-        self._empty_cache = [empty] * len(self._past)
-        self._cache: list[np.ndarray] | None = None
-        self._cache_len = 0
-        self._token = np.zeros((1, 1), dtype=np.int64)  # reused input for decode steps
+        self.model = OrtModel.load(info, threads)
+        self._stream = self.model.streams(1)
+        self._started = False
 
     @property
     def block_size(self) -> int:
         return self.config.block_size
 
-    def run(self, ids: np.ndarray, past: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        """One pass: ids (B, T) int64 after a cache of P positions -> logits (B, V), new cache."""
-        feed = dict(zip(self._past, past, strict=True))
-        feed[INPUT_IDS] = ids
-        try:
-            logits, *present = self.session.run(self._outputs, feed)
-        except Exception as e:  # e.g. a token id outside the vocabulary
-            raise EngineError(f"onnxruntime failed: {first_line(e)}") from None
-        return logits, present
-
-    def empty_cache(self, batch: int = 1) -> list[np.ndarray]:
-        if batch == 1:
-            return self._empty_cache
-        return [np.repeat(c, batch, axis=0) for c in self._empty_cache]
+    @property
+    def cache_len(self) -> int:
+        return int(self._stream._lengths[0])
 
     def prefill(self, ids: Sequence[int]) -> np.ndarray:
-        if not 0 < len(ids) <= self.block_size:
-            raise EngineError(
-                f"cannot prefill {len(ids)} tokens: the context holds 1 to {self.block_size}"
-            )
-        x = np.asarray(ids, dtype=np.int64).reshape(1, -1)
-        logits, self._cache = self.run(x, self._empty_cache)
-        self._cache_len = len(ids)
-        return logits[0]
+        self._started = False
+        logits = self._stream.prefill(0, ids)
+        self._started = True
+        return logits
 
     def decode(self, token: int) -> np.ndarray:
-        if self._cache is None:
+        if not self._started:
             raise EngineError("decode() before prefill()")
-        if self._cache_len >= self.block_size:
+        if self.cache_len >= self.block_size:
             raise EngineError(f"the KV cache is full ({self.block_size} tokens); prefill again")
-        self._token[0, 0] = token
-        logits, self._cache = self.run(self._token, self._cache)
-        self._cache_len += 1
-        return logits[0]
+        return self._stream.decode_one(token)

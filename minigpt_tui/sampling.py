@@ -71,16 +71,19 @@ def distribution(logits: np.ndarray, settings: SamplingSettings) -> np.ndarray:
         # on the order of equal values).
         kth = np.partition(z, -settings.top_k)[-settings.top_k]
         z = np.where(z < kth, -np.inf, z)
-    z = z - z.max()
-    probs = np.exp(z)
+    probs = np.exp(z - z.max())
     probs /= probs.sum()
     if settings.top_p < 1.0:
-        probs = _nucleus(probs, settings.top_p)
+        probs = _nucleus(probs, z, settings.top_p)
     return probs
 
 
-def _nucleus(probs: np.ndarray, top_p: float) -> np.ndarray:
-    """Keep the smallest set of likeliest tokens whose mass reaches top_p (at least one)."""
+def _nucleus(probs: np.ndarray, z: np.ndarray, top_p: float) -> np.ndarray:
+    """Keep the smallest set of likeliest tokens whose mass reaches top_p (at least one).
+
+    Tokens are ranked by their logits `z`, not their probabilities: two logits a rounding
+    step apart can have equal probabilities, and the larger logit must still come first.
+    """
     # Sorting a 50k vocabulary costs milliseconds a token, so sort only the m likeliest
     # candidates, growing m until they hold enough mass (they almost always do at once).
     m = min(probs.size, 256)
@@ -89,7 +92,7 @@ def _nucleus(probs: np.ndarray, top_p: float) -> np.ndarray:
         if m == probs.size or probs[cand].sum() >= top_p:
             break
         m = probs.size  # a flat distribution: sort everything
-    order = cand[np.argsort(-probs[cand], kind="stable")]
+    order = cand[np.argsort(-z[cand], kind="stable")]
     cum = np.cumsum(probs[order])
     # The tolerance stops rounding in the running sum from keeping one token too many.
     n_keep = int(np.searchsorted(cum, top_p - 1e-12, side="left")) + 1

@@ -1,9 +1,15 @@
-"""Import OpenAI GPT-2 weights from a local Hugging Face-format directory (offline)."""
+"""Import GPT-2 weights from a local Hugging Face-format directory (offline).
+
+OpenAI's GPT-2 (and any GPT2LMHeadModel) gets GPT-2's tokenizer. A directory written by
+`export hf` also carries a `minigpt_tui` section with the model's own tokenizer spec and bias
+flag, which are restored, so export hf -> convert hf gives back the same model.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -13,16 +19,35 @@ from model import checkpoint, modeldir
 from model.config import GPTConfig
 from model.gpt import GPT
 from model.modeldir import ModelDirError
-from model.tokenizer import GPT2Tokenizer
+from model.tokenizer import GPT2Tokenizer, Tokenizer, TokenizerError, from_spec
 
 # Hugging Face stores these as Conv1D, i.e. (in_features, out_features): transpose them.
 _TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
 
-def hf_config(src: Path) -> GPTConfig:
+def _read_hf_config(src: Path) -> dict[str, Any]:
     path = src / "config.json"
     try:
         hf = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as e:
+        raise ModelDirError(f"{path} is not a GPT-2 Hugging Face config: {e}") from None
+    if not isinstance(hf, dict):
+        raise ModelDirError(f"{path} is not a GPT-2 Hugging Face config")
+    return hf
+
+
+def _our_section(src: Path, hf: dict[str, Any]) -> dict[str, Any]:
+    """What `export hf` recorded beyond Hugging Face's keys (empty for other directories)."""
+    section = hf.get(modeldir.HF_SECTION) or {}
+    if not isinstance(section, dict):
+        raise ModelDirError(f"{src / 'config.json'}: {modeldir.HF_SECTION} is not a table")
+    return section
+
+
+def hf_config(src: Path) -> GPTConfig:
+    path = src / "config.json"
+    hf = _read_hf_config(src)
+    try:
         cfg = GPTConfig(
             vocab_size=int(hf["vocab_size"]),
             block_size=int(hf.get("n_positions", hf.get("n_ctx", 1024))),
@@ -30,10 +55,10 @@ def hf_config(src: Path) -> GPTConfig:
             n_head=int(hf["n_head"]),
             n_embd=int(hf["n_embd"]),
             dropout=0.0,
-            bias=True,
+            bias=_our_section(src, hf).get("bias", True),
             tie_weights=bool(hf.get("tie_word_embeddings", True)),
         )
-    except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
+    except (ValueError, KeyError, TypeError) as e:
         raise ModelDirError(f"{path} is not a GPT-2 Hugging Face config: {e}") from None
     if hf.get("model_type", "gpt2") != "gpt2":
         raise ModelDirError(f"{path}: model_type {hf.get('model_type')!r} is not gpt2")
@@ -71,15 +96,37 @@ def load_hf(src: Path) -> GPT:
                 f"{weights}: {name} has shape {tuple(t.shape)}, expected {tuple(target.shape)}"
             )
         converted[name] = t.to(torch.float32).contiguous()
+    if not cfg.bias:  # `export hf` of a bias-free model wrote zero biases, which are dropped
+        for name in sd.keys() - ours.keys():
+            if name.endswith(".bias") and bool(sd[name].any()):
+                raise ModelDirError(f"{weights}: {name} is not zero, but the config says no bias")
     model.load_state_dict(converted, strict=False)
     return model
+
+
+def _tokenizer(src: Path) -> Tokenizer:
+    """GPT-2's, unless the directory says (from `export hf`) which tokenizer it was made with."""
+    spec = _our_section(src, _read_hf_config(src)).get("tokenizer")
+    if spec is None:
+        return GPT2Tokenizer()
+    if not isinstance(spec, dict):
+        raise ModelDirError(f"{src / 'config.json'}: the tokenizer spec is not a table")
+    try:
+        return from_spec(spec)
+    except TokenizerError as e:
+        raise ModelDirError(f"{src / 'config.json'}: {e}") from None
 
 
 def convert_hf(src: Path, out: Path, force: bool = False) -> Path:
     if not src.is_dir():
         raise ModelDirError(f"not a directory: {src}")
     model = load_hf(src)
-    tokenizer = GPT2Tokenizer()
+    tokenizer = _tokenizer(src)
+    if tokenizer.vocab_size > model.config.vocab_size:
+        raise ModelDirError(
+            f"{src}: the tokenizer has {tokenizer.vocab_size} tokens but the model only "
+            f"{model.config.vocab_size}"
+        )
     meta = modeldir.make_meta(
         model.config,
         tokenizer,

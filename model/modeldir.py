@@ -35,6 +35,9 @@ ONNX_FILE = "model.onnx"
 TRAINER_FILE = "trainer.pt"
 LATEST = "latest"
 MAX_CONFIG_BYTES = 64 * 1024 * 1024
+# The section of a Hugging Face config.json (export hf) that keeps what its own keys cannot
+# say (tokenizer spec, bias), so that `convert hf` restores the model exactly.
+HF_SECTION = "minigpt_tui"
 
 
 class ModelDirError(ValueError):
@@ -154,22 +157,59 @@ def fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a file so that readers see either the old or the new content, never a mix."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path` to write to; it replaces `path` when the block succeeds.
+
+    The file is fsynced before the rename, so readers see the old content or the new, never a
+    mix; if the block fails the temporary file is removed. The parent directory must exist.
+    """
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
+        yield tmp
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; keep the usual mode
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
-            os.unlink(tmp)
+            tmp.unlink()
         raise
     fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write a file so that readers see either the old or the new content, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def check_output(path: Path, *, force: bool, directory: bool = False) -> None:
+    """Refuse, before any work, an output whose parent directory is missing, or that exists
+    and would be replaced without `force`. A directory output may only replace an empty
+    directory or a model directory (one with config.json), never arbitrary files."""
+    parent = path.parent
+    if not parent.is_dir():
+        raise ModelDirError(f"cannot write {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise ModelDirError(f"cannot write to {parent}: permission denied")
+    if not (path.exists() or path.is_symlink()):
+        return
+    if directory:
+        if not path.is_dir():
+            raise ModelDirError(f"{path} exists and is not a directory")
+        contents = {p.name for p in path.iterdir()}
+        if not contents:
+            return
+        if CONFIG_FILE not in contents:
+            raise ModelDirError(f"{path} exists and is not a model directory; choose another --out")
+    elif path.is_dir():
+        raise ModelDirError(f"{path} is a directory; --out takes a file name")
+    if not force:
+        raise ModelDirError(f"{path} already exists; pass --force to replace it")
 
 
 def write_json(path: Path, obj: Any) -> None:

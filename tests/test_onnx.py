@@ -56,20 +56,6 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"small": small, "int8": root / "small-int8", "long": long}
 
 
-@pytest.fixture
-def fast_export(exported: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    """Reuse the block-32 graph instead of re-running torch.onnx.export (seconds each) in the
-    tests about where and when files are written; verification still runs for real."""
-    import export.onnx_export as ex
-
-    graph = onnx.load(str(exported["small"] / "model.onnx"))
-    monkeypatch.setattr(
-        ex,
-        "_export_graph",
-        lambda model, opset: onnx.ModelProto.FromString(graph.SerializeToString()),
-    )
-
-
 def copy_model(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
@@ -88,7 +74,7 @@ def test_prefill_and_200_decode_steps_match_torch(exported: dict[str, Path]) -> 
         a, b = ort.decode(tok), ref.decode(tok)
         worst = max(worst, float(np.abs(a - b).max()))
     assert worst <= 1e-4
-    assert ort._cache_len == 240
+    assert ort.cache_len == 240
 
 
 def test_greedy_generation_identical_to_torch_across_window_slides(
@@ -106,18 +92,61 @@ def test_greedy_generation_identical_to_torch_across_window_slides(
     assert len(runs[0][0]) == 220 and runs[0][2] >= 5  # it slid the window many times
 
 
-def test_batch_and_cache_shapes(exported: dict[str, Path]) -> None:
-    info = modeldir.read(exported["small"])
-    backend = ort_engine.OrtBackend(info)
+def test_streams_decode_together_each_at_its_own_position(exported: dict[str, Path]) -> None:
+    info = modeldir.read(exported["long"])
     cfg = info.config
-    ids = np.array([[1, 2, 3], [4, 5, 6]], dtype=np.int64)
-    logits, cache = backend.run(ids, backend.empty_cache(batch=2))
-    assert logits.shape == (2, cfg.vocab_size)
-    assert len(cache) == 2 * cfg.n_layer
-    assert cache[0].shape == (2, cfg.n_head, 3, cfg.n_embd // cfg.n_head)
-    # Row 1 of the batch equals running that row alone.
-    alone, _ = backend.run(ids[1:], backend.empty_cache())
-    np.testing.assert_allclose(logits[1], alone[0], atol=1e-5)
+    streams = ort_engine.OrtModel.load(info).streams(3)
+    refs = [TorchBackend(info) for _ in range(3)]
+    rng = np.random.default_rng(1)
+    prompts = [rng.integers(0, cfg.vocab_size, size=n).tolist() for n in (5, 40, 17)]
+    want = np.stack([ref.prefill(p) for ref, p in zip(refs, prompts, strict=True)])
+    got = np.stack([streams.prefill(i, p) for i, p in enumerate(prompts)])
+    worst = float(np.abs(got - want).max())
+    for _ in range(30):
+        tokens = want.argmax(-1).tolist()
+        got = streams.decode_batch(tokens)
+        assert got.shape == (3, cfg.vocab_size) and got.dtype == np.float32
+        want = np.stack([ref.decode(t) for ref, t in zip(refs, tokens, strict=True)])
+        worst = max(worst, float(np.abs(got - want).max()))
+    assert worst <= 1e-4
+    assert streams.lengths == [35, 70, 47]
+    # A stream restarted on a new prompt leaves the others alone.
+    again = streams.prefill(1, prompts[1])
+    np.testing.assert_allclose(again, TorchBackend(info).prefill(prompts[1]), atol=1e-4)
+    assert streams.lengths == [35, 40, 47]
+
+
+def test_cache_is_written_in_place(exported: dict[str, Path]) -> None:
+    """Each layer's cache is one buffer for the whole block, filled a position per step."""
+    info = modeldir.read(exported["small"])
+    cfg = info.config
+    streams = ort_engine.OrtModel.load(info).streams(2)
+    buffers = list(streams._caches)
+    assert buffers[0].shape == (2, cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head)
+    streams.prefill(0, [1, 2, 3])
+    logits = streams.decode_batch([4, 5])  # stream 1 was never prefilled: [5] is its start
+    ref = TorchBackend(info)
+    np.testing.assert_allclose(logits[0], ref.prefill([1, 2, 3, 4]), atol=1e-4)
+    np.testing.assert_allclose(logits[1], ref.prefill([5]), atol=1e-4)
+    assert [a is b for a, b in zip(buffers, streams._caches, strict=True)] == [True] * len(buffers)
+    filled = np.abs(buffers[0]).sum(axis=(1, 3)) > 0  # (stream, position)
+    assert filled[0].tolist() == [True] * 4 + [False] * (cfg.block_size - 4)
+    assert filled[1].tolist() == [True] + [False] * (cfg.block_size - 1)
+
+
+def test_stream_errors_are_one_line(exported: dict[str, Path]) -> None:
+    model = ort_engine.OrtModel.load(modeldir.read(exported["small"]))
+    with pytest.raises(EngineError, match="streams must be 1 to"):
+        model.streams(0)
+    streams = model.streams(2)
+    with pytest.raises(EngineError, match="one token per stream"):
+        streams.decode_batch([1])
+    with pytest.raises(EngineError, match="no stream 2"):
+        streams.prefill(2, [1])
+    streams.prefill(1, [1] * 32)
+    with pytest.raises(EngineError, match="cache of stream 1 is full"):
+        streams.decode_batch([1, 1])
+    assert streams.lengths == [0, 32]  # nothing ran
 
 
 def test_engine_refuses_overflow_and_decode_before_prefill(exported: dict[str, Path]) -> None:
@@ -143,7 +172,8 @@ def test_int8_export_runs_and_is_recorded(exported: dict[str, Path]) -> None:
     assert meta["inputs"] == ort_engine.input_names(info.config)
     assert meta["tools"]["onnxruntime"]
     g = onnx.load(str(info.onnx_path)).graph
-    assert any(n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") for n in g.node)
+    ops = [n.op_type for n in g.node]
+    assert "MatMulNBits" in ops and "GatherBlockQuantized" in ops
     backend = load_backend(exported["int8"])  # auto: the only thing it can run
     assert backend.name == "onnx"
     tok = info.tokenizer()
@@ -163,13 +193,13 @@ def test_fp32_export_is_fused_and_described(exported: dict[str, Path]) -> None:
     assert meta["fused_attention"] == info.config.n_layer
     assert meta["verify"]["max_logit_diff"] <= 1e-4
     ops = [n.op_type for n in onnx.load(str(info.onnx_path)).graph.node]
-    assert ops.count("Attention") == info.config.n_layer and "Transpose" not in ops
+    assert ops.count("GroupQueryAttention") == info.config.n_layer and "Transpose" not in ops
     assert load_backend(exported["small"]).name == "onnx"  # auto prefers ONNX
     assert load_backend(exported["small"], backend="torch").name == "torch"
 
 
 def test_refuses_to_overwrite_without_force_and_replaces_with_it(
-    exported: dict[str, Path], tmp_path: Path, fast_export: None
+    exported: dict[str, Path], tmp_path: Path
 ) -> None:
     model = copy_model(exported["small"], tmp_path / "m")
     before = (model / "model.onnx").read_bytes()
@@ -194,7 +224,7 @@ def test_refuses_to_overwrite_without_force_and_replaces_with_it(
 
 
 def test_failed_verification_writes_nothing(
-    exported: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fast_export: None
+    exported: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import export.onnx_export as ex
 
@@ -215,8 +245,8 @@ def test_bad_export_requests(
     exported: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     model = exported["small"]
-    with pytest.raises(ExportError, match="--quantize must be none or int8"):
-        export_onnx(model, tmp_path / "x", quantize="int4")
+    with pytest.raises(ExportError, match="--quantize must be none, int8, int4 or int4-mlp"):
+        export_onnx(model, tmp_path / "x", quantize="int3")
     with pytest.raises(ExportError, match="--opset must be between"):
         export_onnx(model, tmp_path / "x", opset=9)
     with pytest.raises(ModelDirError, match="no weights"):
@@ -265,14 +295,14 @@ def test_foreign_and_corrupt_onnx_files_are_one_line_errors(
 
 
 def test_cli_export_and_errors(
-    exported: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], fast_export: None
+    exported: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "cli"
     main(["export", "onnx", str(exported["small"]), "--out", str(out), "--no-verify"])
     assert modeldir.read(out).has_onnx
     assert "not verified" in capsys.readouterr().err
     for args, message in [
-        (["--quantize", "fp16"], "--quantize must be none or int8"),
+        (["--quantize", "fp16"], "--quantize must be none, int8, int4 or int4-mlp"),
         ([], "already exists; pass --force"),
     ]:
         with pytest.raises(SystemExit) as e:
@@ -301,5 +331,48 @@ def test_quality_benchmark_loss_matches_torch_split_loss(exported: dict[str, Pat
     tokens = tokens.astype(np.uint16)
     model, _ = checkpoint.load(info.path)
     want = split_loss(model, tokens, info.config.block_size)
-    got = quality.onnx_split_loss(ort_engine.OrtBackend(info), tokens, batch_size=2)
+    got = quality.onnx_split_loss(ort_engine.OrtModel.load(info), tokens, batch_size=2)
     assert abs(got - want) < 1e-5
+
+
+def test_quantized_modes_share_the_embedding_and_stay_close(
+    exported: dict[str, Path], tmp_path: Path
+) -> None:
+    """int8/int4 store the tied embedding once, as the head's quantised matrix."""
+    info = modeldir.read(exported["small"])
+    v, c = info.config.vocab_size, info.config.n_embd
+    sizes = {}
+    for q in ("int8", "int4", "int4-mlp"):
+        out = exported["int8"] if q == "int8" else tmp_path / q
+        if q != "int8":
+            res = export_onnx(exported["small"], out, quantize=q)
+            assert res.verify is not None and res.verify["mean_kl"] <= res.verify["max_mean_kl"]
+        g = onnx.load(str(out / "model.onnx")).graph
+        fp32_tables = [
+            t.name for t in g.initializer if t.data_type == TensorProto.FLOAT and t.dims == [v, c]
+        ]
+        assert fp32_tables == []  # no float copy of the (vocab, C) matrix
+        gather = next(n for n in g.node if n.op_type == "GatherBlockQuantized")
+        head = [n for n in g.node if n.op_type == "MatMulNBits"][-1]
+        assert gather.input[0] == head.input[1]  # one matrix, read by both
+        sizes[q] = (out / "model.onnx").stat().st_size
+        backend = load_backend(out)
+        logits = backend.prefill([1, 2, 3])
+        assert logits.shape == (v,) and np.isfinite(logits).all()
+    assert sizes["int4"] < sizes["int4-mlp"] < sizes["int8"]
+
+
+def test_an_older_growing_cache_export_is_refused_in_one_line(
+    exported: dict[str, Path], tmp_path: Path
+) -> None:
+    model = copy_model(exported["int8"], tmp_path / "m")
+    ids = helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["b", "t"])
+    past = helper.make_tensor_value_info("past_key_0", TensorProto.FLOAT, ["b", 2, "p", 8])
+    out = helper.make_tensor_value_info("logits", TensorProto.INT64, ["b", "t"])
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["input_ids"], ["logits"])], "g", [ids, past], [out]
+    )
+    onnx.save(helper.make_model(graph), str(model / "model.onnx"))
+    with pytest.raises(EngineError, match="exported by an older minigpt-tui") as e:
+        load_backend(model)
+    assert "\n" not in str(e.value) and "export onnx --force" in str(e.value)

@@ -1,0 +1,372 @@
+"""Side by side: one random-weight GPT-2 124M through this project and other CPU engines.
+
+    python benchmarks/decode_bench.py [--work-dir /tmp/decode-bench] [--rounds 3]
+        [--threads N] [--prompt-tokens 256] [--new-tokens 128] [--engines ...]
+        [--context] [--streams 4]
+
+The same weights (a seeded random transformers GPT2LMHeadModel, saved once in --work-dir and
+converted from there) run through:
+
+    torch          this project's PyTorch KV-cache backend (fp32)
+    onnx-fp32      this project's ONNX engine, `export onnx --quantize none`
+    onnx-int8      the fast path, `export onnx --quantize int8` (weight-only int8)
+    onnx-int4      `--quantize int4`
+    ct2-int8       CTranslate2, `ct2-transformers-converter --quantization int8`
+    hf             Hugging Face transformers, fp32, its own KV cache
+
+The project's engines run through the one generation loop (Generation, with the sampler) at
+temperature 0; CTranslate2 through generate_tokens (greedy); transformers through a plain
+forward loop with past_key_values. Every engine gets the same prompt and makes the same
+number of tokens, in interleaved rounds (engine A, B, C, then A, B, C again) so that load
+from other processes hits them alike; the best round is reported and the median beside it.
+
+Read bandwidth is measured in the same run (numpy sums over a 512 MB buffer, one thread and
+all threads) and each engine's limit is bandwidth / (bytes of weights it reads per token);
+`share` is its decode tokens/s over that limit. The KV cache it also reads is printed, not
+counted. `--context` also times the fast path at positions 256-384 and 900-1000 of the
+1024 context; `--streams N` times one batched step of N streams against one stream's step.
+
+CTranslate2 and transformers come from the `bench` extra: pip install minigpt-tui[bench].
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from minigpt_tui.engine import Backend, Generation, load_backend  # noqa: E402
+from minigpt_tui.sampling import SamplingSettings  # noqa: E402
+from model import modeldir  # noqa: E402
+
+ENGINES = ("torch", "onnx-fp32", "onnx-int8", "onnx-int4", "ct2-int8", "hf")
+# (time to first token in s, decode tokens/s, decode tokens per CPU-second of the process)
+Timing = tuple[float, float, float]
+
+
+def read_bandwidth(
+    threads: int,
+    size: int = 512 * 2**20,
+    repeats: int = 5,
+    clock: Callable[[], float] = time.perf_counter,
+) -> float:
+    """Bytes/s that numpy sums read from a buffer far larger than the caches (best of N).
+
+    With clock=time.process_time (one thread), per CPU-second of this process: what the
+    read costs when the process has a core, whatever else shares the machine."""
+    buf = np.ones(size // 8, dtype=np.float64)
+    parts = np.array_split(buf, threads)
+    best = 0.0
+    with ThreadPoolExecutor(threads) as pool:
+        for _ in range(repeats):
+            t0 = clock()
+            list(pool.map(np.sum, parts))  # numpy releases the GIL while it sums
+            best = max(best, buf.nbytes / (clock() - t0))
+    return best
+
+
+def build_models(work: Path) -> dict[str, Path]:
+    """The random HF model, our model directory with its exports, and CTranslate2's copy."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from export.onnx_export import export_onnx
+    from model.convert import convert_hf
+
+    work.mkdir(parents=True, exist_ok=True)
+    paths = {"hf": work / "hf", "ours": work / "ours", "ct2-int8": work / "ct2-int8"}
+    if not (paths["hf"] / "tokenizer.json").exists():
+        from transformers import GPT2Tokenizer
+
+        from model.tokenizer import _bpe_dirs
+
+        torch.manual_seed(0)
+        GPT2LMHeadModel(GPT2Config()).save_pretrained(paths["hf"])
+        bpe = next(d for d in _bpe_dirs(None) if (d / "encoder.json").is_file())
+        tok = GPT2Tokenizer(vocab=str(bpe / "encoder.json"), merges=str(bpe / "vocab.bpe"))
+        tok.save_pretrained(paths["hf"])  # CTranslate2's converter reads the vocabulary
+    if not (paths["ours"] / modeldir.WEIGHTS_FILE).exists():
+        convert_hf(paths["hf"], paths["ours"], force=True)
+    for q in ("none", "int8", "int4"):
+        name = "onnx-fp32" if q == "none" else f"onnx-{q}"
+        paths[name] = work / name
+        if not (paths[name] / modeldir.ONNX_FILE).exists():
+            export_onnx(paths["ours"], paths[name], quantize=q, force=True)
+    if not (paths["ct2-int8"] / "model.bin").exists():
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys, ctranslate2.converters as c; "
+                "c.TransformersConverter(sys.argv[1]).convert(sys.argv[2], "
+                "quantization='int8', force=True)",
+                str(paths["hf"]),
+                str(paths["ct2-int8"]),
+            ],
+            check=True,
+        )
+    return paths
+
+
+def onnx_weight_bytes(path: Path) -> int:
+    """Bytes of the matrices a decode step reads (the position table: one row, not counted)."""
+    import onnx
+
+    graph = onnx.load(str(path / modeldir.ONNX_FILE)).graph
+    gathered = {n.input[0] for n in graph.node if n.op_type == "Gather"}
+    matmul = {n.input[1] for n in graph.node if n.op_type in ("MatMul", "MatMulNBits", "Gemm")}
+    total = 0
+    for t in graph.initializer:
+        if t.name in gathered and t.name not in matmul:
+            continue  # an embedding table: one row per token
+        total += len(t.raw_data) or 4 * int(np.prod(t.dims))
+    return total
+
+
+class NoEndOfText:
+    """The tokenizer without an end-of-text token, so every run makes all its tokens."""
+
+    def __init__(self, inner: object) -> None:
+        self._inner = inner
+
+    eot = None
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+
+def ours(backend: Backend) -> Callable[[list[int], int], Timing]:
+    def run(prompt: list[int], new: int) -> Timing:
+        tok = NoEndOfText(backend.info.tokenizer())
+        gen = Generation(
+            backend,
+            tok,  # type: ignore[arg-type]
+            prompt,
+            SamplingSettings(temperature=0, max_new_tokens=new),
+        )
+        for i, _ in enumerate(gen):
+            if i == 0:
+                cpu = time.process_time()
+        rate = (new - 1) / (time.process_time() - cpu)
+        return gen.stats.time_to_first_token, gen.stats.tokens_per_second, rate
+
+    return run
+
+
+def ct2(path: Path, threads: int) -> Callable[[list[int], int], Timing]:
+    import ctranslate2
+
+    gen = ctranslate2.Generator(str(path), device="cpu", intra_threads=threads)
+
+    def run(prompt: list[int], new: int) -> Timing:
+        t0 = time.perf_counter()
+        first = 0.0
+        steps = gen.generate_tokens(
+            [str(i) for i in prompt], max_length=new, sampling_topk=1, end_token=[]
+        )
+        for i, _ in enumerate(steps):
+            if i == 0:
+                first, cpu = time.perf_counter(), time.process_time()
+        rate = (new - 1) / (time.process_time() - cpu)
+        return first - t0, (new - 1) / (time.perf_counter() - first), rate
+
+    return run
+
+
+def hf(path: Path) -> Callable[[list[int], int], Timing]:
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    model = GPT2LMHeadModel.from_pretrained(path).eval()
+
+    @torch.inference_mode()
+    def run(prompt: list[int], new: int) -> Timing:
+        t0 = time.perf_counter()
+        out = model(torch.tensor([prompt]), use_cache=True)
+        tok = out.logits[:, -1:].argmax(-1)
+        first, cpu = time.perf_counter(), time.process_time()
+        past = out.past_key_values
+        for _ in range(new - 1):
+            out = model(tok, past_key_values=past, use_cache=True)
+            past, tok = out.past_key_values, out.logits[:, -1:].argmax(-1)
+        rate = (new - 1) / (time.process_time() - cpu)
+        return first - t0, (new - 1) / (time.perf_counter() - first), rate
+
+    return run
+
+
+def context_rates(
+    path: Path, threads: int, rounds: int, clock: Callable[[], float]
+) -> tuple[float, float]:
+    """The fast path's decode tokens/s over positions 256-384 and 900-1000 (best rounds)."""
+    from export.ort_engine import OrtModel
+
+    streams = OrtModel.load(modeldir.read(path), threads).streams(1)
+    rng = np.random.default_rng(0)
+    best = [0.0, 0.0]
+    for _ in range(rounds):
+        for k, (start, end) in enumerate([(256, 384), (900, 1000)]):
+            tok = int(streams.prefill(0, rng.integers(0, 50257, start).tolist()).argmax())
+            t0 = clock()
+            for _ in range(end - start):
+                tok = int(streams.decode_batch([tok])[0].argmax())
+            best[k] = max(best[k], (end - start) / (clock() - t0))
+    return best[0], best[1]
+
+
+def stream_costs(
+    path: Path, threads: int, n: int, rounds: int, clock: Callable[[], float]
+) -> tuple[float, float]:
+    """Seconds per batched decode step of one stream and of n streams (best rounds)."""
+    from export.ort_engine import OrtModel
+
+    model = OrtModel.load(modeldir.read(path), threads)
+    rng = np.random.default_rng(1)
+    sets = {1: model.streams(1), n: model.streams(n)}
+    best = {1: float("inf"), n: float("inf")}
+    for _ in range(rounds):
+        for b, streams in sets.items():
+            for i in range(b):  # each stream its own prompt length
+                streams.prefill(i, rng.integers(0, 50257, 256 + 7 * i).tolist())
+            t0 = clock()
+            for _ in range(32):
+                streams.decode_batch(rng.integers(0, 50257, b).tolist())
+            best[b] = min(best[b], (clock() - t0) / 32)
+    return best[1], best[n]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--work-dir", type=Path, default=Path("/tmp/decode-bench"))
+    ap.add_argument("--engines", default=",".join(ENGINES))
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=min(os.cpu_count() or 1, 4))
+    ap.add_argument("--prompt-tokens", type=int, default=256)
+    ap.add_argument("--new-tokens", type=int, default=128)
+    ap.add_argument("--context", action="store_true", help="also positions 256-384 vs 900-1000")
+    ap.add_argument("--streams", type=int, default=0, help="also N streams vs 1, batched")
+    args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    names = args.engines.split(",")
+    paths = build_models(args.work_dir)
+    runners: dict[str, Callable[[list[int], int], Timing]] = {}
+    weight_bytes: dict[str, int] = {}
+    params = modeldir.read(paths["ours"]).config
+    fp32_bytes = 4 * (params.num_params() - params.block_size * params.n_embd)
+    for name in names:
+        if name == "torch":
+            runners[name] = ours(load_backend(paths["ours"], "torch", threads=args.threads))
+            weight_bytes[name] = fp32_bytes
+        elif name.startswith("onnx-"):
+            runners[name] = ours(load_backend(paths[name], "onnx", threads=args.threads))
+            weight_bytes[name] = onnx_weight_bytes(paths[name])
+        elif name == "ct2-int8":
+            runners[name] = ct2(paths[name], args.threads)
+            weight_bytes[name] = onnx_weight_bytes(paths["onnx-int8"])  # int8 weights too
+        elif name == "hf":
+            runners[name] = hf(paths["hf"])
+            weight_bytes[name] = fp32_bytes
+    prompt = np.random.default_rng(0).integers(0, 50257, args.prompt_tokens).tolist()
+    bw = {1: read_bandwidth(1), args.threads: read_bandwidth(args.threads)}
+    bw_cpu = read_bandwidth(1, clock=time.process_time)
+    results: dict[str, list[Timing]] = {n: [] for n in runners}
+    for _ in range(args.rounds):
+        for name, run in runners.items():
+            results[name].append(run(prompt, args.new_tokens))
+    bw = {k: max(v, read_bandwidth(k)) for k, v in bw.items()}  # again, after the rounds
+    bw_cpu = max(bw_cpu, read_bandwidth(1, clock=time.process_time))
+    by_cpu = args.threads == 1  # CPU-time rates mean something for one thread only
+
+    cpu = _cpu_name()
+    print(f"CPU {cpu}, {os.cpu_count()} logical CPUs, {args.threads} threads per engine")
+    print(f"python {platform.python_version()}, load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"read bandwidth: {bw[1] / 1e9:.1f} GB/s one thread, "
+        f"{bw[args.threads] / 1e9:.1f} GB/s {args.threads} threads"
+    )
+    c = params.n_embd
+    cache = 2 * params.n_layer * (args.prompt_tokens + args.new_tokens // 2) * c * 4
+    print(
+        f"prompt {args.prompt_tokens}, {args.new_tokens} new tokens, greedy; best of "
+        f"{args.rounds} interleaved rounds (median in brackets); the fp32 KV cache read per "
+        f"token at the mean position is another {cache / 1e6:.0f} MB, not counted below"
+    )
+    if by_cpu:
+        print(
+            f"per CPU-second (one thread; the process's CPU time, so time spent waiting for "
+            f"a core on a busy machine is left out): read bandwidth {bw_cpu / 1e9:.1f} GB/s"
+        )
+    print(
+        "| engine | weights read per token (MB) | time to first token (ms) | decode tokens/s "
+        "| limit tokens/s | share of limit |"
+        + (" tokens per CPU-second | limit per CPU-second | share |" if by_cpu else "")
+    )
+    print("|---|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if by_cpu else ""))
+    best_tps, best_cpu = {}, {}
+    for name, rows in results.items():
+        ttft = min(r[0] for r in rows)
+        tps = max(r[1] for r in rows)
+        med = statistics.median(r[1] for r in rows)
+        best_tps[name] = tps
+        best_cpu[name] = max(r[2] for r in rows)
+        limit = bw[args.threads] / weight_bytes[name]
+        line = (
+            f"| {name} | {weight_bytes[name] / 1e6:.0f} | {ttft * 1e3:.0f} | {tps:.1f} "
+            f"({med:.1f}) | {limit:.0f} | {tps / limit:.0%} |"
+        )
+        if by_cpu:
+            limit_cpu = bw_cpu / weight_bytes[name]
+            line += f" {best_cpu[name]:.1f} | {limit_cpu:.0f} | {best_cpu[name] / limit_cpu:.0%} |"
+        print(line)
+    if "onnx-int8" in best_tps and "ct2-int8" in best_tps:
+        print(
+            f"onnx-int8 / ct2-int8: {best_tps['onnx-int8'] / best_tps['ct2-int8']:.2f}x"
+            + (
+                f" ({best_cpu['onnx-int8'] / best_cpu['ct2-int8']:.2f}x per CPU-second)"
+                if by_cpu
+                else ""
+            )
+        )
+    clock = time.process_time if by_cpu else time.perf_counter
+    unit = "per CPU-second" if by_cpu else "wall clock"
+    if args.context:
+        early, late = context_rates(paths["onnx-int8"], args.threads, args.rounds, clock)
+        print(
+            f"onnx-int8 decode at positions 256-384: {early:.1f} tokens/s, 900-1000: "
+            f"{late:.1f} tokens/s ({late / early:.0%}; {unit})"
+        )
+    if args.streams > 1:
+        one, many = stream_costs(paths["onnx-int8"], args.threads, args.streams, args.rounds, clock)
+        print(
+            f"onnx-int8 batched step: 1 stream {one * 1e3:.1f} ms, {args.streams} streams "
+            f"{many * 1e3:.1f} ms ({many / one:.2f}x; {unit})"
+        )
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+if __name__ == "__main__":
+    main()
