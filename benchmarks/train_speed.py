@@ -105,7 +105,8 @@ def speed(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 def budget(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     model_cfg, train_cfg = configs(args)
-    train_cfg["time_budget"] = args.budget
+    if args.budget > 0:  # 0: the preset's own stopping rule (max_iters, or its budget)
+        train_cfg["time_budget"] = args.budget
     if args.max_iters:
         train_cfg["max_iters"] = args.max_iters
     t0 = time.perf_counter()
@@ -145,7 +146,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     ap.add_argument("--warmup", type=int, default=50, help="speed: steps before timing")
     ap.add_argument("--iters", type=int, default=300, help="speed: timed steps")
-    ap.add_argument("--budget", type=float, default=120.0, help="budget: seconds of training")
+    ap.add_argument(
+        "--budget", type=float, default=120.0, help="budget: seconds of training (0: the preset's)"
+    )
     ap.add_argument("--max-iters", type=int, default=None, help="budget: also stop at this step")
     ap.add_argument("--repeat", type=int, default=1, help="speed: runs; the best is kept")
     ap.add_argument(

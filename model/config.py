@@ -10,6 +10,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+OPTIMIZERS = ("adamw", "muon")
+SCHEDULES = ("cosine", "trapezoid")  # model/schedule.py implements them
+
 # A config that would need more parameters than this is refused before anything is allocated.
 MAX_PARAMS = 20_000_000_000
 
@@ -122,6 +125,17 @@ class TrainConfig:
     sample_interval: int = setting(
         0, "Steps between text samples (0: a sample at each evaluation)."
     )
+    optimizer: str = setting(
+        "adamw", "adamw, or muon (Muon for the blocks' matrices, AdamW for the rest)."
+    )
+    muon_momentum: float = setting(0.95, "Muon's Nesterov momentum.")
+    schedule: str = setting(
+        "cosine", "cosine, or trapezoid (warm-up, flat, then linear decay to --min-lr)."
+    )
+    cooldown: float = setting(0.5, "trapezoid: the final fraction of the run that decays.")
+    zero_init: bool = setting(
+        False, "Start new models with zeroed output projections.", "--zero-init/--no-zero-init"
+    )
 
     def validate(self) -> None:
         positive = (
@@ -168,6 +182,20 @@ class TrainConfig:
             raise ConfigError(f"decay_lr must be true or false, got {self.decay_lr!r}")
         if not isinstance(self.compile, bool):
             raise ConfigError(f"compile must be true or false, got {self.compile!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(
+                f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
+            )
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(
+                f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"
+            )
+        if not (_is_number(self.cooldown) and 0 <= self.cooldown <= 1):
+            raise ConfigError(f"cooldown must be in [0, 1], got {self.cooldown!r}")
+        if not (_is_number(self.muon_momentum) and 0 <= self.muon_momentum < 1):
+            raise ConfigError(f"muon_momentum must be in [0, 1), got {self.muon_momentum!r}")
+        if not isinstance(self.zero_init, bool):
+            raise ConfigError(f"zero_init must be true or false, got {self.zero_init!r}")
 
     @property
     def final_lr(self) -> float:
@@ -221,25 +249,53 @@ PRESETS: dict[str, Preset] = {
             grad_clip=0.0,
         ),
     ),
-    # The lowest validation loss in a short CPU time budget (benchmarks/RESULTS.md, issue 7):
-    # bfloat16 (AMX/AVX-512 matmuls), a learning rate that suits a run of a few thousand steps,
-    # and few cheap evaluations, since they count against the budget. The budget governs
-    # (max_iters is out of reach); --time-budget changes it.
+    # The lowest validation loss in a short CPU time budget (benchmarks/RESULTS.md, "A recipe
+    # for short CPU runs"): Muon on the blocks' matrices at a high learning rate, the trapezoid
+    # schedule to 0 over the budget, dtype auto (bfloat16 where the CPU has AMX; float32
+    # elsewhere: bfloat16 autocast ran ~10x slower on an AMD EPYC without AMX), and few cheap
+    # evaluations, since they count against the budget.
+    # The budget governs (max_iters is out of reach); --time-budget changes it.
     "cpu-fast": Preset(
-        "lowest val loss in a CPU time budget (120 s): 128/4/4, block 64, lr 3e-3, bfloat16",
+        "lowest val loss in a CPU time budget (120 s): 128/4/4, block 64, Muon lr 1.2e-2",
         model=dict(block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0),
         train=dict(
             batch_size=12,
-            learning_rate=3e-3,
-            min_lr=1e-4,
+            optimizer="muon",
+            learning_rate=1.2e-2,
+            min_lr=0.0,
+            schedule="trapezoid",
+            cooldown=0.5,
             max_iters=10_000_000,
             time_budget=120.0,
+            warmup_iters=50,
+            eval_interval=1000,
+            eval_iters=20,
+            weight_decay=0.1,
+            beta2=0.99,
+            dtype="auto",
+        ),
+    ),
+    # The same recipe for a 10-minute budget, on a wider model with a longer context and a
+    # larger batch (which also spreads Muon's fixed cost per step over more tokens). Not
+    # measured at 10 minutes on a free machine yet (benchmarks/RESULTS.md says why).
+    "cpu-10min": Preset(
+        "the cpu-fast recipe for 10 minutes (600 s): 192/4/6, block 128, batch 24",
+        model=dict(block_size=128, n_layer=4, n_head=6, n_embd=192, dropout=0.0),
+        train=dict(
+            batch_size=24,
+            optimizer="muon",
+            learning_rate=1e-2,
+            min_lr=0.0,
+            schedule="trapezoid",
+            cooldown=0.5,
+            max_iters=10_000_000,
+            time_budget=600.0,
             warmup_iters=100,
             eval_interval=1000,
             eval_iters=20,
             weight_decay=0.1,
             beta2=0.99,
-            dtype="bfloat16",
+            dtype="auto",
         ),
     ),
     # GPT-2 small (124M with the GPT-2 vocabulary); ~0.5M tokens per optimizer step.

@@ -244,6 +244,19 @@ class GPT(nn.Module):
         return 6 * n + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size
 
 
+def zero_init_projections(model: GPT) -> None:
+    """Zero the residual output projections (attention and MLP c_proj weights).
+
+    Each block then starts as the identity on the residual stream and its first updates add
+    only what the gradient asks for (the modded-nanogpt speedrun's initialisation). Only the
+    starting point changes: the architecture and every export stay GPT-2's.
+    """
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("c_proj.weight"):
+                p.zero_()
+
+
 def _empty_cache(x: torch.Tensor, model: GPT) -> LayerCache:
     cfg = model.config
     shape = (x.shape[0], cfg.n_head, 0, cfg.n_embd // cfg.n_head)

@@ -5,7 +5,8 @@
 - `prepare` decides what the run starts from: a fresh model, another model's weights
   (--init-from) or the run's latest checkpoint (--resume), and checks the configs and data;
 - `Trainer` holds the model, optimizer, precision and data stream, and runs the loop: AdamW
-  with warm-up and cosine decay (over iterations, or over a wall-clock budget), gradient
+  or Muon (model/muon.py) with warm-up and cosine or trapezoid decay (model/schedule.py;
+  over iterations, or over a wall-clock budget), gradient
   accumulation, clipping and mixed precision, periodic evaluation and text samples;
 - `Checkpointer` writes atomic checkpoints into the run directory (model/rundir.py) that
   `--resume` continues bit-exactly on CPU.
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from model import checkpoint, modeldir, rundir
+from model import checkpoint, modeldir, rundir, schedule
 from model.config import ConfigError, GPTConfig, TrainConfig
 from model.data import Dataset, load_dataset
 from model.device import (
@@ -59,7 +60,8 @@ from model.events import (
     StartEvent,
     TrainEvent,
 )
-from model.gpt import GPT
+from model.gpt import GPT, zero_init_projections
+from model.muon import Muon, muon_groups
 from model.tokenizer import Tokenizer
 
 
@@ -185,6 +187,12 @@ def _resumed(
     saved_train = training.get("config") if isinstance(training, dict) else None
     if not isinstance(saved_train, dict):
         raise TrainingError(f"--resume: {info.path}'s config.json lacks its training config")
+    saved_optimizer = saved_train.get("optimizer", "adamw")  # runs from before the option
+    if train_cfg_in.get("optimizer", saved_optimizer) != saved_optimizer:
+        raise TrainingError(
+            f"--resume keeps the checkpoint's optimizer ({saved_optimizer}); "
+            f"drop --optimizer {train_cfg_in['optimizer']}"
+        )
     train_cfg = TrainConfig.from_dict({**saved_train, **train_cfg_in})
     train_cfg.validate()
     dataset = load_dataset(opts.data, info.config.block_size)
@@ -283,21 +291,38 @@ class Batches:
 
 
 def learning_rate(cfg: TrainConfig, step: int, progress: float | None = None) -> float:
-    """Linear warm-up, then cosine decay to final_lr (or a constant lr without decay_lr).
-
-    `progress` in [0, 1] replaces step/lr_decay_iters when the schedule runs over a time budget.
+    """The lr at `step`: warm-up, then cfg.schedule's decay to final_lr (model/schedule.py),
+    or constant without decay_lr. `progress` in [0, 1] replaces step/lr_decay_iters when the
+    schedule runs over a time budget.
     """
-    if step < cfg.warmup_iters:
-        return cfg.learning_rate * (step + 1) / (cfg.warmup_iters + 1)
-    if not cfg.decay_lr:
-        return cfg.learning_rate
     if progress is None:
         decay_iters = cfg.lr_decay_iters or cfg.max_iters
         span = max(1, decay_iters - cfg.warmup_iters)
         progress = (step - cfg.warmup_iters) / span
-    progress = min(max(progress, 0.0), 1.0)
-    coeff = 0.5 * (1.0 + math.cos(math.pi * progress))
-    return cfg.final_lr + coeff * (cfg.learning_rate - cfg.final_lr)
+    if not cfg.decay_lr:
+        return cfg.learning_rate * schedule.warmup_factor(step, cfg.warmup_iters)
+    if cfg.schedule == "trapezoid":
+        return schedule.trapezoid(
+            cfg.learning_rate, cfg.final_lr, step, cfg.warmup_iters, progress, cfg.cooldown
+        )
+    return schedule.cosine(cfg.learning_rate, cfg.final_lr, step, cfg.warmup_iters, progress)
+
+
+def build_optimizer(model: GPT, cfg: TrainConfig, device: str) -> torch.optim.Optimizer:
+    """AdamW on every parameter, or Muon on the blocks' matrices and AdamW on the rest."""
+    if cfg.optimizer == "muon":
+        return Muon(
+            muon_groups(model, cfg.weight_decay),
+            lr=cfg.learning_rate,
+            betas=(cfg.beta1, cfg.beta2),
+            momentum=cfg.muon_momentum,
+        )
+    return torch.optim.AdamW(
+        model.optimizer_groups(cfg.weight_decay),
+        lr=cfg.learning_rate,
+        betas=(cfg.beta1, cfg.beta2),
+        fused=device.split(":")[0] in ("cuda", "cpu"),
+    )
 
 
 def accumulate_gradients(
@@ -429,6 +454,8 @@ class Trainer:
 
         torch.manual_seed(cfg.seed + dist_info.rank)
         self.raw_model = start.model if start.model is not None else GPT(model_cfg)
+        if start.model is None and cfg.zero_init:
+            zero_init_projections(self.raw_model)
         self.raw_model.to(device)
         self.dtype = resolve_dtype(cfg.dtype, device)
         self.autocast = autocast(device, self.dtype)
@@ -436,12 +463,7 @@ class Trainer:
             device.split(":")[0], enabled=(self.dtype == torch.float16)
         )
         prepare_for_training(device)
-        self.optimizer = torch.optim.AdamW(
-            self.raw_model.optimizer_groups(cfg.weight_decay),
-            lr=cfg.learning_rate,
-            betas=(cfg.beta1, cfg.beta2),
-            fused=device.split(":")[0] in ("cuda", "cpu"),
-        )
+        self.optimizer = build_optimizer(self.raw_model, cfg, device)
         self.batches = Batches(
             start.dataset.train, cfg.batch_size, model_cfg.block_size, device, cfg.seed
         )

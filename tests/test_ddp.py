@@ -76,6 +76,17 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path: Path) -> N
         np.testing.assert_array_equal(again[k], two[k], err_msg=k)
 
 
+@pytest.mark.slow
+def test_muon_on_two_processes_matches_one(tmp_path: Path) -> None:
+    data = make_data(tmp_path)
+    muon = ("--optimizer", "muon", "--schedule", "trapezoid", "--zero-init")
+    train(data, tmp_path / "one", *muon)
+    train(data, tmp_path / "two", *muon, "--nproc", "2")
+    one, two = weights(tmp_path / "one"), weights(tmp_path / "two")
+    for k in one:
+        np.testing.assert_allclose(two[k], one[k], atol=2e-5, rtol=1e-4, err_msg=k)
+
+
 def test_grad_accum_not_divisible_by_processes_is_refused(tmp_path: Path) -> None:
     proc = train_cmd(make_data(tmp_path), tmp_path / "r", "--grad-accum", "3", "--nproc", "2")
     assert proc.returncode != 0

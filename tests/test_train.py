@@ -98,6 +98,47 @@ def test_resume_from_an_older_checkpoint_is_bit_exact(tmp_path: Path) -> None:
     assert weights(out) == weights(tmp_path / "straight")
 
 
+MUON = {"optimizer": "muon", "schedule": "trapezoid", "cooldown": 0.4, "zero_init": True}
+
+
+def test_muon_run_resumes_bit_exactly(tmp_path: Path) -> None:
+    """Muon's momentum and its AdamW part's moments go into trainer.pt and come back exactly."""
+    data = make_data(tmp_path)
+    run(data, tmp_path / "straight", train=MUON)
+
+    def interrupt_at_10(event: dict[str, Any]) -> None:
+        if event["event"] == "train" and event["iter"] == 10:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    first = run(data, tmp_path / "resumed", on_event=interrupt_at_10, train=MUON)
+    assert first["reason"] == "interrupted" and first["iter"] == 10
+    state = torch.load(modeldir.resolve(tmp_path / "resumed") / "trainer.pt", weights_only=True)[
+        "optimizer"
+    ]
+    assert [g["use_muon"] for g in state["param_groups"]] == [True, False, False]
+    assert any("momentum_buffer" in s for s in state["state"].values())
+    run(data, tmp_path / "resumed", resume=True, train={})
+    assert weights(tmp_path / "resumed") == weights(tmp_path / "straight")
+
+
+def test_resume_with_another_optimizer_is_refused(tmp_path: Path) -> None:
+    data = make_data(tmp_path)
+    run(data, tmp_path / "run", train={"max_iters": 5})
+    with pytest.raises(TrainingError, match="optimizer"):
+        run(data, tmp_path / "run", resume=True, train={"optimizer": "muon"})
+
+
+def test_zero_init_starts_with_zero_projections(tmp_path: Path) -> None:
+    from model import checkpoint
+
+    data = make_data(tmp_path)
+    run(data, tmp_path / "run", train={**MUON, "max_iters": 1, "learning_rate": 1e-12})
+    model, _ = checkpoint.load(str(tmp_path / "run"))
+    for name, p in model.named_parameters():
+        if name.endswith("c_proj.weight"):
+            assert p.abs().max() < 1e-9, name
+
+
 def test_out_directory_with_a_run_is_refused_without_resume_or_force(tmp_path: Path) -> None:
     data = make_data(tmp_path)
     run(data, tmp_path / "run", train={"max_iters": 5})
@@ -150,6 +191,14 @@ def test_learning_rate_schedule() -> None:
     assert learning_rate(cfg, 50, progress=1.0) == pytest.approx(1e-4)  # time-budget mode
     constant = TrainConfig(learning_rate=3e-4, decay_lr=False, warmup_iters=0, max_iters=4000)
     assert learning_rate(constant, 0) == learning_rate(constant, 3999) == 3e-4
+    trap = TrainConfig(
+        learning_rate=1e-3, min_lr=0.0, warmup_iters=10, max_iters=110, schedule="trapezoid"
+    )
+    assert learning_rate(trap, 0) == pytest.approx(1e-3 / 11)
+    assert learning_rate(trap, 60) == pytest.approx(1e-3)  # flat until half-way
+    assert learning_rate(trap, 85) == pytest.approx(5e-4)
+    assert learning_rate(trap, 110) == pytest.approx(0.0)
+    assert learning_rate(trap, 50, progress=0.75) == pytest.approx(5e-4)
 
 
 def test_time_budget_stops_the_run(tmp_path: Path) -> None:

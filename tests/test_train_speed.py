@@ -26,8 +26,26 @@ def test_cpu_fast_preset_is_valid_and_governed_by_a_time_budget() -> None:
     cfg.validate()
     assert cfg.time_budget is not None and cfg.time_budget > 0
     assert cfg.max_iters >= 10**6  # the budget, not the step count, ends the run
-    assert cfg.dtype == "bfloat16"
+    assert cfg.dtype == "auto"  # bfloat16 only where the CPU has AMX
     assert PRESETS["cpu"].train["learning_rate"] == 3e-4  # the reference preset is unchanged
+
+
+@pytest.mark.parametrize(("name", "seconds"), [("cpu-fast", 120.0), ("cpu-10min", 600.0)])
+def test_budget_presets_use_muon_and_the_trapezoid(name: str, seconds: float) -> None:
+    preset = PRESETS[name]
+    GPTConfig.from_dict({"vocab_size": 65, **preset.model})
+    cfg = TrainConfig.from_dict(preset.train)
+    cfg.validate()
+    assert cfg.time_budget == seconds and cfg.max_iters >= 10**6
+    assert (cfg.optimizer, cfg.schedule, cfg.final_lr) == ("muon", "trapezoid", 0.0)
+
+
+def test_cpu_preset_keeps_the_reference_table() -> None:
+    cpu = PRESETS["cpu"]
+    assert cpu.model == dict(block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0)
+    train = cpu.train
+    assert (train["batch_size"], train["learning_rate"], train["max_iters"]) == (12, 3e-4, 4000)
+    assert TrainConfig.from_dict(train).optimizer == "adamw"  # AdamW at a constant lr, as before
 
 
 @pytest.mark.parametrize(("amx", "dtype"), [(True, torch.bfloat16), (False, torch.float32)])

@@ -29,7 +29,7 @@ def train(
     data: Path = typer.Option(..., "--data", "-d", help="Prepared data directory."),
     out: Path = typer.Option(Path("runs/latest-run"), "--out", "-o", help="Run directory."),
     preset: str = typer.Option(
-        "cpu", help="cpu, cpu-fast, gpt2, gpt2-medium, gpt2-large, gpt2-xl."
+        "cpu", help="cpu, cpu-fast, cpu-10min, gpt2, gpt2-medium, gpt2-large, gpt2-xl."
     ),
     config: Path | None = typer.Option(
         None, "--config", help="TOML file of \\[model]/\\[train] keys."
