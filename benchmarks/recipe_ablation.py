@@ -143,12 +143,18 @@ class Running:
             for k, v in arm.sets.items():
                 cmd += ["--set", f"{k}={v}"]
             cwd = None
+        # Output goes to a file, not a pipe: nanoGPT logs every iteration, and a pipe nobody
+        # reads until the run ends fills up and stops it.
+        self.log = tempfile.TemporaryFile(mode="w+", encoding="utf-8")  # noqa: SIM115 (closed in result())
         self.proc = subprocess.Popen(
-            cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            cmd, cwd=cwd, env=env, stdout=self.log, stderr=subprocess.STDOUT, text=True
         )
 
     def result(self) -> dict[str, Any]:
-        output, _ = self.proc.communicate()
+        self.proc.wait()
+        self.log.seek(0)
+        output = self.log.read()
+        self.log.close()
         base: dict[str, Any] = {
             "arm": self.arm.name,
             "stage": self.arm.stage,
