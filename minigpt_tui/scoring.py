@@ -110,9 +110,7 @@ def check_text(tokenizer: Tokenizer, text: str, where: str = "the text") -> list
         if unknown:
             shown = " ".join(repr(c) for c in unknown[:10])
             more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
-            raise ScoreError(
-                f"{where} has characters this model's vocabulary lacks: {shown}{more}"
-            )
+            raise ScoreError(f"{where} has characters this model's vocabulary lacks: {shown}{more}")
     ids = tokenizer.encode(text)
     if tokenizer.eot is None and len(ids) < 2:
         raise ScoreError(

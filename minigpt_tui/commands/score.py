@@ -91,9 +91,7 @@ def score(
     for note in result.notes():
         print(f"note: {note}", file=sys.stderr)
     print(f"{engine.info.name} ({engine.name}) on {where}")
-    print(
-        f"{result.n:,} tokens scored over {result.characters:,} characters in {seconds:.1f}s"
-    )
+    print(f"{result.n:,} tokens scored over {result.characters:,} characters in {seconds:.1f}s")
     print(f"total        {result.total_bits:,.1f} bits")
     print(f"bits/char    {result.bits_per_char:.4f}")
     print(f"bits/token   {result.bits_per_token:.4f}")

@@ -474,3 +474,17 @@ class ChatApp(App[None]):
         self._cancel_reply()
         self._save()
         self.exit()
+
+    # ----------------------------------------------------------------- inspecting the model
+    def action_score(self) -> None:
+        """F8: score a text with the loaded model (the screen is imported on first use)."""
+        if len(self.screen_stack) > 1:
+            return
+        if self.backend is None or self.session is None:
+            self.say("The model is still loading.", timeout=2)
+            return
+        from minigpt_tui.tui.screens.score import ScoreScreen
+
+        self.push_screen(
+            ScoreScreen(self.backend, self.session.tokenizer, self.replies.backend_lock)
+        )

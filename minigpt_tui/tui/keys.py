@@ -30,6 +30,7 @@ BINDINGS: list[BindingType] = [
     Binding("ctrl+p", "toggle_panel", "Panel", show=False),
     Binding("f1", "help", "Help"),
     Binding("ctrl+q", "quit", "Quit"),
+    Binding("f8", "score", "Score", show=False),
 ]
 
 # Every key, for the help screen and the README (BINDINGS above are the source of truth for
@@ -53,6 +54,7 @@ HELP_KEYS = [
     ("F4 / F5", "top-k down/up (always)"),
     ("Ctrl+P", "show/hide the settings panel"),
     ("Tab / Shift+Tab", "move between message box, conversation and settings"),
+    ("F8", "score a text: surprisal per token, bits/char, alternatives (Ctrl+G scores)"),
     ("F1", "this help"),
     ("Ctrl+Q", "quit (the conversation is saved)"),
 ]

@@ -1,0 +1,31 @@
+"""Snapshots of the inspection views (score, branches, compare); see test_tui_snapshots.py.
+Update after an intended change with
+`pytest tests/test_tui_inspect_snapshots.py --snapshot-update`."""
+
+from __future__ import annotations
+
+from test_tui_support import FakeBackend, make_app, wait_for
+
+from minigpt_tui.tui.screens.score import ScoreScreen
+
+
+async def loaded(pilot) -> None:  # type: ignore[no-untyped-def]
+    await wait_for(pilot, lambda: pilot.app.session is not None)
+    await pilot.pause()
+
+
+def test_score_screen(snap_compare) -> None:  # type: ignore[no-untyped-def]
+    app = make_app(FakeBackend("Good morrow, sweet friend.\n\n", sharpness=3.0))
+
+    async def run_before(pilot) -> None:  # type: ignore[no-untyped-def]
+        await loaded(pilot)
+        await pilot.press("f8")
+        screen = pilot.app.screen
+        screen.query_one("#score-input").load_text("Good morrow, sweet lady.\nGood night.")
+        await pilot.press("ctrl+g")
+        await wait_for(pilot, lambda: isinstance(screen, ScoreScreen) and screen.score)
+        await pilot.press("right", "right", "right")
+        pilot.app.clear_notifications()
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
