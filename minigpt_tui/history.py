@@ -4,8 +4,9 @@
     messages(conversation_id, seq, role, text, parent, shown)
 
 Messages form a tree (minigpt_tui/branches.py): `parent` is the seq of the message above (NULL
-for a first turn), `shown` marks the child each message shows (the branch on screen). Version 1 files (a plain list of
-messages) are migrated in place when opened: each message's parent is the one before it.
+for a first turn), `shown` marks the child each message shows (the branch on screen). Version 1
+files (a plain list of messages) are migrated in place when opened: each message's parent is
+the one before it.
 
 A database that cannot be read (corrupt, not SQLite) is moved aside and a fresh one started,
 so the app keeps working and the old file stays on disk for the user to inspect. A database
