@@ -7,6 +7,7 @@ from __future__ import annotations
 from test_tui_support import FakeBackend, make_app, wait_for
 
 from minigpt_tui.tui.screens.score import ScoreScreen
+from minigpt_tui.tui.widgets.status_bar import StatusBar
 
 
 async def loaded(pilot) -> None:  # type: ignore[no-untyped-def]
@@ -25,6 +26,28 @@ def test_score_screen(snap_compare) -> None:  # type: ignore[no-untyped-def]
         await pilot.press("ctrl+g")
         await wait_for(pilot, lambda: isinstance(screen, ScoreScreen) and screen.score)
         await pilot.press("right", "right", "right")
+        pilot.app.clear_notifications()
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+def test_branched_reply(snap_compare) -> None:  # type: ignore[no-untyped-def]
+    app = make_app(FakeBackend("Ay me! What light is this?\n\n", sharpness=5.0), max_new_tokens=30)
+
+    async def run_before(pilot) -> None:  # type: ignore[no-untyped-def]
+        await loaded(pilot)
+        pilot.app.query_one("#prompt").load_text("Speak again, bright angel.")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not pilot.app.generating and pilot.app.last_stats)
+        await pilot.press("ctrl+t")
+        pilot.app.transcript.focus()
+        await pilot.press("home", "right", "right", "2")
+        await wait_for(
+            pilot, lambda: len(pilot.app.session.turns) == 2 and not pilot.app.generating
+        )
+        status = pilot.app.query_one(StatusBar)
+        status.ttft = status.tokens_per_sec = -1.0  # timings differ run to run
         pilot.app.clear_notifications()
         await pilot.pause()
 
