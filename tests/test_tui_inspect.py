@@ -157,7 +157,7 @@ async def test_editing_an_earlier_message_makes_a_branch() -> None:
         prompt.load_text("Hail")  # type: ignore[attr-defined]
         await pilot.press("enter")
         await wait_for(pilot, lambda: not app.generating and len(app.session.turns) == 2)
-        assert [t.text for t in app.session.turns][0] == "Hail"
+        assert app.session.turns[0].text == "Hail"
         assert shown(app)[0][2] == (2, 2)
         app.transcript.focus()
         await pilot.press("up", "up", "comma")  # back to the first version, whole
