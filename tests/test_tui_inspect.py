@@ -7,9 +7,13 @@ from pathlib import Path
 import pytest
 from test_tui_support import VOCAB, FakeBackend, make_app, run_async, wait_for
 
+from minigpt_tui.engine import Generation
 from minigpt_tui.history import HistoryStore
+from minigpt_tui.sampling import SamplingSettings
 from minigpt_tui.scoring import score_text
+from minigpt_tui.tui.screens.compare import CompareScreen
 from minigpt_tui.tui.screens.score import ScoreScreen
+from minigpt_tui.tui.widgets.compare_pane import parse_spec
 from minigpt_tui.tui.widgets.score_view import ScoredText, ScoreView
 from model.tokenizer import CharTokenizer
 
@@ -164,3 +168,77 @@ async def test_editing_an_earlier_message_makes_a_branch() -> None:
         await pilot.pause()
         assert [t.text for t in app.session.turns][::2] == ["Hello", "How now?"]
         assert len(app.transcript.messages) == 4
+
+
+async def open_compare(pilot, prompt: str):  # type: ignore[no-untyped-def]
+    await loaded(pilot)
+    await pilot.press("f9")
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, CompareScreen))
+    screen = pilot.app.screen
+    screen.query_one("#compare-prompt").value = prompt
+    return screen
+
+
+async def run_panes(pilot, screen) -> None:  # type: ignore[no-untyped-def]
+    for pane in screen.panes:
+        pane.finished.clear()
+    await pilot.press("ctrl+g")
+    await wait_for(
+        pilot,
+        lambda: all(p.finished.is_set() for p in screen.panes) and not screen.running,
+        timeout=20,
+    )
+
+
+@run_async
+async def test_compare_panes_stream_with_their_own_settings_and_reproduce() -> None:
+    script = "Good morrow, sweet friend.\n\n"
+    app = make_app(FakeBackend(script, sharpness=3.0), temperature=1.0, max_new_tokens=24)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_compare(pilot, "Hail")
+        one, two = screen.panes
+        assert screen.query_one("#compare-grid").styles.grid_size_columns == 2
+        await run_panes(pilot, screen)
+        # Pane 2 is greedy: it follows the script exactly; pane 1 samples at temperature 1.
+        assert two.text == (script * 2)[:24] and one.text != two.text
+        for pane in (one, two):
+            stats = str(pane.query_one(".pane-stats").render())
+            assert "24 tok" in stats and "tok/s" in stats and "bits/tok" in stats
+        assert two.mean_bits() < one.mean_bits()  # greedy text is less surprising
+        # The same seed and settings give the same text, run after run and pane after pane.
+        first = one.text
+        spec = one.query_one(".pane-spec").value
+        two.query_one(".pane-spec").value = spec
+        await run_panes(pilot, screen)
+        assert one.text == first and two.text == first
+        tok = CharTokenizer(VOCAB)
+        settings, _ = parse_spec(spec, SamplingSettings())
+        direct = Generation(FakeBackend(script, sharpness=3.0), tok, tok.encode("Hail"), settings)
+        list(direct)
+        assert direct.text == first
+        # A bad settings line says what is wrong and that pane does not run.
+        two.query_one(".pane-spec").value = "temp=hot"
+        await pilot.pause()
+        assert "temp must be a number" in str(two.border_subtitle)
+        two.query_one(".pane-spec").value = spec
+        await pilot.pause()
+        assert not two.border_subtitle
+        # Ctrl+N adds a pane (up to 4), Ctrl+R removes the last (down to 2).
+        await pilot.press("ctrl+n", "ctrl+n", "ctrl+n")
+        await pilot.pause()
+        assert len(screen.panes) == 4 and "seed=3" in screen.panes[3].spec
+        await pilot.press("ctrl+r", "ctrl+r", "ctrl+r")
+        await pilot.pause()
+        assert len(screen.panes) == 2
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, CompareScreen))
+
+
+@run_async
+async def test_compare_stacks_panes_when_narrow() -> None:
+    app = make_app()
+    async with app.run_test(size=(56, 24)) as pilot:
+        screen = await open_compare(pilot, "Hail")
+        await pilot.pause()
+        grid = screen.query_one("#compare-grid")
+        assert grid.styles.grid_size_columns == 1 and grid.has_class("-stacked")

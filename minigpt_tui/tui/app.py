@@ -600,3 +600,23 @@ class ChatApp(App[None]):
         target.append([*kept, chosen])
         self.transcript.anchor()
         self.replies.start(generation, target)
+
+    def action_compare(self) -> None:
+        """F9: one prompt, 2-4 panes with their own settings, streaming side by side."""
+        if len(self.screen_stack) > 1:
+            return
+        if self.backend is None or self.session is None:
+            self.say("The model is still loading.", timeout=2)
+            return
+        from minigpt_tui.tui.screens.compare import CompareScreen
+
+        prompt = self.prompt_input.text if self.mode == "chat" else self.document.text
+        self.push_screen(
+            CompareScreen(
+                self.backend,
+                self.session.tokenizer,
+                self.replies.backend_lock,
+                self.settings,
+                prompt=prompt,
+            )
+        )

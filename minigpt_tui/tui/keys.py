@@ -31,6 +31,7 @@ BINDINGS: list[BindingType] = [
     Binding("f1", "help", "Help"),
     Binding("ctrl+q", "quit", "Quit"),
     Binding("f8", "score", "Score", show=False),
+    Binding("f9", "compare", "Compare", show=False),
 ]
 
 # Every key, for the help screen and the README (BINDINGS above are the source of truth for
@@ -59,6 +60,8 @@ HELP_KEYS = [
     ("Ctrl+P", "show/hide the settings panel"),
     ("Tab / Shift+Tab", "move between message box, conversation and settings"),
     ("F8", "score a text: surprisal per token, bits/char, alternatives (Ctrl+G scores)"),
+    ("F9", "compare: 2-4 panes with their own settings/model stream one prompt side by side"),
+    ("  in compare", "Enter/Ctrl+G run all · Ctrl+N add pane · Ctrl+R remove · Esc stop/back"),
     ("F1", "this help"),
     ("Ctrl+Q", "quit (the conversation is saved)"),
 ]
