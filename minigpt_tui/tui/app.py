@@ -370,6 +370,7 @@ class ChatApp(App[None]):
 
     # ----------------------------------------------------------------- conversations
     def action_new(self) -> None:
+        self._edit_at = None
         self._cancel_reply()
         self._save()
         self.saver.start_new(self.mode)
@@ -491,11 +492,12 @@ class ChatApp(App[None]):
         if self.backend is None or self.session is None:
             self.say("The model is still loading.", timeout=2)
             return
+        from minigpt_tui.streams import stream_slots
         from minigpt_tui.tui.screens.score import ScoreScreen
 
-        self.push_screen(
-            ScoreScreen(self.backend, self.session.tokenizer, self.replies.backend_lock)
-        )
+        # Its own KV cache where the backend allows (a reply may still be streaming).
+        slot = stream_slots(self.backend, 1, self.replies.backend_lock)[0]
+        self.push_screen(ScoreScreen(slot.backend, self.session.tokenizer, slot.lock))
 
     # ----------------------------------------------------------------- branches
     def _kept_reply(self, view: MessageView) -> None:
@@ -532,6 +534,7 @@ class ChatApp(App[None]):
         if self.session is None or self.generating:
             self.say("Still replying: Esc stops it.", timeout=2)
             return
+        self._edit_at = None
         if not self.session.switch_branch(event.index, event.step):
             self.say("No other branch that way.", timeout=2)
             return
@@ -552,6 +555,9 @@ class ChatApp(App[None]):
     def _apply_edit(self) -> None:
         """Sending an edited message: the conversation goes back to before it (kept)."""
         if self._edit_at is None or self.session is None:
+            return
+        if self._edit_at >= len(self.session.turns):  # the conversation changed meanwhile
+            self._edit_at = None
             return
         self.session.sync_branches()
         self.session.turns = self.session.turns[: self._edit_at]
