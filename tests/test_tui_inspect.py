@@ -242,3 +242,19 @@ async def test_compare_stacks_panes_when_narrow() -> None:
         await pilot.pause()
         grid = screen.query_one("#compare-grid")
         assert grid.styles.grid_size_columns == 1 and grid.has_class("-stacked")
+
+
+def test_the_new_screens_load_only_when_opened() -> None:
+    """Startup stays quick: opening the chat imports none of score/compare's modules."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, minigpt_tui.tui.app, minigpt_tui.commands.chat\n"
+        "print(sorted(m for m in sys.modules if m.startswith('minigpt_tui')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    for lazy in ("scoring", "streams", "screens.score", "screens.compare", "compare_pane"):
+        assert lazy not in out, out
