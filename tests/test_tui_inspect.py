@@ -258,3 +258,23 @@ def test_the_new_screens_load_only_when_opened() -> None:
     ).stdout
     for lazy in ("scoring", "streams", "screens.score", "screens.compare", "compare_pane"):
         assert lazy not in out, out
+
+
+@run_async
+async def test_a_compare_pane_can_run_another_model() -> None:
+    from minigpt_tui.engine import load_backend
+
+    app = make_app(max_new_tokens=12)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_compare(pilot, "ROMEO:")
+        one, two = screen.panes
+        two.query_one(".pane-spec").value = "temp=0 max=12 model=shakespeare-char"
+        one.query_one(".pane-spec").value = "temp=0 max=12 model=/no/such/model"
+        await run_panes(pilot, screen)
+        assert "cannot load the model" in str(one.query_one(".pane-stats").render())
+        bundled = load_backend("shakespeare-char")
+        tok = bundled.info.tokenizer()
+        settings, _ = parse_spec("temp=0 max=12", SamplingSettings())
+        direct = Generation(bundled, tok, tok.encode("ROMEO:"), settings)
+        list(direct)
+        assert two.text == direct.text and len(two.text) > 0

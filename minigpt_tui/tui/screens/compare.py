@@ -9,6 +9,7 @@ row; narrower ones in two columns; below 60 columns they stack and scroll.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 from textual import events, on
@@ -30,8 +31,8 @@ MIN_PANES, MAX_PANES = 2, 4
 def default_specs(base: SamplingSettings) -> list[str]:
     """Two panes to start: the chat's settings, and the same greedy."""
     seed = base.seed if base.seed is not None else 1
-    first = SamplingSettings(**{**base.__dict__, "seed": seed, "stop": []})
-    greedy = SamplingSettings(**{**first.__dict__, "temperature": 0.0})
+    first = dataclasses.replace(base, seed=seed, stop=[])
+    greedy = dataclasses.replace(first, temperature=0.0)
     return [describe_settings(first), describe_settings(greedy)]
 
 
