@@ -34,6 +34,7 @@ B streams cost far less than B single steps; the side-by-side compare view uses 
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -298,6 +299,13 @@ class OrtBackend:
         self.model = OrtModel.load(info, threads)
         self._stream = self.model.streams(1)
         self._started = False
+
+    def fork(self) -> OrtBackend:
+        """Another backend over the same session (one copy of the weights), with its own cache:
+        several generations can then run side by side, one per thread."""
+        view = copy.copy(self)
+        view._stream, view._started = self.model.streams(1), False
+        return view
 
     @property
     def block_size(self) -> int:

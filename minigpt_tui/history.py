@@ -1,7 +1,12 @@
 """Saved conversations: a small SQLite database in the user's data directory.
 
     conversations(id, title, mode, model, created, updated, settings)
-    messages(conversation_id, seq, role, text)
+    messages(conversation_id, seq, role, text, parent, shown)
+
+Messages form a tree (minigpt_tui/branches.py): `parent` is the seq of the message above (NULL
+for a first turn), `shown` marks the child each message shows (the branch on screen). Version 1
+files (a plain list of messages) are migrated in place when opened: each message's parent is
+the one before it.
 
 A database that cannot be read (corrupt, not SQLite) is moved aside and a fresh one started,
 so the app keeps working and the old file stays on disk for the user to inspect. A database
@@ -25,11 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from minigpt_tui.branches import Branches
 from minigpt_tui.dialogue import Turn
 from model.modeldir import atomic_write_bytes
 
 DB_NAME = "history.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
     id INTEGER PRIMARY KEY,
@@ -45,6 +51,8 @@ CREATE TABLE IF NOT EXISTS messages (
     seq INTEGER NOT NULL,
     role TEXT NOT NULL,
     text TEXT NOT NULL,
+    parent INTEGER,
+    shown INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (conversation_id, seq)
 );
 """
@@ -69,6 +77,7 @@ class Conversation:
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
     settings: dict[str, Any] = field(default_factory=dict)
+    tree: Branches | None = None  # every branch; None: just `turns`
 
 
 def title_for(turns: list[Turn], limit: int = 60) -> str:
@@ -178,6 +187,7 @@ class HistoryStore:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise sqlite3.DatabaseError(f"schema version {version} is newer than this app")
+            migrate(db)
             db.executescript(SCHEMA)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             _touch_tables(db)
@@ -188,8 +198,8 @@ class HistoryStore:
         return db
 
     def save(self, conv: Conversation) -> int:
-        """Insert or update a conversation with all its turns; returns its id (0 when the
-        database is read-only: nothing is written)."""
+        """Insert or update a conversation with all its turns (and branches); returns its id (0
+        when the database is read-only: nothing is written)."""
         conv.updated = time.time()
         conv.title = title_for(conv.turns)
         if self.read_only:
@@ -211,9 +221,15 @@ class HistoryStore:
                     (conv.title, conv.mode, conv.model, conv.updated, settings, conv.id),
                 )
                 self.db.execute("DELETE FROM messages WHERE conversation_id=?", (conv.id,))
+            tree = conv.tree if conv.tree is not None else Branches()
+            tree.follow(conv.turns)  # the turns shown are the tree's shown path
             self.db.executemany(
-                "INSERT INTO messages (conversation_id, seq, role, text) VALUES (?, ?, ?, ?)",
-                [(conv.id, i, t.role, t.text) for i, t in enumerate(conv.turns)],
+                "INSERT INTO messages (conversation_id, seq, role, text, parent, shown) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (conv.id, seq, role, text, up, int(on))
+                    for seq, up, role, text, on in tree.rows()
+                ],
             )
         return conv.id
 
@@ -235,12 +251,13 @@ class HistoryStore:
         if row is None:
             return None
         conv = _row(row)
-        conv.turns = [
-            Turn(role, text)
-            for role, text in self.db.execute(
-                "SELECT role, text FROM messages WHERE conversation_id=? ORDER BY seq", (conv_id,)
-            )
-        ]
+        rows = self.db.execute(
+            "SELECT seq, parent, role, text, shown FROM messages WHERE conversation_id=? "
+            "ORDER BY seq",
+            (conv_id,),
+        ).fetchall()
+        conv.tree = Branches.from_rows([(s, p, r, t, bool(on)) for s, p, r, t, on in rows])
+        conv.turns = conv.tree.turns()
         return conv
 
     def delete(self, conv_id: int) -> None:
@@ -258,7 +275,18 @@ def _touch_tables(db: sqlite3.Connection) -> None:
     db.execute(
         "SELECT id, title, mode, model, created, updated, settings FROM conversations LIMIT 1"
     ).fetchall()
-    db.execute("SELECT conversation_id, seq, role, text FROM messages LIMIT 1").fetchall()
+    db.execute(
+        "SELECT conversation_id, seq, role, text, parent, shown FROM messages LIMIT 1"
+    ).fetchall()
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    """Version 1 -> 2: messages gain `parent` (the message before) and `shown` (all of them)."""
+    columns = [r[1] for r in db.execute("PRAGMA table_info(messages)")]
+    if columns and "parent" not in columns:
+        db.execute("ALTER TABLE messages ADD COLUMN parent INTEGER")
+        db.execute("ALTER TABLE messages ADD COLUMN shown INTEGER NOT NULL DEFAULT 1")
+        db.execute("UPDATE messages SET parent = seq - 1 WHERE seq > 0")
 
 
 def _row(r: Iterable[Any]) -> Conversation:

@@ -171,6 +171,17 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("watch", "parent not found", ["watch", "{tmp}/nope/nope"]),
     ("watch", "a file that is not metrics", ["watch", "{text}"]),
     ("watch", "stdin and stdout not a terminal", ["watch", "{tmp}"]),
+
+    # score
+    ("score", "file not found", ["score", "{tmp}/nope.txt", "-m", "{model}"]),
+    ("score", "a binary file", ["score", "{binary}", "-m", "{model}"]),
+    ("score", "a directory", ["score", "{empty}", "-m", "{model}"]),
+    ("score", "an empty file", ["score", "{emptyfile}", "-m", "{model}"]),
+    ("score", "characters the model lacks", ["score", "{odd}", "-m", "{model}"]),
+    ("score", "model not found", ["score", "{text}", "-m", "{tmp}/nope"]),
+    ("score", "unknown backend", ["score", "{text}", "-m", "{model}", "--backend", "tpu"]),
+    ("score", "onnx backend without an export", ["score", "{text}", "-m", "{model}", "--backend", "onnx"]),
+    ("score", "threads 0", ["score", "{text}", "-m", "{model}", "--threads", "0"]),
     # export onnx
     ("export onnx", "missing model", ["export", "onnx"]),
     ("export onnx", "model not found", ["export", "onnx", "{tmp}/nope"]),
@@ -230,6 +241,11 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     weights = load_file(str(hfnan / "model.safetensors"))
     weights["h.0.ln_1.bias"][0] = float("nan")
     save_file(weights, str(hfnan / "model.safetensors"))
+
+    odd = base / "odd.txt"
+    odd.write_text("ROMEO: ¥ and € are not in the vocabulary", encoding="utf-8")
+    empty_file = base / "empty.txt"
+    empty_file.write_text("")
     return {
         "nanmodel": nanmodel,
         "hugemodel": hugemodel,
@@ -241,6 +257,8 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "run": run,
         "text": base / "corpus.txt",
         "binary": binary,
+        "odd": odd,
+        "emptyfile": empty_file,
     }
 
 

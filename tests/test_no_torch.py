@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -90,3 +91,21 @@ main(["generate", "-m", {str(onnx_only_model)!r}, "--backend", "torch", "x"])
     res = run_child(code)
     assert res.returncode != 0
     assert len(res.stderr.strip().splitlines()) == 1 and "error" in res.stderr
+
+
+def test_score_cli_without_torch(onnx_only_model: Path, tmp_path: Path) -> None:
+    text = tmp_path / "t.txt"
+    text.write_text("ROMEO:\nBut soft, what light through yonder window breaks?\n" * 3)
+    code = f"""
+import json
+from minigpt_tui.cli import main
+try:
+    main(["score", {str(text)!r}, "-m", {str(onnx_only_model)!r}, "--json"])
+finally:
+    bad = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
+    assert not bad, bad
+"""
+    res = run_child(code)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["backend"] == "onnx" and out["windows"] > 1 and out["bits_per_char"] > 0

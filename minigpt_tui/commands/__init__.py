@@ -10,7 +10,18 @@ import typer
 from minigpt_tui.errors import UserError
 
 # Each module defines `register(app)`. Modules import heavy libraries inside their commands.
-MODULES = ["data", "train", "evaluate", "info", "generate", "chat", "export", "convert", "watch"]
+MODULES = [
+    "data",
+    "train",
+    "evaluate",
+    "info",
+    "generate",
+    "chat",
+    "export",
+    "convert",
+    "watch",
+    "score",
+]
 
 
 def register_all(app: typer.Typer) -> None:

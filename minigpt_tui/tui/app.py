@@ -24,7 +24,7 @@ from textual.geometry import Size
 from textual.widgets import ContentSwitcher, Footer, Input, Static, TextArea
 
 from minigpt_tui.dialogue import MODES, DialogueTemplate, Turn
-from minigpt_tui.engine import Generation, GenerationStats
+from minigpt_tui.engine import Generation, GenerationStats, TokenEvent
 from minigpt_tui.history import Conversation, HistoryStore
 from minigpt_tui.safe_text import plain
 from minigpt_tui.sampling import SamplingSettings
@@ -36,7 +36,7 @@ from minigpt_tui.tui.screens.error import ErrorScreen
 from minigpt_tui.tui.screens.export import ExportScreen
 from minigpt_tui.tui.screens.help import HelpScreen
 from minigpt_tui.tui.screens.history import HistoryScreen
-from minigpt_tui.tui.session import ChatSession
+from minigpt_tui.tui.session import ChatSession, Prompt
 from minigpt_tui.tui.steering import nudge_temperature, step_top_k
 from minigpt_tui.tui.widgets.prompt_input import PromptInput, SteerableTextArea
 from minigpt_tui.tui.widgets.settings_panel import SettingsPanel, TokenInspector
@@ -80,6 +80,7 @@ class ChatApp(App[None]):
         self._send_when_loaded = False
         self._burst = keys.EscapeBurst()
         self.load_error = ""  # why the model could not be loaded, if it could not
+        self._edit_at: int | None = None  # editing your message at this index (a new branch)
 
     # ----------------------------------------------------------------- layout
     def compose(self) -> ComposeResult:
@@ -268,8 +269,10 @@ class ChatApp(App[None]):
             return
         self.prompt_input.remember(text)
         self.prompt_input.load_text("")
+        self._apply_edit()
         self.session.turns.append(Turn("user", text))
         self.transcript.add("user", self.template.user, text)
+        self._label_branches()
         self._start_reply()
 
     def action_continue(self) -> None:
@@ -317,10 +320,12 @@ class ChatApp(App[None]):
         status.tokens_per_sec = gen.stats.tokens_per_second
         status.state = "stopped" if gen.stats.stop_reason == "cancelled" else "ready"
         if isinstance(reply.target, MessageView):
-            text = DialogueTemplate.clean(gen.text)
+            # The view's text: a reply continued from another token starts with its old part.
+            text = DialogueTemplate.clean(reply.target.text)
             if text:
                 self.session.turns.append(Turn("model", text))
                 reply.target.set_text(text)
+                self._kept_reply(reply.target)
             else:  # nothing said: Ctrl+R asks again
                 reply.target.remove()
         else:
@@ -406,6 +411,7 @@ class ChatApp(App[None]):
 
     # ----------------------------------------------------------------- conversations
     def action_new(self) -> None:
+        self._edit_at = None
         self._cancel_reply()
         self._save()
         self.saver.start_new(self.mode)
@@ -438,12 +444,15 @@ class ChatApp(App[None]):
         self._show_mode()
         if self.session is not None:
             self.session.restore(conv.turns)
+            if conv.tree is not None and self.mode == "chat":
+                self.session.restore_branches(conv.tree)
         if self.mode == "complete":
             self.document.load_text("".join(t.text for t in conv.turns))
         else:
             for turn in conv.turns:
                 self.transcript.add(turn.role, self.template.speaker(turn.role), turn.text)
             self.transcript.anchor()
+            self._label_branches()
         self.query_one(StatusBar).state = "reopened"
         self._sync_context()
 
@@ -515,3 +524,146 @@ class ChatApp(App[None]):
         self._cancel_reply()
         self._save()
         self.exit()
+
+    # ----------------------------------------------------------------- inspecting the model
+    def action_score(self) -> None:
+        """F8: score a text with the loaded model (the screen is imported on first use)."""
+        if len(self.screen_stack) > 1:
+            return
+        if self.backend is None or self.session is None:
+            self.say("The model is still loading.", timeout=2)
+            return
+        from minigpt_tui.streams import stream_slots
+        from minigpt_tui.tui.screens.score import ScoreScreen
+
+        # Its own KV cache where the backend allows (a reply may still be streaming).
+        slot = stream_slots(self.backend, 1, self.replies.backend_lock)[0]
+        self.push_screen(ScoreScreen(slot.backend, self.session.tokenizer, slot.lock))
+
+    # ----------------------------------------------------------------- branches
+    def _kept_reply(self, view: MessageView) -> None:
+        """A reply joined the conversation: keep its tokens on its branch, label branches."""
+        assert self.session is not None
+        self.session.sync_branches().path[-1].tokens = list(view.tokens)
+        self._label_branches()
+
+    def _label_branches(self) -> None:
+        """Show "‹k/n›" on every message that has other branches."""
+        if self.session is None or self.mode != "chat":
+            return
+        tree = self.session.sync_branches()
+        for i, view in enumerate(self.transcript.messages[: len(tree.path)]):
+            k, n = tree.position(i)
+            branch = (k, n) if n > 1 else None
+            if branch != view.branch:
+                view.branch = branch
+                view.refresh_text()
+
+    def _show_branch(self) -> None:
+        """Draw the conversation again along the branch shown now."""
+        assert self.session is not None
+        self.transcript.clear()
+        for node in self.session.branches.path:
+            view = self.transcript.add(node.role, self.template.speaker(node.role), node.text)
+            view.tokens = list(node.tokens)
+        self.transcript.anchor()
+        self._label_branches()
+        self._sync_context()
+
+    @on(Transcript.SwitchBranch)
+    def _switch_branch(self, event: Transcript.SwitchBranch) -> None:
+        if self.session is None or self.generating:
+            self.say("Still replying: Esc stops it.", timeout=2)
+            return
+        self._edit_at = None
+        if not self.session.switch_branch(event.index, event.step):
+            self.say("No other branch that way.", timeout=2)
+            return
+        self._show_branch()
+        k, n = self.session.branches.position(event.index)
+        self.query_one(StatusBar).state = f"branch {k}/{n}"
+        self._save()
+
+    @on(Transcript.Edit)
+    def _edit(self, event: Transcript.Edit) -> None:
+        if self.session is None or self.generating:
+            return
+        self._edit_at = event.index
+        self.prompt_input.load_text(self.session.turns[event.index].text)
+        self.prompt_input.focus()
+        self.query_one(StatusBar).state = "editing: Enter sends it as a new branch"
+
+    def _apply_edit(self) -> None:
+        """Sending an edited message: the conversation goes back to before it (kept)."""
+        if self._edit_at is None or self.session is None:
+            return
+        if self._edit_at >= len(self.session.turns):  # the conversation changed meanwhile
+            self._edit_at = None
+            return
+        self.session.sync_branches()
+        self.session.turns = self.session.turns[: self._edit_at]
+        self._edit_at = None
+        self.session.sync_branches()
+        self._show_branch()
+
+    @on(TokenInspector.Picked)
+    def _alternative_clicked(self, event: TokenInspector.Picked) -> None:
+        found = self.transcript.alternative(event.n)
+        if found is not None:
+            self._branch_at(*found)
+
+    @on(Transcript.BranchAt)
+    def _branch_at_key(self, event: Transcript.BranchAt) -> None:
+        self._branch_at(event.index, event.position, event.token)
+
+    def _branch_at(self, index: int, position: int, token: int) -> None:
+        """Continue reply `index` from its token `position`, made `token` instead: a new
+        branch beside the old reply, which is kept."""
+        session, backend = self.session, self.backend
+        if session is None or backend is None or self.generating:
+            self.say("Still replying: Esc stops it.", timeout=2)
+            return
+        if token == session.tokenizer.eot:
+            self.say("That alternative ends the text: pick another.", timeout=3)
+            return
+        view = self.transcript.messages[index]
+        old = view.tokens
+        session.sync_branches()
+        session.turns = session.turns[:index]
+        session.sync_branches()  # the old reply stays in the tree beside the new one
+        self._show_branch()
+        prompt = session.prompt()
+        kept = [t for t in old[:position] if t.token >= 0]
+        chosen = TokenEvent(
+            token,
+            session.tokenizer.decode([token]),
+            dict(old[position].alternatives).get(token, 0.0),
+            old[position].alternatives,
+        )
+        ids = prompt.ids + [t.token for t in kept] + [token]
+        generation = session.generation(backend, Prompt(ids, [], prompt.dropped_turns, False))
+        self._prompt_len = min(len(ids), session.block_size)
+        target = self.transcript.add("model", self.template.model)
+        target.append([*kept, chosen])
+        self.transcript.anchor()
+        self.replies.start(generation, target)
+
+    def action_compare(self) -> None:
+        """F9: one prompt, 2-4 panes with their own settings, streaming side by side."""
+        if len(self.screen_stack) > 1:
+            return
+        if self.backend is None or self.session is None:
+            self.say("The model is still loading.", timeout=2)
+            return
+        from minigpt_tui.tui.screens.compare import CompareScreen
+
+        prompt = self.prompt_input.text if self.mode == "chat" else self.document.text
+        self.push_screen(
+            CompareScreen(
+                self.backend,
+                self.session.tokenizer,
+                self.replies.backend_lock,
+                self.settings,
+                prompt=prompt,
+            )
+        )

@@ -31,6 +31,8 @@ BINDINGS: list[BindingType] = [
     Binding("ctrl+p", "toggle_panel", "Panel", show=False),
     Binding("f1", "help", "Help"),
     Binding("ctrl+q", "quit", "Quit"),
+    Binding("f8", "score", "Score", show=False),
+    Binding("f9", "compare", "Compare", show=False),
 ]
 
 # Every key, for the help screen and the README (BINDINGS above are the source of truth for
@@ -48,12 +50,19 @@ HELP_KEYS = [
     ("Ctrl+S", "export the conversation (.md or .txt)"),
     ("Ctrl+T", "colour tokens by probability; show alternatives"),
     ("Tab, then ← / →", "select a token (probability view)"),
+    ("↑ / ↓", "select a message (probability view, conversation focused)"),
+    ("1 … 5, or click", "continue the reply from the selected token's n-th alternative"),
+    (", / .", "previous / next branch of the message (shown as ‹2/3›)"),
+    ("e", "edit your selected message; sending it makes a new branch"),
     ("[ / ]", "temperature −/+ 0.1 (while replying or outside the message box)"),
     ("{ / }", "top-k down/up (while replying or outside the message box)"),
     ("F2 / F3", "temperature −/+ 0.1 (always)"),
     ("F4 / F5", "top-k down/up (always)"),
     ("Ctrl+P", "show/hide the settings panel"),
     ("Tab / Shift+Tab", "move between message box, conversation and settings"),
+    ("F8", "score a text: surprisal per token, bits/char, alternatives (Ctrl+G scores)"),
+    ("F9", "compare: 2-4 panes with their own settings/model stream one prompt side by side"),
+    ("  in compare", "Enter/Ctrl+G run all · Ctrl+N add pane · Ctrl+R remove · Esc stop/back"),
     ("F1", "this help"),
     ("Ctrl+Q", "quit (the conversation is saved)"),
 ]

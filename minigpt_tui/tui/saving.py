@@ -41,6 +41,7 @@ class ConversationSaver:
         conv.settings = {"user": template.user, "bot": template.model}
         if session is not None:
             conv.turns = session.saved_turns(document)
+            conv.tree = session.sync_branches() if mode == "chat" else None
         return conv
 
     def save(self) -> str | None:

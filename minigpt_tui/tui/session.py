@@ -13,6 +13,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Literal
 
+from minigpt_tui.branches import Branches
 from minigpt_tui.dialogue import DialogueTemplate, Turn
 from minigpt_tui.engine import Backend, Generation
 from minigpt_tui.sampling import Sampler, SamplingSettings
@@ -50,6 +51,8 @@ class ChatSession:
     document_before: str = ""
     document_after: str = ""
     told_window: bool = False  # said that the oldest turns fell out of the context
+    # Chat mode: every branch of the conversation; `turns` is the one shown (see branches.py).
+    branches: Branches = field(default_factory=Branches, repr=False, compare=False)
     # One sampler for the session: with a seed the whole conversation repeats, and a
     # regenerated reply still differs from the one it replaces.
     sampler: Sampler = field(init=False, repr=False, compare=False)
@@ -142,6 +145,7 @@ class ChatSession:
         self.turns = []
         self.document = self.document_before = self.document_after = ""
         self.told_window = False
+        self.branches = Branches()
 
     def restore(self, turns: list[Turn]) -> None:
         """Continue a saved conversation: its turns, or in complete mode its document."""
@@ -149,6 +153,22 @@ class ChatSession:
             self.document = "".join(t.text for t in turns)
         else:
             self.turns = list(turns)
+
+    def sync_branches(self) -> Branches:
+        """The tree with `turns` as its shown path (a changed list of turns becomes a branch)."""
+        self.branches.follow(self.turns)
+        return self.branches
+
+    def restore_branches(self, tree: Branches) -> None:
+        """Continue a saved conversation with all its branches (chat mode)."""
+        self.branches = tree
+        self.turns = tree.turns()
+
+    def switch_branch(self, index: int, step: int) -> bool:
+        """Show the branch `step` away from turn `index`; False when there is none."""
+        moved = self.sync_branches().switch(index, step)
+        self.turns = self.branches.turns()
+        return moved
 
     def saved_turns(self, document: str) -> list[Turn]:
         """What history keeps of the conversation: its turns, or the document as shown now."""

@@ -7,6 +7,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from textual import events
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
@@ -45,7 +46,18 @@ def show(value: object) -> str:
 
 
 class TokenInspector(Static):
-    """The selected token and the most likely alternatives, with their probabilities."""
+    """The selected token and the most likely alternatives, with their probabilities.
+    Clicking an alternative continues the reply from it (a new branch)."""
+
+    class Picked(Message):
+        def __init__(self, n: int) -> None:
+            super().__init__()
+            self.n = n  # which alternative, 0 the likeliest
+
+    def on_click(self, event: events.Click) -> None:
+        row = event.y - 2  # below the "chosen" and "likeliest:" lines
+        if row >= 0:
+            self.post_message(self.Picked(row))
 
     def show_token(self, token: TokenEvent | None, decode: Callable[[int], str]) -> None:
         if token is None:

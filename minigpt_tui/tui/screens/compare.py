@@ -1,0 +1,152 @@
+"""F9: one prompt, 2 to 4 panes streaming its continuation side by side, each with its own
+sampling settings (or its own model), each showing tokens/s and the mean surprisal of what it
+wrote. The same seed and settings give the same text.
+
+Enter (or Ctrl+G) runs every pane; Ctrl+N adds a pane, Ctrl+R removes the last one; Esc stops
+the panes, or goes back to the chat when none is running. Wide terminals show the panes in one
+row; narrower ones in two columns; below 60 columns they stack and scroll.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+from textual import events, on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Footer, Input
+
+from minigpt_tui.sampling import SamplingSettings
+from minigpt_tui.streams import stream_slots
+from minigpt_tui.tui.widgets.compare_pane import ComparePane, describe_settings
+from model.backend import Backend
+from model.tokenizer import Tokenizer
+
+MIN_PANES, MAX_PANES = 2, 4
+
+
+def default_specs(base: SamplingSettings) -> list[str]:
+    """Two panes to start: the chat's settings, and the same greedy."""
+    seed = base.seed if base.seed is not None else 1
+    first = dataclasses.replace(base, seed=seed, stop=[])
+    greedy = dataclasses.replace(first, temperature=0.0)
+    return [describe_settings(first), describe_settings(greedy)]
+
+
+class CompareScreen(ModalScreen[None]):
+    CSS_PATH = "../inspect.tcss"
+    BINDINGS = [  # noqa: RUF012
+        Binding("ctrl+g", "run", "Run all", priority=True),
+        Binding("ctrl+n", "add", "Add pane"),
+        Binding("ctrl+r", "remove", "Remove pane"),
+        Binding("escape", "stop_or_close", "Stop/Back"),
+    ]
+
+    def __init__(
+        self,
+        backend: Backend,
+        tokenizer: Tokenizer,
+        lock: threading.Lock,
+        settings: SamplingSettings,
+        prompt: str = "",
+        specs: list[str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.backend = backend
+        self.tokenizer = tokenizer
+        self.backend_lock = lock  # the chat's: held by whoever runs on `backend`
+        self.base = settings
+        self.prompt = prompt
+        self.specs = (specs or default_specs(settings))[:MAX_PANES]
+        # One slot per possible pane, made once: an ONNX model gives each its own KV cache.
+        self.slots = stream_slots(backend, MAX_PANES, lock)
+
+    def compose(self) -> ComposeResult:
+        yield Input(
+            self.prompt,
+            id="compare-prompt",
+            placeholder="Prompt for every pane (Enter runs them all)",
+        )
+        with VerticalScroll(id="compare-grid"):
+            for i, spec in enumerate(self.specs):
+                yield self._pane(i, spec)
+        yield Footer(compact=True)
+
+    def _pane(self, i: int, spec: str) -> ComparePane:
+        pane = ComparePane(i + 1, spec, self.slots[i], self.tokenizer)
+        pane.base = self.base
+        return pane
+
+    def on_mount(self) -> None:
+        self.query_one("#compare-prompt").focus()
+        self._layout(self.app.size.width)
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._layout(event.size.width)
+
+    def _layout(self, width: int) -> None:
+        """Columns for the panes: all in a row when wide, two columns, or stacked."""
+        n = len(self.panes)
+        columns = n if width >= 40 * n else (2 if width >= 60 else 1)
+        grid = self.query_one("#compare-grid")
+        grid.styles.grid_size_columns = columns
+        grid.set_class(columns == 1, "-stacked")
+
+    @property
+    def panes(self) -> list[ComparePane]:
+        return [p for p in self.query(ComparePane) if not getattr(p, "_pruning", False)]
+
+    @property
+    def running(self) -> bool:
+        return any(p.running for p in self.panes)
+
+    @on(Input.Submitted, "#compare-prompt")
+    def _submitted(self) -> None:
+        self.action_run()
+
+    def action_run(self) -> None:
+        if self.running:
+            self.notify("Still running: Esc stops the panes.", timeout=2)
+            return
+        prompt = self.query_one("#compare-prompt", Input).value
+        for pane in self.panes:
+            pane.run(prompt)
+
+    def action_add(self) -> None:
+        panes = self.panes
+        if len(panes) >= MAX_PANES or self.running:
+            return
+        spec = panes[-1].query_one(".pane-spec", Input).value if panes else ""
+        pane = self._pane(len(panes), _next_seed(spec))
+        self.query_one("#compare-grid").mount(pane)
+        self.call_after_refresh(self._layout, self.app.size.width)
+
+    def action_remove(self) -> None:
+        panes = self.panes
+        if len(panes) <= MIN_PANES or self.running:
+            return
+        panes[-1].remove()
+        self.call_after_refresh(self._layout, self.app.size.width)
+
+    def action_stop_or_close(self) -> None:
+        if self.running:
+            for pane in self.panes:
+                pane.stop()
+            return
+        for pane in self.panes:
+            pane.cancel()
+        self.dismiss(None)
+
+
+def _next_seed(spec: str) -> str:
+    """The same settings line with the next seed (a new pane shows another sample)."""
+    words = spec.split()
+    for i, word in enumerate(words):
+        key, _, value = word.partition("=")
+        if key == "seed" and value.isdigit():
+            words[i] = f"seed={int(value) + 1}"
+            return " ".join(words)
+    return " ".join([*words, "seed=1"])
