@@ -38,7 +38,7 @@ def test_streams_share_the_session_and_match_one_at_a_time(onnx_model: Path) -> 
         alone.append(gen.text)
     slots = stream_slots(backend, 3, threading.Lock())
     assert len({id(s.lock) for s in slots}) == 3  # each runs on its own
-    assert all(s.backend.session is backend.session for s in slots)  # type: ignore[attr-defined]
+    assert all(s.backend.model is backend.model for s in slots)  # type: ignore[attr-defined]
     # Step the three generations in turn, one token each: no stream sees another's cache.
     gens = [Generation(s.backend, tok, prompt, settings(i + 1)) for i, s in enumerate(slots)]
     its = [iter(g) for g in gens]
