@@ -2,6 +2,12 @@
 
     conversations(id, title, mode, model, created, updated, settings)
     messages(conversation_id, seq, role, text)
+    messages_fts(text, conversation_id, seq)   FTS5 index of messages, where SQLite has FTS5
+
+Search uses the FTS5 index where the Python build's SQLite has it, else a LIKE scan of the
+messages (slower, same results for whole words). The index is an addition that older versions
+of the app ignore (the schema version stays 1): opening a database that lacks it, or whose index
+fell behind its messages, builds it from the saved messages.
 
 A database that cannot be read (corrupt, not SQLite) is moved aside and a fresh one started,
 so the app keeps working and the old file stays on disk for the user to inspect. A database
@@ -43,6 +49,43 @@ CREATE TABLE IF NOT EXISTS messages (
     PRIMARY KEY (conversation_id, seq)
 );
 """
+FTS_TABLE = "messages_fts"
+MAX_SEARCH_TERMS = 20
+
+
+def fts5_available(db: sqlite3.Connection) -> bool:
+    """Whether this SQLite can make FTS5 tables (most builds can; some minimal ones cannot)."""
+    try:
+        db.execute("CREATE VIRTUAL TABLE temp.fts5_probe USING fts5(x)")
+        db.execute("DROP TABLE temp.fts5_probe")
+    except sqlite3.OperationalError:
+        return False
+    return True
+
+
+@dataclass
+class SearchHit:
+    conversation_id: int
+    seq: int  # the message's index in the conversation
+    title: str
+    updated: float
+    snippet: tuple[str, str, str]  # text before the match, the match, text after
+
+
+def snippet(text: str, terms: list[str], before: int = 30, after: int = 60) -> tuple[str, str, str]:
+    """Where the first term occurs in `text`, with some context, on one line."""
+    flat = " ".join(text.split())
+    low = flat.lower()
+    found = [(i, t) for t in terms if (i := low.find(t.lower())) >= 0]
+    if not found:
+        return "", "", flat[: before + after]
+    i, term = min(found)
+    start = max(0, i - before)
+    return (
+        ("…" if start else "") + flat[start:i],
+        flat[i : i + len(term)],
+        flat[i + len(term) : i + len(term) + after],
+    )
 
 
 def data_dir() -> Path:
@@ -75,10 +118,12 @@ def title_for(turns: list[Turn], limit: int = 60) -> str:
 class HistoryStore:
     """Conversations on disk, or in memory when `path` is None (--no-history, locked db)."""
 
-    def __init__(self, path: Path | None, timeout: float = 2.0) -> None:
+    def __init__(self, path: Path | None, timeout: float = 2.0, fts: bool = True) -> None:
         self.path = path
         self.timeout = timeout  # seconds to wait for another writer before giving up
         self.notice = ""  # what went wrong opening the database, for the UI to show once
+        self.want_fts = fts  # False: search with LIKE even where FTS5 exists (tests)
+        self.fts = False  # whether search uses the FTS5 index (set when the db is opened)
         self.db = self._open()
 
     @classmethod
@@ -86,8 +131,8 @@ class HistoryStore:
         return cls(data_dir() / DB_NAME)
 
     @classmethod
-    def memory(cls) -> HistoryStore:
-        return cls(None)
+    def memory(cls, fts: bool = True) -> HistoryStore:
+        return cls(None, fts=fts)
 
     @property
     def persistent(self) -> bool:
@@ -149,11 +194,32 @@ class HistoryStore:
                 "FROM conversations LIMIT 1"
             ).fetchall()
             db.execute("SELECT conversation_id, seq, role, text FROM messages LIMIT 1").fetchall()
+            self.fts = self.want_fts and fts5_available(db) and self._index(db)
             db.commit()
         except sqlite3.Error:
             db.close()
             raise
         return db
+
+    def _index(self, db: sqlite3.Connection) -> bool:
+        """Make the FTS5 index if missing (version 1 databases, or ones made where SQLite had
+        no FTS5) and rebuild it if it fell behind the messages. False if it cannot be used."""
+        try:
+            db.execute(
+                f"CREATE VIRTUAL TABLE IF NOT EXISTS {FTS_TABLE} "
+                "USING fts5(text, conversation_id UNINDEXED, seq UNINDEXED)"
+            )
+            (indexed,) = db.execute(f"SELECT count(*) FROM {FTS_TABLE}").fetchone()
+            (messages,) = db.execute("SELECT count(*) FROM messages").fetchone()
+            if indexed != messages:
+                db.execute(f"DELETE FROM {FTS_TABLE}")
+                db.execute(
+                    f"INSERT INTO {FTS_TABLE} (text, conversation_id, seq) "
+                    "SELECT text, conversation_id, seq FROM messages"
+                )
+        except sqlite3.OperationalError:
+            return False
+        return True
 
     def save(self, conv: Conversation) -> int:
         """Insert or update a conversation with all its turns; returns its id."""
@@ -180,7 +246,44 @@ class HistoryStore:
                 "INSERT INTO messages (conversation_id, seq, role, text) VALUES (?, ?, ?, ?)",
                 [(conv.id, i, t.role, t.text) for i, t in enumerate(conv.turns)],
             )
+            if self.fts:
+                self.db.execute(f"DELETE FROM {FTS_TABLE} WHERE conversation_id=?", (conv.id,))
+                self.db.executemany(
+                    f"INSERT INTO {FTS_TABLE} (text, conversation_id, seq) VALUES (?, ?, ?)",
+                    [(t.text, conv.id, i) for i, t in enumerate(conv.turns)],
+                )
         return conv.id
+
+    def search(self, query: str, limit: int = 200) -> list[SearchHit]:
+        """Messages holding every word of `query` (as a word prefix with FTS5, anywhere with
+        the LIKE fallback), best match first; any text is a valid query."""
+        terms = query.split()[:MAX_SEARCH_TERMS]
+        if not terms:
+            return []
+        if self.fts:
+            match = " ".join('"' + t.replace('"', '""') + '"*' for t in terms)
+            rows = self.db.execute(
+                f"SELECT f.conversation_id, f.seq, c.title, c.updated, f.text FROM {FTS_TABLE} f "
+                f"JOIN conversations c ON c.id = f.conversation_id WHERE {FTS_TABLE} MATCH ? "
+                "ORDER BY rank, c.updated DESC LIMIT ?",
+                (match, limit),
+            ).fetchall()
+        else:
+
+            def like(t: str) -> str:
+                return "%" + t.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+            where = " AND ".join(["m.text LIKE ? ESCAPE '\\'"] * len(terms))
+            rows = self.db.execute(
+                "SELECT m.conversation_id, m.seq, c.title, c.updated, m.text FROM messages m "
+                f"JOIN conversations c ON c.id = m.conversation_id WHERE {where} "
+                "ORDER BY c.updated DESC, m.seq LIMIT ?",
+                (*(like(t) for t in terms), limit),
+            ).fetchall()
+        return [
+            SearchHit(int(cid), int(seq), title, updated, snippet(text, terms))
+            for cid, seq, title, updated, text in rows
+        ]
 
     def list(self, limit: int = 500) -> list[Conversation]:
         """Conversations, newest first, without their turns."""
@@ -211,6 +314,8 @@ class HistoryStore:
     def delete(self, conv_id: int) -> None:
         with self.db:
             self.db.execute("DELETE FROM conversations WHERE id=?", (conv_id,))
+            if self.fts:
+                self.db.execute(f"DELETE FROM {FTS_TABLE} WHERE conversation_id=?", (conv_id,))
 
     def close(self) -> None:
         self.db.close()

@@ -8,3 +8,17 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _private_settings(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No test reads the user's settings file or writes their data directory (a test that
+    needs either sets the variable itself)."""
+    home = tmp_path_factory.mktemp("user")
+    monkeypatch.setenv("MINIGPT_TUI_CONFIG", str(home / "config.toml"))
+    monkeypatch.setenv("MINIGPT_TUI_DATA_DIR", str(home / "data"))

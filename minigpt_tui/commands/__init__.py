@@ -7,7 +7,18 @@ import importlib
 import typer
 
 # Each module defines `register(app)`. Modules import heavy libraries inside their commands.
-MODULES = ["data", "train", "evaluate", "info", "generate", "chat", "export", "convert", "watch"]
+MODULES = [
+    "data",
+    "train",
+    "evaluate",
+    "info",
+    "generate",
+    "chat",
+    "export",
+    "convert",
+    "watch",
+    "config",
+]
 
 
 def register_all(app: typer.Typer) -> None:
