@@ -4,11 +4,14 @@ switching models (F6), the system text (F7) and history search (Ctrl+F)."""
 from __future__ import annotations
 
 import tomllib
+from pathlib import Path
 
-from test_tui_support import make_app, run_async, wait_for
+import pytest
+from test_tui_support import FakeBackend, make_app, run_async, wait_for
 from textual.widgets import OptionList
 
 from minigpt_tui.tui.screens.help import HelpScreen
+from minigpt_tui.tui.widgets.status_bar import StatusBar
 
 
 async def loaded(pilot) -> None:  # type: ignore[no-untyped-def]
@@ -65,3 +68,141 @@ async def test_theme_is_chosen_previewed_and_remembered() -> None:
         await wait_for(pilot, lambda: not isinstance(app.screen, ThemeScreen))
         assert app.theme == "gruvbox"
         assert tomllib.loads(config_path().read_text())["theme"] == "gruvbox"
+
+
+async def pick(pilot, text: str) -> None:  # type: ignore[no-untyped-def]
+    from minigpt_tui.tui.screens.model_picker import ModelPickerScreen
+
+    await pilot.press("f6")
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, ModelPickerScreen))
+    pilot.app.screen.query_one("#picker-path").value = text
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: not isinstance(pilot.app.screen, ModelPickerScreen))
+
+
+@run_async
+async def test_switch_model_while_the_old_one_answers(tmp_path: Path) -> None:
+    from minigpt_tui import recent
+    from tests.helpers import make_model
+
+    model = make_model(tmp_path, name="newer")
+    app = make_app(
+        FakeBackend("Good morrow, sweet lady, good morrow ", delay=0.1), max_new_tokens=30
+    )
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(pilot)
+        old = app.backend
+        app.prompt_input.load_text("Speak.")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.generating)
+        await pick(pilot, str(model))
+        assert app.generating and app.backend is old  # the old model keeps answering
+        await wait_for(pilot, lambda: app.backend is not old, 20)
+        assert not app.generating  # it took over between replies
+        assert app.backend.info.name == "newer" and app.backend.name == "torch"
+        assert app.query_one(StatusBar).model == "newer" and app.saver.model_label == "newer"
+        notes = [str(n.render()) for n in app.transcript.query(".note")]
+        assert notes == ["── switched to newer (torch) ──"]
+        assert app.session.block_size == 32 and app.session.tokenizer.kind == "char"
+        assert recent.load() == [str(model.absolute())]  # listed next time
+        app.prompt_input.load_text("And now?")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: len(app.session.turns) == 4, 20)
+        assert app.saver.conversation.model == "newer"
+
+
+# The picker's bad inputs (tests/README.md lists them with the CLI's matrix): each ends in one
+# line in a toast, the old model keeps answering, nothing is written.
+PICKER_INPUTS = [
+    ("not found", "{tmp}/nope"),
+    ("a directory without a model", "{tmp}/empty"),
+    ("a file that is not a model", "{tmp}/notes.txt"),
+    ("a broken config.json", "{tmp}/broken"),
+    ("markup in the name", "{tmp}/[bold red]x[/"),
+    ("a run without checkpoints", "{tmp}/run"),
+    ("a device file", "/dev/zero"),
+]
+
+
+@pytest.mark.parametrize("typed", [r[1] for r in PICKER_INPUTS], ids=[r[0] for r in PICKER_INPUTS])
+@run_async
+async def test_picker_bad_inputs_keep_the_old_model(typed: str, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{" * 1000)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.jsonl").write_text("")
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(pilot)
+        old = app.backend
+        before = sorted(p.name for p in tmp_path.iterdir())
+        await pick(pilot, typed.format(tmp=tmp_path))
+        await wait_for(pilot, lambda: app.workflow.loading is None, 10)
+        assert app.backend is old and app.load_error == ""
+        errors = [n.message for n in app._notifications if n.severity == "error"]
+        assert len(errors) == 1 and errors[0].startswith("Could not load ")
+        assert "\n" not in errors[0] and errors[0].endswith("Still talking to the current model.")
+        assert sorted(p.name for p in tmp_path.iterdir()) == before
+        app.prompt_input.load_text("Still there?")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: len(app.session.turns) == 2)
+
+
+@run_async
+async def test_picker_empty_path_stays_open() -> None:
+    from minigpt_tui.tui.screens.model_picker import ModelPickerScreen
+
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(pilot)
+        await pilot.press("f6")
+        await wait_for(pilot, lambda: isinstance(app.screen, ModelPickerScreen))
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, ModelPickerScreen) and app.workflow.loading is None
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, ModelPickerScreen))
+
+
+@run_async
+async def test_picker_lists_bundled_and_recent_models(tmp_path: Path) -> None:
+    from minigpt_tui import recent
+    from minigpt_tui.tui.screens.model_picker import ModelPickerScreen
+
+    recent.remember(tmp_path / "my-run")
+    recent.remember(tmp_path / "my-model")
+    recent.recent_path().write_text(recent.recent_path().read_text())  # a real file
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(pilot)
+        await pilot.press("f6")
+        await wait_for(pilot, lambda: isinstance(app.screen, ModelPickerScreen))
+        options = app.screen.query_one(OptionList)
+        shown = [str(options.get_option_at_index(i).prompt) for i in range(options.option_count)]
+        assert shown == [
+            "bundled  shakespeare-char",
+            f"recent   {tmp_path / 'my-model'}",
+            f"recent   {tmp_path / 'my-run'}",
+        ]
+        options.focus()
+        options.highlighted = 1  # the newest recent one
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.workflow.loading is None, 10)
+        errors = [n.message for n in app._notifications if n.severity == "error"]
+        assert errors and "my-model" in errors[0]  # chosen, tried, not found
+
+
+def test_recent_file_that_is_broken_is_empty_and_replaced() -> None:
+    from minigpt_tui import recent
+
+    path = recent.recent_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for junk in ("{", '{"a": 1}', '[1, "", "x\\ny", "ok"]'):
+        path.write_text(junk)
+        assert recent.load() in ([], ["ok"])
+    recent.remember(Path("/some/model"))
+    assert recent.load()[0] == "/some/model"
+    recent.remember(Path(__file__).parent.parent / "minigpt_tui" / "bundled" / "x")
+    assert len(recent.load()) == 2  # bundled models are listed anyway: not kept
