@@ -10,6 +10,8 @@ import pytest
 from test_tui_support import FakeBackend, make_app, run_async, wait_for
 from textual.widgets import OptionList
 
+from minigpt_tui.dialogue import Turn
+from minigpt_tui.history import HistoryStore
 from minigpt_tui.tui.screens.help import HelpScreen
 from minigpt_tui.tui.widgets.status_bar import StatusBar
 
@@ -206,3 +208,77 @@ def test_recent_file_that_is_broken_is_empty_and_replaced() -> None:
     assert recent.load()[0] == "/some/model"
     recent.remember(Path(__file__).parent.parent / "minigpt_tui" / "bundled" / "x")
     assert len(recent.load()) == 2  # bundled models are listed anyway: not kept
+
+
+@run_async
+async def test_system_text_is_edited_sent_saved_and_restored() -> None:
+    from textual.widgets import TextArea
+
+    from minigpt_tui.history import Conversation
+    from minigpt_tui.tui.screens.system_text import SystemTextScreen
+
+    app = make_app(FakeBackend(block_size=256))
+    app.template.system = "Default persona."  # as the settings file would set it
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(pilot)
+        await pilot.press("f7")
+        await wait_for(pilot, lambda: isinstance(app.screen, SystemTextScreen))
+        area = app.screen.query_one(TextArea)
+        assert area.text == "Default persona."
+        area.load_text("You are Juliet.\n\nROMEO:\nHi\n\nJULIET:\nHello")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: not isinstance(app.screen, SystemTextScreen))
+        assert app.template.system.startswith("You are Juliet.")
+        app.prompt_input.load_text("Speak.")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: len(app.session.turns) == 2)
+        sent = app.session.tokenizer.decode(app.session.prompt().ids)
+        assert sent.startswith("You are Juliet.\n\nROMEO:\nHi\n\nJULIET:\nHello\n\nROMEO:\nSpeak.")
+        saved = app.history.load(app.saver.conversation.id or 0)
+        assert saved is not None and saved.settings["system"] == app.template.system
+        await pilot.press("f7")  # Esc leaves it as it was
+        await wait_for(pilot, lambda: isinstance(app.screen, SystemTextScreen))
+        app.screen.query_one(TextArea).load_text("changed")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, SystemTextScreen))
+        assert app.template.system.startswith("You are Juliet.")
+        # Reopening restores each conversation's own system text (or the default).
+        old = Conversation(None, "", "chat", "m", [Turn("user", "Older talk")])
+        app.history.save(old)
+        app._reopen(old.id)
+        assert app.template.system == "Default persona."
+        app._reopen(saved.id)
+        assert app.template.system.startswith("You are Juliet.")
+
+
+@run_async
+async def test_search_opens_the_conversation_at_the_message() -> None:
+    from minigpt_tui.history import Conversation
+    from minigpt_tui.tui.screens.search import SearchScreen
+    from minigpt_tui.tui.widgets.transcript import MessageView
+
+    store = HistoryStore.memory()
+    long = [Turn("user" if i % 2 == 0 else "model", f"line {i} of idle talk") for i in range(30)]
+    long[21] = Turn("model", "Here the needle hides in the hay.")
+    store.save(Conversation(None, "", "chat", "m", long))
+    store.save(Conversation(None, "", "chat", "m", [Turn("user", "no match in here")]))
+    app = make_app(history=store)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(pilot)
+        await pilot.press("ctrl+f")
+        await wait_for(pilot, lambda: isinstance(app.screen, SearchScreen))
+        for key in "needle":
+            await pilot.press(key)
+        await pilot.press("enter")
+        options = app.screen.query_one(OptionList)
+        await wait_for(pilot, lambda: options.option_count == 1)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not isinstance(app.screen, SearchScreen))
+        await pilot.pause(0.2)
+        assert app.saver.conversation.id == 1 and len(app.session.turns) == 30
+        views = list(app.transcript.query(MessageView))
+        hit = [v for v in views if v.has_class("-hit")]
+        assert hit == [views[21]]
+        region = app.transcript.scrollable_content_region
+        top = hit[0].virtual_region.y - int(app.transcript.scroll_y)
+        assert 0 <= top < region.height  # scrolled to the match, not left at the end
