@@ -19,10 +19,10 @@ MAX_QUERY_CHARS = 500
 
 def describe(hit: SearchHit) -> Text:
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(hit.updated))
-    out = Text(f"{when}  ", style="dim")
-    out.append(hit.title[:40])
-    out.append("  ")
+    out = Text(f"{when}  ")
     before, found, after = hit.snippet
+    if hit.seq != 0:  # the first message is the title: do not show it twice
+        out.append(hit.title[:30] + " › ")
     out.append(before)
     out.append(found, style="bold reverse")
     out.append(after)
