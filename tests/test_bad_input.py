@@ -156,6 +156,9 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("chat", "follow an empty directory", ["chat", "-m", "{empty}", "--follow"]),
     # config
     ("config", "unknown subcommand", ["config", "frob"]),
+    ("config path", "unexpected argument", ["config", "path", "{text}"]),
+    ("config show", "unknown option", ["config", "show", "--all"]),
+    ("config edit", "unexpected argument", ["config", "edit", "{text}"]),
     # watch
     ("watch", "missing run", ["watch"]),
     ("watch", "parent not found", ["watch", "{tmp}/nope/nope"]),

@@ -47,8 +47,8 @@ class FakeCheckpoints:
 
     def __call__(self, path: Path) -> Backend:
         self.loaded.append(path.name)
-        delay = 0.05 if len(self.loaded) == 1 else 0.0
-        return FakeBackend("Good morrow.\n\n" * 5, delay=delay)  # type: ignore[return-value]
+        delay = 0.05 if len(self.loaded) == 1 else 0.0  # the first replies until stopped
+        return FakeBackend("Good morrow, sweet ", delay=delay)  # type: ignore[return-value]
 
 
 def test_watcher_sees_only_complete_newer_checkpoints(tmp_path: Path) -> None:
@@ -77,7 +77,7 @@ async def test_switches_between_replies_never_mid_reply(
     add_checkpoint(run, model, 10, 2.5)
     watcher = RunWatcher.open(run)
     loads = FakeCheckpoints()
-    app = make_app(max_new_tokens=40)
+    app = make_app(max_new_tokens=1000)
     app.loader = lambda: loads(watcher.current)
     app.setup_workflow(follow=watcher, checkpoints=loads, model_path=run)
     async with app.run_test(size=(100, 30)) as pilot:
@@ -89,8 +89,11 @@ async def test_switches_between_replies_never_mid_reply(
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.generating)
         add_checkpoint(run, model, 20, 2.0)  # train writes a newer one mid-reply
-        await wait_for(pilot, lambda: app.workflow.pending is not None)
+        await wait_for(pilot, lambda: app.workflow.pending is not None, 20)
         assert app.generating and app.backend is first  # loaded, but waiting for the reply
+        await pilot.pause(0.2)
+        assert app.generating and app.backend is first
+        await pilot.press("escape")  # the reply ends: now it switches
         await wait_for(pilot, lambda: not app.generating and app.backend is not first, 10)
         assert loads.loaded == ["step-000010", "step-000020"]
         assert status.checkpoint == "following · step 20 · val loss 2.0000"
@@ -99,9 +102,10 @@ async def test_switches_between_replies_never_mid_reply(
             "── the run's checkpoint at step 20 · val loss 2.0000 answers from here ──"
         ]
         assert [t.role for t in app.session.turns] == ["user", "model"]  # the talk goes on
+        app.settings.max_new_tokens = 20
         app.prompt_input.load_text("Again.")
         await pilot.press("enter")
-        await wait_for(pilot, lambda: len(app.session.turns) == 4)
+        await wait_for(pilot, lambda: len(app.session.turns) == 4, 10)
 
 
 @pytest.mark.slow  # a real train process: about 15 s

@@ -32,6 +32,8 @@ async def test_keys_remapped_from_the_settings_file() -> None:
         assert not isinstance(app.screen, HelpScreen)  # the old key is free
         await pilot.press("f9")
         await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
+        notes = str(app.screen.query_one("#help-notes").render())
+        assert "Remapped by your settings file: help = f9." in notes
 
 
 @run_async
@@ -89,7 +91,7 @@ async def test_switch_model_while_the_old_one_answers(tmp_path: Path) -> None:
 
     model = make_model(tmp_path, name="newer")
     app = make_app(
-        FakeBackend("Good morrow, sweet lady, good morrow ", delay=0.1), max_new_tokens=30
+        FakeBackend("Good morrow, sweet lady, good morrow ", delay=0.05), max_new_tokens=1000
     )
     async with app.run_test(size=(100, 30)) as pilot:
         await loaded(pilot)
@@ -98,15 +100,18 @@ async def test_switch_model_while_the_old_one_answers(tmp_path: Path) -> None:
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.generating)
         await pick(pilot, str(model))
-        assert app.generating and app.backend is old  # the old model keeps answering
+        await wait_for(pilot, lambda: app.workflow.pending is not None, 20)
+        assert app.generating and app.backend is old  # loaded; the old model keeps answering
+        await pilot.press("escape")  # the reply ends: the new model takes over
         await wait_for(pilot, lambda: app.backend is not old, 20)
-        assert not app.generating  # it took over between replies
+        assert not app.generating
         assert app.backend.info.name == "newer" and app.backend.name == "torch"
         assert app.query_one(StatusBar).model == "newer" and app.saver.model_label == "newer"
         notes = [str(n.render()) for n in app.transcript.query(".note")]
         assert notes == ["── switched to newer (torch) ──"]
         assert app.session.block_size == 32 and app.session.tokenizer.kind == "char"
-        assert recent.load() == [str(model.absolute())]  # listed next time
+        await wait_for(pilot, lambda: recent.load() == [str(model.absolute())])  # listed next
+        app.settings.max_new_tokens = 20
         app.prompt_input.load_text("And now?")
         await pilot.press("enter")
         await wait_for(pilot, lambda: len(app.session.turns) == 4, 20)

@@ -466,7 +466,7 @@ class ChatApp(App[None]):
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen(keys.HELP_KEYS, keys.HELP_NOTES))
+            self.push_screen(HelpScreen(keys.HELP_KEYS, self.workflow.help_notes(keys.HELP_NOTES)))
 
     def action_toggle_probs(self) -> None:
         on = not self.transcript.show_probs

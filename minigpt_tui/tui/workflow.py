@@ -92,6 +92,13 @@ class Workflow:
         if self.model_path is not None:
             self._remember(self.follow.run if self.follow is not None else self.model_path)
 
+    def help_notes(self, notes: str) -> str:
+        """F1's notes, with the keys the settings file moved (the table shows the defaults)."""
+        if not self.keymap:
+            return notes
+        moved = ", ".join(f"{action} = {keys}" for action, keys in sorted(self.keymap.items()))
+        return f"{notes} Remapped by your settings file: {moved}."
+
     # ----------------------------------------------------------------- switching
     def poll_run(self) -> None:
         """`--follow`: load the run's newest checkpoint when there is a newer one."""
@@ -206,9 +213,10 @@ class Workflow:
         self.start(lambda: load_backend(path, backend), choice, path=path)
 
     def _remember(self, path: Path) -> None:
+        """Add to the picker's list, off the UI thread (the write is fsynced)."""
         from minigpt_tui import recent
 
-        recent.remember(path)
+        self.app.run_worker(lambda: recent.remember(path), thread=True, exit_on_error=False)
 
     # ----------------------------------------------------------------- system text, theme
     def edit_system_text(self) -> None:
