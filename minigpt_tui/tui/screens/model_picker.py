@@ -46,6 +46,8 @@ class ModelPickerScreen(ModalScreen[str | None]):
             options.add_option(Option(Text(f"recent   {path}"), id=f"p:{path}"))
         if not self.bundled and not self.recent:
             options.add_option(Option("no bundled or recent models: type a path", disabled=True))
+        else:
+            options.highlighted = 0  # Tab, Enter picks the first
         self.query_one(Input).focus()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
