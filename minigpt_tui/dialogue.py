@@ -35,6 +35,9 @@ class DialogueTemplate:
     model: str = "JULIET"
     turn: str = "{name}:\n{text}\n\n"  # how one speech is laid out in the training text
     stops: list[str] = field(default_factory=lambda: ["\n\n"])
+    # What the dialogue starts with (a persona, instructions, a few example turns): always in
+    # the prompt, ahead of the turns; empty for the plain play layout.
+    system: str = ""
 
     def speaker(self, role: str) -> str:
         return self.user if role == "user" else self.model
@@ -45,7 +48,11 @@ class DialogueTemplate:
             self.turn.format(name=self.speaker(t.role), text=t.text.strip("\n")) for t in turns
         )
         opener = self.turn.split("{text}")[0].format(name=self.model)
-        return text + opener
+        return self.system_head() + text + opener
+
+    def system_head(self) -> str:
+        system = self.system.strip("\n")
+        return system + "\n\n" if system.strip() else ""
 
     def stop_strings(self) -> list[str]:
         """Where the model's speech ends: a blank line, or a new line opening the user's turn.

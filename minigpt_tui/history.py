@@ -2,11 +2,17 @@
 
     conversations(id, title, mode, model, created, updated, settings)
     messages(conversation_id, seq, role, text, parent, shown)
+    messages_fts(text, conversation_id, seq)   FTS5 index of messages, where SQLite has FTS5
 
 Messages form a tree (minigpt_tui/branches.py): `parent` is the seq of the message above (NULL
 for a first turn), `shown` marks the child each message shows (the branch on screen). Version 1
 files (a plain list of messages) are migrated in place when opened: each message's parent is
 the one before it.
+
+Search uses the FTS5 index where the Python build's SQLite has it, else a LIKE scan of the
+messages (slower, same results for whole words); both find text on every branch. Opening a
+database that lacks the index, or whose index fell behind its messages, builds it from the
+saved messages.
 
 A database that cannot be read (corrupt, not SQLite) is moved aside and a fresh one started,
 so the app keeps working and the old file stays on disk for the user to inspect. A database
@@ -56,6 +62,43 @@ CREATE TABLE IF NOT EXISTS messages (
     PRIMARY KEY (conversation_id, seq)
 );
 """
+FTS_TABLE = "messages_fts"
+MAX_SEARCH_TERMS = 20
+
+
+def fts5_available(db: sqlite3.Connection) -> bool:
+    """Whether this SQLite can make FTS5 tables (most builds can; some minimal ones cannot)."""
+    try:
+        db.execute("CREATE VIRTUAL TABLE temp.fts5_probe USING fts5(x)")
+        db.execute("DROP TABLE temp.fts5_probe")
+    except sqlite3.OperationalError:
+        return False
+    return True
+
+
+@dataclass
+class SearchHit:
+    conversation_id: int
+    seq: int  # the message's index in the conversation
+    title: str
+    updated: float
+    snippet: tuple[str, str, str]  # text before the match, the match, text after
+
+
+def snippet(text: str, terms: list[str], before: int = 30, after: int = 60) -> tuple[str, str, str]:
+    """Where the first term occurs in `text`, with some context, on one line."""
+    flat = " ".join(text.split())
+    low = flat.lower()
+    found = [(i, t) for t in terms if (i := low.find(t.lower())) >= 0]
+    if not found:
+        return "", "", flat[: before + after]
+    i, term = min(found)
+    start = max(0, i - before)
+    return (
+        ("…" if start else "") + flat[start:i],
+        flat[i : i + len(term)],
+        flat[i + len(term) : i + len(term) + after],
+    )
 
 
 def data_dir() -> Path:
@@ -89,11 +132,13 @@ def title_for(turns: list[Turn], limit: int = 60) -> str:
 class HistoryStore:
     """Conversations on disk, or in memory when `path` is None (--no-history, locked db)."""
 
-    def __init__(self, path: Path | None, timeout: float = 2.0) -> None:
+    def __init__(self, path: Path | None, timeout: float = 2.0, fts: bool = True) -> None:
         self.path = path
         self.timeout = timeout  # seconds to wait for another writer before giving up
         self.notice = ""  # what went wrong opening the database, for the UI to show once
         self.read_only = False  # a database we may read but not write: nothing is saved
+        self.want_fts = fts  # False: search with LIKE even where FTS5 exists (tests)
+        self.fts = False  # whether search uses the FTS5 index (set when the db is opened)
         self.db = self._open()
 
     @classmethod
@@ -101,8 +146,8 @@ class HistoryStore:
         return cls(data_dir() / DB_NAME)
 
     @classmethod
-    def memory(cls) -> HistoryStore:
-        return cls(None)
+    def memory(cls, fts: bool = True) -> HistoryStore:
+        return cls(None, fts=fts)
 
     @property
     def persistent(self) -> bool:
@@ -191,11 +236,32 @@ class HistoryStore:
             db.executescript(SCHEMA)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             _touch_tables(db)
+            self.fts = self.want_fts and fts5_available(db) and self._index(db)
             db.commit()
         except sqlite3.Error:
             db.close()
             raise
         return db
+
+    def _index(self, db: sqlite3.Connection) -> bool:
+        """Make the FTS5 index if missing (version 1 databases, or ones made where SQLite had
+        no FTS5) and rebuild it if it fell behind the messages. False if it cannot be used."""
+        try:
+            db.execute(
+                f"CREATE VIRTUAL TABLE IF NOT EXISTS {FTS_TABLE} "
+                "USING fts5(text, conversation_id UNINDEXED, seq UNINDEXED)"
+            )
+            (indexed,) = db.execute(f"SELECT count(*) FROM {FTS_TABLE}").fetchone()
+            (messages,) = db.execute("SELECT count(*) FROM messages").fetchone()
+            if indexed != messages:
+                db.execute(f"DELETE FROM {FTS_TABLE}")
+                db.execute(
+                    f"INSERT INTO {FTS_TABLE} (text, conversation_id, seq) "
+                    "SELECT text, conversation_id, seq FROM messages"
+                )
+        except sqlite3.OperationalError:
+            return False
+        return True
 
     def save(self, conv: Conversation) -> int:
         """Insert or update a conversation with all its turns (and branches); returns its id (0
@@ -223,15 +289,50 @@ class HistoryStore:
                 self.db.execute("DELETE FROM messages WHERE conversation_id=?", (conv.id,))
             tree = conv.tree if conv.tree is not None else Branches()
             tree.follow(conv.turns)  # the turns shown are the tree's shown path
+            rows = list(tree.rows())
             self.db.executemany(
                 "INSERT INTO messages (conversation_id, seq, role, text, parent, shown) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (conv.id, seq, role, text, up, int(on))
-                    for seq, up, role, text, on in tree.rows()
-                ],
+                [(conv.id, seq, role, text, up, int(on)) for seq, up, role, text, on in rows],
             )
+            if self.fts:  # every branch's messages, by the same seq as the messages table
+                self.db.execute(f"DELETE FROM {FTS_TABLE} WHERE conversation_id=?", (conv.id,))
+                self.db.executemany(
+                    f"INSERT INTO {FTS_TABLE} (text, conversation_id, seq) VALUES (?, ?, ?)",
+                    [(text, conv.id, seq) for seq, _, _, text, _ in rows],
+                )
         return conv.id
+
+    def search(self, query: str, limit: int = 200) -> list[SearchHit]:
+        """Messages holding every word of `query` (as a word prefix with FTS5, anywhere with
+        the LIKE fallback), best match first; any text is a valid query."""
+        terms = query.split()[:MAX_SEARCH_TERMS]
+        if not terms:
+            return []
+        if self.fts:
+            match = " ".join('"' + t.replace('"', '""') + '"*' for t in terms)
+            rows = self.db.execute(
+                f"SELECT f.conversation_id, f.seq, c.title, c.updated, f.text FROM {FTS_TABLE} f "
+                f"JOIN conversations c ON c.id = f.conversation_id WHERE {FTS_TABLE} MATCH ? "
+                "ORDER BY rank, c.updated DESC LIMIT ?",
+                (match, limit),
+            ).fetchall()
+        else:
+
+            def like(t: str) -> str:
+                return "%" + t.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+            where = " AND ".join(["m.text LIKE ? ESCAPE '\\'"] * len(terms))
+            rows = self.db.execute(
+                "SELECT m.conversation_id, m.seq, c.title, c.updated, m.text FROM messages m "
+                f"JOIN conversations c ON c.id = m.conversation_id WHERE {where} "
+                "ORDER BY c.updated DESC, m.seq LIMIT ?",
+                (*(like(t) for t in terms), limit),
+            ).fetchall()
+        return [
+            SearchHit(int(cid), int(seq), title, updated, snippet(text, terms))
+            for cid, seq, title, updated, text in rows
+        ]
 
     def list(self, limit: int = 500) -> list[Conversation]:
         """Conversations, newest first, without their turns."""
@@ -265,6 +366,8 @@ class HistoryStore:
             return
         with self.db:
             self.db.execute("DELETE FROM conversations WHERE id=?", (conv_id,))
+            if self.fts:
+                self.db.execute(f"DELETE FROM {FTS_TABLE} WHERE conversation_id=?", (conv_id,))
 
     def close(self) -> None:
         self.db.close()

@@ -23,3 +23,14 @@ def steady_cursor(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatc
 
     monkeypatch.setattr(TextArea, "_toggle_cursor_blink_visible", lambda self: None)
     monkeypatch.setattr(Input, "_toggle_cursor", lambda self: None)
+
+
+@pytest.fixture(autouse=True)
+def _private_settings(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No test reads the user's settings file or writes their data directory (a test that
+    needs either sets the variable itself)."""
+    home = tmp_path_factory.mktemp("user")
+    monkeypatch.setenv("MINIGPT_TUI_CONFIG", str(home / "config.toml"))
+    monkeypatch.setenv("MINIGPT_TUI_DATA_DIR", str(home / "data"))

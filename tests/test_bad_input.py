@@ -166,6 +166,15 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("chat", "negative seed", ["chat", "-m", "{model}", "--seed", "-7"]),
     ("chat", "temperature not a number", ["chat", "-m", "{model}", "-t", "warm"]),
     ("chat", "stdin and stdout not a terminal", ["chat", "-m", "{model}", "--no-history"]),
+    ("chat", "follow a model, not a run", ["chat", "-m", "{model}", "--follow"]),
+    ("chat", "follow a missing run", ["chat", "-m", "{tmp}/nope", "--follow"]),
+    ("chat", "follow a run without checkpoints", ["chat", "-m", "{tmp}/norun", "--follow"]),
+    ("chat", "follow an empty directory", ["chat", "-m", "{empty}", "--follow"]),
+    # config
+    ("config", "unknown subcommand", ["config", "frob"]),
+    ("config path", "unexpected argument", ["config", "path", "{text}"]),
+    ("config show", "unknown option", ["config", "show", "--all"]),
+    ("config edit", "unexpected argument", ["config", "edit", "{text}"]),
     # watch
     ("watch", "missing run", ["watch"]),
     ("watch", "parent not found", ["watch", "{tmp}/nope/nope"]),
@@ -279,6 +288,8 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     (tmp_path / "e.txt").write_text("")
+    (tmp_path / "norun").mkdir()
+    (tmp_path / "norun" / "metrics.jsonl").write_text("")
     (tmp_path / "deep").mkdir()
     (tmp_path / "deep" / "config.json").write_text("[" * 100_000)
     (tmp_path / "deep" / "model.safetensors").write_bytes(b"")
@@ -335,3 +346,52 @@ def test_the_matrix_covers_every_command() -> None:
     covered = {row[0] for row in MATRIX}
     assert names <= covered, f"commands without bad-input rows: {names - covered}"
     assert len(MATRIX) >= 100
+
+
+# The settings file (minigpt_tui/config.py): each unusable file is ONE line naming the key.
+# `config show` refuses it (error, non-zero exit); `chat` says so in one warning line and
+# starts with the defaults (tests/test_config.py checks the chat side).
+# fmt: off
+CONFIG_FILES: list[tuple[str, bytes, str]] = [
+    ("not TOML", b"model = \n", "not valid TOML"),
+    ("unknown key", b"colour = 'red'\n", "'colour'"),
+    ("unknown sampling key", b"[sampling]\nheat = 1.0\n", "'sampling.heat'"),
+    ("unknown binding id", b"[keys]\nfly = 'f9'\n", "'keys.fly'"),
+    ("empty key binding", b"[keys]\nsend = ''\n", "'keys.send'"),
+    ("string temperature", b"[sampling]\ntemperature = 'hot'\n", "'sampling.temperature'"),
+    ("float top_k", b"[sampling]\ntop_k = 2.5\n", "'sampling.top_k'"),
+    ("bool seed", b"[sampling]\nseed = true\n", "'sampling.seed'"),
+    ("number model", b"model = 3\n", "'model'"),
+    ("sampling not a table", b"sampling = 1\n", "[sampling]"),
+    ("speakers not a table", b"speakers = 'x'\n", "[speakers]"),
+    ("not UTF-8", b"model = '\xff\xfe'\n", "not UTF-8"),
+    ("over 1 MiB", b"# " + b"x" * (1024 * 1024) + b"\n", "over 1024 KiB"),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(
+    ("content", "names"), [r[1:] for r in CONFIG_FILES], ids=[r[0] for r in CONFIG_FILES]
+)
+def test_bad_config_file_is_one_line(
+    content: bytes,
+    names: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = tmp_path / "config.toml"
+    path.write_bytes(content)
+    monkeypatch.setenv("MINIGPT_TUI_CONFIG", str(path))
+    line = expect_one_line_error(capsys, "config", "show")
+    assert names in line and str(path) in line
+    assert path.read_bytes() == content  # never rewritten
+
+
+def test_config_path_that_is_a_directory_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MINIGPT_TUI_CONFIG", str(tmp_path))
+    assert "cannot read" in expect_one_line_error(capsys, "config", "show")
+    monkeypatch.setenv("EDITOR", "true")
+    assert "not a file" in expect_one_line_error(capsys, "config", "edit")

@@ -70,6 +70,8 @@ def store_with_history() -> HistoryStore:
 
 async def loaded(pilot) -> None:  # type: ignore[no-untyped-def]
     await wait_for(pilot, lambda: pilot.app.session is not None)
+    for box in pilot.app.query("Input, TextArea"):  # a steady cursor: no timing in snapshots
+        box.cursor_blink = False
     await pilot.pause()
 
 

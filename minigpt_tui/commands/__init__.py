@@ -21,6 +21,7 @@ MODULES = [
     "convert",
     "watch",
     "score",
+    "config",
 ]
 
 

@@ -1,6 +1,12 @@
-"""`minigpt-tui chat`: the Textual chat app (see minigpt_tui/tui/app.py)."""
+"""`minigpt-tui chat`: the Textual chat app (see minigpt_tui/tui/app.py).
+
+Settings come from the flags, else the settings file (minigpt_tui/config.py), else the defaults.
+"""
 
 from __future__ import annotations
+
+import sys
+from typing import Any
 
 import typer
 
@@ -14,20 +20,32 @@ def chat(
     model: str | None = typer.Option(
         None, "--model", "-m", help="Model directory, run directory, or bundled model name."
     ),
-    backend: str = typer.Option("auto", help=f"{one_of(BACKENDS)}; auto uses ONNX when exported."),
+    backend: str | None = typer.Option(
+        None, help=f"{one_of(BACKENDS)}; auto (the default) uses ONNX when exported."
+    ),
     mode: str = typer.Option("chat", help="chat (dialogue) or complete (continue a document)."),
-    temperature: float = typer.Option(0.8, "--temperature", "-t", help="0 means greedy."),
-    top_k: int = typer.Option(0, help="Sample from the k most likely tokens; 0 is off."),
-    top_p: float = typer.Option(1.0, help="Nucleus sampling mass; 1.0 is off."),
-    max_tokens: int = typer.Option(256, help="Longest reply, in tokens."),
+    temperature: float | None = typer.Option(
+        None, "--temperature", "-t", help="0 means greedy. [default: 0.8]"
+    ),
+    top_k: int | None = typer.Option(
+        None, help="Sample from the k most likely tokens; 0 is off. [default: 0]"
+    ),
+    top_p: float | None = typer.Option(None, help="Nucleus sampling mass; 1.0 is off."),
+    max_tokens: int | None = typer.Option(None, help="Longest reply, in tokens. [default: 256]"),
     seed: int | None = typer.Option(None, help="Random seed, for repeatable replies."),
-    user: str = typer.Option("ROMEO", help="Your speaker name in the dialogue."),
-    bot: str = typer.Option("JULIET", help="The model's speaker name."),
+    user: str | None = typer.Option(None, help="Your speaker name. [default: ROMEO]"),
+    bot: str | None = typer.Option(None, help="The model's speaker name. [default: JULIET]"),
+    follow: bool = typer.Option(
+        False,
+        "--follow",
+        help="--model is a training run: switch to each newer checkpoint between replies.",
+    ),
     no_history: bool = typer.Option(False, "--no-history", help="Keep no conversation history."),
 ) -> None:
     """Chat with a model in a full-screen terminal app (F1 inside lists the keys)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from minigpt_tui import config as settings_file
     from minigpt_tui.dialogue import (
         MODES,
         SPEAKER_NAME_RULE,
@@ -38,26 +56,54 @@ def chat(
     from minigpt_tui.history import HistoryStore
     from minigpt_tui.models import resolve_model
     from minigpt_tui.sampling import SamplingSettings
+    from minigpt_tui.tui.keys import BINDING_IDS
     from model import modeldir
 
     if mode not in MODES:
         raise UserError(f"--mode must be {' or '.join(MODES)}, got {mode!r}")
+    cfg, problem = settings_file.load(BINDING_IDS)
+    if problem is None:
+        problem = _check_file_values(cfg)
+    if problem is not None:  # one line, and the app starts with the defaults
+        print(f"warning: {problem}; using the defaults", file=sys.stderr)
+        cfg = settings_file.Config()
+    backend = backend or cfg.backend or "auto"
     check_backend(backend)
+    user = user if user is not None else cfg.speakers.get("user", "ROMEO")
+    bot = bot if bot is not None else cfg.speakers.get("bot", "JULIET")
     for name, flag in ((user, "--user"), (bot, "--bot")):
         if not valid_speaker_name(name):
             raise UserError(f"{flag} must be {SPEAKER_NAME_RULE}")
+    file_sampling = _sampling(cfg.sampling)
+    flags: dict[str, Any] = {
+        "temperature": temperature,
+        "top_k": top_k,
+        "top_p": top_p,
+        "max_new_tokens": max_tokens,
+        "seed": seed,
+    }
     settings = SamplingSettings(
-        temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=max_tokens, seed=seed
+        **{**file_sampling, **{k: v for k, v in flags.items() if v is not None}}
     )
     settings.validate()
+    model = model if model is not None else cfg.model
     path = resolve_model(model)
-    info = modeldir.read(path)  # a missing or malformed model is one line, before the TUI
+    watcher = checkpoints = None
+    if follow:
+        from minigpt_tui.tui.follow import CheckpointLoader, RunWatcher, follow_backend
+
+        watcher = RunWatcher.open(path)  # a run directory with a checkpoint, or one line
+        checkpoints = CheckpointLoader(follow_backend(backend))
+    info = modeldir.read(watcher.current if watcher else path)  # a bad model: one line, now
     require_terminal("chat", "in pipes and scripts use 'minigpt-tui generate'")
     history = HistoryStore.memory() if no_history else HistoryStore.default()
     # Start loading the model now, while Textual is imported and the screen drawn; the app's
     # loading worker waits for this future (errors surface there, on the error screen).
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-model")
-    loading = pool.submit(load_backend, path, backend)
+    if watcher is not None and checkpoints is not None:
+        loading = pool.submit(checkpoints, watcher.current)
+    else:
+        loading = pool.submit(load_backend, path, backend)
     pool.shutdown(wait=False)
 
     from minigpt_tui.tui.app import ChatApp
@@ -66,18 +112,61 @@ def chat(
         loading.result,
         model_label=info.name,
         settings=settings,
-        template=DialogueTemplate(user=user.strip(), model=bot.strip()),
+        template=DialogueTemplate(user=user.strip(), model=bot.strip(), system=cfg.system or ""),
         mode=mode,
         history=history,
+    )
+    app.setup_workflow(
+        model_path=path,
+        backend_name=backend,
+        keymap=cfg.keys,
+        theme=cfg.theme,
+        notice=problem,
+        follow=watcher,
+        checkpoints=checkpoints,
     )
     try:
         app.run()
     finally:
         history.close()
+        if checkpoints is not None:
+            checkpoints.close()
     if app.load_error:
         raise UserError(f"could not load the model: {app.load_error}")
     if app.return_code:
         raise SystemExit(app.return_code)
+
+
+def _sampling(values: dict[str, Any]) -> dict[str, Any]:
+    """The file's [sampling] table as SamplingSettings fields."""
+    out = dict(values)
+    if "max_tokens" in out:
+        out["max_new_tokens"] = out.pop("max_tokens")
+    return out
+
+
+def _check_file_values(cfg: Any) -> str | None:
+    """Values of the right type that still cannot be used: one line naming the key."""
+    from minigpt_tui import config as settings_file
+    from minigpt_tui.dialogue import SPEAKER_NAME_RULE, valid_speaker_name
+    from minigpt_tui.sampling import SamplingError, SamplingSettings
+
+    where = f"config file {settings_file.config_path()}"
+    if cfg.backend is not None and cfg.backend not in BACKENDS:
+        return f"{where}: 'backend' must be {one_of(BACKENDS)}, got {cfg.backend!r}"
+    for key, name in cfg.speakers.items():
+        if not valid_speaker_name(name):
+            return f"{where}: 'speakers.{key}' must be {SPEAKER_NAME_RULE}"
+    try:
+        SamplingSettings(**_sampling(cfg.sampling)).validate()
+    except SamplingError as e:
+        return f"{where}: [sampling] {e}"
+    if cfg.theme is not None:
+        from textual.theme import BUILTIN_THEMES
+
+        if cfg.theme not in BUILTIN_THEMES:
+            return f"{where}: 'theme' {cfg.theme!r} is not a Textual theme (F8 in chat lists them)"
+    return None
 
 
 def register(app: typer.Typer) -> None:

@@ -14,7 +14,8 @@ from minigpt_tui.tui.metrics import metrics_path
 def watch(
     run: Path = typer.Argument(..., help="A training run directory (or its metrics.jsonl)."),
 ) -> None:
-    """Follow a training run's metrics.jsonl live; keeps going when the run ends or restarts."""
+    """Follow a training run's metrics.jsonl live; keeps going when the run ends or restarts.
+    `c` opens `chat --follow` on the run."""
     run = run.expanduser()
     if not run.exists() and not run.parent.is_dir():  # a run not started yet is fine: wait
         raise UserError(f"run directory not found: {run}")
@@ -26,7 +27,23 @@ def watch(
     )
     from minigpt_tui.tui.watch_app import WatchApp
 
-    WatchApp(run).run()
+    if WatchApp(run).run() == "chat":
+        from minigpt_tui.commands.chat import chat
+
+        chat(
+            model=str(run.parent if run.is_file() else run),
+            backend=None,
+            mode="chat",
+            temperature=None,
+            top_k=None,
+            top_p=None,
+            max_tokens=None,
+            seed=None,
+            user=None,
+            bot=None,
+            follow=True,
+            no_history=False,
+        )
 
 
 def register(app: typer.Typer) -> None:

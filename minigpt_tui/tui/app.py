@@ -9,6 +9,9 @@ The app lays out the widgets and routes keys and messages between the parts that
 
 The settings panel and the keys change the one SamplingSettings object that the running
 Generation reads on every token; Escape ends the reply at the next token.
+
+The workflow features (tui/workflow.py) plug in here: switching models (F6, `--follow`), the
+system text (F7), themes (F8), history search (Ctrl+F), and the settings file's key map.
 """
 
 from __future__ import annotations
@@ -42,13 +45,14 @@ from minigpt_tui.tui.widgets.prompt_input import PromptInput, SteerableTextArea
 from minigpt_tui.tui.widgets.settings_panel import SettingsPanel, TokenInspector
 from minigpt_tui.tui.widgets.status_bar import StatusBar
 from minigpt_tui.tui.widgets.transcript import MessageView, Transcript
+from minigpt_tui.tui.workflow import Workflow
 from model.backend import Backend
 
 MIN_WIDTH, MIN_HEIGHT = 50, 12
 
 
 class ChatApp(App[None]):
-    CSS_PATH = "app.tcss"
+    CSS_PATH = ["app.tcss", "workflow.tcss"]  # noqa: RUF012
     TITLE = "minigpt-tui chat"
     ENABLE_COMMAND_PALETTE = False
     BINDINGS = keys.BINDINGS
@@ -81,6 +85,11 @@ class ChatApp(App[None]):
         self._burst = keys.EscapeBurst()
         self.load_error = ""  # why the model could not be loaded, if it could not
         self._edit_at: int | None = None  # editing your message at this index (a new branch)
+        self.workflow = Workflow(self)
+
+    def setup_workflow(self, **options: Any) -> None:
+        """The settings file's key map and theme, the model's path, `--follow` (see Workflow)."""
+        self.workflow.configure(**options)
 
     # ----------------------------------------------------------------- layout
     def compose(self) -> ComposeResult:
@@ -109,6 +118,7 @@ class ChatApp(App[None]):
             self.say(self.history.notice, severity="warning", timeout=10)
         (self.prompt_input if self.mode == "chat" else self.document).focus()
         self._check_size()
+        self.workflow.mount()
         self.models.load(self.loader)
 
     async def on_event(self, event: events.Event) -> None:
@@ -178,6 +188,8 @@ class ChatApp(App[None]):
             return on_main
         if action == "continue":
             return self.mode == "complete"
+        if action in ("switch_model", "system_text", "theme", "search"):
+            return on_main
         return True
 
     # ----------------------------------------------------------------- helpers
@@ -223,6 +235,9 @@ class ChatApp(App[None]):
     # ----------------------------------------------------------------- the model
     @on(ModelLoader.Loaded)
     def _model_loaded(self, event: ModelLoader.Loaded) -> None:
+        if self.session is not None:  # another model, while this one keeps answering
+            self.workflow.model_loaded(event.model)
+            return
         backend = self.backend = event.model.backend
         self.session = ChatSession(
             event.model.tokenizer, backend.block_size, self.settings, self.template, self.mode
@@ -233,6 +248,7 @@ class ChatApp(App[None]):
         status.params = backend.info.config.num_params()
         status.block_size = backend.block_size
         status.state = "ready"
+        self.workflow.first_model_loaded()
         self._show_mode()
         self._sync_context()
         if self._send_when_loaded:
@@ -240,6 +256,9 @@ class ChatApp(App[None]):
 
     @on(ModelLoader.Failed)
     def _model_failed(self, event: ModelLoader.Failed) -> None:
+        if self.session is not None:  # a switch failed: keep talking to the model we have
+            self.workflow.model_failed(event.reason)
+            return
         self.load_error = event.reason
         self.push_screen(ErrorScreen("Could not load the model", self.load_error))
 
@@ -336,6 +355,7 @@ class ChatApp(App[None]):
         self._save()
         self._sync_context()
         self._set_steering(False)
+        self.workflow.between_replies()
 
     def action_stop(self) -> None:
         if self.generating:
@@ -446,6 +466,7 @@ class ChatApp(App[None]):
             self.session.restore(conv.turns)
             if conv.tree is not None and self.mode == "chat":
                 self.session.restore_branches(conv.tree)
+        self.workflow.restore_system(conv)
         if self.mode == "complete":
             self.document.load_text("".join(t.text for t in conv.turns))
         else:
@@ -495,7 +516,7 @@ class ChatApp(App[None]):
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen(keys.HELP_KEYS, keys.HELP_NOTES))
+            self.push_screen(HelpScreen(keys.HELP_KEYS, self.workflow.help_notes(keys.HELP_NOTES)))
 
     def action_toggle_probs(self) -> None:
         on = not self.transcript.show_probs
@@ -667,3 +688,16 @@ class ChatApp(App[None]):
                 prompt=prompt,
             )
         )
+
+    # ----------------------------------------------------------------- workflow (tui/workflow.py)
+    def action_switch_model(self) -> None:
+        self.workflow.pick_model()
+
+    def action_system_text(self) -> None:
+        self.workflow.edit_system_text()
+
+    def action_theme(self) -> None:
+        self.workflow.pick_theme()
+
+    def action_search(self) -> None:
+        self.workflow.search()

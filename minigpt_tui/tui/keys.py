@@ -5,6 +5,8 @@ Keep the two in step: F1 shows HELP_KEYS, and the README's key table repeats it.
 
 from __future__ import annotations
 
+import dataclasses
+
 from textual import events
 from textual.binding import Binding, BindingType
 
@@ -31,9 +33,30 @@ BINDINGS: list[BindingType] = [
     Binding("ctrl+p", "toggle_panel", "Panel", show=False),
     Binding("f1", "help", "Help"),
     Binding("ctrl+q", "quit", "Quit"),
+    # Priority: F6, F7 and F10 would otherwise select text in a focused text box.
+    Binding("f6", "switch_model", "Model", show=False, priority=True),
+    Binding("f7", "system_text", "System", show=False, priority=True),
+    Binding("f10", "theme", "Theme", show=False, priority=True),
+    Binding("ctrl+f", "search", "Search", show=False),
     Binding("f8", "score", "Score", show=False),
     Binding("f9", "compare", "Compare", show=False),
 ]
+
+
+def binding_id(action: str) -> str:
+    """A binding's id for the config file's [keys] table: its action, with "_up"/"_down" for
+    the ones that take a step (temperature(-0.1) -> temperature_down)."""
+    name, _, arg = action.partition("(")
+    if not arg:
+        return name
+    return f"{name}_{'down' if arg.startswith('-') else 'up'}"
+
+
+BINDINGS = [
+    dataclasses.replace(b, id=binding_id(b.action)) if isinstance(b, Binding) else b
+    for b in BINDINGS
+]
+BINDING_IDS = {b.id for b in BINDINGS if isinstance(b, Binding) and b.id}
 
 # Every key, for the help screen and the README (BINDINGS above are the source of truth for
 # what each key does; this is how they are explained).
@@ -63,6 +86,10 @@ HELP_KEYS = [
     ("F8", "score a text: surprisal per token, bits/char, alternatives (Ctrl+G scores)"),
     ("F9", "compare: 2-4 panes with their own settings/model stream one prompt side by side"),
     ("  in compare", "Enter/Ctrl+G run all · Ctrl+N add pane · Ctrl+R remove · Esc stop/back"),
+    ("F6", "switch model: bundled, used before, or a path (the old one answers meanwhile)"),
+    ("F7", "system text: what the dialogue starts with (persona, instructions, examples)"),
+    ("F10", "theme (remembered in the config file)"),
+    ("Ctrl+F", "search every saved conversation; Enter opens it at the message"),
     ("F1", "this help"),
     ("Ctrl+Q", "quit (the conversation is saved)"),
 ]
@@ -70,7 +97,8 @@ HELP_NOTES = (
     "Settings apply from the next token, even mid-reply; a new seed from the next reply "
     "(a seed makes the whole conversation repeatable, Ctrl+R still gives a new reply). "
     "In History: Enter opens, Del deletes. Conversations are saved after every reply "
-    "(not with --no-history)."
+    "(not with --no-history). Keys can be remapped in the config file's [keys] table "
+    "(`minigpt-tui config edit`) by binding id: " + ", ".join(sorted(BINDING_IDS)) + "."
 )
 
 

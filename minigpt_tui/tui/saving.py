@@ -39,6 +39,8 @@ class ConversationSaver:
         conv.mode = mode
         conv.model = self.model_label or model
         conv.settings = {"user": template.user, "bot": template.model}
+        if template.system:
+            conv.settings["system"] = template.system
         if session is not None:
             conv.turns = session.saved_turns(document)
             conv.tree = session.sync_branches() if mode == "chat" else None

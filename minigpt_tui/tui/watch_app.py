@@ -3,7 +3,8 @@
 Polls the file twice a second (reading only what was appended), folds the events into a
 RunState, and shows the loss curves, speed, progress, ETA and the latest sample. A run that
 ends, restarts or has its file replaced is followed on; a run directory without metrics yet
-shows a waiting message until the file appears.
+shows a waiting message until the file appears. `c` leaves for `chat --follow` on the run
+(the app exits with "chat" and the command starts the chat).
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ POLL_SECONDS = 0.5
 STALE_SECONDS = 120  # no event for this long while "running": say so
 
 
-class WatchApp(App[None]):
+class WatchApp(App[str | None]):
     CSS_PATH = "watch.tcss"
     TITLE = "minigpt-tui watch"
     ENABLE_COMMAND_PALETTE = False
     BINDINGS = [  # noqa: RUF012
         Binding("r", "reload", "Reload"),
+        Binding("c", "chat", "Chat with it"),
         Binding("q,ctrl+q", "quit", "Quit"),
     ]
 
@@ -81,6 +83,15 @@ class WatchApp(App[None]):
         self.state = RunState()
         self.plot.set_series()
         self.poll()
+
+    def action_chat(self) -> None:
+        from minigpt_tui.tui.follow import RunWatcher
+
+        run = self.run_path.parent if self.run_path.is_file() else self.run_path
+        if RunWatcher.newest(run) is None:
+            self.notify("No checkpoint yet: chat once the run has written one.", markup=False)
+            return
+        self.exit("chat")
 
     def refresh_view(self) -> None:
         s = self.state

@@ -25,10 +25,13 @@ class StatusBar(Static):
     ttft = reactive(-1.0)  # seconds; < 0: no reply yet
     tokens_per_sec = reactive(-1.0)
     state = reactive("loading…")
+    checkpoint = reactive("")  # chat --follow: the checkpoint talking now (step, val loss)
 
     def render(self) -> Text:
         # The state leads, so that a narrow terminal truncates details, never "ready".
         parts = [self.state, self.model or "no model"]
+        if self.checkpoint:
+            parts.append(self.checkpoint)
         if self.backend:
             parts.append(f"{self.backend} · {human(self.params)} params")
         if self.block_size:

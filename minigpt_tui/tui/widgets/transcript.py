@@ -145,6 +145,12 @@ class Transcript(VerticalScroll, can_focus=True):
         view.show_probs = self.show_probs
         return view
 
+    def note(self, text: str) -> Static:
+        """A line that is not a turn (a model switch): shown, never sent to the model."""
+        line = Static(Text(text), classes="note")
+        self.mount(line)
+        return line
+
     def set_show_probs(self, on: bool) -> None:
         self.show_probs = on
         for view in self.messages:
