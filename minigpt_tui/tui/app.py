@@ -3,13 +3,16 @@
 The app lays out the widgets and routes keys and messages to the parts that do the work:
 
     ModelLoader         loads the model in a worker          -> Loaded / Failed
+    startup             the first model starts the session   (tui/startup.py)
     ChatSession         the mode, turns, document, prompt    (tui/session.py, no UI)
     MessageSender       send, regenerate, take the reply in  (tui/sending.py)
     ReplyController     start -> stream -> finish / cancel   -> Started / Tokens / Finished
     Conversations       new, reopen, save, export            (tui/conversations.py)
     ConversationSaver   the record history keeps             (tui/saving.py, no UI)
     Branching           switch, edit, branch at a token      (tui/branching.py)
-    inspecting          the score (F8) and compare (F9) screens (tui/inspecting.py)
+    probability_view    Ctrl+T and the token inspector       (tui/probability_view.py)
+    inspecting          the score and compare screens        (tui/inspecting.py)
+    keys                the bindings, and when each works    (tui/keys.py)
 
 The settings panel and the keys change the one SamplingSettings object that the running
 Generation reads on every token; Escape ends the reply at the next token.
@@ -27,20 +30,19 @@ from textual import events, on
 from textual.app import App, ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.geometry import Size
-from textual.widgets import ContentSwitcher, Footer, Input, Static, TextArea
+from textual.widgets import ContentSwitcher, Footer, Static, TextArea
 
 from minigpt_tui.dialogue import DialogueTemplate
 from minigpt_tui.engine import Generation, GenerationStats
 from minigpt_tui.history import HistoryStore
 from minigpt_tui.safe_text import plain
 from minigpt_tui.sampling import SamplingSettings
-from minigpt_tui.tui import inspecting, keys
+from minigpt_tui.tui import inspecting, keys, probability_view, startup
 from minigpt_tui.tui.branching import Branching
 from minigpt_tui.tui.conversations import Conversations
 from minigpt_tui.tui.loading import ModelLoader
 from minigpt_tui.tui.reply import ReplyController
 from minigpt_tui.tui.saving import ConversationSaver
-from minigpt_tui.tui.screens.error import ErrorScreen
 from minigpt_tui.tui.screens.help import HelpScreen
 from minigpt_tui.tui.sending import MessageSender
 from minigpt_tui.tui.session import ChatSession
@@ -181,21 +183,7 @@ class ChatApp(App[None]):
         self.refresh_bindings()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if self.too_small and action not in ("quit", "stop", "help"):
-            return False  # nothing is shown: nothing may be sent, redone or changed unseen
-        on_main = len(self.screen_stack) == 1
-        if action == "stop":
-            return on_main and self.generating
-        if action in ("steer_temperature", "steer_top_k"):
-            # [ ] { } steer sampling while a reply streams, or when no text box has focus.
-            return on_main and (self.generating or not isinstance(self.focused, TextArea | Input))
-        if action in ("temperature", "top_k"):
-            return on_main
-        if action == "continue":
-            return self.mode == "complete"
-        if action in ("switch_model", "system_text", "theme", "search"):
-            return on_main
-        return True
+        return keys.allowed(self, action)
 
     # ----------------------------------------------------------------- helpers
     def say(self, message: str, **kwargs: Any) -> None:
@@ -235,32 +223,11 @@ class ChatApp(App[None]):
     # ----------------------------------------------------------------- the model
     @on(ModelLoader.Loaded)
     def _model_loaded(self, event: ModelLoader.Loaded) -> None:
-        if self.session is not None:  # another model, while this one keeps answering
-            self.workflow.model_loaded(event.model)
-            return
-        backend = self.backend = event.model.backend
-        self.session = ChatSession(
-            event.model.tokenizer, backend.block_size, self.settings, self.template, self.mode
-        )
-        status = self.query_one(StatusBar)
-        status.model = self.model_label or backend.info.name
-        status.backend = backend.name
-        status.params = backend.info.config.num_params()
-        status.block_size = backend.block_size
-        status.state = "ready"
-        self.workflow.first_model_loaded()
-        self.show_mode()
-        self.sync_context()
-        if self.sender.send_when_loaded:
-            self.sender.send()
+        startup.model_loaded(self, event.model)
 
     @on(ModelLoader.Failed)
     def _model_failed(self, event: ModelLoader.Failed) -> None:
-        if self.session is not None:  # a switch failed: keep talking to the model we have
-            self.workflow.model_failed(event.reason)
-            return
-        self.load_error = event.reason
-        self.push_screen(ErrorScreen("Could not load the model", self.load_error))
+        startup.model_failed(self, event.reason)
 
     # ----------------------------------------------------------------- replies (tui/sending.py)
     @on(PromptInput.Submitted)
@@ -270,8 +237,7 @@ class ChatApp(App[None]):
     def action_send(self) -> None:
         self.sender.send()
 
-    def action_continue(self) -> None:
-        self.sender.send()
+    action_continue = action_send  # Ctrl+G in complete mode, shown as "Continue" there
 
     def action_regenerate(self) -> None:
         self.sender.regenerate()
@@ -292,17 +258,14 @@ class ChatApp(App[None]):
         self.sender.finished(event)
 
     # ----------------------------------------------------------------- steering
-    def action_steer_temperature(self, delta: float) -> None:
-        self.action_temperature(delta)
-
-    def action_steer_top_k(self, step: int) -> None:
-        self.action_top_k(step)
-
     def action_temperature(self, delta: float) -> None:
         self._settings_changed(nudge_temperature(self.settings, delta))
 
     def action_top_k(self, step: int) -> None:
         self._settings_changed(step_top_k(self.settings, step))
+
+    # [ ] { }: the same, allowed only while a reply streams or no text box has focus.
+    action_steer_temperature, action_steer_top_k = action_temperature, action_top_k
 
     def _settings_changed(self, what: str) -> None:
         self.query_one(SettingsPanel).sync()
@@ -348,15 +311,7 @@ class ChatApp(App[None]):
             self.push_screen(HelpScreen(keys.HELP_KEYS, self.workflow.help_notes(keys.HELP_NOTES)))
 
     def action_toggle_probs(self) -> None:
-        on = not self.transcript.show_probs
-        self.transcript.set_show_probs(on)
-        for widget in self.query("#inspector, #inspector-title"):
-            widget.set_class(not on, "-hidden")
-        self.say(
-            "Probability view "
-            + ("on: Tab to the conversation, ← → pick a token" if on else "off"),
-            timeout=3,
-        )
+        probability_view.toggle(self)
 
     def action_toggle_panel(self) -> None:
         panel = self.query_one(SettingsPanel)
@@ -364,11 +319,7 @@ class ChatApp(App[None]):
 
     @on(Transcript.TokenSelected)
     def _token_selected(self, event: Transcript.TokenSelected) -> None:
-        self.query_one(TokenInspector).show_token(event.token, self.decode)
-
-    def decode(self, token: int) -> str:
-        assert self.session is not None
-        return self.session.tokenizer.decode([token])
+        probability_view.inspect(self, event.token)
 
     async def action_quit(self) -> None:
         self.sender.cancel()

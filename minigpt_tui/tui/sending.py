@@ -12,10 +12,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from minigpt_tui.dialogue import DialogueTemplate, Turn
+from minigpt_tui.tui import probability_view
 from minigpt_tui.tui.loading import describe
 from minigpt_tui.tui.reply import DocumentTarget, ReplyController, ReplyTarget
 from minigpt_tui.tui.widgets.prompt_input import SteerableTextArea
-from minigpt_tui.tui.widgets.settings_panel import TokenInspector
 from minigpt_tui.tui.widgets.status_bar import StatusBar
 from minigpt_tui.tui.widgets.transcript import MessageView
 
@@ -87,7 +87,7 @@ class MessageSender:
         if event.reply is not app.replies.reply:
             return
         if isinstance(event.reply.target, MessageView) and app.transcript.show_probs:
-            app.query_one(TokenInspector).show_token(event.tokens[-1], app.decode)
+            probability_view.inspect(app, event.tokens[-1])
         app.sync_context(len(event.reply.generation.generated))
 
     def finished(self, event: ReplyController.Finished) -> None:

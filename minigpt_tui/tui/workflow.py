@@ -148,9 +148,7 @@ class Workflow:
         session.block_size = model.backend.block_size
         label = self.loading or model.backend.info.name
         status = self.status
-        status.backend = model.backend.name
-        status.params = model.backend.info.config.num_params()
-        status.block_size = model.backend.block_size
+        status.show_backend(model.backend)
         if self.loading_checkpoint is not None and self.checkpoints is not None:
             status.checkpoint = f"following · {label}"
             status.backend = self.checkpoints.label()
