@@ -131,12 +131,12 @@ async def test_branch_from_an_alternative_token_keeps_the_old_reply() -> None:
         await pilot.pause()
         assert shown(app)[-1][2] == (3, 3)
         # Reopened from history, every branch is back.
-        app._save()
+        app.conversations.save()
         conv_id = app.saver.conversation.id
         await pilot.press("ctrl+n")
         await pilot.pause()
         assert app.transcript.messages == []
-        app._reopen(conv_id)
+        app.conversations.reopen(conv_id)
         await pilot.pause()
         assert shown(app)[-1][2] == (3, 3) and app.session.branches.count() == 4
         app.transcript.focus()

@@ -78,7 +78,7 @@ async def loaded(pilot) -> None:  # type: ignore[no-untyped-def]
 def test_main_screen(snap_compare) -> None:  # type: ignore[no-untyped-def]
     async def run_before(pilot) -> None:  # type: ignore[no-untyped-def]
         await loaded(pilot)
-        pilot.app.open_conversation(conversation())
+        pilot.app.conversations.open(conversation())
         await pilot.pause()
 
     assert snap_compare(make_app(), terminal_size=(80, 24), run_before=run_before)

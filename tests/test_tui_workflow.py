@@ -250,9 +250,9 @@ async def test_system_text_is_edited_sent_saved_and_restored() -> None:
         # Reopening restores each conversation's own system text (or the default).
         old = Conversation(None, "", "chat", "m", [Turn("user", "Older talk")])
         app.history.save(old)
-        app._reopen(old.id)
+        app.conversations.reopen(old.id)
         assert app.template.system == "Default persona."
-        app._reopen(saved.id)
+        app.conversations.reopen(saved.id)
         assert app.template.system.startswith("You are Juliet.")
 
 

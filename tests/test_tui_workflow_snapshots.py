@@ -154,7 +154,7 @@ async def test_every_theme_is_readable_on_8_and_256_colours() -> None:
     app = make_app(history=searchable())
     async with app.run_test(size=(100, 30)) as pilot:
         await loaded(pilot)
-        app.open_conversation(searchable().load(3))  # type: ignore[arg-type]
+        app.conversations.open(searchable().load(3))  # type: ignore[arg-type]
         checked = 0
         for screen in ("main", "search"):
             if screen == "search":

@@ -6,9 +6,14 @@ Keep the two in step: F1 shows HELP_KEYS, and the README's key table repeats it.
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 from textual import events
 from textual.binding import Binding, BindingType
+from textual.widgets import Input, TextArea
+
+if TYPE_CHECKING:
+    from minigpt_tui.tui.app import ChatApp
 
 BINDINGS: list[BindingType] = [
     Binding("escape", "stop", "Stop", priority=True),
@@ -100,6 +105,23 @@ HELP_NOTES = (
     "(not with --no-history). Keys can be remapped in the config file's [keys] table "
     "(`minigpt-tui config edit`) by binding id: " + ", ".join(sorted(BINDING_IDS)) + "."
 )
+
+
+def allowed(app: ChatApp, action: str) -> bool:
+    """Whether a key's action runs now (the app's check_action)."""
+    if app.too_small and action not in ("quit", "stop", "help"):
+        return False  # nothing is shown: nothing may be sent, redone or changed unseen
+    on_main = len(app.screen_stack) == 1
+    if action == "stop":
+        return on_main and app.generating
+    if action in ("steer_temperature", "steer_top_k"):
+        # [ ] { } steer sampling while a reply streams, or when no text box has focus.
+        return on_main and (app.generating or not isinstance(app.focused, TextArea | Input))
+    if action == "continue":
+        return app.mode == "complete"
+    if action in ("temperature", "top_k", "switch_model", "system_text", "theme", "search"):
+        return on_main
+    return True
 
 
 # An Esc pressed just before a control key (Esc then Ctrl+R, fast) reaches Textual as one

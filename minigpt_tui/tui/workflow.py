@@ -1,5 +1,5 @@
 """The chat app's workflow features, kept out of app.py: switching models (F6 and `--follow`),
-the system text (F7), themes (F8), history search (Ctrl+F), and the settings file's key map.
+the system text (F7), themes (F10), history search (Ctrl+F), and the settings file's key map.
 
 Switching: the new model loads through the app's ModelLoader (a worker) while the old one keeps
 answering; it takes over between replies, never mid-reply (a model ready during a reply waits
@@ -148,9 +148,7 @@ class Workflow:
         session.block_size = model.backend.block_size
         label = self.loading or model.backend.info.name
         status = self.status
-        status.backend = model.backend.name
-        status.params = model.backend.info.config.num_params()
-        status.block_size = model.backend.block_size
+        status.show_backend(model.backend)
         if self.loading_checkpoint is not None and self.checkpoints is not None:
             status.checkpoint = f"following · {label}"
             status.backend = self.checkpoints.label()
@@ -166,7 +164,7 @@ class Workflow:
             self.model_path = self.loading_path
             self._remember(self.loading_path)
         self.loading = self.loading_path = self.loading_checkpoint = None
-        app._sync_context()
+        app.sync_context()
 
     def model_failed(self, reason: str) -> None:
         label, following = self.loading, self.loading_checkpoint is not None
@@ -243,7 +241,7 @@ class Workflow:
             else "System text cleared: the plain play layout.",
             timeout=3,
         )
-        self.app._sync_context()
+        self.app.sync_context()
 
     def restore_system(self, conv: Conversation) -> None:
         system = conv.settings.get("system")
@@ -278,7 +276,7 @@ class Workflow:
             return
         conv_id, seq = hit
         app = self.app
-        app._reopen(conv_id)
+        app.conversations.reopen(conv_id)
         if app.mode != "chat":
             return
         views = app.transcript.messages
