@@ -13,7 +13,6 @@ them alike; the best round is reported. Decoding runs through the one generation
 from __future__ import annotations
 
 import argparse
-import shutil
 import subprocess
 import sys
 import time
@@ -47,12 +46,21 @@ def one_round(
 
 
 def cold_start(model: Path, repeats: int) -> float:
-    exe = shutil.which("minigpt-tui") or "minigpt-tui"
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
         subprocess.run(
-            [exe, "generate", "-m", str(model), "--max-tokens", "1", "x"],
+            [
+                sys.executable,
+                "-m",
+                "minigpt_tui",
+                "generate",
+                "-m",
+                str(model),
+                "--max-tokens",
+                "1",
+                "x",
+            ],
             check=True,
             capture_output=True,
         )
