@@ -32,8 +32,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
-async def run_panes(model: str, batched: bool, panes: int, new: int) -> tuple[float, list[str]]:
-    """(aggregate tokens/s, the panes' texts) for one run of the compare screen."""
+async def run_panes(
+    model: str, batched: bool, panes: int, new: int
+) -> tuple[float, float, list[str]]:
+    """(aggregate tokens/s, tokens per CPU-second of the process, the panes' texts) for one
+    run of the compare screen."""
     from minigpt_tui.engine import load_backend
     from minigpt_tui.history import HistoryStore
     from minigpt_tui.sampling import SamplingSettings
@@ -61,24 +64,26 @@ async def run_panes(model: str, batched: bool, panes: int, new: int) -> tuple[fl
         await app.push_screen(screen)
         await pilot.pause()
         assert (screen.lockstep is not None) == batched
-        t0, ui0 = time.perf_counter(), ui_cpu()
+        t0, cpu0, ui0 = time.perf_counter(), time.process_time(), ui_cpu()
         await pilot.press("ctrl+g")
         await pilot.pause(0.05)
         while screen.running:
             await pilot.pause(0.1)
         seconds, ui = time.perf_counter() - t0, ui_cpu() - ui0
+        cpu = time.process_time() - cpu0
         tokens = sum(len(p.sampler.bits) for p in screen.panes if p.sampler is not None)
         stats = [str(p.query_one(".pane-stats").render()) for p in screen.panes]
         texts = [p.text for p in screen.panes]
     print(f"  {'batched' if batched else 'forked '}: {tokens / seconds:7.1f} tokens/s", end="")
-    print(f" ({tokens} tokens in {seconds:.2f} s, UI thread {ui:.2f} CPU-s)", end="")
+    print(f", {tokens / cpu:7.1f} per CPU-s ({tokens} tokens in {seconds:.2f} s, ", end="")
+    print(f"{cpu:.2f} CPU-s, {ui:.2f} of them the UI thread's)", end="")
     print(f"; panes: {' | '.join(stats)}")
-    return tokens / seconds, texts
+    return tokens / seconds, tokens / cpu, texts
 
 
-def without_ui(model: str, panes: int, new: int) -> dict[bool, float]:
-    """The decoding alone, no app: aggregate tokens/s of Lockstep.run, and of one thread per
-    forked view (each running its Generation), on the same settings as the panes."""
+def without_ui(model: str, panes: int, new: int) -> dict[bool, tuple[float, float]]:
+    """The decoding alone, no app: aggregate (tokens/s, tokens per CPU-second) of Lockstep.run,
+    and of one thread per forked view (each running its Generation), on the panes' settings."""
     import threading
 
     from minigpt_tui.engine import Generation, load_backend
@@ -101,18 +106,21 @@ def without_ui(model: str, panes: int, new: int) -> dict[bool, float]:
         return out
 
     together, apart = generations([backend] * panes), generations(views)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     batch.run(together, lambda i, e: None, lambda i: None)
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     threads = [threading.Thread(target=lambda g=g: list(g)) for g in apart]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    t2 = time.perf_counter()
+    t2, c2 = time.perf_counter(), time.process_time()
     assert [g.text for g in together] == [g.text for g in apart]
     tokens = sum(g.stats.new_tokens for g in together)
-    return {True: tokens / (t1 - t0), False: tokens / (t2 - t1)}
+    return {
+        True: (tokens / (t1 - t0), tokens / (c1 - c0)),
+        False: (tokens / (t2 - t1), tokens / (c2 - c1)),
+    }
 
 
 def ui_cpu() -> float:
@@ -133,25 +141,21 @@ def main() -> None:
     cpus = len(os.sched_getaffinity(0))
     print(f"CPU {_cpu_name()}, this process on {cpus} CPU(s); load {os.getloadavg()[0]:.1f}")
     print(f"{args.panes} panes x {args.new} tokens on {args.model}, {args.rounds} rounds:")
-    rates: dict[bool, list[float]] = {True: [], False: []}
+    rates: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
     texts: dict[bool, list[str]] = {}
     for _ in range(args.rounds):
         for batched in (True, False):
-            rate, texts[batched] = asyncio.run(run_panes(args.model, batched, args.panes, args.new))
-            rates[batched].append(rate)
+            wall, cpu, texts[batched] = asyncio.run(
+                run_panes(args.model, batched, args.panes, args.new)
+            )
+            rates[batched].append((wall, cpu))
     assert texts[True] == texts[False], "batched and forked panes wrote different texts"
-    for batched, name in ((True, "batched"), (False, "forked")):
-        r = rates[batched]
-        print(f"{name}: best {max(r):.1f}, median {statistics.median(r):.1f} tokens/s")
-    print(f"batched / forked (best): {max(rates[True]) / max(rates[False]):.2f}x; same texts")
-    alone: dict[bool, list[float]] = {True: [], False: []}
+    report("in the app", rates)
+    alone: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
     for _ in range(args.rounds):
         for batched, rate in without_ui(args.model, args.panes, args.new).items():
             alone[batched].append(rate)
-    print(
-        f"decoding alone (no app): batched best {max(alone[True]):.1f}, forked threads best "
-        f"{max(alone[False]):.1f} tokens/s ({max(alone[True]) / max(alone[False]):.2f}x)"
-    )
+    report("decoding alone (no app)", alone)
     if args.steps is not None:
         from decode_bench import stream_costs
 
@@ -161,6 +165,22 @@ def main() -> None:
                 f"{args.steps.name} decode_batch step, 1 thread ({unit}): 1 stream "
                 f"{one * 1e3:.1f} ms, 4 streams {four * 1e3:.1f} ms ({four / one:.2f}x)"
             )
+
+
+def report(what: str, rates: dict[bool, list[tuple[float, float]]]) -> None:
+    """Best and median of each mode, wall clock and per CPU-second, and batched / forked."""
+    best = {}
+    for batched, name in ((True, "batched"), (False, "forked")):
+        wall, cpu = [r[0] for r in rates[batched]], [r[1] for r in rates[batched]]
+        best[batched] = (max(wall), max(cpu))
+        print(
+            f"{what}, {name}: {max(wall):.1f} tokens/s (median {statistics.median(wall):.1f}), "
+            f"{max(cpu):.1f} per CPU-second (median {statistics.median(cpu):.1f})"
+        )
+    print(
+        f"{what}, batched / forked (best): {best[True][0] / best[False][0]:.2f}x wall clock, "
+        f"{best[True][1] / best[False][1]:.2f}x per CPU-second"
+    )
 
 
 def _cpu_name() -> str:
