@@ -59,6 +59,9 @@ class Streams(Protocol):
     def decode_batch(self, tokens: Sequence[int | None]) -> np.ndarray: ...
 
 
+NONE = np.zeros(0, np.float32)  # the logits of a stream that was not run
+
+
 class Lockstep:
     """Up to n Generations on one model, decoded together: each step one batched call with
     every live stream's last token. Made once (each stream holds a whole-block cache); `lock`
@@ -81,7 +84,11 @@ class Lockstep:
         if len(generations) > self.n:
             raise ValueError(f"{len(generations)} generations for {self.n} streams")
         with self.lock:
-            logits = [self.streams.prefill(i, g.start().ids) for i, g in enumerate(generations)]
+            logits = []
+            for i, gen in enumerate(generations):
+                ids = gen.start().ids
+                # One stopped before it began needs no prefill (take() ends it at once).
+                logits.append(NONE if gen.cancel.is_set() else self.streams.prefill(i, ids))
             live = list(range(len(generations)))
             while live:
                 tokens: list[int | None] = [None] * self.n

@@ -120,6 +120,19 @@ def test_lockstep_gives_each_stream_exactly_its_text_alone(onnx_model: Path) -> 
     assert gens[0].stats.tokens_per_second > 0
 
 
+def test_lockstep_stopped_before_it_began_runs_nothing(onnx_model: Path) -> None:
+    backend = load_backend(onnx_model)
+    tok = backend.info.tokenizer()
+    gens = [Generation(backend, tok, tok.encode("ROMEO:"), settings(i)) for i in range(2)]
+    gens[1].cancel.set()
+    batch = lockstep(backend, 2)
+    assert batch is not None
+    batch.run(gens, lambda i, e: None, lambda i: None)
+    assert [g.stats.stop_reason for g in gens] == ["length", "cancelled"]
+    assert gens[1].stats.new_tokens == 0
+    assert batch.streams.lengths[1] == 0  # type: ignore[attr-defined]  # never prefilled
+
+
 def test_lockstep_only_where_the_backend_decodes_streams_together() -> None:
     from test_tui_support import FakeBackend
 
