@@ -27,6 +27,7 @@ Two ways in:
     streams.prefill(0, prompt_a)            # (V,) logits; each stream its own prompt,
     streams.prefill(1, prompt_b)            #   position and (the caller's) sampler
     logits = streams.decode_batch([tok_a, tok_b, tok_c, tok_d])   # (4, V)
+    logits = streams.decode_batch([tok_a, None, tok_c, tok_d])     # stream 1 sits this one out
 
 A batched step reads the weights once for all streams (decoding is bound by reading them), so
 B streams cost far less than B single steps; the side-by-side compare view uses this.
@@ -252,26 +253,39 @@ class OrtStreams:
         """Tokens in each stream's cache."""
         return [int(n) for n in self._lengths]
 
-    def decode_batch(self, tokens: Sequence[int]) -> np.ndarray:
-        """Append tokens[i] to stream i, for every stream; return the logits (n, vocab)."""
+    def decode_batch(self, tokens: Sequence[int | None]) -> np.ndarray:
+        """Append tokens[i] to stream i, for every stream; return the logits (n, vocab).
+
+        A None sits that stream out: its cache and length stay as they are and its row of the
+        logits means nothing (the batch has a fixed shape, so its row is still computed, at the
+        position after its end, where its next token will overwrite what it wrote; a full
+        stream's last position is saved and put back). A finished stream or one that was just
+        prefilled again sits out this way while the others go on.
+        """
         if len(tokens) != self.n:
             raise EngineError(
                 f"decode_batch needs one token per stream ({self.n}), got {len(tokens)}"
             )
-        lengths = self._lengths
-        longest = int(lengths.max())
-        if longest >= self.block_size:
-            full = int(lengths.argmax())
+        lengths, last = self._lengths, self.block_size - 1
+        going = np.array([t is not None for t in tokens])
+        if (lengths[going] > last).any():
+            full = int(np.flatnonzero(going & (lengths > last))[0])
             raise EngineError(
                 f"the KV cache of stream {full} is full ({self.block_size} tokens); "
                 "prefill it again"
             )
-        self._ids[:, 0] = tokens
-        self._pos[:, 0] = lengths
-        self._seqlens[:] = lengths  # the new length minus one
-        self._total[...] = longest + 1
-        self._run(self._io)
-        lengths += 1
+        full_out = np.flatnonzero(~going & (lengths > last))  # sitting out with a full cache
+        saved = [buf[full_out, :, last].copy() for buf in self._caches] if full_out.size else []
+        self._ids[:, 0] = [0 if t is None else t for t in tokens]
+        self._pos[:, 0] = np.minimum(lengths, last)
+        self._seqlens[:] = self._pos[:, 0]  # the new length minus one
+        self._total[...] = int(self._pos.max()) + 1
+        try:
+            self._run(self._io)
+        finally:
+            for buf, kept in zip(self._caches[: len(saved)], saved, strict=True):
+                buf[full_out, :, last] = kept
+        lengths += going
         return self._logits.copy()
 
     def decode_one(self, token: int) -> np.ndarray:
@@ -306,6 +320,10 @@ class OrtBackend:
         view = copy.copy(self)
         view._stream, view._started = self.model.streams(1), False
         return view
+
+    def streams(self, n: int) -> OrtStreams:
+        """n more streams over the same session, decoded together (OrtStreams)."""
+        return self.model.streams(n)
 
     @property
     def block_size(self) -> int:

@@ -43,6 +43,15 @@ class TokenEvent:
 
 
 @dataclass
+class Step:
+    """What the network runs next for a Generation: prefill `ids` into a fresh cache (the
+    start, or a slide when the block is full), or decode the one token in `ids`."""
+
+    ids: list[int]
+    prefill: bool
+
+
+@dataclass
 class GenerationStats:
     prompt_tokens: int = 0
     prompt_truncated: bool = False
@@ -94,6 +103,10 @@ class Generation:
         self.context = ids  # what the model sees: the current window
         self.generated: list[int] = []
         self.text = ""  # everything emitted so far
+        self._decoder = StreamDecoder(tokenizer)
+        self._pending = ""  # decoded text held back because it may begin a stop string
+        self._cache_len = 0  # tokens in the backend's KV cache
+        self._t_first = 0.0  # when the first token was chosen
 
     def _logits(self, logits: np.ndarray) -> np.ndarray:
         # A model may have more outputs than its tokenizer has tokens (a padded vocabulary):
@@ -101,60 +114,102 @@ class Generation:
         return logits[: self.tokenizer.vocab_size]
 
     def __iter__(self) -> Iterator[TokenEvent]:
-        s, stats, backend = self.settings, self.stats, self.backend
-        decoder = StreamDecoder(self.tokenizer)
-        pending = ""  # decoded text held back because it may begin a stop string
-        stats.started = time.perf_counter()
-        logits = self._logits(backend.prefill(self.context))
-        cache_len = len(self.context)  # tokens in the backend's KV cache
-        t_first = stats.started
-        while True:
-            if self.cancel.is_set():
-                stats.stop_reason = "cancelled"
-                break
-            if len(self.generated) >= s.max_new_tokens:
-                stats.stop_reason = "length"
-                break
-            choice = self.sampler.choose(logits, self.context)
-            tok = choice.token
-            self.generated.append(tok)
-            self.context.append(tok)
-            stats.new_tokens += 1
-            if stats.new_tokens == 1:
-                t_first = time.perf_counter()
-                stats.time_to_first_token = t_first - stats.started
-            if tok == self.tokenizer.eot:
-                stats.stop_reason = "eot"
-                yield TokenEvent(tok, "", choice.prob, choice.alternatives)
-                break
-            pending += decoder.push(tok)
-            out, pending, stopped = _split_stop(pending, s.stop)
-            self.text += out
-            yield TokenEvent(tok, out, choice.prob, choice.alternatives)
-            if stopped:
-                stats.stop_reason = "stop"
-                break
-            if len(self.generated) >= s.max_new_tokens or self.cancel.is_set():
-                continue  # no need to run the network for a token nobody will sample
-            if cache_len >= backend.block_size:
-                # The cache is full: keep the last part of the context and prefill again.
-                self.context = window(self.context, backend.block_size)
-                logits = self._logits(backend.prefill(self.context))
-                cache_len = len(self.context)
-                stats.slides += 1
+        """The whole generation on this Generation's backend, one network call per token."""
+        step: Step | None = self.start()
+        while step is not None:
+            if step.prefill:
+                logits = self.backend.prefill(step.ids)
             else:
-                logits = self._logits(backend.decode(tok))
-                cache_len += 1
-            stats.decode_seconds = time.perf_counter() - t_first
+                logits = self.backend.decode(step.ids[0])
+            event = self.take(logits)
+            if event is None:
+                break
+            yield event
+            step = self.next_step()
+        tail = self.finish()
+        if tail is not None:
+            yield tail
+
+    # The loop above in four steps, so that a driver running several Generations on one model
+    # (minigpt_tui/streams.py) makes the network calls for all of them and each still samples,
+    # stops and detokenises exactly as alone: start, then take(logits) / next_step() until
+    # either returns None, then finish().
+
+    def start(self) -> Step:
+        """Begin: the context to prefill into a fresh cache."""
+        self.stats.started = time.perf_counter()
+        self._t_first = self.stats.started
+        self._decoder = StreamDecoder(self.tokenizer)
+        self._pending = ""
+        self._cache_len = len(self.context)
+        return Step(self.context, prefill=True)
+
+    def take(self, logits: np.ndarray) -> TokenEvent | None:
+        """Sample the next token from the network's output for the last step; None when the
+        generation ended before it (cancelled, or no tokens left to make)."""
+        s, stats = self.settings, self.stats
+        if stats.new_tokens:
+            stats.decode_seconds = time.perf_counter() - self._t_first
+        if self.cancel.is_set():
+            stats.stop_reason = "cancelled"
+            return None
+        if len(self.generated) >= s.max_new_tokens:
+            stats.stop_reason = "length"
+            return None
+        choice = self.sampler.choose(self._logits(logits), self.context)
+        tok = choice.token
+        self.generated.append(tok)
+        self.context.append(tok)
+        stats.new_tokens += 1
+        if stats.new_tokens == 1:
+            self._t_first = time.perf_counter()
+            stats.time_to_first_token = self._t_first - stats.started
+        if tok == self.tokenizer.eot:
+            stats.stop_reason = "eot"
+            return TokenEvent(tok, "", choice.prob, choice.alternatives)
+        self._pending += self._decoder.push(tok)
+        out, self._pending, stopped = _split_stop(self._pending, s.stop)
+        self.text += out
+        if stopped:
+            stats.stop_reason = "stop"
+        return TokenEvent(tok, out, choice.prob, choice.alternatives)
+
+    def next_step(self) -> Step | None:
+        """What the network runs for the token just taken; None when the generation is over."""
+        stats = self.stats
+        if stats.stop_reason:  # "eot" or "stop"
+            return None
+        if self.cancel.is_set():  # no need to run the network for a token nobody will sample
+            stats.stop_reason = "cancelled"
+            return None
+        if len(self.generated) >= self.settings.max_new_tokens:
+            stats.stop_reason = "length"
+            return None
+        if self._cache_len >= self.backend.block_size:
+            # The cache is full: keep the last part of the context and prefill again.
+            self.context = window(self.context, self.backend.block_size)
+            self._cache_len = len(self.context)
+            stats.slides += 1
+            return Step(self.context, prefill=True)
+        self._cache_len += 1
+        return Step(self.context[-1:], prefill=False)
+
+    def finish(self) -> TokenEvent | None:
+        """End: the text held back until now (an incomplete character, or the start of a stop
+        string that never completed), as a last event with token -1, if there is any."""
+        stats, tail = self.stats, None
         if stats.stop_reason != "stop":
-            out, _, stopped = _split_stop(pending + decoder.flush(), s.stop, final=True)
+            out, _, stopped = _split_stop(
+                self._pending + self._decoder.flush(), self.settings.stop, final=True
+            )
             if stopped:
                 stats.stop_reason = "stop"
             if out:
                 self.text += out
-                yield TokenEvent(-1, out, 1.0, [])
+                tail = TokenEvent(-1, out, 1.0, [])
         if stats.new_tokens:
-            stats.decode_seconds = time.perf_counter() - t_first
+            stats.decode_seconds = time.perf_counter() - self._t_first
+        return tail
 
 
 def _start_ids(tokenizer: Tokenizer) -> list[int]:

@@ -1,13 +1,18 @@
 """Several generations on one model at once (compare panes): where each stream gets its backend.
 
-A backend holds one KV cache, so two Generations must not share one. `stream_slots` gives each
-of n streams a backend and the lock it holds while it runs:
+A backend holds one KV cache, so two Generations must not share one. Two ways to run n:
 
-  - the ONNX backend: one `OrtBackend` view per stream over the same InferenceSession (one copy
-    of the weights; onnxruntime runs one session from several threads), each with its own
-    cache and lock, so the streams decode side by side;
-  - any other backend (torch, a test's fake): the one backend and the one lock for all streams,
-    which then take turns, a whole reply each.
+  - `Lockstep` (the ONNX backend): n streams of one model decoded together, one onnxruntime
+    call per step for all of them (`OrtStreams.decode_batch`), so the weights are read once per
+    step, not once per stream. One thread drives them; each Generation still samples, stops,
+    slides and detokenises by itself (Generation.take / next_step), so each text is exactly
+    what it would be alone;
+  - `stream_slots`: each stream a backend and the lock it holds while it runs. The ONNX
+    backend gives one `OrtBackend` view per stream over the same InferenceSession (one copy of
+    the weights; onnxruntime runs one session from several threads), each with its own cache
+    and lock, so the streams decode side by side in their own threads; any other backend
+    (torch, a test's fake) gives the one backend and the one lock to all, which take turns, a
+    whole reply each.
 
 This is the one place a multi-stream backend plugs in.
 """
@@ -15,8 +20,13 @@ This is the one place a multi-stream backend plugs in.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
+import numpy as np
+
+from minigpt_tui.engine import Generation, TokenEvent
 from model.backend import Backend
 
 
@@ -39,3 +49,75 @@ def stream_slots(backend: Backend, n: int, lock: threading.Lock) -> list[StreamS
     if all(v is not None for v in views):
         return [StreamSlot(v, threading.Lock()) for v in views if v is not None]
     return [StreamSlot(backend, lock) for _ in range(n)]
+
+
+class Streams(Protocol):
+    """Several-streams decoding (export/ort_engine.py's OrtStreams)."""
+
+    def prefill(self, stream: int, ids: Sequence[int]) -> np.ndarray: ...
+
+    def decode_batch(self, tokens: Sequence[int | None]) -> np.ndarray: ...
+
+
+NONE = np.zeros(0, np.float32)  # the logits of a stream that was not run
+
+
+class Lockstep:
+    """Up to n Generations on one model, decoded together: each step one batched call with
+    every live stream's last token. Made once (each stream holds a whole-block cache); `lock`
+    is held while a run uses the streams."""
+
+    def __init__(self, streams: Streams, n: int) -> None:
+        self.streams, self.n = streams, n
+        self.lock = threading.Lock()
+
+    def run(
+        self,
+        generations: Sequence[Generation],
+        on_event: Callable[[int, TokenEvent], None],
+        on_end: Callable[[int], None],
+    ) -> None:
+        """Run generation i on stream i until every one has ended: `on_event(i, event)` for
+        each of its events, in order, then `on_end(i)`. A stream that ends (or has just been
+        prefilled again to slide its window) sits the next steps out. A backend failure is
+        raised, with the streams that had not ended left without their `on_end`."""
+        if len(generations) > self.n:
+            raise ValueError(f"{len(generations)} generations for {self.n} streams")
+        with self.lock:
+            logits = []
+            for i, gen in enumerate(generations):
+                ids = gen.start().ids
+                # One stopped before it began needs no prefill (take() ends it at once).
+                logits.append(NONE if gen.cancel.is_set() else self.streams.prefill(i, ids))
+            live = list(range(len(generations)))
+            while live:
+                tokens: list[int | None] = [None] * self.n
+                for i in list(live):
+                    gen = generations[i]
+                    event = gen.take(logits[i])
+                    step = None
+                    if event is not None:
+                        on_event(i, event)
+                        step = gen.next_step()
+                    if step is None:
+                        tail = gen.finish()
+                        if tail is not None:
+                            on_event(i, tail)
+                        live.remove(i)
+                        on_end(i)
+                    elif step.prefill:  # a slide: this stream's next logits are ready now
+                        logits[i] = self.streams.prefill(i, step.ids)
+                    else:
+                        tokens[i] = step.ids[0]
+                if any(t is not None for t in tokens):
+                    batch = self.streams.decode_batch(tokens)
+                    for i, t in enumerate(tokens):
+                        if t is not None:
+                            logits[i] = batch[i]
+
+
+def lockstep(backend: Backend, n: int) -> Lockstep | None:
+    """n streams of the backend's model decoded together (the ONNX backend's `streams`);
+    None when the backend has no several-streams decoding."""
+    make = getattr(backend, "streams", None)
+    return Lockstep(make(n), n) if callable(make) else None

@@ -149,6 +149,27 @@ def test_stream_errors_are_one_line(exported: dict[str, Path]) -> None:
     assert streams.lengths == [0, 32]  # nothing ran
 
 
+def test_a_stream_sits_a_step_out(exported: dict[str, Path]) -> None:
+    """decode_batch with None for a stream: the others go on, and that stream is untouched,
+    even with a full cache; the batched logits are bit-identical to one stream's."""
+    model = ort_engine.OrtModel.load(modeldir.read(exported["small"]))
+    streams, alone = model.streams(3), [model.streams(1) for _ in range(2)]
+    for i, prompt in enumerate(([1, 2, 3], [7, 8])):
+        np.testing.assert_array_equal(streams.prefill(i, prompt), alone[i].prefill(0, prompt))
+    streams.prefill(2, [4] * 32)  # a full cache
+    full = [buf[2].copy() for buf in streams._caches]
+    got = streams.decode_batch([5, None, None])
+    assert streams.lengths == [4, 2, 32]
+    np.testing.assert_array_equal(got[0], alone[0].decode_one(5))
+    assert all((buf[2] == kept).all() for buf, kept in zip(streams._caches, full, strict=True))
+    got = streams.decode_batch([6, 9, None])  # stream 1 goes on where it stopped
+    assert streams.lengths == [5, 3, 32]
+    np.testing.assert_array_equal(got[0], alone[0].decode_one(6))
+    np.testing.assert_array_equal(got[1], alone[1].decode_one(9))
+    with pytest.raises(EngineError, match="cache of stream 2 is full"):
+        streams.decode_batch([1, 1, 1])
+
+
 def test_engine_refuses_overflow_and_decode_before_prefill(exported: dict[str, Path]) -> None:
     backend = ort_engine.OrtBackend(modeldir.read(exported["small"]))
     with pytest.raises(EngineError, match="before prefill"):

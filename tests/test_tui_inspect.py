@@ -15,6 +15,7 @@ from minigpt_tui.tui.screens.compare import CompareScreen
 from minigpt_tui.tui.screens.score import ScoreScreen
 from minigpt_tui.tui.widgets.compare_pane import parse_spec
 from minigpt_tui.tui.widgets.score_view import ScoredText, ScoreView
+from model.backend import EngineError
 from model.tokenizer import CharTokenizer
 
 SIZE = (100, 30)
@@ -278,3 +279,56 @@ async def test_a_compare_pane_can_run_another_model() -> None:
         direct = Generation(bundled, tok, tok.encode("ROMEO:"), settings)
         list(direct)
         assert two.text == direct.text and len(two.text) > 0
+
+
+@run_async
+async def test_compare_panes_on_an_onnx_model_decode_together() -> None:
+    """On the chat's ONNX model the panes run in one batched worker (no per-pane views), and
+    each pane's text is what its settings give alone, past a window slide; Esc stops them."""
+    from minigpt_tui.engine import load_backend
+    from minigpt_tui.tui.app import ChatApp
+
+    backend = load_backend("shakespeare-char")
+    tok = backend.info.tokenizer()
+    app = ChatApp(
+        lambda: backend,
+        settings=SamplingSettings(temperature=1.0, seed=1, max_new_tokens=40),
+        history=HistoryStore.memory(),
+    )
+    specs = ["temp=1 seed=4 max=300", "temp=0.7 top_k=8 rep=1.2 seed=2 max=60", "temp=0 max=25"]
+    async with app.run_test(size=(120, 30)) as pilot:
+        screen = await open_compare(pilot, "ROMEO:")
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: len(screen.panes) == 3)
+        assert screen.lockstep is not None
+        assert all(slot.backend is backend for slot in screen.slots)  # no per-pane caches
+        for pane, spec in zip(screen.panes, specs, strict=True):
+            pane.query_one(".pane-spec").value = spec
+        await run_panes(pilot, screen)
+        lengths = screen.lockstep.streams.lengths  # type: ignore[attr-defined]
+        assert all(n > 0 for n in lengths[:3]) and lengths[3] == 0  # the batch ran them
+        for pane, spec in zip(screen.panes, specs, strict=True):
+            settings, _ = parse_spec(spec, SamplingSettings())
+            alone = Generation(backend, tok, tok.encode("ROMEO:"), settings)
+            list(alone)
+            assert pane.text == alone.text and not pane.error
+            assert f"{settings.max_new_tokens} tok" in str(pane.query_one(".pane-stats").render())
+            if settings.max_new_tokens == 300:
+                assert alone.stats.slides == 1
+        # Esc stops every pane at once, long runs included.
+        for pane in screen.panes:
+            pane.query_one(".pane-spec").value = "temp=1 max=100000"
+        await pilot.press("ctrl+g")
+        await wait_for(pilot, lambda: all(len(p.text) > 20 for p in screen.panes))
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not screen.running, timeout=2)
+        assert all(0 < len(p.text) < 5000 for p in screen.panes)
+
+        # A failure in the batched call fails every running pane, in one line each.
+        def broken(tokens: object) -> None:
+            raise EngineError("onnxruntime failed: out of memory")
+
+        screen.lockstep.streams.decode_batch = broken  # type: ignore[union-attr]
+        await run_panes(pilot, screen)
+        assert all("out of memory" in p.error for p in screen.panes)
+        assert "failed:" in str(screen.panes[0].query_one(".pane-stats").render())

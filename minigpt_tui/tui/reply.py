@@ -92,16 +92,21 @@ class ReplyController:
     def running(self) -> bool:
         return self.reply is not None
 
-    def start(self, generation: Generation, target: ReplyTarget) -> Reply:
+    def start(self, generation: Generation, target: ReplyTarget, worker: bool = True) -> Reply:
+        """Stream `generation` into `target`. With worker=False the controller starts no worker
+        of its own: whoever runs the generation (the compare screen, decoding several panes
+        together) appends its events to `reply.queue` and calls `finish_from_thread` at the
+        end."""
         reply = Reply(generation, target)
         self.reply = reply
         if self._timer is None:  # made on first use: a timer needs the owner's running loop
             self._timer = self.owner.set_interval(1 / FLUSH_HZ, self._flush, pause=True)
         self._timer.resume()
         self.owner.post_message(self.Started(reply))
-        self.owner.run_worker(
-            lambda: self._run(reply), thread=True, exit_on_error=False, group="generate"
-        )
+        if worker:
+            self.owner.run_worker(
+                lambda: self._run(reply), thread=True, exit_on_error=False, group="generate"
+            )
         return reply
 
     def stop(self) -> None:
@@ -136,6 +141,10 @@ class ReplyController:
                     reply.queue.append(event)
             except Exception as e:  # a backend failure mid-reply: report it, keep the app
                 error = e
+        self.finish_from_thread(reply, error)
+
+    def finish_from_thread(self, reply: Reply, error: BaseException | None) -> None:
+        """The reply's generation has ended (from the worker that ran it)."""
         self.owner.app.call_from_thread(self._finished, reply, error)
 
     def _flush(self) -> None:

@@ -1,6 +1,9 @@
 """F9: one prompt, 2 to 4 panes streaming its continuation side by side, each with its own
 sampling settings (or its own model), each showing tokens/s and the mean surprisal of what it
-wrote. The same seed and settings give the same text.
+wrote. The same seed and settings give the same text. On an ONNX model the panes are decoded
+together in one worker, one batched onnxruntime call per step for all of them (the weights are
+read once a step, not once a pane); each pane still samples with its own settings and seed, so
+its text is the one it would write alone.
 
 Enter (or Ctrl+G) runs every pane; Ctrl+N adds a pane, Ctrl+R removes the last one; Esc stops
 the panes, or goes back to the chat when none is running. Wide terminals show the panes in one
@@ -20,7 +23,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, Input
 
 from minigpt_tui.sampling import SamplingSettings
-from minigpt_tui.streams import stream_slots
+from minigpt_tui.streams import Lockstep, StreamSlot, lockstep, stream_slots
+from minigpt_tui.tui.reply import Reply
 from minigpt_tui.tui.widgets.compare_pane import ComparePane, describe_settings
 from model.backend import Backend
 from model.tokenizer import Tokenizer
@@ -53,6 +57,7 @@ class CompareScreen(ModalScreen[None]):
         settings: SamplingSettings,
         prompt: str = "",
         specs: list[str] | None = None,
+        batched: bool = True,
     ) -> None:
         super().__init__()
         self.backend = backend
@@ -61,8 +66,14 @@ class CompareScreen(ModalScreen[None]):
         self.base = settings
         self.prompt = prompt
         self.specs = (specs or default_specs(settings))[:MAX_PANES]
-        # One slot per possible pane, made once: an ONNX model gives each its own KV cache.
-        self.slots = stream_slots(backend, MAX_PANES, lock)
+        # Made once, for as many panes as there can be. On an ONNX model the panes are decoded
+        # together, one batched call per step (`batched=False`: each in its own thread on a
+        # view with its own KV cache, as benchmarks/compare_speed.py measures against).
+        self.lockstep = lockstep(backend, MAX_PANES) if batched else None
+        if self.lockstep is not None:
+            self.slots = [StreamSlot(backend, lock)] * MAX_PANES  # for its block size
+        else:
+            self.slots = stream_slots(backend, MAX_PANES, lock)
 
     def compose(self) -> ComposeResult:
         yield Input(
@@ -112,8 +123,15 @@ class CompareScreen(ModalScreen[None]):
             self.notify("Still running: Esc stops the panes.", timeout=2)
             return
         prompt = self.query_one("#compare-prompt", Input).value
-        for pane in self.panes:
-            pane.run(prompt)
+        batch = self.lockstep
+        replies = [(p, r) for p in self.panes if (r := p.run(prompt, batch is not None))]
+        if batch is not None and replies:
+            self.run_worker(
+                lambda: _decode_together(batch, replies),
+                thread=True,
+                exit_on_error=False,
+                group="compare",
+            )
 
     def action_add(self) -> None:
         panes = self.panes
@@ -150,3 +168,25 @@ def _next_seed(spec: str) -> str:
             words[i] = f"seed={int(value) + 1}"
             return " ".join(words)
     return " ".join([*words, "seed=1"])
+
+
+def _decode_together(batch: Lockstep, replies: list[tuple[ComparePane, Reply]]) -> None:
+    """(A worker thread.) The panes on the shared model, one batched call per step; each pane's
+    events go to its ReplyController as if its own worker made them."""
+    ended: set[int] = set()
+
+    def end(i: int) -> None:
+        ended.add(i)
+        pane, reply = replies[i]
+        pane.replies.finish_from_thread(reply, None)
+
+    try:
+        batch.run(
+            [reply.generation for _, reply in replies],
+            lambda i, event: replies[i][1].queue.append(event),
+            end,
+        )
+    except Exception as e:  # a backend failure: every pane still running reports it
+        for i, (pane, reply) in enumerate(replies):
+            if i not in ended:
+                pane.replies.finish_from_thread(reply, e)

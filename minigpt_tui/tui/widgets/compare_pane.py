@@ -3,7 +3,9 @@ streams, and how fast and how surprising (to its own model) that text was.
 
 The settings line reads like `temp=0.8 top_k=40 top_p=0.95 rep=1.1 seed=1 max=120`, with an
 optional `model=PATH` (a model directory or a bundled model's name). Each pane owns a
-ReplyController; panes on one backend share its lock (see minigpt_tui/streams.py).
+ReplyController. Panes on the chat's ONNX model are decoded together by the screen (one
+batched call per step, minigpt_tui/streams.py's Lockstep); panes on another backend share its
+lock, and a pane on its own model runs in its own worker.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from minigpt_tui.sampling import Choice, Sampler, SamplingError, SamplingSetting
 from minigpt_tui.scoring import surprisal_bits
 from minigpt_tui.streams import StreamSlot
 from minigpt_tui.tui.loading import ModelLoader, describe
-from minigpt_tui.tui.reply import ReplyController
+from minigpt_tui.tui.reply import Reply, ReplyController
 from model.backend import Backend
 from model.tokenizer import Tokenizer, encode_lenient
 
@@ -154,22 +156,24 @@ class ComparePane(Vertical):
         event.input.remove_class("-invalid")
         self.border_subtitle = ""
 
-    def run(self, prompt: str) -> None:
-        """Stream a continuation of `prompt` with this pane's settings (and model)."""
+    def run(self, prompt: str, together: bool = False) -> Reply | None:
+        """Stream a continuation of `prompt` with this pane's settings (and model), in a worker
+        of its own; or, `together`, when the pane runs the shared model, return its Reply for
+        the screen to decode with the other panes' (its ReplyController shows it as usual)."""
         if self.running:
-            return
+            return None
         self.finished.clear()
         self.error = ""
         try:
             settings, model = self.settings()
         except ValueError as e:
             self._say(str(e))
-            return
+            return None
         if model and (self.other is None or self.other[0] != model):
             self.pending_prompt = prompt
             self._say(f"loading {model}…")
             self.loader.load(_loader(model))
-            return
+            return None
         backend, tokenizer, lock = self.slot.backend, self.tokenizer, self.slot.lock
         if model and self.other is not None:
             _, backend, tokenizer, lock = self.other
@@ -177,8 +181,11 @@ class ComparePane(Vertical):
         self.sampler = SurprisalSampler(settings)  # a fresh sampler: same seed, same text
         generation = Generation(backend, tokenizer, ids, settings, sampler=self.sampler)
         self.query_one(PaneText).reset()
+        if together and not model:
+            return self.replies.start(generation, self.query_one(PaneText), worker=False)
         self.replies.backend_lock = lock
         self.replies.start(generation, self.query_one(PaneText))
+        return None
 
     def stop(self) -> None:
         self.replies.stop()
