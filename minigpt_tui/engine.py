@@ -86,8 +86,12 @@ class Generation:
         settings: SamplingSettings,
         cancel: threading.Event | None = None,
         sampler: Sampler | None = None,
+        alternatives: int = 5,
     ) -> None:
+        """alternatives: how many of the likeliest tokens each TokenEvent lists (0: none, which
+        saves their ranking when nobody shows them)."""
         settings.validate()
+        self.alternatives = alternatives
         self.backend = backend
         self.tokenizer = tokenizer
         self.settings = settings
@@ -156,7 +160,7 @@ class Generation:
         if len(self.generated) >= s.max_new_tokens:
             stats.stop_reason = "length"
             return None
-        choice = self.sampler.choose(self._logits(logits), self.context)
+        choice = self.sampler.choose(self._logits(logits), self.context, self.alternatives)
         tok = choice.token
         self.generated.append(tok)
         self.context.append(tok)

@@ -64,12 +64,12 @@ def penalize(logits: np.ndarray, context: list[int], penalty: float) -> np.ndarr
 def distribution(logits: np.ndarray, settings: SamplingSettings) -> np.ndarray:
     """The filtered next-token distribution (float64, sums to 1). Greedy is a one-hot."""
     logits = np.asarray(logits, dtype=np.float64)
-    if np.isnan(logits).any() or np.isposinf(logits).any():
+    top = logits.max()  # NaN if any logit is NaN: one pass checks both
+    if np.isnan(top) or top == np.inf:
         raise SamplingError(
             "the model's output is not finite (NaN or infinity): its weights are broken, "
             "e.g. saved from a training run that diverged"
         )
-    top = logits.max()
     if settings.temperature == 0 or settings.top_k == 1 or top == -np.inf:
         probs = np.zeros_like(logits)
         probs[int(np.argmax(logits))] = 1.0

@@ -134,7 +134,7 @@ def generate(
 
     if dropped:
         text = tokenizer.decode(ids)  # what the model was given: --echo shows no dropped chars
-    gen = Generation(engine, tokenizer, ids, settings)
+    gen = Generation(engine, tokenizer, ids, settings, alternatives=0)  # text only
     out = sys.stdout
     # On a terminal, control characters a model's vocabulary holds (a hostile config.json can
     # give it ESC) are shown, not obeyed; a pipe gets the text exactly as generated.
