@@ -137,7 +137,9 @@ async def test_follows_a_run_that_train_is_writing(tmp_path: Path) -> None:
         app.loader = lambda: loads(watcher.current)
         app.setup_workflow(follow=watcher, checkpoints=loads, model_path=run)
         async with app.run_test(size=(100, 30)) as pilot:
+            # The model and the screen both ready (a busy machine can take a while for either).
             await wait_for(pilot, lambda: app.session is not None, 20)
+            await wait_for(pilot, lambda: bool(app.screen.query(StatusBar)), 20)
             status = app.query_one(StatusBar)
             assert status.backend == "torch" and status.checkpoint.startswith("following · step")
             await wait_for(pilot, lambda: app.workflow.follow.seen != first, 30)

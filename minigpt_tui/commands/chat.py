@@ -42,7 +42,10 @@ def chat(
     ),
     no_history: bool = typer.Option(False, "--no-history", help="Keep no conversation history."),
 ) -> None:
-    """Chat with a model in a full-screen terminal app (F1 inside lists the keys)."""
+    """Chat with a model in a full-screen terminal app (F1 inside lists the keys).
+
+    Options not given come from the settings file ('minigpt-tui config path' says where),
+    then from the defaults."""
     from concurrent.futures import ThreadPoolExecutor
 
     from minigpt_tui import config as settings_file

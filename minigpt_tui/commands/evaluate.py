@@ -19,8 +19,10 @@ def evaluate(
     device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
     dtype: str = typer.Option("float32", help="float32 or bfloat16."),
 ) -> None:
-    """Whole-split loss (every token, not a sample), perplexity and bits per character of
-    MODEL on DATA. Bits per character compare across tokenizers; losses per token do not."""
+    """Whole-split loss, perplexity and bits per character of MODEL on DATA.
+
+    Every token of the split, not a sample. Bits per character compare across tokenizers;
+    losses per token do not."""
     import contextlib
 
     import torch

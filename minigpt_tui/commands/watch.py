@@ -15,7 +15,8 @@ def watch(
     run: Path = typer.Argument(..., help="A training run directory (or its metrics.jsonl)."),
 ) -> None:
     """Follow a training run's metrics.jsonl live; keeps going when the run ends or restarts.
-    `c` opens `chat --follow` on the run."""
+
+    Keys: c chats with the run (chat --follow), r reloads, q quits."""
     run = run.expanduser()
     if not run.exists() and not run.parent.is_dir():  # a run not started yet is fine: wait
         raise UserError(f"run directory not found: {run}")
