@@ -183,3 +183,27 @@ def test_bad_files_are_one_line_errors(
     for path, words in cases.items():
         line = expect_one_line_error(capsys, "score", path, "--model", onnx_model)
         assert words in line, line
+
+
+def test_the_score_view_shows_control_characters_inert() -> None:
+    """A token's text (a BPE vocabulary, or the pasted text) may hold ESC: never drawn raw."""
+    from minigpt_tui.scoring import Score
+    from minigpt_tui.tui.widgets.score_view import ScoredText
+
+    pieces = {0: "\x1b]0;TITLE\x07", 1: "\x1b[2J", 2: "ok"}
+    score = Score(
+        tokens=np.array([1, 2]),
+        bits=np.array([1.0, 2.0]),
+        top_ids=np.array([[1], [2]]),
+        top_probs=np.array([[0.5], [0.25]]),
+        characters=6,
+        block_size=8,
+        first_unscored=True,
+        unscored_ids=[0],
+    )
+    view = ScoredText()
+    view.redraw = lambda: None  # type: ignore[method-assign]  # drawing needs a mounted app
+    view.show(score, lambda ids: "".join(pieces[i] for i in ids))
+    shown = [view.lead, *view.texts]
+    assert not any("\x1b" in s or "\x07" in s for s in shown)
+    assert shown == ["\\x1b]0;TITLE\\x07", "\\x1b[2J", "ok"]

@@ -11,6 +11,7 @@ from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.widgets import Static
 
+from minigpt_tui.safe_text import plain
 from minigpt_tui.scoring import Score
 from minigpt_tui.tui.widgets.transcript import band
 
@@ -38,8 +39,9 @@ class ScoredText(Static):
     def show(self, score: Score, decode: Callable[[list[int]], str]) -> None:
         self.score = score
         shown = score.tokens[:MAX_SHOWN]
-        self.texts = [decode([int(t)]) for t in shown]
-        self.lead = decode(score.unscored_ids) if score.unscored_ids else ""
+        # plain(): a vocabulary (or the pasted text) may hold ESC and other controls.
+        self.texts = [plain(decode([int(t)])) for t in shown]
+        self.lead = plain(decode(score.unscored_ids)) if score.unscored_ids else ""
         self.selected = 0
         self.redraw()
 
