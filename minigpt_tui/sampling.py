@@ -80,9 +80,10 @@ def distribution(logits: np.ndarray, settings: SamplingSettings) -> np.ndarray:
         z = (logits - top) / settings.temperature
     if 0 < settings.top_k < z.size:
         # Keep the k largest logits (and any tied with the k-th, so the choice never depends
-        # on the order of equal values).
-        kth = np.partition(z, -settings.top_k)[-settings.top_k]
-        z = np.where(z < kth, -np.inf, z)
+        # on the order of equal values). Ranked by the logits themselves: shifting can round
+        # two different logits to one value (1e-45 - 8 == 0 - 8), which would keep both.
+        kth = np.partition(logits, -settings.top_k)[-settings.top_k]
+        z = np.where(logits < kth, -np.inf, z)
     with np.errstate(under="ignore"):
         probs = np.exp(z)
     probs /= probs.sum()

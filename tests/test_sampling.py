@@ -210,7 +210,11 @@ def test_choice_reports_probability_and_alternatives_best_first() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-# Two logits a subnormal apart have equal probabilities; the larger logit must be the one kept.
+# Two logits a subnormal apart have equal probabilities (and shift to one value); the larger
+# logit must be the one kept, by top-p and by top-k.
+@example(
+    logits=[0.0] * 7 + [1.0, 2.0, 7.0, 8.0, 7.75, 1.4e-45], top_p=0.999, top_k=6, temperature=1.0
+)
 @example(logits=[-1.18e-38, 0.0], top_p=0.5, top_k=0, temperature=1.0)
 @given(
     logits=st.lists(st.floats(-8, 8), min_size=1, max_size=600),
