@@ -228,6 +228,32 @@ class Preset:
     train: dict[str, Any] = field(default_factory=dict)
 
 
+# The short-CPU-run recipe (benchmarks/RESULTS.md, "A recipe for short CPU runs"): Muon on
+# the blocks' matrices at a high learning rate, the trapezoid schedule to 0 over the time
+# budget, dtype auto (bfloat16 where the CPU has AMX; float32 elsewhere: bfloat16 autocast ran
+# ~9x slower on an AMD EPYC without AMX), and few cheap evaluations, since they count against
+# the budget. Batch 24, not 12: Muon's orthogonalisation costs as much as a batch-12 forward
+# and backward at width 128, and a larger batch spreads it (5,600-5,750 tokens/s against
+# 4,450-5,000 on one core). The budget governs (max_iters is out of reach); --time-budget
+# changes it.
+CPU_BUDGET_RECIPE: dict[str, Any] = dict(
+    batch_size=24,
+    optimizer="muon",
+    learning_rate=1.2e-2,
+    min_lr=0.0,
+    schedule="trapezoid",
+    cooldown=0.5,
+    max_iters=10_000_000,
+    time_budget=120.0,
+    warmup_iters=50,
+    eval_interval=1000,
+    eval_iters=20,
+    weight_decay=0.1,
+    beta2=0.99,
+    dtype="auto",
+)
+
+
 PRESETS: dict[str, Preset] = {
     # The reference CPU configuration: ~0.8M parameters with a 65-character vocabulary.
     "cpu": Preset(
@@ -249,56 +275,23 @@ PRESETS: dict[str, Preset] = {
             grad_clip=0.0,
         ),
     ),
-    # The lowest validation loss in a short CPU time budget (benchmarks/RESULTS.md, "A recipe
-    # for short CPU runs"): Muon on the blocks' matrices at a high learning rate, the trapezoid
-    # schedule to 0 over the budget, dtype auto (bfloat16 where the CPU has AMX; float32
-    # elsewhere: bfloat16 autocast ran ~10x slower on an AMD EPYC without AMX), and few cheap
-    # evaluations, since they count against the budget. Batch 24, not 12: Muon's
-    # orthogonalisation costs as much as a batch-12 forward and backward at this width, and
-    # a larger batch spreads it (5,600-5,750 tokens/s against 4,450-5,000 on one core).
-    # The budget governs (max_iters is out of reach); --time-budget changes it.
+    # The lowest validation loss in a short CPU time budget: see CPU_BUDGET_RECIPE.
     "cpu-fast": Preset(
         "lowest val loss in a CPU time budget (120 s): 128/4/4, block 64, Muon lr 1.2e-2",
         model=dict(block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0),
-        train=dict(
-            batch_size=24,
-            optimizer="muon",
-            learning_rate=1.2e-2,
-            min_lr=0.0,
-            schedule="trapezoid",
-            cooldown=0.5,
-            max_iters=10_000_000,
-            time_budget=120.0,
-            warmup_iters=50,
-            eval_interval=1000,
-            eval_iters=20,
-            weight_decay=0.1,
-            beta2=0.99,
-            dtype="auto",
-        ),
+        train=dict(CPU_BUDGET_RECIPE),
     ),
-    # The same recipe for a 10-minute budget, on a wider model with a longer context and a
-    # larger batch (which also spreads Muon's fixed cost per step over more tokens). Not
-    # measured at 10 minutes on a free machine yet (benchmarks/RESULTS.md says why).
+    # The same recipe for a 10-minute budget, on a wider model with a longer context
+    # (benchmarks/RESULTS.md: 1.53 in 600 s on both cores of an AMD EPYC, 1.58 on one).
     "cpu-10min": Preset(
-        "the cpu-fast recipe for 10 minutes (600 s): 192/4/6, block 128, batch 24",
+        "the cpu-fast recipe for 10 minutes (600 s): 192 wide, 6 heads, 4 layers, block 128",
         model=dict(block_size=128, n_layer=4, n_head=6, n_embd=192, dropout=0.0),
-        train=dict(
-            batch_size=24,
-            optimizer="muon",
-            learning_rate=1e-2,
-            min_lr=0.0,
-            schedule="trapezoid",
-            cooldown=0.5,
-            max_iters=10_000_000,
-            time_budget=600.0,
-            warmup_iters=100,
-            eval_interval=1000,
-            eval_iters=20,
-            weight_decay=0.1,
-            beta2=0.99,
-            dtype="auto",
-        ),
+        train={
+            **CPU_BUDGET_RECIPE,
+            "learning_rate": 1e-2,
+            "time_budget": 600.0,
+            "warmup_iters": 100,
+        },
     ),
     # GPT-2 small (124M with the GPT-2 vocabulary); ~0.5M tokens per optimizer step.
     "gpt2": Preset(

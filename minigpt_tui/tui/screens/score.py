@@ -19,7 +19,7 @@ from textual.widgets import Footer, Input, Static, TextArea
 
 from minigpt_tui.scoring import Score, ScoreError, read_text_file, score_text
 from minigpt_tui.tui.widgets.score_view import ScoreView
-from minigpt_tui.tui.widgets.settings_panel import _visible
+from minigpt_tui.tui.widgets.settings_panel import token_label
 from model.backend import Backend
 from model.tokenizer import Tokenizer
 
@@ -147,11 +147,11 @@ class ScoreScreen(ModalScreen[None]):
         token = int(score.tokens[i])
         lines = [
             f"position {i:,}",
-            f"token {_visible(decode([token]))!s:<8} id {token}",
+            f"token {token_label(decode([token]))!s:<8} id {token}",
             f"{score.bits[i]:.2f} bits  p {score.probability(i):.1%}",
             "likeliest:",
         ]
         for t, p in zip(score.top_ids[i], score.top_probs[i], strict=True):
             mark = "▸" if int(t) == token else " "
-            lines.append(f"{mark} {_visible(decode([int(t)])):<10} {p:6.1%}")
+            lines.append(f"{mark} {token_label(decode([int(t)])):<10} {p:6.1%}")
         self.query_one("#score-position", Static).update("\n".join(lines))

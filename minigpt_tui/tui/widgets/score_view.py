@@ -13,7 +13,7 @@ from textual.widgets import Static
 
 from minigpt_tui.safe_text import plain
 from minigpt_tui.scoring import Score
-from minigpt_tui.tui.widgets.transcript import band
+from minigpt_tui.tui.widgets.transcript import band, visible_blanks
 
 MAX_SHOWN = 20_000  # tokens drawn at most (the figures always cover the whole text)
 
@@ -60,7 +60,7 @@ class ScoredText(Static):
                 s = s + odd
             if i == self.selected:
                 s = s + selected
-                text = text.replace(" ", "␣").replace("\n", "⏎\n") or "∅"
+                text = visible_blanks(text)
             out.append(text, style=s)
         if self.score.n > len(self.texts):
             out.append(f"\n… showing the first {len(self.texts):,} of {self.score.n:,} tokens")

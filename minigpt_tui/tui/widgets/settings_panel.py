@@ -63,12 +63,12 @@ class TokenInspector(Static):
         if token is None:
             self.update("no token selected")
             return
-        lines = [f"chosen  {_visible(token.text):<6} {token.prob:6.1%}", "likeliest:"]
-        lines += [f"  {_visible(decode(t)):<12} {p:6.1%}" for t, p in token.alternatives]
+        lines = [f"chosen  {token_label(token.text):<6} {token.prob:6.1%}", "likeliest:"]
+        lines += [f"  {token_label(decode(t)):<12} {p:6.1%}" for t, p in token.alternatives]
         self.update("\n".join(lines))
 
 
-def _visible(text: str) -> str:
+def token_label(text: str) -> str:
     """A token as it can be seen: spaces and line breaks get symbols."""
     if not text:
         return "∅"

@@ -19,6 +19,12 @@ def band(prob: float) -> str:
     return next(name for limit, name in BANDS if prob >= limit)
 
 
+def visible_blanks(text: str) -> str:
+    """A selected token's text with its spaces and line breaks made visible (␣, ⏎), and an
+    empty one shown as ∅, so that the selection always shows where it is."""
+    return text.replace(" ", "␣").replace("\n", "⏎\n") or "∅"
+
+
 class MessageView(Static):
     """One speech: the speaker's name, then the text, optionally coloured by probability."""
 
@@ -73,8 +79,7 @@ class MessageView(Static):
                 elif text.strip():
                     out.append(text, style=style + selected)
                 else:  # make a selected space, line break or empty token visible
-                    shown = text.replace(" ", "␣").replace("\n", "⏎\n") or "∅"
-                    out.append(shown, style=style + selected)
+                    out.append(visible_blanks(text), style=style + selected)
         else:
             out.append(plain(self.text.strip("\n")) or ("…" if self.role == "model" else ""))
         self.update(out)
