@@ -67,6 +67,22 @@ def test_watcher_sees_only_complete_newer_checkpoints(tmp_path: Path) -> None:
     assert RunWatcher.open(run / "step-000020").run == run  # a checkpoint means its run
 
 
+def test_first_load_moves_on_when_train_pruned_the_checkpoint(tmp_path: Path) -> None:
+    """`train` keeps its newest few checkpoints: the one chat picked can go before it is read."""
+    model = make_model(tmp_path)
+    run = tmp_path / "run"
+    first = add_checkpoint(run, model, 10, 2.5)
+    watcher = RunWatcher.open(run)
+    second = add_checkpoint(run, model, 20, 2.25)
+    shutil.rmtree(first)  # pruned between start and load
+    backend = watcher.load_first(CheckpointLoader("torch"))
+    assert backend.info.path == second and watcher.current == second
+    assert watcher.poll() is None  # the newest is loaded: nothing newer to switch to
+    shutil.rmtree(second)  # nothing newer left: the error is the load's own
+    with pytest.raises(modeldir.ModelDirError, match="model not found"):
+        watcher.load_first(CheckpointLoader("torch"))
+
+
 @run_async
 async def test_switches_between_replies_never_mid_reply(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -78,7 +94,7 @@ async def test_switches_between_replies_never_mid_reply(
     watcher = RunWatcher.open(run)
     loads = FakeCheckpoints()
     app = make_app(max_new_tokens=1000)
-    app.loader = lambda: loads(watcher.current)
+    app.loader = lambda: watcher.load_first(loads)
     app.setup_workflow(follow=watcher, checkpoints=loads, model_path=run)
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_for(pilot, lambda: app.session is not None)
@@ -134,7 +150,7 @@ async def test_follows_a_run_that_train_is_writing(tmp_path: Path) -> None:
         first = watcher.current.name
         loads = CheckpointLoader("torch")
         app = make_app(max_new_tokens=8)
-        app.loader = lambda: loads(watcher.current)
+        app.loader = lambda: watcher.load_first(loads)
         app.setup_workflow(follow=watcher, checkpoints=loads, model_path=run)
         async with app.run_test(size=(100, 30)) as pilot:
             # The model and the screen both ready (a busy machine can take a while for either).

@@ -104,7 +104,7 @@ def chat(
     # loading worker waits for this future (errors surface there, on the error screen).
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-model")
     if watcher is not None and checkpoints is not None:
-        loading = pool.submit(checkpoints, watcher.current)
+        loading = pool.submit(watcher.load_first, checkpoints)
     else:
         loading = pool.submit(load_backend, path, backend)
     pool.shutdown(wait=False)

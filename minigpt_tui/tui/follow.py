@@ -5,7 +5,8 @@ then points RUN/latest at it (model/modeldir.py), so the link names complete che
 The watcher reads the link (one readlink, cheap enough to poll every second, also over ssh on
 a busy disk) and reports a checkpoint it has not loaded yet; the app loads it in a worker and
 switches between replies. A checkpoint pruned away while loading fails that load only: the
-next poll finds the newer one.
+next poll finds the newer one. The first load, which has no model to fall back on, moves on to
+the newest checkpoint instead.
 
 Checkpoints hold PyTorch weights: the torch backend loads them as they are; `--backend onnx`
 exports each one to ONNX first (a few seconds, in the loading worker) into a directory of this
@@ -19,6 +20,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -99,6 +101,20 @@ class RunWatcher:
             return target
         found = rundir.checkpoints(run)
         return found[-1] if found else None
+
+    def load_first(self, load: Callable[[Path], Backend]) -> Backend:
+        """Load the checkpoint followed now. `train` keeps only its newest few, so the one
+        picked at start can be pruned before (or while) it is read: then take the newest."""
+        for _ in range(3):
+            try:
+                return load(self.current)
+            except Exception:
+                newest = self.newest(self.run)
+                if newest is None or newest == self.current:
+                    raise  # nothing newer to try: this failure is the model's own
+                self.current = newest
+                self.seen = newest.name
+        return load(self.current)
 
     def poll(self) -> Path | None:
         """A newer checkpoint than the last one handed out, or None."""
