@@ -626,31 +626,26 @@ class Check:
                 found["largest_tried_that_fits"] = batch
                 break
 
-    def padded(self) -> None:
+    def padded(self, tuned: bool = False) -> None:
+        """Ours with the vocabulary padded to 50304 (as nanoGPT pads it); `tuned` adds
+        inductor's coordinate-descent tuning."""
         a = self.args
-        if self.stage("ours, vocabulary padded to 50304", 80, "padded"):
+        key = "ours_vocab_50304" + ("_tuned" if tuned else "")
+        title = (
+            "ours, padded, inductor coordinate-descent tuning"
+            if tuned
+            else "ours, vocabulary padded to 50304"
+        )
+        if self.stage(title, 90 if tuned else 80, "tuned" if tuned else "padded"):
             self.ours(
-                "ours_vocab_50304",
+                key,
                 min(200, self.left()),
                 batch_size=a.batch_size,
                 warmup=a.warmup,
                 iters=a.iters,
                 profile_steps=0,
                 vocab_size=50304,
-            )
-
-    def tuned(self) -> None:
-        a = self.args
-        if self.stage("ours, padded, inductor coordinate-descent tuning", 90, "tuned"):
-            self.ours(
-                "ours_vocab_50304_tuned",
-                min(200, self.left()),
-                batch_size=a.batch_size,
-                warmup=a.warmup,
-                iters=a.iters,
-                profile_steps=0,
-                vocab_size=50304,
-                inductor_tuning=1,
+                **({"inductor_tuning": 1} if tuned else {}),
             )
 
     def run(self) -> None:
@@ -660,7 +655,7 @@ class Check:
         self.decode()
         self.train_pair()
         self.padded()
-        self.tuned()
+        self.padded(tuned=True)
         self.largest_batch("ours")
         self.largest_batch("nanogpt")
         self.report["total_seconds"] = round(time.perf_counter() - self.t0, 1)

@@ -254,6 +254,29 @@ CPU_BUDGET_RECIPE: dict[str, Any] = dict(
 )
 
 
+def _gpt2(
+    description: str, n_embd: int, n_head: int, n_layer: int, lr: float, min_lr: float
+) -> Preset:
+    """GPT-2's recipe at one of its sizes: block 1024, 12 x 40 sequences (~0.5M tokens) a
+    step, 600k steps, 2k warm-up, cosine from lr down to min_lr."""
+    return Preset(
+        description,
+        model=dict(block_size=1024, n_layer=n_layer, n_head=n_head, n_embd=n_embd, dropout=0.0),
+        train=dict(
+            batch_size=12,
+            grad_accum=40,
+            learning_rate=lr,
+            max_iters=600_000,
+            warmup_iters=2000,
+            min_lr=min_lr,
+            eval_interval=1000,
+            eval_iters=200,
+            weight_decay=0.1,
+            beta2=0.95,
+        ),
+    )
+
+
 PRESETS: dict[str, Preset] = {
     # The reference CPU configuration: ~0.8M parameters with a 65-character vocabulary.
     "cpu": Preset(
@@ -293,65 +316,11 @@ PRESETS: dict[str, Preset] = {
             "warmup_iters": 100,
         },
     ),
-    # GPT-2 small (124M with the GPT-2 vocabulary); ~0.5M tokens per optimizer step.
-    "gpt2": Preset(
-        "GPT-2 small: 768/12/12, block 1024",
-        model=dict(block_size=1024, n_layer=12, n_head=12, n_embd=768, dropout=0.0),
-        train=dict(
-            batch_size=12,
-            grad_accum=40,
-            learning_rate=6e-4,
-            max_iters=600_000,
-            warmup_iters=2000,
-            min_lr=6e-5,
-            eval_interval=1000,
-            eval_iters=200,
-            weight_decay=0.1,
-            beta2=0.95,
-        ),
-    ),
-    "gpt2-medium": Preset(
-        "GPT-2 medium shape: 1024/16/24",
-        model=dict(block_size=1024, n_layer=24, n_head=16, n_embd=1024, dropout=0.0),
-        train=dict(
-            batch_size=12,
-            grad_accum=40,
-            learning_rate=3e-4,
-            max_iters=600_000,
-            warmup_iters=2000,
-            min_lr=3e-5,
-            eval_interval=1000,
-            eval_iters=200,
-        ),
-    ),
-    "gpt2-large": Preset(
-        "GPT-2 large shape: 1280/20/36",
-        model=dict(block_size=1024, n_layer=36, n_head=20, n_embd=1280, dropout=0.0),
-        train=dict(
-            batch_size=12,
-            grad_accum=40,
-            learning_rate=2.5e-4,
-            max_iters=600_000,
-            warmup_iters=2000,
-            min_lr=2.5e-5,
-            eval_interval=1000,
-            eval_iters=200,
-        ),
-    ),
-    "gpt2-xl": Preset(
-        "GPT-2 XL shape: 1600/25/48",
-        model=dict(block_size=1024, n_layer=48, n_head=25, n_embd=1600, dropout=0.0),
-        train=dict(
-            batch_size=12,
-            grad_accum=40,
-            learning_rate=2e-4,
-            max_iters=600_000,
-            warmup_iters=2000,
-            min_lr=2e-5,
-            eval_interval=1000,
-            eval_iters=200,
-        ),
-    ),
+    # GPT-2 small (124M with the GPT-2 vocabulary) and the larger GPT-2 shapes.
+    "gpt2": _gpt2("GPT-2 small: 768/12/12, block 1024", 768, 12, 12, 6e-4, 6e-5),
+    "gpt2-medium": _gpt2("GPT-2 medium shape: 1024/16/24", 1024, 16, 24, 3e-4, 3e-5),
+    "gpt2-large": _gpt2("GPT-2 large shape: 1280/20/36", 1280, 20, 36, 2.5e-4, 2.5e-5),
+    "gpt2-xl": _gpt2("GPT-2 XL shape: 1600/25/48", 1600, 25, 48, 2e-4, 2e-5),
 }
 
 

@@ -48,11 +48,10 @@ def _our_section(src: Path, hf: dict[str, Any]) -> dict[str, Any]:
     return section
 
 
-def hf_config(src: Path) -> GPTConfig:
-    """Our config from a Hugging Face GPT-2 config.json, taking its values as they are: a
-    width of "16", 2.7 layers or a tie_word_embeddings of "false" is refused, never coerced."""
+def gpt_config(src: Path, hf: dict[str, Any]) -> GPTConfig:
+    """Our config from `hf`, src's config.json, taking its values as they are: a width of
+    "16", 2.7 layers or a tie_word_embeddings of "false" is refused, never coerced."""
     path = src / "config.json"
-    hf = _read_hf_config(src)
     try:
         cfg = GPTConfig(
             vocab_size=hf["vocab_size"],
@@ -78,9 +77,9 @@ def hf_config(src: Path) -> GPTConfig:
     return cfg
 
 
-def load_hf(src: Path) -> GPT:
-    """Build our GPT from a Hugging Face GPT-2 directory (config.json + model.safetensors)."""
-    cfg = hf_config(src)
+def load_hf(src: Path, hf: dict[str, Any]) -> GPT:
+    """Build our GPT from a Hugging Face GPT-2 directory (`hf` is its config.json, read once)."""
+    cfg = gpt_config(src, hf)
     weights = src / "model.safetensors"
     if not weights.is_file():
         raise ModelDirError(f"{src} has no model.safetensors")
@@ -131,9 +130,9 @@ def load_hf(src: Path) -> GPT:
     return model
 
 
-def _tokenizer(src: Path) -> Tokenizer:
+def _tokenizer(src: Path, hf: dict[str, Any]) -> Tokenizer:
     """GPT-2's, unless the directory says (from `export hf`) which tokenizer it was made with."""
-    spec = _our_section(src, _read_hf_config(src)).get("tokenizer")
+    spec = _our_section(src, hf).get("tokenizer")
     if spec is None:
         return GPT2Tokenizer()
     if not isinstance(spec, dict):
@@ -147,8 +146,9 @@ def _tokenizer(src: Path) -> Tokenizer:
 def convert_hf(src: Path, out: Path, force: bool = False) -> Path:
     if not src.is_dir():
         raise ModelDirError(f"not a directory: {src}")
-    model = load_hf(src)
-    tokenizer = _tokenizer(src)
+    hf = _read_hf_config(src)
+    model = load_hf(src, hf)
+    tokenizer = _tokenizer(src, hf)
     if tokenizer.vocab_size > model.config.vocab_size:
         raise ModelDirError(
             f"{src}: the tokenizer has {tokenizer.vocab_size} tokens but the model only "

@@ -34,3 +34,10 @@ def _private_settings(
     home = tmp_path_factory.mktemp("user")
     monkeypatch.setenv("MINIGPT_TUI_CONFIG", str(home / "config.toml"))
     monkeypatch.setenv("MINIGPT_TUI_DATA_DIR", str(home / "data"))
+
+
+@pytest.fixture
+def in_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As if stdin and stdout were a terminal: `chat` and `watch` refuse to start without one."""
+    for command in ("chat", "watch"):
+        monkeypatch.setattr(f"minigpt_tui.commands.{command}.require_terminal", lambda *a: None)

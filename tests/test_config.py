@@ -22,14 +22,12 @@ def cfg_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def started(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+def started(monkeypatch: pytest.MonkeyPatch, in_terminal: None) -> list[Any]:
     """`chat` up to the point where the app would take over the terminal."""
     from minigpt_tui.tui.app import ChatApp
 
     apps: list[Any] = []
     monkeypatch.setattr(ChatApp, "run", lambda self, *a, **k: apps.append(self))
-    # As if in a terminal: chat refuses to start without one.
-    monkeypatch.setattr("minigpt_tui.commands.chat.require_terminal", lambda *a: None)
     return apps
 
 

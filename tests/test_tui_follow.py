@@ -172,7 +172,7 @@ async def test_follows_a_run_that_train_is_writing(tmp_path: Path) -> None:
 
 
 def test_watch_c_opens_chat_following_the_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_terminal: None
 ) -> None:
     from minigpt_tui.tui.app import ChatApp
     from minigpt_tui.tui.watch_app import WatchApp
@@ -182,8 +182,6 @@ def test_watch_c_opens_chat_following_the_run(
     started: list[Any] = []
     monkeypatch.setattr(WatchApp, "run", lambda self, *a, **k: "chat")
     monkeypatch.setattr(ChatApp, "run", lambda self, *a, **k: started.append(self))
-    for command in ("watch", "chat"):  # as if in a terminal
-        monkeypatch.setattr(f"minigpt_tui.commands.{command}.require_terminal", lambda *a: None)
     assert cli("watch", str(run)) == 0
     assert started and started[0].workflow.follow.run == run
 
