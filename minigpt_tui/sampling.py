@@ -75,16 +75,15 @@ def distribution(logits: np.ndarray, settings: SamplingSettings) -> np.ndarray:
         probs[int(np.argmax(logits))] = 1.0
         return probs
     # Shift first, then scale: values <= 0, so a tiny temperature only sends the others
-    # towards -inf (their limit) and never overflows to inf - inf = NaN.
+    # towards -inf (their limit) and never overflows to inf - inf = NaN; exp of those is 0.
     with np.errstate(over="ignore", under="ignore"):
         z = (logits - top) / settings.temperature
-    if 0 < settings.top_k < z.size:
-        # Keep the k largest logits (and any tied with the k-th, so the choice never depends
-        # on the order of equal values). Ranked by the logits themselves: shifting can round
-        # two different logits to one value (1e-45 - 8 == 0 - 8), which would keep both.
-        kth = np.partition(logits, -settings.top_k)[-settings.top_k]
-        z = np.where(logits < kth, -np.inf, z)
-    with np.errstate(under="ignore"):
+        if 0 < settings.top_k < z.size:
+            # Keep the k largest logits (and any tied with the k-th, so the choice never
+            # depends on the order of equal values). Ranked by the logits themselves:
+            # shifting can round two logits to one value (1e-45 - 8 == 0 - 8), keeping both.
+            kth = np.partition(logits, -settings.top_k)[-settings.top_k]
+            z = np.where(logits < kth, -np.inf, z)
         probs = np.exp(z)
     probs /= probs.sum()
     if settings.top_p < 1.0:
@@ -153,4 +152,4 @@ def _best(probs: np.ndarray, support: np.ndarray, n: int) -> list[tuple[int, flo
     if support.size > n:
         pool = support[np.argpartition(-probs[support], n - 1)[:n]]
     pool = pool[np.argsort(-probs[pool], kind="stable")]
-    return [(int(t), float(probs[t])) for t in pool]
+    return list(zip(pool.tolist(), probs[pool].tolist(), strict=True))  # Python ints, floats
