@@ -38,7 +38,7 @@ def prepare(
         None, help="With 'shakespeare': use this local copy instead of downloading."
     ),
     bpe_dir: Path | None = typer.Option(
-        None, help="Directory with GPT-2's vocab.bpe and encoder.json (offline BPE)."
+        None, help="With --tokenizer gpt2: a directory with GPT-2's vocab.bpe and encoder.json."
     ),
     force: bool = typer.Option(False, help="Replace an existing output directory."),
 ) -> None:
@@ -65,6 +65,11 @@ def prepare(
         from model.tokenizer import bpe_vocab_size
 
         bpe_vocab_size(tokenizer)  # a bad N is one error line before any work
+    if bpe_dir is not None and tokenizer != "gpt2":
+        raise UserError("--bpe-dir only goes with --tokenizer gpt2")
+    one_file = Path(source).is_file() or (source == "shakespeare" and not Path(source).exists())
+    if (include or exclude) and one_file:
+        raise UserError("--include and --exclude only go with a directory SOURCE")
     if source == "shakespeare" and not Path(source).exists():
         files = [data.fetch_shakespeare(Path(user_cache_dir("minigpt-tui")), from_file)]
         name = "tinyshakespeare"
