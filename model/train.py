@@ -210,6 +210,15 @@ def _init_from(
     if info.tokenizer_spec != dataset.tokenizer_spec:
         raise TrainingError(f"--init-from: {info.path}'s tokenizer does not match the data's")
     base = info.config.to_dict()
+    changed = sorted(
+        k
+        for k, v in model_cfg_in.items()
+        if k not in ("block_size", "dropout") and (k not in base or base[k] != v)
+    )
+    if changed:
+        raise ConfigError(
+            f"--init-from keeps {info.path}'s model shape; it differs in {', '.join(changed)}"
+        )
     block = int(model_cfg_in.get("block_size", base["block_size"]))
     if block > base["block_size"]:
         raise ConfigError(

@@ -303,6 +303,34 @@ def test_init_from_with_a_shorter_block_crops_the_model(tmp_path: Path) -> None:
     assert info.meta["training"]["init_from"] == str(base)
 
 
+def test_init_from_has_the_models_shape_and_refuses_another(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.helpers import cli, expect_one_line_error, make_model
+
+    base, data = make_model(tmp_path, block_size=32), make_data(tmp_path)
+    args = ["train", "--data", data, "--init-from", base, "--device", "cpu", "--no-samples"]
+    line = expect_one_line_error(capsys, *args, "--out", tmp_path / "a", "--n-layer", "3")
+    assert "differs in n_layer" in line and not (tmp_path / "a").exists()
+    # The preset's shape (cpu: block 64, 4 layers) does not apply: the model's does.
+    assert cli(*args, "--out", tmp_path / "b", "--max-iters", "2", "--eval-iters", "1") == 0
+    assert modeldir.read(tmp_path / "b").config == modeldir.read(base).config
+
+
+def test_resume_refuses_force_and_init_from(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.helpers import expect_one_line_error, make_model
+
+    data, out = make_data(tmp_path), tmp_path / "run"
+    run(data, out, train={"max_iters": 10})
+    before = weights(out)
+    for extra in (["--force"], ["--init-from", str(make_model(tmp_path))]):
+        argv = ["train", "--data", data, "--out", out, "--resume", "--max-iters", "20", *extra]
+        assert f"drop {extra[0]}" in expect_one_line_error(capsys, *argv)
+        assert weights(out) == before and modeldir.read(out).path.name == "step-000010"
+
+
 def test_time_budget_progress_bar_stays_put_at_evaluations() -> None:
     import io
 
