@@ -32,7 +32,7 @@ from torch import nn
 
 from model import checkpoint, modeldir, rundir, schedule
 from model.config import ConfigError, GPTConfig, TrainConfig
-from model.data import Dataset, load_dataset
+from model.data import META_FILE, Dataset, load_dataset
 from model.device import (
     Dist,
     any_rank,
@@ -139,6 +139,9 @@ def prepare(
     out = opts.out
     if opts.resume:
         return _resumed(model_cfg_in, train_cfg_in, opts, dist_info)
+    for name, kind in ((modeldir.CONFIG_FILE, "a model"), (META_FILE, "a data")):
+        if (out / name).exists():  # --force would leave the run mixed in with its files
+            raise TrainingError(f"{out} is {kind} directory; train into a run directory")
     if rundir.holds_run(out) and not opts.force:
         raise TrainingError(
             f"{out} already holds a training run; pass --resume to continue it or --force "
