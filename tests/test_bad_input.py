@@ -49,6 +49,8 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("data prepare", "val fraction not a number", ["data", "prepare", "{text}", "-o", "{tmp}/d", "--val-fraction", "half"]),
     ("data prepare", "out exists", ["data", "prepare", "{text}", "--out", "{data}"]),
     ("data prepare", "out is a file", ["data", "prepare", "{text}", "--out", "{text}"]),
+    ("data prepare", "--force over a model", ["data", "prepare", "{text}", "--out", "{model}", "--force"]),
+    ("data prepare", "--force over a run", ["data", "prepare", "{text}", "--out", "{run}", "--force"]),
     ("data prepare", "--from-file without shakespeare", ["data", "prepare", "{text}", "-o", "{tmp}/d", "--from-file", "{text}"]),
     ("data prepare", "--bpe-dir without gpt2", ["data", "prepare", "{text}", "-o", "{tmp}/d", "--bpe-dir", "{empty}"]),
     ("data prepare", "--include with a file source", ["data", "prepare", "{text}", "-o", "{tmp}/d", "--include", "*.md"]),

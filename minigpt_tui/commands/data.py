@@ -40,7 +40,7 @@ def prepare(
     bpe_dir: Path | None = typer.Option(
         None, help="With --tokenizer gpt2: a directory with GPT-2's vocab.bpe and encoder.json."
     ),
-    force: bool = typer.Option(False, help="Replace an existing output directory."),
+    force: bool = typer.Option(False, help="Replace earlier prepared data in --out."),
 ) -> None:
     """Tokenize SOURCE into OUT/train.bin, OUT/val.bin and OUT/meta.json."""
     from platformdirs import user_cache_dir
