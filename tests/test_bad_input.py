@@ -137,6 +137,8 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("convert hf", "source is a file", ["convert", "hf", "{text}", "--out", "{tmp}/c"]),
     ("convert hf", "config nested 100000 deep", ["convert", "hf", "{tmp}/deep", "--out", "{tmp}/c"]),
     ("convert hf", "out exists", ["convert", "hf", "{model}", "--out", "{model}"]),
+    ("convert hf", "--force over data", ["convert", "hf", "{hfgood}", "--out", "{data}", "--force"]),
+    ("convert hf", "--force over a run", ["convert", "hf", "{hfgood}", "--out", "{run}", "--force"]),
     ("convert hf", "n_layer 2.7", ["convert", "hf", "{hffloat}", "--out", "{tmp}/c"]),
     ("convert hf", "NaN weights", ["convert", "hf", "{hfnan}", "--out", "{tmp}/c"]),
     # generate
@@ -249,7 +251,8 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     meta = json.loads((hugemodel / modeldir.CONFIG_FILE).read_text())
     meta["model"]["block_size"] = 10**8
     (hugemodel / modeldir.CONFIG_FILE).write_text(json.dumps(meta))
-    hffloat, hfnan = base / "hf-float", base / "hf-nan"
+    hffloat, hfnan, hfgood = base / "hf-float", base / "hf-nan", base / "hf-good"
+    write_hf_gpt2(hfgood)
     write_hf_gpt2(hffloat)
     hf_config = json.loads((hffloat / "config.json").read_text())
     (hffloat / "config.json").write_text(json.dumps({**hf_config, "n_layer": 2.7}))
@@ -267,6 +270,7 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "hugemodel": hugemodel,
         "hffloat": hffloat,
         "hfnan": hfnan,
+        "hfgood": hfgood,
         "model": model,
         "data": make_data(base),
         "otherdata": make_data(other, text="a completely different alphabet: xyz 0123456789" * 40),
