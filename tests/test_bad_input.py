@@ -54,6 +54,7 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("data prepare", "--from-file without shakespeare", ["data", "prepare", "{text}", "-o", "{tmp}/d", "--from-file", "{text}"]),
     ("data prepare", "--bpe-dir without gpt2", ["data", "prepare", "{text}", "-o", "{tmp}/d", "--bpe-dir", "{empty}"]),
     ("data prepare", "--include with a file source", ["data", "prepare", "{text}", "-o", "{tmp}/d", "--include", "*.md"]),
+    ("data prepare", "--field with only text files", ["data", "prepare", "{text}", "-o", "{tmp}/d", "--field", "body"]),
     ("data prepare", "--exclude with a file source", ["data", "prepare", "{text}", "-o", "{tmp}/d", "--exclude", "*.txt"]),
     ("data prepare", "shakespeare from a missing file", ["data", "prepare", "shakespeare", "-o", "{tmp}/d", "--from-file", "{tmp}/nope.txt"]),
     # train

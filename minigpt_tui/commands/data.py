@@ -26,7 +26,11 @@ def prepare(
         help="char (vocabulary from the corpus), gpt2 (GPT-2's BPE) or bpe:N (a byte-level "
         "BPE of N tokens trained on the training split).",
     ),
-    field: str = typer.Option("text", help="The JSON Lines field / Parquet column of the text."),
+    field: str | None = typer.Option(
+        None,
+        help="The JSON Lines field / Parquet column of the text (default: text).",
+        show_default=False,
+    ),
     include: list[str] = typer.Option(
         [],
         help="In a directory, read only files matching this glob (on the name, or on the "
@@ -55,7 +59,7 @@ def prepare(
     )
 
     from model import data
-    from model.corpus import corpus_bytes
+    from model.corpus import corpus_bytes, file_format
 
     if not source.strip():  # Path("") would silently mean the current directory
         raise UserError("SOURCE is empty: give a text file, a directory or 'shakespeare'")
@@ -78,6 +82,8 @@ def prepare(
             raise UserError("--from-file only goes with the 'shakespeare' source")
         files = data.source_files(Path(source), include, exclude)
         name = source
+    if field is not None and all(file_format(f)[0] == "text" for f in files):
+        raise UserError("--field only goes with JSON Lines or Parquet files; SOURCE has none")
     total = corpus_bytes(files)
     console = Console(stderr=True)
     t0 = time.perf_counter()
@@ -107,7 +113,7 @@ def prepare(
             force=force,
             progress=report,
             source_name=name,
-            field=field,
+            field="text" if field is None else field,
         )
     secs = time.perf_counter() - t0
     from minigpt_tui.safe_text import markup
