@@ -510,6 +510,11 @@ class Trainer:
         """Continue from a checkpoint's trainer state (the counterpart of `state_dict`)."""
         self._check_state(state)
         self.step = int(state["step"])
+        if self.step >= self.cfg.max_iters:
+            self.notices.append(
+                f"the run is already at iteration {self.step} (--max-iters "
+                f"{self.cfg.max_iters}): nothing to train; a larger --max-iters trains on"
+            )
         try:  # what the check cannot see (an RNG state of the wrong length) fails in Python
             self.optimizer.load_state_dict(state["optimizer"])
             if state.get("scaler"):

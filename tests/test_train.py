@@ -331,6 +331,19 @@ def test_resume_refuses_force_and_init_from(
         assert weights(out) == before and modeldir.read(out).path.name == "step-000010"
 
 
+def test_resuming_a_run_already_past_max_iters_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.helpers import cli
+
+    data, out = make_data(tmp_path), tmp_path / "run"
+    run(data, out, train={"max_iters": 10})
+    capsys.readouterr()
+    assert cli("train", "--data", data, "--out", out, "--resume", "--max-iters", "5") == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "already at iteration 10 (--max-iters 5): nothing to train" in err
+
+
 def test_time_budget_progress_bar_stays_put_at_evaluations() -> None:
     import io
 
