@@ -109,8 +109,20 @@ def train(
             return Trainer(start, opts, device, dist_info).run()
     except rundir.RunDirLocked as e:
         raise TrainingError(str(e)) from None
+    except (MemoryError, RuntimeError) as e:
+        if not _out_of_memory(e):
+            raise
+        raise TrainingError(
+            f"out of memory on {device}: lower --batch-size (or --block-size, or the model's size)"
+        ) from None
     finally:
         close_distributed(dist_info)
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    """An allocation that failed: numpy's, CUDA's, or the CPU allocator's RuntimeError."""
+    cpu = isinstance(e, RuntimeError) and "can't allocate memory" in str(e)
+    return cpu or isinstance(e, MemoryError | torch.cuda.OutOfMemoryError)
 
 
 @contextlib.contextmanager

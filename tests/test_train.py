@@ -344,6 +344,32 @@ def test_resuming_a_run_already_past_max_iters_says_so(
     assert "already at iteration 10 (--max-iters 5): nothing to train" in err
 
 
+@pytest.mark.slow
+def test_a_batch_too_large_for_memory_is_one_line(tmp_path: Path) -> None:
+    """A batch that cannot be allocated (here under a 6 GB address-space limit) ends in one
+    error line, not torch's traceback."""
+    import resource
+    import subprocess
+    import sys
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
+
+    tiny = ["--n-layer", "1", "--n-head", "1", "--n-embd", "16", "--block-size", "16"]
+    argv = ["train", "--data", str(make_data(tmp_path)), "--out", str(tmp_path / "run"), *tiny]
+    res = subprocess.run(
+        [sys.executable, "-m", "minigpt_tui", *argv, "--batch-size", "3000000", "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=limit,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "OMP_NUM_THREADS": "1"},
+    )
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert lines[-1].startswith("error: out of memory") and "--batch-size" in lines[-1]
+
+
 def test_time_budget_progress_bar_stays_put_at_evaluations() -> None:
     import io
 
