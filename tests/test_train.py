@@ -370,6 +370,19 @@ def test_a_batch_too_large_for_memory_is_one_line(tmp_path: Path) -> None:
     assert lines[-1].startswith("error: out of memory") and "--batch-size" in lines[-1]
 
 
+def test_lr_decay_iters_ends_the_decay_of_either_schedule_as_its_help_says() -> None:
+    import dataclasses
+
+    for schedule in ("cosine", "trapezoid"):
+        cfg = TrainConfig(
+            max_iters=100, warmup_iters=0, lr_decay_iters=50, min_lr=0.0, schedule=schedule
+        )
+        assert learning_rate(cfg, 25) > 0 and learning_rate(cfg, 50) == pytest.approx(0.0)
+    helps = {f.name: f.metadata["help"] for f in dataclasses.fields(TrainConfig)}
+    assert "Cosine" not in helps["lr_decay_iters"] and "--time-budget" in helps["lr_decay_iters"]
+    assert "Cosine" not in helps["decay_lr"]  # --decay-lr decays as --schedule says
+
+
 def test_time_budget_progress_bar_stays_put_at_evaluations() -> None:
     import io
 
