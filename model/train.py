@@ -522,11 +522,6 @@ class Trainer:
         """Continue from a checkpoint's trainer state (the counterpart of `state_dict`)."""
         self._check_state(state)
         self.step = int(state["step"])
-        if self.step >= self.cfg.max_iters:
-            self.notices.append(
-                f"the run is already at iteration {self.step} (--max-iters "
-                f"{self.cfg.max_iters}): nothing to train; a larger --max-iters trains on"
-            )
         try:  # what the check cannot see (an RNG state of the wrong length) fails in Python
             self.optimizer.load_state_dict(state["optimizer"])
             if state.get("scaler"):
@@ -543,6 +538,17 @@ class Trainer:
             raise TrainingError(
                 f"cannot resume from {modeldir.TRAINER_FILE} of {self.opts.out}: {first_line(e)}"
             ) from None
+        budget = self.cfg.time_budget
+        if self.step >= self.cfg.max_iters:
+            self.notices.append(
+                f"the run is already at iteration {self.step} (--max-iters "
+                f"{self.cfg.max_iters}): nothing to train; a larger --max-iters trains on"
+            )
+        elif budget is not None and self.elapsed_before >= budget:
+            self.notices.append(
+                f"the run has already spent its --time-budget of {budget:g} s: nothing to "
+                "train; a larger --time-budget trains on"
+            )
 
     def _check_state(self, state: dict[str, Any]) -> None:
         """Refuse, in one line, a trainer.pt that does not belong to this model, before any of

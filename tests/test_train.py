@@ -331,7 +331,7 @@ def test_resume_refuses_force_and_init_from(
         assert weights(out) == before and modeldir.read(out).path.name == "step-000010"
 
 
-def test_resuming_a_run_already_past_max_iters_says_so(
+def test_resuming_a_finished_run_says_there_is_nothing_to_train(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from tests.helpers import cli
@@ -342,6 +342,10 @@ def test_resuming_a_run_already_past_max_iters_says_so(
     assert cli("train", "--data", data, "--out", out, "--resume", "--max-iters", "5") == 0
     err = " ".join(capsys.readouterr().err.split())
     assert "already at iteration 10 (--max-iters 5): nothing to train" in err
+    run(data, tmp_path / "budget", train={"max_iters": 10**6, "time_budget": 0.2})
+    assert cli("train", "--data", data, "--out", tmp_path / "budget", "--resume") == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "already spent its --time-budget of 0.2 s: nothing to train" in err
 
 
 @pytest.mark.slow
