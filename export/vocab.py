@@ -90,7 +90,8 @@ def bpe_vocab(tokenizer: Tokenizer, n_vocab: int) -> BPEVocab:
         token = tokenizer.decode([LLAMA_CPP_DEFAULT_EOS])
         vocab.notes.append(
             f"the tokenizer has no end-of-text token, and llama.cpp then ends generation at "
-            f"token {LLAMA_CPP_DEFAULT_EOS} ({token!r}): run llama-cli with --ignore-eos"
+            f"token {LLAMA_CPP_DEFAULT_EOS} ({token!r}): pass --ignore-eos to llama-completion "
+            "(llama-cli in older llama.cpp)"
         )
     return padded(vocab, n_vocab)
 

@@ -44,7 +44,7 @@ DEFAULT_FILE = """\
 
 # model = "shakespeare-char"   # a bundled model's name, a model directory or a run directory
 # backend = "auto"             # auto (ONNX when exported), torch or onnx
-# theme = "textual-dark"       # a Textual theme; F8 in chat picks one and writes it here
+# theme = "textual-dark"       # a Textual theme; F10 in chat picks one and writes it here
 # system = "You are a helpful assistant."   # a text every dialogue starts with
 
 [sampling]

@@ -276,6 +276,10 @@ def load_backend(
         asked_onnx = path.suffix == ".onnx"  # the user named the ONNX file itself
         backend = "onnx" if info.has_onnx and (device == "cpu" or asked_onnx) else "torch"
     if backend == "onnx":
+        if device not in ("cpu", "auto"):
+            raise EngineError(
+                f"the ONNX backend runs on the CPU; --device {device} needs --backend torch"
+            )
         if not info.has_onnx:
             raise EngineError(
                 f"{info.path} has no {modeldir.ONNX_FILE}; run "

@@ -103,9 +103,11 @@ class TrainConfig:
     min_lr: float | None = setting(None, "Final learning rate.")  # None: learning_rate / 10
     max_iters: int = setting(600_000, "Optimizer steps.")
     warmup_iters: int = setting(100, "Linear warm-up steps.")
-    lr_decay_iters: int | None = setting(None, "Cosine decay length.")  # None: max_iters
+    lr_decay_iters: int | None = setting(  # None: max_iters
+        None, "Steps the learning rate decays over (default --max-iters; not with --time-budget)."
+    )
     decay_lr: bool = setting(
-        True, "Cosine decay, or a constant learning rate.", "--decay-lr/--constant-lr"
+        True, "Decay as --schedule says, or a constant learning rate.", "--decay-lr/--constant-lr"
     )
     time_budget: float | None = setting(
         None, "Seconds; the learning rate is scheduled over this wall-clock budget."

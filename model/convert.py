@@ -162,5 +162,7 @@ def convert_hf(src: Path, out: Path, force: bool = False) -> Path:
     )
     if out.exists() and not force:
         raise ModelDirError(f"{out} already exists; pass --force to replace it")
+    if out.is_dir() and any(out.iterdir()) and not (out / modeldir.CONFIG_FILE).is_file():
+        raise ModelDirError(f"{out} exists and is not a model directory; choose another --out")
     checkpoint.save(out, model, meta, replace=force, tokenizer=tokenizer)
     return out

@@ -22,6 +22,7 @@ import numpy as np
 from model import corpus, modeldir
 from model.corpus import DataError, ReadStats
 from model.tokenizer import (
+    BPE_FILE,
     BPETokenizer,
     CharTokenizer,
     GPT2Tokenizer,
@@ -36,6 +37,7 @@ SHAKESPEARE_URL = (
 )
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 META_FILE = "meta.json"
+DATA_FILES = (META_FILE, "train.bin", "val.bin", BPE_FILE)  # what a data directory holds
 DOC_SEPARATOR = "\n\n"  # between documents for a character vocabulary (no end-of-text)
 PIECE_CHARS = 1 << 16  # texts longer than this are cut into pieces to encode on all threads
 
@@ -174,6 +176,13 @@ def prepare(
         raise DataError("the corpus is empty")
     if out.exists() and any(out.iterdir()) and not force:
         raise DataError(f"{out} already exists and is not empty; pass --force to replace it")
+    if out.is_dir() and force:  # --force replaces prepared data, never a directory of other files
+        others = sorted(p.name for p in out.iterdir() if p.name not in DATA_FILES)
+        if others:
+            raise DataError(
+                f"{out} is not a data directory (it holds {', '.join(others[:3])}); "
+                "--force replaces only prepared data"
+            )
 
     split_at = total_bytes * (1 - val_fraction)
     tokenizer = make_tokenizer(tokenizer_kind, files, field, split_at, bpe_dir)

@@ -32,7 +32,7 @@ from torch import nn
 
 from model import checkpoint, modeldir, rundir, schedule
 from model.config import ConfigError, GPTConfig, TrainConfig
-from model.data import Dataset, load_dataset
+from model.data import META_FILE, Dataset, load_dataset
 from model.device import (
     Dist,
     any_rank,
@@ -109,8 +109,20 @@ def train(
             return Trainer(start, opts, device, dist_info).run()
     except rundir.RunDirLocked as e:
         raise TrainingError(str(e)) from None
+    except (MemoryError, RuntimeError) as e:
+        if not _out_of_memory(e):
+            raise
+        raise TrainingError(
+            f"out of memory on {device}: lower --batch-size (or --block-size, or the model's size)"
+        ) from None
     finally:
         close_distributed(dist_info)
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    """An allocation that failed: numpy's, CUDA's, or the CPU allocator's RuntimeError."""
+    cpu = isinstance(e, RuntimeError) and "can't allocate memory" in str(e)
+    return cpu or isinstance(e, MemoryError | torch.cuda.OutOfMemoryError)
 
 
 @contextlib.contextmanager
@@ -139,6 +151,9 @@ def prepare(
     out = opts.out
     if opts.resume:
         return _resumed(model_cfg_in, train_cfg_in, opts, dist_info)
+    for name, kind in ((modeldir.CONFIG_FILE, "a model"), (META_FILE, "a data")):
+        if (out / name).exists():  # --force would leave the run mixed in with its files
+            raise TrainingError(f"{out} is {kind} directory; train into a run directory")
     if rundir.holds_run(out) and not opts.force:
         raise TrainingError(
             f"{out} already holds a training run; pass --resume to continue it or --force "
@@ -210,6 +225,15 @@ def _init_from(
     if info.tokenizer_spec != dataset.tokenizer_spec:
         raise TrainingError(f"--init-from: {info.path}'s tokenizer does not match the data's")
     base = info.config.to_dict()
+    changed = sorted(
+        k
+        for k, v in model_cfg_in.items()
+        if k not in ("block_size", "dropout") and (k not in base or base[k] != v)
+    )
+    if changed:
+        raise ConfigError(
+            f"--init-from keeps {info.path}'s model shape; it differs in {', '.join(changed)}"
+        )
     block = int(model_cfg_in.get("block_size", base["block_size"]))
     if block > base["block_size"]:
         raise ConfigError(
@@ -514,6 +538,17 @@ class Trainer:
             raise TrainingError(
                 f"cannot resume from {modeldir.TRAINER_FILE} of {self.opts.out}: {first_line(e)}"
             ) from None
+        budget = self.cfg.time_budget
+        if self.step >= self.cfg.max_iters:
+            self.notices.append(
+                f"the run is already at iteration {self.step} (--max-iters "
+                f"{self.cfg.max_iters}): nothing to train; a larger --max-iters trains on"
+            )
+        elif budget is not None and self.elapsed_before >= budget:
+            self.notices.append(
+                f"the run has already spent its --time-budget of {budget:g} s: nothing to "
+                "train; a larger --time-budget trains on"
+            )
 
     def _check_state(self, state: dict[str, Any]) -> None:
         """Refuse, in one line, a trainer.pt that does not belong to this model, before any of

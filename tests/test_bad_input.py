@@ -49,7 +49,13 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("data prepare", "val fraction not a number", ["data", "prepare", "{text}", "-o", "{tmp}/d", "--val-fraction", "half"]),
     ("data prepare", "out exists", ["data", "prepare", "{text}", "--out", "{data}"]),
     ("data prepare", "out is a file", ["data", "prepare", "{text}", "--out", "{text}"]),
+    ("data prepare", "--force over a model", ["data", "prepare", "{text}", "--out", "{model}", "--force"]),
+    ("data prepare", "--force over a run", ["data", "prepare", "{text}", "--out", "{run}", "--force"]),
     ("data prepare", "--from-file without shakespeare", ["data", "prepare", "{text}", "-o", "{tmp}/d", "--from-file", "{text}"]),
+    ("data prepare", "--bpe-dir without gpt2", ["data", "prepare", "{text}", "-o", "{tmp}/d", "--bpe-dir", "{empty}"]),
+    ("data prepare", "--include with a file source", ["data", "prepare", "{text}", "-o", "{tmp}/d", "--include", "*.md"]),
+    ("data prepare", "--field with only text files", ["data", "prepare", "{text}", "-o", "{tmp}/d", "--field", "body"]),
+    ("data prepare", "--exclude with a file source", ["data", "prepare", "{text}", "-o", "{tmp}/d", "--exclude", "*.txt"]),
     ("data prepare", "shakespeare from a missing file", ["data", "prepare", "shakespeare", "-o", "{tmp}/d", "--from-file", "{tmp}/nope.txt"]),
     # train
     ("train", "missing --data", ["train", "--out", "{tmp}/r"]),
@@ -92,6 +98,8 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("train", "config string bias", ["train", "--data", "{data}", "--out", "{tmp}/r", "--config", "{tmp}/strbias.toml"]),
     ("train", "ckpt interval 0", ["train", "--data", "{data}", "--out", "{tmp}/r", "--ckpt-interval", "0"]),
     ("train", "out holds a run", ["train", "--data", "{data}", "--out", "{run}"]),
+    ("train", "out is a model", ["train", "--data", "{data}", "--out", "{model}", "--force"]),
+    ("train", "out is data", ["train", "--data", "{data}", "--out", "{data}", "--force"]),
     ("train", "out is a file", ["train", "--data", "{data}", "--out", "{text}", "--max-iters", "1", "--block-size", "8", "--n-layer", "1", "--n-embd", "16", "--n-head", "2", "--device", "cpu"]),
     ("train", "resume with nothing to resume", ["train", "--data", "{data}", "--out", "{tmp}/r", "--resume"]),
     ("train", "resume with model flags", ["train", "--data", "{data}", "--out", "{run}", "--resume", "--n-layer", "4"]),
@@ -130,6 +138,8 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("convert hf", "source is a file", ["convert", "hf", "{text}", "--out", "{tmp}/c"]),
     ("convert hf", "config nested 100000 deep", ["convert", "hf", "{tmp}/deep", "--out", "{tmp}/c"]),
     ("convert hf", "out exists", ["convert", "hf", "{model}", "--out", "{model}"]),
+    ("convert hf", "--force over data", ["convert", "hf", "{hfgood}", "--out", "{data}", "--force"]),
+    ("convert hf", "--force over a run", ["convert", "hf", "{hfgood}", "--out", "{run}", "--force"]),
     ("convert hf", "n_layer 2.7", ["convert", "hf", "{hffloat}", "--out", "{tmp}/c"]),
     ("convert hf", "NaN weights", ["convert", "hf", "{hfnan}", "--out", "{tmp}/c"]),
     # generate
@@ -242,7 +252,8 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     meta = json.loads((hugemodel / modeldir.CONFIG_FILE).read_text())
     meta["model"]["block_size"] = 10**8
     (hugemodel / modeldir.CONFIG_FILE).write_text(json.dumps(meta))
-    hffloat, hfnan = base / "hf-float", base / "hf-nan"
+    hffloat, hfnan, hfgood = base / "hf-float", base / "hf-nan", base / "hf-good"
+    write_hf_gpt2(hfgood)
     write_hf_gpt2(hffloat)
     hf_config = json.loads((hffloat / "config.json").read_text())
     (hffloat / "config.json").write_text(json.dumps({**hf_config, "n_layer": 2.7}))
@@ -260,6 +271,7 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "hugemodel": hugemodel,
         "hffloat": hffloat,
         "hfnan": hfnan,
+        "hfgood": hfgood,
         "model": model,
         "data": make_data(base),
         "otherdata": make_data(other, text="a completely different alphabet: xyz 0123456789" * 40),

@@ -177,3 +177,18 @@ def test_remember_theme_keeps_the_users_lines(cfg_file: Path) -> None:
     problem = config.remember_theme("nord")
     assert problem is not None and "'colour'" in problem
     assert cfg_file.read_text() == "colour = 1\n"
+
+
+def test_the_texts_about_themes_name_the_theme_key(
+    cfg_file: Path, started: list[Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from textual.binding import Binding
+
+    from minigpt_tui.tui.keys import BINDINGS
+
+    key = next(b.key for b in BINDINGS if isinstance(b, Binding) and b.action == "theme").upper()
+    assert f"{key} in chat picks one" in config.DEFAULT_FILE
+    cfg_file.parent.mkdir()
+    cfg_file.write_text("theme = 'no-such-theme'\n")
+    assert cli("chat", "--no-history", "-m", str(make_model(tmp_path))) == 0
+    assert f"({key} in chat lists them)" in capsys.readouterr().err

@@ -103,7 +103,8 @@ def key(template: str) -> str:
 def test_gguf_f32_reads_back_exactly(root: Path, char_model: Path, capsys: Any) -> None:
     out = root / "char-f32.gguf"
     assert cli("export", "gguf", char_model, "--out", out) == 0
-    assert "wrote" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "wrote" in err and "llama-completion" in err  # the tool the README names
     meta, tensors = read_gguf(out)
     info = modeldir.read(char_model)
     cfg, chars = info.config, info.tokenizer_spec["chars"]

@@ -180,6 +180,17 @@ def test_bad_models_are_one_line_errors(
     assert code != 0 and "model.onnx" in err
 
 
+def test_the_onnx_backend_refuses_a_torch_device(capsys: pytest.CaptureFixture[str]) -> None:
+    """ONNX runs on the CPU: --device cuda with it is refused, never silently ignored."""
+    from minigpt_tui.models import BUNDLED_DIR, DEFAULT_MODEL
+
+    onnx_file = BUNDLED_DIR / DEFAULT_MODEL / "model.onnx"
+    for argv in (["--backend", "onnx"], ["-m", str(onnx_file)]):
+        code, out, err = gen(["hi", *argv, "--device", "cuda", "-n", "2"], capsys)
+        assert code != 0 and out == "" and "--device cuda" in err, err
+        assert len(err.strip().splitlines()) == 1
+
+
 def test_run_directory_and_file_inside_model_dir(
     tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

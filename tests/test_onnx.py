@@ -336,6 +336,24 @@ def test_cli_export_and_errors(
     assert e.value.code != 0 and "model not found" in capsys.readouterr().err
 
 
+def test_export_never_writes_into_a_bundled_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bundled model belongs to the installed package: exporting it needs --out."""
+    from tests.helpers import cli, expect_one_line_error, make_model
+
+    bundled = tmp_path / "bundled"
+    model = make_model(bundled, name="tiny")
+    monkeypatch.setattr("minigpt_tui.models.BUNDLED_DIR", bundled)
+    monkeypatch.chdir(tmp_path)
+    before = sorted(p.name for p in model.iterdir())
+    for name in ("tiny", str(model)):
+        line = expect_one_line_error(capsys, "export", "onnx", name, "--force", "--no-verify")
+        assert "bundled" in line and "--out" in line
+    assert sorted(p.name for p in model.iterdir()) == before
+    assert cli("export", "onnx", "tiny", "--out", tmp_path / "mine", "--no-verify") == 0
+
+
 def test_quality_benchmark_loss_matches_torch_split_loss(exported: dict[str, Path]) -> None:
     """benchmarks/onnx_quality.py's ONNX loss uses the same windows as model.evaluate."""
     import importlib.util

@@ -303,6 +303,90 @@ def test_init_from_with_a_shorter_block_crops_the_model(tmp_path: Path) -> None:
     assert info.meta["training"]["init_from"] == str(base)
 
 
+def test_init_from_has_the_models_shape_and_refuses_another(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.helpers import cli, expect_one_line_error, make_model
+
+    base, data = make_model(tmp_path, block_size=32), make_data(tmp_path)
+    args = ["train", "--data", data, "--init-from", base, "--device", "cpu", "--no-samples"]
+    line = expect_one_line_error(capsys, *args, "--out", tmp_path / "a", "--n-layer", "3")
+    assert "differs in n_layer" in line and not (tmp_path / "a").exists()
+    # The preset's shape (cpu: block 64, 4 layers) does not apply: the model's does.
+    assert cli(*args, "--out", tmp_path / "b", "--max-iters", "2", "--eval-iters", "1") == 0
+    assert modeldir.read(tmp_path / "b").config == modeldir.read(base).config
+
+
+def test_resume_refuses_force_and_init_from(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.helpers import expect_one_line_error, make_model
+
+    data, out = make_data(tmp_path), tmp_path / "run"
+    run(data, out, train={"max_iters": 10})
+    before = weights(out)
+    for extra in (["--force"], ["--init-from", str(make_model(tmp_path))]):
+        argv = ["train", "--data", data, "--out", out, "--resume", "--max-iters", "20", *extra]
+        assert f"drop {extra[0]}" in expect_one_line_error(capsys, *argv)
+        assert weights(out) == before and modeldir.read(out).path.name == "step-000010"
+
+
+def test_resuming_a_finished_run_says_there_is_nothing_to_train(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.helpers import cli
+
+    data, out = make_data(tmp_path), tmp_path / "run"
+    run(data, out, train={"max_iters": 10})
+    capsys.readouterr()
+    assert cli("train", "--data", data, "--out", out, "--resume", "--max-iters", "5") == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "already at iteration 10 (--max-iters 5): nothing to train" in err
+    run(data, tmp_path / "budget", train={"max_iters": 10**6, "time_budget": 0.2})
+    assert cli("train", "--data", data, "--out", tmp_path / "budget", "--resume") == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "already spent its --time-budget of 0.2 s: nothing to train" in err
+
+
+@pytest.mark.slow
+def test_a_batch_too_large_for_memory_is_one_line(tmp_path: Path) -> None:
+    """A batch that cannot be allocated (here under a 6 GB address-space limit) ends in one
+    error line, not torch's traceback."""
+    import resource
+    import subprocess
+    import sys
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
+
+    tiny = ["--n-layer", "1", "--n-head", "1", "--n-embd", "16", "--block-size", "16"]
+    argv = ["train", "--data", str(make_data(tmp_path)), "--out", str(tmp_path / "run"), *tiny]
+    res = subprocess.run(
+        [sys.executable, "-m", "minigpt_tui", *argv, "--batch-size", "3000000", "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=limit,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "OMP_NUM_THREADS": "1"},
+    )
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert lines[-1].startswith("error: out of memory") and "--batch-size" in lines[-1]
+
+
+def test_lr_decay_iters_ends_the_decay_of_either_schedule_as_its_help_says() -> None:
+    import dataclasses
+
+    for schedule in ("cosine", "trapezoid"):
+        cfg = TrainConfig(
+            max_iters=100, warmup_iters=0, lr_decay_iters=50, min_lr=0.0, schedule=schedule
+        )
+        assert learning_rate(cfg, 25) > 0 and learning_rate(cfg, 50) == pytest.approx(0.0)
+    helps = {f.name: f.metadata["help"] for f in dataclasses.fields(TrainConfig)}
+    assert "Cosine" not in helps["lr_decay_iters"] and "--time-budget" in helps["lr_decay_iters"]
+    assert "Cosine" not in helps["decay_lr"]  # --decay-lr decays as --schedule says
+
+
 def test_time_budget_progress_bar_stays_put_at_evaluations() -> None:
     import io
 

@@ -168,7 +168,7 @@ def _check_file_values(cfg: Any) -> str | None:
         from textual.theme import BUILTIN_THEMES
 
         if cfg.theme not in BUILTIN_THEMES:
-            return f"{where}: 'theme' {cfg.theme!r} is not a Textual theme (F8 in chat lists them)"
+            return f"{where}: 'theme' {cfg.theme!r} is not a Textual theme (F10 in chat lists them)"
     return None
 
 

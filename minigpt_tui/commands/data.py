@@ -26,7 +26,11 @@ def prepare(
         help="char (vocabulary from the corpus), gpt2 (GPT-2's BPE) or bpe:N (a byte-level "
         "BPE of N tokens trained on the training split).",
     ),
-    field: str = typer.Option("text", help="The JSON Lines field / Parquet column of the text."),
+    field: str | None = typer.Option(
+        None,
+        help="The JSON Lines field / Parquet column of the text (default: text).",
+        show_default=False,
+    ),
     include: list[str] = typer.Option(
         [],
         help="In a directory, read only files matching this glob (on the name, or on the "
@@ -38,9 +42,9 @@ def prepare(
         None, help="With 'shakespeare': use this local copy instead of downloading."
     ),
     bpe_dir: Path | None = typer.Option(
-        None, help="Directory with GPT-2's vocab.bpe and encoder.json (offline BPE)."
+        None, help="With --tokenizer gpt2: a directory with GPT-2's vocab.bpe and encoder.json."
     ),
-    force: bool = typer.Option(False, help="Replace an existing output directory."),
+    force: bool = typer.Option(False, help="Replace earlier prepared data in --out."),
 ) -> None:
     """Tokenize SOURCE into OUT/train.bin, OUT/val.bin and OUT/meta.json."""
     from platformdirs import user_cache_dir
@@ -55,7 +59,7 @@ def prepare(
     )
 
     from model import data
-    from model.corpus import corpus_bytes
+    from model.corpus import corpus_bytes, file_format
 
     if not source.strip():  # Path("") would silently mean the current directory
         raise UserError("SOURCE is empty: give a text file, a directory or 'shakespeare'")
@@ -65,6 +69,11 @@ def prepare(
         from model.tokenizer import bpe_vocab_size
 
         bpe_vocab_size(tokenizer)  # a bad N is one error line before any work
+    if bpe_dir is not None and tokenizer != "gpt2":
+        raise UserError("--bpe-dir only goes with --tokenizer gpt2")
+    one_file = Path(source).is_file() or (source == "shakespeare" and not Path(source).exists())
+    if (include or exclude) and one_file:
+        raise UserError("--include and --exclude only go with a directory SOURCE")
     if source == "shakespeare" and not Path(source).exists():
         files = [data.fetch_shakespeare(Path(user_cache_dir("minigpt-tui")), from_file)]
         name = "tinyshakespeare"
@@ -73,6 +82,8 @@ def prepare(
             raise UserError("--from-file only goes with the 'shakespeare' source")
         files = data.source_files(Path(source), include, exclude)
         name = source
+    if field is not None and all(file_format(f)[0] == "text" for f in files):
+        raise UserError("--field only goes with JSON Lines or Parquet files; SOURCE has none")
     total = corpus_bytes(files)
     console = Console(stderr=True)
     t0 = time.perf_counter()
@@ -102,7 +113,7 @@ def prepare(
             force=force,
             progress=report,
             source_name=name,
-            field=field,
+            field="text" if field is None else field,
         )
     secs = time.perf_counter() - t0
     from minigpt_tui.safe_text import markup

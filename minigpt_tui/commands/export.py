@@ -46,10 +46,13 @@ def onnx(
     """Export MODEL to ONNX (prefill + decode with a KV cache) for the fast torch-free engine."""
     from rich.console import Console
 
-    from minigpt_tui.models import resolve_model
+    from minigpt_tui import models
     from minigpt_tui.safe_text import markup
 
     check_quantize(quantize)  # before importing torch
+    path = models.resolve_model(model)
+    if out is None and path.resolve().is_relative_to(models.BUNDLED_DIR.resolve()):
+        raise UserError(f"{model} is a bundled model; export it to a new directory with --out")
     try:
         from export.onnx_export import export_onnx
     except ImportError as e:
@@ -58,9 +61,7 @@ def onnx(
         ) from None
     console = Console(stderr=True, highlight=False)
     with console.status("exporting and verifying" if verify else "exporting"):
-        res = export_onnx(
-            resolve_model(model), out, quantize=quantize, opset=opset, verify=verify, force=force
-        )
+        res = export_onnx(path, out, quantize=quantize, opset=opset, verify=verify, force=force)
     line = (
         f"[green]wrote[/] {markup(res.onnx_path)} ({res.size_bytes / 1e6:.1f} MB, "
         f"opset {res.opset}, {res.quantize}) in {res.seconds:.1f}s"

@@ -37,7 +37,9 @@ def train(
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
     force: bool = typer.Option(False, "--force", help="Start over in an --out that holds a run."),
-    init_from: str | None = typer.Option(None, help="Start from this model's weights (fine-tune)."),
+    init_from: str | None = typer.Option(
+        None, help="Start from this model's weights and shape (fine-tune)."
+    ),
     nproc: int | None = typer.Option(
         None, help="Launch this many processes on this machine through torchrun (DDP)."
     ),
@@ -52,7 +54,10 @@ def train(
     from model.train import RunOptions
     from model.train import train as run_training
 
-    model_cfg, train_cfg = _configs(preset, config, resume, settings)
+    if resume and (force or init_from):
+        given = "--force" if force else "--init-from"
+        raise UserError(f"--resume continues the run in --out; drop {given}")
+    model_cfg, train_cfg = _configs(preset, config, resume, bool(init_from), settings)
     if nproc is not None:
         accum = int(train_cfg.get("grad_accum", 1))
         if nproc < 1:
@@ -93,11 +98,13 @@ def train(
 
 
 def _configs(
-    preset: str, config: Path | None, resume: bool, settings: dict[str, Any]
+    preset: str, config: Path | None, resume: bool, init_from: bool, settings: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The model and train settings the run asks for: the preset, then the TOML file, then the
     flags. A resumed run keeps its checkpoint's configs: only the file's and the flags' train
-    settings change them, and its model settings may only repeat the checkpoint's."""
+    settings change them, and its model settings may only repeat the checkpoint's. A run
+    --init-from another model has that model's shape, not the preset's: the file's and the
+    flags' model settings may only shorten its block, change its dropout or repeat it."""
     p = resolve_preset(preset)
     file_model, file_train = _read_toml(config) if config is not None else ({}, {})
     model_over = {k: settings[k] for k in MODEL_FLAGS if settings[k] is not None}
@@ -108,6 +115,8 @@ def _configs(
                 f"--resume keeps the checkpoint's model shape; drop {', '.join(model_over)}"
             )
         return file_model, {**file_train, **train_over}
+    if init_from:
+        return {**file_model, **model_over}, {**p.train, **file_train, **train_over}
     return {**p.model, **file_model, **model_over}, {**p.train, **file_train, **train_over}
 
 

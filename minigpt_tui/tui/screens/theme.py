@@ -1,4 +1,4 @@
-"""F8: pick one of Textual's built-in themes; the app applies it and writes it to the config."""
+"""F10: pick one of Textual's built-in themes; the app applies it and writes it to the config."""
 
 from __future__ import annotations
 
