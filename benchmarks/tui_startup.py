@@ -13,6 +13,11 @@ says so.
 
     python benchmarks/tui_startup.py             # 5 launches
     python benchmarks/tui_startup.py --runs 10 --model runs/x --backend torch
+    python benchmarks/tui_startup.py --textual-floor   # also a bare Textual app, interleaved
+
+`--textual-floor` times, the same way and taking turns with chat, a Textual app with nothing
+of ours in it (an Input, a Static that reads "ready │", a Footer): what Textual itself costs
+on this machine, below which chat's startup cannot go.
 """
 
 from __future__ import annotations
@@ -64,12 +69,31 @@ def python_pid(shell_pid: int) -> int | None:
     return int(children[0]) if children else None
 
 
-def launch_once(model: str, backend: str, data_dir: str, timeout: float) -> tuple[float, bool]:
-    socket = f"minigpt-bench-{uuid.uuid4().hex[:8]}"
-    command = (
+BARE_APP = """
+from textual.app import App
+from textual.widgets import Footer, Input, Static
+
+class Bare(App):
+    def compose(self):
+        yield Input()
+        yield Static("ready │")
+        yield Footer()
+
+Bare().run()
+"""
+
+
+def chat_command(model: str, backend: str, data_dir: str) -> str:
+    return (
         f"MINIGPT_TUI_DATA_DIR={data_dir} {sys.executable} -m minigpt_tui chat "
         f"--model {model} --backend {backend} --no-history; sleep 5"
     )
+
+
+def launch_once(command: str, timeout: float) -> tuple[float, bool]:
+    """Seconds from launching `command` in a fresh 80x24 tmux pane to "ready │" on screen, and
+    whether its python process mapped libtorch."""
+    socket = f"minigpt-bench-{uuid.uuid4().hex[:8]}"
     t0 = time.perf_counter()
     tmux(socket, "new-session", "-d", "-s", "b", "-x", "80", "-y", "24", command)
     try:
@@ -94,6 +118,7 @@ def main() -> None:
     ap.add_argument("--backend", default="onnx", choices=("auto", "onnx", "torch"))
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--timeout", type=float, default=60.0)
+    ap.add_argument("--textual-floor", action="store_true", help="also time a bare Textual app")
     args = ap.parse_args()
     if shutil.which("tmux") is None:
         raise SystemExit("tmux is needed (apt-get install tmux)")
@@ -107,12 +132,18 @@ def main() -> None:
             else:
                 model = str(stand_in_model(Path(tmp) / "stand-in"))
                 note = " (bundled model not installed: random-weight stand-in, same kind)"
-        launch_once(model, args.backend, tmp, args.timeout)  # warm the OS file cache
-        times, torch_loaded = [], False
+        chat = chat_command(model, args.backend, tmp)
+        bare_script = Path(tmp) / "bare_app.py"
+        bare_script.write_text(BARE_APP)
+        bare = f"{sys.executable} {bare_script}; sleep 5"
+        launch_once(chat, args.timeout)  # warm the OS file cache
+        times, floor, torch_loaded = [], [], False
         for _ in range(args.runs):
-            t, loaded = launch_once(model, args.backend, tmp, args.timeout)
+            t, loaded = launch_once(chat, args.timeout)
             times.append(t)
             torch_loaded |= loaded
+            if args.textual_floor:
+                floor.append(launch_once(bare, args.timeout)[0])
     print(f"model: {model}{note}")
     print(
         f"backend: {args.backend}; {args.runs} launches; {os.cpu_count()} CPUs; "
@@ -122,6 +153,11 @@ def main() -> None:
         f"launch -> ready: median {statistics.median(times):.3f}s, "
         f"min {min(times):.3f}s, max {max(times):.3f}s"
     )
+    if floor:
+        print(
+            f"bare Textual app (Input, Static, Footer), launch -> on screen: median "
+            f"{statistics.median(floor):.3f}s, min {min(floor):.3f}s, max {max(floor):.3f}s"
+        )
     if args.backend == "onnx":
         print("libtorch loaded in the chat process: " + ("YES (bug)" if torch_loaded else "no"))
 
