@@ -86,7 +86,7 @@ class TrainView:
         elif event["event"] == "eval" and "val_loss_full" in event:
             self._print(f"whole-split validation loss: {event['val_loss_full']:.4f}")
         elif event["event"] == "notice":
-            self._print(f"[yellow]note:[/] {markup(event['text'])}")
+            self.note(event["text"])
         elif event["event"] == "checkpoint":
             self._print(f"[dim]saved {markup(event['path'])}[/]")
 
@@ -110,6 +110,9 @@ class TrainView:
                 f"iter {event['iter']}/{self.total}: loss {fields['loss']}, lr {event['lr']:.2e}, "
                 f"{fields['tps']} tok/s{fields['mfu']}"
             )
+
+    def note(self, text: str) -> None:
+        self._print(f"[yellow]note:[/] {markup(text)}")
 
     def _print(self, text: str) -> None:
         self.console.print(text)

@@ -348,6 +348,35 @@ def test_resuming_a_finished_run_says_there_is_nothing_to_train(
     assert "already spent its --time-budget of 0.2 s: nothing to train" in err
 
 
+def test_flags_the_run_leaves_unused_get_a_note(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.helpers import cli
+
+    data = make_data(tmp_path)
+    tiny = ["--n-layer", "1", "--n-head", "1", "--n-embd", "16", "--block-size", "16"]
+    args = ["--max-iters", "1", "--eval-iters", "1", "--no-final-eval", *tiny]
+    given = ["--cooldown", "0.3", "--muon-momentum", "0.9", "--sample-interval", "5"]
+    assert cli("train", "--data", data, "--out", tmp_path / "a", *args, *given, "--no-samples") == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "note: --cooldown is unused: only --schedule trapezoid has a cooldown" in err
+    assert "note: --muon-momentum is unused: the optimizer is not muon" in err
+    assert "note: --sample-interval is unused with --no-samples" in err
+    used = ["--schedule", "trapezoid", "--decay-lr", "--optimizer", "muon", "--no-samples"]
+    assert cli("train", "--data", data, "--out", tmp_path / "b", *args, *given[:4], *used) == 0
+    assert "note:" not in capsys.readouterr().err  # each flag is used this time
+    # The cpu preset (the default) keeps a constant learning rate: nothing decays.
+    constant = ["--lr-decay-iters", "5", "--cooldown", "0.3", "--schedule", "trapezoid"]
+    assert cli("train", "--data", data, "--out", tmp_path / "c", *args, *constant) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "--lr-decay-iters is unused: the learning rate is constant" in err
+    assert "--cooldown is unused: the learning rate is constant" in err
+    budget = ["--time-budget", "1", "--lr-decay-iters", "5", "--decay-lr", "--no-samples"]
+    assert cli("train", "--data", data, "--out", tmp_path / "d", *args, *budget) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "--lr-decay-iters is unused with --time-budget" in err
+
+
 @pytest.mark.slow
 def test_a_batch_too_large_for_memory_is_one_line(tmp_path: Path) -> None:
     """A batch that cannot be allocated (here under a 6 GB address-space limit) ends in one

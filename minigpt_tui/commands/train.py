@@ -75,6 +75,9 @@ def train(
     from minigpt_tui.train_view import TrainView
 
     view = TrainView(quiet=os.environ.get("RANK", "0") != "0")  # rank 0 speaks for the job
+    if not resume:  # a resumed run's settings are its checkpoint's, read later
+        for note in _unused_flags(settings, train_cfg, samples):
+            view.note(note)
     opts = RunOptions(
         data=data,
         out=out,
@@ -118,6 +121,28 @@ def _configs(
     if init_from:
         return {**file_model, **model_over}, {**p.train, **file_train, **train_over}
     return {**p.model, **file_model, **model_over}, {**p.train, **file_train, **train_over}
+
+
+def _unused_flags(settings: dict[str, Any], train_cfg: dict[str, Any], samples: bool) -> list[str]:
+    """Flags given on the command line that the run's other settings leave unused: each is
+    one note (presets and scripts combine them freely, so they are not refused)."""
+    cfg = {f.name: f.default for f in dataclasses.fields(TrainConfig)} | train_cfg
+    given = {name for name in TRAIN_FLAGS if settings.get(name) is not None}
+    notes = []
+    constant = "the learning rate is constant (--decay-lr schedules it)"
+    if "cooldown" in given and cfg["schedule"] != "trapezoid":
+        notes.append("--cooldown is unused: only --schedule trapezoid has a cooldown")
+    elif "cooldown" in given and not cfg["decay_lr"]:
+        notes.append(f"--cooldown is unused: {constant}")
+    if "lr_decay_iters" in given and not cfg["decay_lr"]:
+        notes.append(f"--lr-decay-iters is unused: {constant}")
+    elif "lr_decay_iters" in given and cfg["time_budget"] is not None:
+        notes.append("--lr-decay-iters is unused with --time-budget: the decay spans the budget")
+    if "muon_momentum" in given and cfg["optimizer"] != "muon":
+        notes.append("--muon-momentum is unused: the optimizer is not muon (--optimizer muon)")
+    if "sample_interval" in given and not samples:
+        notes.append("--sample-interval is unused with --no-samples")
+    return notes
 
 
 def _setting_parameters() -> list[inspect.Parameter]:
