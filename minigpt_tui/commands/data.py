@@ -71,10 +71,10 @@ def prepare(
         bpe_vocab_size(tokenizer)  # a bad N is one error line before any work
     if bpe_dir is not None and tokenizer != "gpt2":
         raise UserError("--bpe-dir only goes with --tokenizer gpt2")
-    one_file = Path(source).is_file() or (source == "shakespeare" and not Path(source).exists())
-    if (include or exclude) and one_file:
+    shakespeare = source == "shakespeare" and not Path(source).exists()  # not a local path
+    if (include or exclude) and (shakespeare or Path(source).is_file()):
         raise UserError("--include and --exclude only go with a directory SOURCE")
-    if source == "shakespeare" and not Path(source).exists():
+    if shakespeare:
         files = [data.fetch_shakespeare(Path(user_cache_dir("minigpt-tui")), from_file)]
         name = "tinyshakespeare"
     else:

@@ -126,7 +126,7 @@ def _configs(
 def _unused_flags(settings: dict[str, Any], train_cfg: dict[str, Any], samples: bool) -> list[str]:
     """Flags given on the command line that the run's other settings leave unused: each is
     one note (presets and scripts combine them freely, so they are not refused)."""
-    cfg = {f.name: f.default for f in dataclasses.fields(TrainConfig)} | train_cfg
+    cfg = TrainConfig().to_dict() | train_cfg
     given = {name for name in TRAIN_FLAGS if settings.get(name) is not None}
     notes = []
     constant = "the learning rate is constant (--decay-lr schedules it)"
