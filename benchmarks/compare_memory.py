@@ -45,7 +45,7 @@ def prepare(work: Path) -> Path:
 
 
 async def measure(model: Path, panes: int, prompt_tokens: int, new: int) -> None:
-    from minigpt_tui.engine import load_backend
+    from minigpt_tui.generation import load_backend
     from minigpt_tui.history import HistoryStore
     from minigpt_tui.sampling import SamplingSettings
     from minigpt_tui.tui.app import ChatApp

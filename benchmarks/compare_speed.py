@@ -37,7 +37,7 @@ async def run_panes(
 ) -> tuple[float, float, list[str]]:
     """(aggregate tokens/s, tokens per CPU-second of the process, the panes' texts) for one
     run of the compare screen."""
-    from minigpt_tui.engine import load_backend
+    from minigpt_tui.generation import load_backend
     from minigpt_tui.history import HistoryStore
     from minigpt_tui.sampling import SamplingSettings
     from minigpt_tui.tui.app import ChatApp
@@ -86,7 +86,7 @@ def without_ui(model: str, panes: int, new: int) -> dict[bool, tuple[float, floa
     and of one thread per forked view (each running its Generation), on the panes' settings."""
     import threading
 
-    from minigpt_tui.engine import Generation, load_backend
+    from minigpt_tui.generation import Generation, load_backend
     from minigpt_tui.sampling import SamplingSettings
     from minigpt_tui.streams import lockstep, stream_slots
     from minigpt_tui.tui.widgets.compare_pane import SurprisalSampler

@@ -47,7 +47,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from minigpt_tui.engine import Backend, Generation, load_backend  # noqa: E402
+from minigpt_tui.generation import Backend, Generation, load_backend  # noqa: E402
 from minigpt_tui.sampling import SamplingSettings  # noqa: E402
 from model import modeldir  # noqa: E402
 
@@ -211,7 +211,7 @@ def context_rates(
     path: Path, threads: int, rounds: int, clock: Callable[[], float]
 ) -> tuple[float, float]:
     """The fast path's decode tokens/s over positions 256-384 and 900-1000 (best rounds)."""
-    from export.ort_engine import OrtModel
+    from export.ort_backend import OrtModel
 
     streams = OrtModel.load(modeldir.read(path), threads).streams(1)
     rng = np.random.default_rng(0)
@@ -230,7 +230,7 @@ def stream_costs(
     path: Path, threads: int, n: int, rounds: int, clock: Callable[[], float]
 ) -> tuple[float, float]:
     """Seconds per batched decode step of one stream and of n streams (best rounds)."""
-    from export.ort_engine import OrtModel
+    from export.ort_backend import OrtModel
 
     model = OrtModel.load(modeldir.read(path), threads)
     rng = np.random.default_rng(1)

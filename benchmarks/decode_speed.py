@@ -3,7 +3,7 @@
 Measures (a) a given model directory (default: the bundled model, skipped when it is not
 installed) and (b) a GPT-2-124M-shaped model with random weights (vocab 50257, block 1024,
 768/12/12, GPT-2 tokenizer) built in a temporary directory. Every run goes through the one
-generation loop (minigpt_tui.engine.Generation) at temperature 0, so the backends do the same
+generation loop (minigpt_tui.generation.Generation) at temperature 0, so the backends do the same
 work and greedy runs of different backends should print the same tokens.
 
 Backends: torch (KV cache), recompute (torch, no cache: the whole window every step), onnx and
@@ -33,7 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from minigpt_tui.engine import Generation, load_backend  # noqa: E402
+from minigpt_tui.generation import Generation, load_backend  # noqa: E402
 from minigpt_tui.models import DEFAULT_MODEL, bundled_models, resolve_model  # noqa: E402
 from minigpt_tui.sampling import SamplingSettings  # noqa: E402
 from model import modeldir  # noqa: E402
@@ -116,7 +116,7 @@ def measure(
 
 def load(model_dir: Path, name: str, threads: int | None, device: str) -> Backend:
     if name == "recompute":
-        from model.engine import TorchRecomputeBackend
+        from model.torch_backend import TorchRecomputeBackend
 
         return TorchRecomputeBackend(modeldir.read(model_dir), device=device, threads=threads)
     if name == "torch":

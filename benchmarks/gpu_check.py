@@ -301,8 +301,8 @@ def child_decode(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import decode_speed
 
-    from minigpt_tui.engine import load_backend
-    from model.engine import TorchBackend
+    from minigpt_tui.generation import load_backend
+    from model.torch_backend import TorchBackend
 
     result: dict[str, Any] = {"prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens}
     with tempfile.TemporaryDirectory(prefix="gpu-check-decode-") as tmp:

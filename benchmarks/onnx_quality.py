@@ -23,7 +23,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from export.ort_engine import OrtModel  # noqa: E402
+from export.ort_backend import OrtModel  # noqa: E402
 from model import modeldir  # noqa: E402
 from model.data import load_dataset  # noqa: E402
 

@@ -6,7 +6,7 @@
 Each model directory is loaded with every backend it supports (load_backend), then the
 backends take turns, `--repeats` rounds, so load from other processes on a shared machine hits
 them alike; the best round is reported. Decoding runs through the one generation loop
-(minigpt_tui.engine.Generation) at temperature 0, with the sampler, as `generate` does.
+(minigpt_tui.generation.Generation) at temperature 0, with the sampler, as `generate` does.
 `--cold-start` also times `minigpt-tui generate -m DIR --max-tokens 1` as a fresh process.
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from minigpt_tui.engine import Generation, load_backend  # noqa: E402
+from minigpt_tui.generation import Generation, load_backend  # noqa: E402
 from minigpt_tui.sampling import SamplingSettings  # noqa: E402
 from model import modeldir  # noqa: E402
 from model.backend import Backend, EngineError  # noqa: E402

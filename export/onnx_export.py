@@ -17,7 +17,7 @@ Quantisation (--quantize), measured on the bundled model's whole validation spli
     int4      4-bit weights everywhere
     int4-mlp  4-bit MLP weights, 8-bit attention and embedding/head
 
-The graph's inputs and outputs are described in export/ort_engine.py. Needs torch (to read
+The graph's inputs and outputs are described in export/ort_backend.py. Needs torch (to read
 the checkpoint and verify; `pip install minigpt-tui[train]`); the engine that runs the result
 needs only numpy and onnxruntime.
 """
@@ -35,7 +35,7 @@ import numpy as np
 import onnx
 import torch
 
-from export import onnx_graph, ort_engine
+from export import onnx_graph, ort_backend
 from export.options import ExportError, check_opset, check_quantize
 from model import checkpoint, modeldir
 from model.config import GPTConfig
@@ -172,12 +172,12 @@ def build_graph(model: GPT, quantize: str = "none", opset: int = DEFAULT_OPSET) 
 def load_session(data: bytes, cfg: GPTConfig) -> Any:
     """An onnxruntime session of the exported graph; one-line ExportError if it cannot load."""
     try:
-        session = ort_engine.make_session(data, threads=1)
+        session = ort_backend.make_session(data, threads=1)
     except Exception as e:  # onnxruntime's own error types, e.g. an operator it lacks
         raise ExportError(
             f"onnxruntime cannot load the exported graph: {first_line(e)}; nothing was written"
         ) from None
-    ort_engine.check_signature(session, cfg, "the exported graph")
+    ort_backend.check_signature(session, cfg, "the exported graph")
     return session
 
 
@@ -191,7 +191,7 @@ def verify_export(model: GPT, data: bytes, quantize: str, seed: int = 0) -> dict
     """
     cfg = model.config
     session = load_session(data, cfg)
-    onnx_model = ort_engine.OrtModel(session, cfg)
+    onnx_model = ort_backend.OrtModel(session, cfg)
     rng = np.random.default_rng(seed)
     bs = cfg.block_size
     half = min(bs // 2, 64)
@@ -280,8 +280,8 @@ def _onnx_meta(
         "file": modeldir.ONNX_FILE,
         "opset": opset,
         "quantize": quantize,
-        "inputs": ort_engine.input_names(cfg),
-        "outputs": ort_engine.output_names(cfg),
+        "inputs": ort_backend.input_names(cfg),
+        "outputs": ort_backend.output_names(cfg),
         "cache_layout": "per layer (batch, n_head, block_size, head_size), written in place",
         "logits": "last position",
         "fused_attention": fused,

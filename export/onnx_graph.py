@@ -13,7 +13,7 @@ in blocks along the input axis, bias inside) when quantised. Quantised, the toke
 embedding is GatherBlockQuantized on the same quantised matrix as the tied head, so the
 matrix is stored and read once.
 
-Inputs and outputs are described in export/ort_engine.py (the "inplace" layout): each layer's
+Inputs and outputs are described in export/ort_backend.py (the "inplace" layout): each layer's
 cache is a fixed (B, n_head, block_size, head_size) buffer that the engine binds as both
 `past_*` and `present_*`, so a step writes only the new positions.
 """
@@ -27,7 +27,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from export.options import QUANTIZE_BITS
-from export.ort_engine import cache_names
+from export.ort_backend import cache_names
 from model.config import GPTConfig
 
 MS = "com.microsoft"

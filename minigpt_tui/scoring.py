@@ -7,10 +7,11 @@ step's logits give the surprisal of the token that really comes next,
     surprisal(token) = -log2 p(token | the tokens before it)   (bits, temperature 1, no filter)
 
 A text longer than the model's context is scored in sliding windows exactly as the generation
-loop slides (`engine.window`): when the cache is full the last 3/4 of a block is prefilled again,
-so every token after the first block still sees at least that many tokens before it. The first
-token is predicted from end-of-text when the vocabulary has one; otherwise it has no context
-and is not scored (its characters do not count towards bits per character).
+loop slides (`generation.window`): when the cache is full the last 3/4 of a block is
+prefilled again, so every token after the first block still sees at least that many tokens
+before it. The first token is predicted from end-of-text when the vocabulary has one;
+otherwise it has no context and is not scored (its characters do not count towards bits per
+character).
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from minigpt_tui.engine import window
 from minigpt_tui.errors import UserError
+from minigpt_tui.generation import window
 from model.backend import Backend
 from model.tokenizer import CharTokenizer, Tokenizer
 

@@ -26,7 +26,7 @@ from typing import Protocol
 
 import numpy as np
 
-from minigpt_tui.engine import Generation, TokenEvent
+from minigpt_tui.generation import Generation, TokenEvent
 from model.backend import Backend
 
 
@@ -52,7 +52,7 @@ def stream_slots(backend: Backend, n: int, lock: threading.Lock) -> list[StreamS
 
 
 class Streams(Protocol):
-    """Several-streams decoding (export/ort_engine.py's OrtStreams)."""
+    """Several-streams decoding (export/ort_backend.py's OrtStreams)."""
 
     def prefill(self, stream: int, ids: Sequence[int]) -> np.ndarray: ...
 

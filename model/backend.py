@@ -1,9 +1,9 @@
 """What every generation backend shares: the protocol, its error, its names and its threads.
 
 A backend only runs the network: `prefill` a context into a fresh KV cache, then `decode` one
-token at a time. The backends (model/engine.py: PyTorch; export/ort_engine.py: onnxruntime)
+token at a time. The backends (model/torch_backend.py: PyTorch; export/ort_backend.py: onnxruntime)
 import from here; the generation loop that drives them and `load_backend`, which picks one,
-are in minigpt_tui/engine.py.
+are in minigpt_tui/generation.py.
 
 Torch-free and light: the CLI imports it to check --backend before loading anything.
 """

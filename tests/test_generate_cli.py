@@ -14,7 +14,7 @@ import torch
 
 from minigpt_tui.cli import main
 from minigpt_tui.commands.generate import unescape
-from minigpt_tui.engine import Generation, load_backend
+from minigpt_tui.generation import Generation, load_backend
 from minigpt_tui.sampling import SamplingSettings
 from model import checkpoint, modeldir
 from model.config import GPTConfig
@@ -266,7 +266,7 @@ def test_stdout_closed_early_exits_quietly(model_dir: Path) -> None:
 
 def test_generate_module_and_help_do_not_import_torch() -> None:
     code = (
-        "import sys; import minigpt_tui.commands.generate, minigpt_tui.engine; "
+        "import sys; import minigpt_tui.commands.generate, minigpt_tui.generation; "
         "from minigpt_tui.cli import main\n"
         "try:\n    main(['generate', '--help'])\nexcept SystemExit:\n    pass\n"
         "assert 'torch' not in sys.modules, 'torch imported'"

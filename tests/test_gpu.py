@@ -23,10 +23,10 @@ import numpy as np
 import pytest
 import torch
 
-from minigpt_tui.engine import Generation
+from minigpt_tui.generation import Generation
 from minigpt_tui.sampling import SamplingSettings
 from model import checkpoint, modeldir
-from model.engine import TorchBackend
+from model.torch_backend import TorchBackend
 from tests.helpers import TEXT, cli, make_data, make_model
 
 # Deterministic cuBLAS for the bit-exact resume test; read when cuBLAS starts, so set it first.

@@ -284,8 +284,8 @@ def test_thread_counts_are_capped_to_the_machine(
     for huge in (100_000, 99_999_999_999):
         threads, note = check_threads(huge)
         assert threads == cpus and str(huge) in note and f"using {cpus}" in note
-    from export.ort_engine import OrtBackend
-    from model.engine import TorchBackend
+    from export.ort_backend import OrtBackend
+    from model.torch_backend import TorchBackend
 
     onnx_engine = OrtBackend(modeldir.read(evil["onnx"]), threads=100_000)
     assert onnx_engine.model.session.get_session_options().intra_op_num_threads == cpus

@@ -69,7 +69,7 @@ finally:
 
 def test_engine_without_torch(onnx_only_model: Path) -> None:
     code = f"""
-from minigpt_tui.engine import Generation, load_backend
+from minigpt_tui.generation import Generation, load_backend
 from minigpt_tui.sampling import SamplingSettings
 backend = load_backend({str(onnx_only_model)!r})
 tok = backend.info.tokenizer()

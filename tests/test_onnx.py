@@ -13,19 +13,19 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from export import ort_engine
+from export import ort_backend
 from export.onnx_export import export_onnx
 from export.options import ExportError
 from minigpt_tui.cli import main
-from minigpt_tui.engine import Generation, load_backend
+from minigpt_tui.generation import Generation, load_backend
 from minigpt_tui.sampling import SamplingSettings
 from model import checkpoint, modeldir
 from model.backend import EngineError
 from model.config import GPTConfig
-from model.engine import TorchBackend
 from model.gpt import GPT
 from model.modeldir import ModelDirError
 from model.tokenizer import CharTokenizer
+from model.torch_backend import TorchBackend
 
 TEXT = "ROMEO:\nBut soft, what light through yonder window breaks?\nJULIET:\nO Romeo!\n"
 
@@ -63,7 +63,7 @@ def copy_model(src: Path, dst: Path) -> Path:
 
 def test_prefill_and_200_decode_steps_match_torch(exported: dict[str, Path]) -> None:
     info = modeldir.read(exported["long"])
-    ort, ref = ort_engine.OrtBackend(info), TorchBackend(info)
+    ort, ref = ort_backend.OrtBackend(info), TorchBackend(info)
     rng = np.random.default_rng(0)
     prompt = rng.integers(0, info.config.vocab_size, size=40).tolist()
     a, b = ort.prefill(prompt), ref.prefill(prompt)
@@ -84,7 +84,7 @@ def test_greedy_generation_identical_to_torch_across_window_slides(
     tok = info.tokenizer()
     settings = SamplingSettings(temperature=0.0, max_new_tokens=220)
     runs = []
-    for backend in (ort_engine.OrtBackend(info), TorchBackend(info)):
+    for backend in (ort_backend.OrtBackend(info), TorchBackend(info)):
         gen = Generation(backend, tok, tok.encode("ROMEO:\n"), settings)
         text = "".join(e.text for e in gen)
         runs.append((gen.generated, text, gen.stats.slides))
@@ -95,7 +95,7 @@ def test_greedy_generation_identical_to_torch_across_window_slides(
 def test_streams_decode_together_each_at_its_own_position(exported: dict[str, Path]) -> None:
     info = modeldir.read(exported["long"])
     cfg = info.config
-    streams = ort_engine.OrtModel.load(info).streams(3)
+    streams = ort_backend.OrtModel.load(info).streams(3)
     refs = [TorchBackend(info) for _ in range(3)]
     rng = np.random.default_rng(1)
     prompts = [rng.integers(0, cfg.vocab_size, size=n).tolist() for n in (5, 40, 17)]
@@ -120,7 +120,7 @@ def test_cache_is_written_in_place(exported: dict[str, Path]) -> None:
     """Each layer's cache is one buffer for the whole block, filled a position per step."""
     info = modeldir.read(exported["small"])
     cfg = info.config
-    streams = ort_engine.OrtModel.load(info).streams(2)
+    streams = ort_backend.OrtModel.load(info).streams(2)
     buffers = list(streams._caches)
     assert buffers[0].shape == (2, cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head)
     streams.prefill(0, [1, 2, 3])
@@ -135,7 +135,7 @@ def test_cache_is_written_in_place(exported: dict[str, Path]) -> None:
 
 
 def test_stream_errors_are_one_line(exported: dict[str, Path]) -> None:
-    model = ort_engine.OrtModel.load(modeldir.read(exported["small"]))
+    model = ort_backend.OrtModel.load(modeldir.read(exported["small"]))
     with pytest.raises(EngineError, match="streams must be 1 to"):
         model.streams(0)
     streams = model.streams(2)
@@ -152,7 +152,7 @@ def test_stream_errors_are_one_line(exported: dict[str, Path]) -> None:
 def test_a_stream_sits_a_step_out(exported: dict[str, Path]) -> None:
     """decode_batch with None for a stream: the others go on, and that stream is untouched,
     even with a full cache; the batched logits are bit-identical to one stream's."""
-    model = ort_engine.OrtModel.load(modeldir.read(exported["small"]))
+    model = ort_backend.OrtModel.load(modeldir.read(exported["small"]))
     streams, alone = model.streams(3), [model.streams(1) for _ in range(2)]
     for i, prompt in enumerate(([1, 2, 3], [7, 8])):
         np.testing.assert_array_equal(streams.prefill(i, prompt), alone[i].prefill(0, prompt))
@@ -171,7 +171,7 @@ def test_a_stream_sits_a_step_out(exported: dict[str, Path]) -> None:
 
 
 def test_engine_refuses_overflow_and_decode_before_prefill(exported: dict[str, Path]) -> None:
-    backend = ort_engine.OrtBackend(modeldir.read(exported["small"]))
+    backend = ort_backend.OrtBackend(modeldir.read(exported["small"]))
     with pytest.raises(EngineError, match="before prefill"):
         backend.decode(1)
     with pytest.raises(EngineError, match="cannot prefill 33 tokens"):
@@ -190,7 +190,7 @@ def test_int8_export_runs_and_is_recorded(exported: dict[str, Path]) -> None:
     meta = info.meta["onnx"]
     assert meta["quantize"] == "int8" and meta["opset"] == 23
     assert meta["verify"]["mean_kl"] <= meta["verify"]["max_mean_kl"]
-    assert meta["inputs"] == ort_engine.input_names(info.config)
+    assert meta["inputs"] == ort_backend.input_names(info.config)
     assert meta["tools"]["onnxruntime"]
     g = onnx.load(str(info.onnx_path)).graph
     ops = [n.op_type for n in g.node]
@@ -202,7 +202,7 @@ def test_int8_export_runs_and_is_recorded(exported: dict[str, Path]) -> None:
         backend, tok, tok.encode("JULIET:"), SamplingSettings(max_new_tokens=50, seed=1)
     )
     assert len(list(gen)) >= 50 and gen.text
-    fp32 = ort_engine.OrtBackend(modeldir.read(exported["small"])).prefill([3, 4, 5])
+    fp32 = ort_backend.OrtBackend(modeldir.read(exported["small"])).prefill([3, 4, 5])
     int8 = backend.prefill([3, 4, 5])
     assert np.argmax(fp32) == np.argmax(int8)
 
@@ -370,7 +370,7 @@ def test_quality_benchmark_loss_matches_torch_split_loss(exported: dict[str, Pat
     tokens = tokens.astype(np.uint16)
     model, _ = checkpoint.load(info.path)
     want = split_loss(model, tokens, info.config.block_size)
-    got = quality.onnx_split_loss(ort_engine.OrtModel.load(info), tokens, batch_size=2)
+    got = quality.onnx_split_loss(ort_backend.OrtModel.load(info), tokens, batch_size=2)
     assert abs(got - want) < 1e-5
 
 

@@ -1,7 +1,7 @@
 """Property tests (hypothesis) for the pieces every generation goes through: the tokenizers,
 the streaming detokeniser and the sampler.
 
-What tests/test_sampling.py and tests/test_engine.py already cover is not repeated here (the
+What tests/test_sampling.py and tests/test_generation.py already cover is not repeated here (the
 top-k/top-p keep sets on finite logits, streaming of *valid* text through Generation). This
 file adds: round trips for any text a vocabulary covers, streaming of *arbitrary* token
 sequences (torn and invalid UTF-8 included), masked (-inf) logits, and that a sampled token

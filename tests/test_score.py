@@ -11,7 +11,7 @@ import pytest
 import torch
 from helpers import TEXT, cli, expect_one_line_error
 
-from minigpt_tui.engine import load_backend
+from minigpt_tui.generation import load_backend
 from minigpt_tui.scoring import score_ids, score_text, surprisal_bits
 from model import checkpoint
 from tests.test_onnx import build
@@ -112,7 +112,7 @@ def test_windows_match_the_torch_model_on_each_window(onnx_model: Path) -> None:
     ids = tok.encode(TEXT[:80])
     result = score_ids(backend, ids, tok.vocab_size, [])
     # Replay the engine's windows: the context before token j+1 is what the loop held.
-    from minigpt_tui.engine import window
+    from minigpt_tui.generation import window
 
     context, cache, contexts = ids[:1], 1, []
     for j in range(1, len(ids)):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from minigpt_tui.engine import Generation, TokenEvent, load_backend
+from minigpt_tui.generation import Generation, TokenEvent, load_backend
 from minigpt_tui.sampling import SamplingSettings
 from minigpt_tui.streams import fork, lockstep, stream_slots
 from tests.test_onnx import build

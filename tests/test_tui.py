@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from test_tui_support import FakeBackend, make_app, run_async, wait_for
 
-from minigpt_tui.engine import Generation, TokenEvent
+from minigpt_tui.generation import Generation, TokenEvent
 from minigpt_tui.history import HistoryStore
 from minigpt_tui.sampling import Sampler
 from minigpt_tui.tui.app import ChatApp

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from test_tui_support import VOCAB, FakeBackend, make_app, run_async, wait_for
 
-from minigpt_tui.engine import Generation
+from minigpt_tui.generation import Generation
 from minigpt_tui.history import HistoryStore
 from minigpt_tui.sampling import SamplingSettings
 from minigpt_tui.scoring import score_text
@@ -263,7 +263,7 @@ def test_the_new_screens_load_only_when_opened() -> None:
 
 @run_async
 async def test_a_compare_pane_can_run_another_model() -> None:
-    from minigpt_tui.engine import load_backend
+    from minigpt_tui.generation import load_backend
 
     app = make_app(max_new_tokens=12)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -285,7 +285,7 @@ async def test_a_compare_pane_can_run_another_model() -> None:
 async def test_compare_panes_on_an_onnx_model_decode_together() -> None:
     """On the chat's ONNX model the panes run in one batched worker (no per-pane views), and
     each pane's text is what its settings give alone, past a window slide; Esc stops them."""
-    from minigpt_tui.engine import load_backend
+    from minigpt_tui.generation import load_backend
     from minigpt_tui.tui.app import ChatApp
 
     backend = load_backend("shakespeare-char")

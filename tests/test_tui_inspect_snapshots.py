@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from test_tui_support import FakeBackend, make_app, wait_for
 
-from minigpt_tui.engine import GenerationStats
+from minigpt_tui.generation import GenerationStats
 from minigpt_tui.tui.screens.compare import CompareScreen
 from minigpt_tui.tui.screens.score import ScoreScreen
 from minigpt_tui.tui.widgets.status_bar import StatusBar

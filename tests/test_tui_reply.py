@@ -9,7 +9,7 @@ from test_tui_support import FakeBackend, run_async, wait_for
 from textual import on
 from textual.app import App
 
-from minigpt_tui.engine import Generation, TokenEvent
+from minigpt_tui.generation import Generation, TokenEvent
 from minigpt_tui.sampling import SamplingSettings
 from minigpt_tui.tui.reply import ReplyController
 

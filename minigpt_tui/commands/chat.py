@@ -55,7 +55,7 @@ def chat(
         DialogueTemplate,
         valid_speaker_name,
     )
-    from minigpt_tui.engine import load_backend
+    from minigpt_tui.generation import load_backend
     from minigpt_tui.history import HistoryStore
     from minigpt_tui.models import resolve_model
     from minigpt_tui.sampling import SamplingSettings

@@ -13,7 +13,7 @@ from model.backend import BACKENDS, check_backend, check_threads
 from model.errors import one_of
 
 if TYPE_CHECKING:
-    from minigpt_tui.engine import Generation
+    from minigpt_tui.generation import Generation
 
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
 
@@ -94,7 +94,7 @@ def generate(
 
     Only the generated continuation is printed (add --echo to print the prompt first).
     """
-    from minigpt_tui.engine import Generation, load_backend
+    from minigpt_tui.generation import Generation, load_backend
     from minigpt_tui.safe_text import plain
     from minigpt_tui.sampling import SamplingSettings
     from model.tokenizer import TokenizerError, encode_lenient

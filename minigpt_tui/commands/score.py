@@ -40,7 +40,7 @@ def score(
     filtering). A text longer than the model's context is scored in sliding windows (a note
     says so). Compare two checkpoints by scoring the same file with each.
     """
-    from minigpt_tui.engine import load_backend
+    from minigpt_tui.generation import load_backend
     from minigpt_tui.scoring import check_text, decode_text, read_text_file, score_text
 
     check_backend(backend)

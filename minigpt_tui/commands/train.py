@@ -201,10 +201,10 @@ def _read_toml(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def _sampler() -> Any:
     """A callback that writes a short sample from the live model, for `watch`."""
-    from minigpt_tui.engine import Generation
+    from minigpt_tui.generation import Generation
     from minigpt_tui.sampling import SamplingSettings
-    from model.engine import TorchBackend
     from model.modeldir import ModelInfo
+    from model.torch_backend import TorchBackend
 
     def sample(model: Any, tokenizer: Any, at: int) -> str:
         was_training = model.training

@@ -33,7 +33,7 @@ from textual.geometry import Size
 from textual.widgets import ContentSwitcher, Footer, Static, TextArea
 
 from minigpt_tui.dialogue import DialogueTemplate
-from minigpt_tui.engine import Generation, GenerationStats
+from minigpt_tui.generation import Generation, GenerationStats
 from minigpt_tui.history import HistoryStore
 from minigpt_tui.safe_text import plain
 from minigpt_tui.sampling import SamplingSettings

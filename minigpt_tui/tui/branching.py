@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from minigpt_tui.engine import TokenEvent
+from minigpt_tui.generation import TokenEvent
 from minigpt_tui.tui.session import Prompt
 from minigpt_tui.tui.widgets.status_bar import StatusBar
 from minigpt_tui.tui.widgets.transcript import MessageView

@@ -157,7 +157,7 @@ class CheckpointLoader:
         return "torch" if self.backend == "torch" else "onnx (fresh export)"
 
     def __call__(self, path: Path) -> Backend:
-        from minigpt_tui.engine import load_backend
+        from minigpt_tui.generation import load_backend
 
         if self.backend == "torch":
             return load_backend(path, "torch")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from textual.dom import DOMNode
 from textual.message import Message
 
-from minigpt_tui.engine import Backend
+from minigpt_tui.generation import Backend
 from model.tokenizer import Tokenizer
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from minigpt_tui.engine import TokenEvent
+from minigpt_tui.generation import TokenEvent
 from minigpt_tui.tui.widgets.settings_panel import TokenInspector
 
 if TYPE_CHECKING:

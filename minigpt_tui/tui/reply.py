@@ -25,7 +25,7 @@ from textual.message import Message
 from textual.timer import Timer
 from textual.widgets import TextArea
 
-from minigpt_tui.engine import Generation, TokenEvent
+from minigpt_tui.generation import Generation, TokenEvent
 
 FLUSH_HZ = 30  # UI updates per second while a reply streams
 

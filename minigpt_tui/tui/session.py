@@ -15,7 +15,7 @@ from typing import Literal
 
 from minigpt_tui.branches import Branches
 from minigpt_tui.dialogue import DialogueTemplate, Turn
-from minigpt_tui.engine import Backend, Generation
+from minigpt_tui.generation import Backend, Generation
 from minigpt_tui.sampling import Sampler, SamplingSettings
 from model.tokenizer import Tokenizer, encode_lenient
 

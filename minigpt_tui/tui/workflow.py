@@ -199,7 +199,7 @@ class Workflow:
     def _picked(self, choice: str | None) -> None:
         if not choice or self.loading is not None:
             return
-        from minigpt_tui.engine import load_backend
+        from minigpt_tui.generation import load_backend
         from minigpt_tui.models import resolve_model
 
         path = resolve_model(choice)

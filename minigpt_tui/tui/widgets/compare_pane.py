@@ -20,7 +20,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Input, Static
 
-from minigpt_tui.engine import Generation, TokenEvent
+from minigpt_tui.generation import Generation, TokenEvent
 from minigpt_tui.sampling import Choice, Sampler, SamplingError, SamplingSettings
 from minigpt_tui.scoring import surprisal_bits
 from minigpt_tui.streams import StreamSlot
@@ -254,6 +254,6 @@ class ComparePane(Vertical):
 
 
 def _loader(model: str) -> Callable[[], Backend]:
-    from minigpt_tui.engine import load_backend
+    from minigpt_tui.generation import load_backend
 
     return lambda: load_backend(model)

@@ -14,7 +14,7 @@ from textual.message import Message
 from textual.widgets import Input, Label, Select, Static
 
 from minigpt_tui.dialogue import MODES, DialogueTemplate, valid_speaker_name
-from minigpt_tui.engine import TokenEvent
+from minigpt_tui.generation import TokenEvent
 from minigpt_tui.sampling import SamplingError, SamplingSettings
 
 

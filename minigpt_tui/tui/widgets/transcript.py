@@ -8,7 +8,7 @@ from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.widgets import Static
 
-from minigpt_tui.engine import TokenEvent
+from minigpt_tui.generation import TokenEvent
 from minigpt_tui.safe_text import plain
 
 # Probability bands for the token colouring (the styles live in app.tcss).

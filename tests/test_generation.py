@@ -16,15 +16,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minigpt_tui.dialogue import DialogueTemplate, Turn
-from minigpt_tui.engine import Generation, load_backend, window
+from minigpt_tui.generation import Generation, load_backend, window
 from minigpt_tui.sampling import SamplingSettings
 from model import checkpoint, modeldir
 from model.backend import EngineError
 from model.config import GPTConfig
-from model.engine import TorchBackend, TorchRecomputeBackend
 from model.gpt import GPT
 from model.modeldir import ModelDirError
 from model.tokenizer import CharTokenizer, GPT2Tokenizer
+from model.torch_backend import TorchBackend, TorchRecomputeBackend
 
 CORPUS = "abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ\n.,:;!?'-"
 

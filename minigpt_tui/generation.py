@@ -286,7 +286,7 @@ def load_backend(
                 "'minigpt-tui export onnx' first or use --backend torch"
             )
         try:
-            from export.ort_engine import OrtBackend
+            from export.ort_backend import OrtBackend
         except ImportError as e:
             raise EngineError(f"the ONNX backend is not available ({e})") from None
         return OrtBackend(info, threads=threads)
@@ -294,7 +294,7 @@ def load_backend(
     if not info.has_weights:
         raise EngineError(f"{info.path} has no {modeldir.WEIGHTS_FILE}")
     try:
-        from model.engine import TorchBackend
+        from model.torch_backend import TorchBackend
     except ImportError as e:
         raise EngineError(
             f"the torch backend needs PyTorch ({e}); install minigpt-tui[train] "
