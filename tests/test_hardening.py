@@ -30,7 +30,7 @@ from safetensors.torch import save_file
 
 from minigpt_tui.dialogue import Turn
 from minigpt_tui.history import Conversation, HistoryStore, export
-from model import checkpoint, modeldir, rundir
+from model import checkpoint, modeldir, rundir, trainer_state
 from model.config import GPTConfig
 from model.events import METRICS_FILE
 from model.gpt import GPT
@@ -108,7 +108,7 @@ def _check_latest_loads(out: Path) -> int:
     """After any kill: `latest` is a complete checkpoint that loads, with its trainer state."""
     info = modeldir.read(out)
     model, _ = checkpoint.load(out)
-    state = checkpoint.load_trainer_state(info)
+    state = trainer_state.load(info)
     assert info.path.name == f"step-{state['step']:06d}"
     assert all(torch.isfinite(p).all() for p in model.parameters())
     return int(state["step"])
@@ -480,7 +480,7 @@ def test_pickle_bomb_trainer_state_never_runs(
     assert not marker.exists(), "unpickling ran the attacker's code"
     # And the loader itself, called directly.
     with pytest.raises(modeldir.ModelDirError):
-        checkpoint.load_trainer_state(modeldir.read(run))
+        trainer_state.load(modeldir.read(run))
     assert not marker.exists()
 
 
@@ -507,7 +507,7 @@ def test_bad_trainer_state_is_refused_in_one_line(
 
 def test_checkpoints_are_never_unpickled() -> None:
     """Source check: safetensors + JSON, and trainer.pt only through weights_only=True."""
-    src = (ROOT / "model" / "checkpoint.py").read_text()
+    src = (ROOT / "model" / "trainer_state.py").read_text()
     assert "weights_only=True" in src and "pickle.load" not in src
     for path in [*(ROOT / "model").glob("*.py"), *(ROOT / "export").glob("*.py")]:
         text = path.read_text()

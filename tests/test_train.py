@@ -15,8 +15,10 @@ import torch
 from model import modeldir
 from model.config import ConfigError, GPTConfig, TrainConfig
 from model.data import DataError
+from model.errors import TrainingError
 from model.gpt import GPT
-from model.train import RunOptions, TrainingError, accumulate_gradients, learning_rate, train
+from model.startup import RunOptions
+from model.train import accumulate_gradients, learning_rate, train
 from tests.helpers import make_data
 
 TINY = {"block_size": 16, "n_layer": 2, "n_head": 2, "n_embd": 16}
