@@ -18,7 +18,7 @@ def session(block: int = 64, max_new: int = 16, mode: str = "chat") -> ChatSessi
 
 def test_short_transcript_is_rendered_whole() -> None:
     s = session()
-    s.turns = [Turn("user", "hi"), Turn("model", "hello"), Turn("user", "bye")]
+    s.restore([Turn("user", "hi"), Turn("model", "hello"), Turn("user", "bye")])
     p = s.prompt()
     assert TOK.decode(p.ids) == "ROMEO:\nhi\n\nJULIET:\nhello\n\nROMEO:\nbye\n\nJULIET:\n"
     assert p.dropped_turns == 0 and not p.truncated and not p.dropped_chars
@@ -26,7 +26,7 @@ def test_short_transcript_is_rendered_whole() -> None:
 
 def test_oldest_turns_are_dropped_to_leave_room_for_the_reply() -> None:
     s = session(block=64, max_new=16)  # budget: 64 - 16 = 48 tokens
-    s.turns = [Turn("user" if i % 2 == 0 else "model", f"turn {'x' * i}") for i in range(10)]
+    s.restore([Turn("user" if i % 2 == 0 else "model", f"turn {'x' * i}") for i in range(10)])
     p = s.prompt()
     text = TOK.decode(p.ids)
     assert len(p.ids) <= 48 and p.dropped_turns > 0
@@ -37,7 +37,7 @@ def test_oldest_turns_are_dropped_to_leave_room_for_the_reply() -> None:
 
 def test_one_long_turn_is_kept_and_flagged() -> None:
     s = session(block=32)
-    s.turns = [Turn("user", "a" * 100 + "é")]
+    s.restore([Turn("user", "a" * 100 + "é")])
     p = s.prompt()
     assert p.truncated and p.dropped_turns == 0 and p.dropped_chars == ["é"]
     assert len(p.ids) > 32  # the Generation keeps the tail; the text itself is not cut here

@@ -83,10 +83,12 @@ async def test_chat_shows_names_replies_and_historyassert_inert(
     app = make_app(backend, history=history, temperature=0.0)
     app.model_label = ""
     async with app.run_test(size=(110, 30)) as pilot:
-        await wait_for(pilot, lambda: app.session is not None)
+        await wait_for(pilot, lambda: app.chat.session is not None)
         app.query_one(PromptInput).load_text("say it")
         await pilot.press("enter")
-        await wait_for(pilot, lambda: not app.generating and len(app.transcript.messages) == 2)
+        await wait_for(
+            pilot, lambda: not app.chat.generating and len(app.chat.transcript.messages) == 2
+        )
         status = app.query_one(StatusBar)
         assert EVIL in status.model  # kept as it is; only its display is made inert
         screen = _screen(app)
@@ -104,7 +106,7 @@ async def test_chat_shows_names_replies_and_historyassert_inert(
 
 
 def _replies(app: Any) -> list[str]:
-    return [m.text for m in app.transcript.messages if m.role == "model"]
+    return [m.text for m in app.chat.transcript.messages if m.role == "model"]
 
 
 @run_async
@@ -119,10 +121,10 @@ async def test_export_asks_before_replacing_and_never_creates_directories(
     mine.write_bytes(b"x" * 1_000_000)
     app = make_app(FakeBackend("Good morrow.\n\n"))
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_for(pilot, lambda: app.session is not None)
+        await wait_for(pilot, lambda: app.chat.session is not None)
         app.query_one(PromptInput).load_text("Hello")
         await pilot.press("enter")
-        await wait_for(pilot, lambda: not app.generating and len(_replies(app)) == 1)
+        await wait_for(pilot, lambda: not app.chat.generating and len(_replies(app)) == 1)
 
         async def submit(path: str) -> str:
             app.screen.query_one("#export-path").value = path  # type: ignore[attr-defined]
@@ -160,12 +162,12 @@ async def test_a_streaming_reply_is_saved_on_new_and_on_quit(tmp_path: Path) -> 
     app = make_app(backend, history=store, max_new_tokens=1000)
     async with app.run_test(size=(100, 30)) as pilot:
         for key in ("ctrl+n", "ctrl+q"):
-            await wait_for(pilot, lambda: app.session is not None)
+            await wait_for(pilot, lambda: app.chat.session is not None)
             app.query_one(PromptInput).load_text(f"before {key}")
             await pilot.press("enter")
             decoded = backend.decoded
             await wait_for(pilot, lambda: backend.decoded >= decoded + 4)  # noqa: B023
-            assert app.generating
+            assert app.chat.generating
             await pilot.press(key)
             await pilot.pause(0.1)
     saved = [store.load(c.id) for c in store.list() if c.id is not None]
@@ -180,16 +182,20 @@ async def test_a_streaming_reply_is_saved_on_new_and_on_quit(tmp_path: Path) -> 
 async def test_a_terminal_too_small_sends_nothing_typed_unseen() -> None:
     app = make_app(FakeBackend("Good morrow.\n\n"))
     async with app.run_test(size=(40, 10)) as pilot:
-        await wait_for(pilot, lambda: app.session is not None)
+        await wait_for(pilot, lambda: app.chat.session is not None)
         await pilot.press("h", "i", "enter", "ctrl+g", "ctrl+r")
         await pilot.pause(0.2)
-        assert app.session is not None and app.session.turns == [] and not app.generating
+        assert (
+            app.chat.session is not None
+            and app.chat.session.turns == []
+            and not app.chat.generating
+        )
         assert app.query_one(PromptInput).text == ""  # nothing typed into the hidden box
         await pilot.resize_terminal(100, 30)
         await pilot.pause(0.2)
         await pilot.press("h", "i", "enter")
-        await wait_for(pilot, lambda: not app.generating and len(_replies(app)) == 1)
-        assert [t.text for t in app.session.turns][:1] == ["hi"]
+        await wait_for(pilot, lambda: not app.chat.generating and len(_replies(app)) == 1)
+        assert [t.text for t in app.chat.session.turns][:1] == ["hi"]
 
 
 @run_async
@@ -205,16 +211,16 @@ async def test_a_fast_escape_and_ctrl_r_burst_types_no_caret() -> None:
     backend = FakeBackend("to be or not to be, ", delay=0.05)
     app = make_app(backend, max_new_tokens=1000)
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_for(pilot, lambda: app.session is not None)
+        await wait_for(pilot, lambda: app.chat.session is not None)
         app.query_one(PromptInput).load_text("Speak")
         await pilot.press("enter")
         await wait_for(pilot, lambda: backend.decoded >= 3)
-        first = app.generation
+        first = app.chat.generation
         for key in burst:  # Esc stops the reply, Ctrl+R asks for it again, Esc stops that
             app.post_message(key)
         await wait_for(pilot, lambda: first is not None and first.stats.stop_reason != "")
         assert first is not None and first.stats.stop_reason == "cancelled"
-        while app.generating:
+        while app.chat.generating:
             await pilot.press("escape")
             await pilot.pause(0.05)
         assert app.query_one(PromptInput).text == ""  # and no "^" was typed
