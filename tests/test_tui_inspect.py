@@ -12,6 +12,7 @@ from minigpt_tui.history import HistoryStore
 from minigpt_tui.sampling import SamplingSettings
 from minigpt_tui.scoring import score_text
 from minigpt_tui.tui.screens.compare import CompareScreen
+from minigpt_tui.tui.screens.history import HistoryScreen
 from minigpt_tui.tui.screens.score import ScoreScreen
 from minigpt_tui.tui.widgets.compare_pane import parse_spec
 from minigpt_tui.tui.widgets.score_view import ScoredText, ScoreView
@@ -132,12 +133,13 @@ async def test_branch_from_an_alternative_token_keeps_the_old_reply() -> None:
         await pilot.pause()
         assert shown(app)[-1][2] == (3, 3)
         # Reopened from history, every branch is back.
-        app.chat.conversations.save()
-        conv_id = app.chat.saver.conversation.id
-        await pilot.press("ctrl+n")
+        await pilot.press("ctrl+n")  # saved after every reply; New starts another
         await pilot.pause()
         assert app.chat.transcript.messages == []
-        app.chat.conversations.reopen(conv_id)
+        await pilot.press("ctrl+l")
+        await wait_for(pilot, lambda: isinstance(app.screen, HistoryScreen))
+        await pilot.press("enter")  # the newest: this one
+        await wait_for(pilot, lambda: len(app.chat.transcript.messages) == 2)
         await pilot.pause()
         assert shown(app)[-1][2] == (3, 3) and app.chat.session.branches.count() == 4
         app.chat.transcript.focus()

@@ -1,4 +1,5 @@
-"""ChatSession: the prompt the chat app sends, windowed to the model's block."""
+"""ChatSession: the prompt the chat app sends, windowed to the model's block, and the one writer
+of the turns, which keeps the branch tree in step by itself."""
 
 from __future__ import annotations
 
@@ -57,3 +58,25 @@ def test_speaker_names_follow_one_rule() -> None:
 
     assert valid_speaker_name("NURSE") and valid_speaker_name(" FRIAR LAURENCE ")
     assert not any(valid_speaker_name(n) for n in ("", "   ", "A:B", "A\nB"))
+
+
+def test_every_change_to_the_turns_keeps_the_branch_tree_in_step() -> None:
+    s = session()
+    s.add_turn(Turn("user", "hi"))
+    s.add_turn(Turn("model", "hello"))
+    assert [n.text for n in s.branches.path] == ["hi", "hello"] and s.branches.count() == 2
+    assert s.drop_last_reply() and s.turns == [Turn("user", "hi")]
+    assert not s.drop_last_reply(), "only the model's reply is taken back"
+    s.add_turn(Turn("model", "good day"))  # Ctrl+R: a second reply beside the first
+    assert s.branches.position(1) == (2, 2) and s.branches.count() == 3
+    s.cut_at(0)  # an edited first message: the old one stays a branch
+    s.add_turn(Turn("user", "hey"))
+    assert s.turns == [Turn("user", "hey")] and s.branches.position(0) == (2, 2)
+    assert s.switch_branch(0, -1) and [t.text for t in s.turns] == ["hi", "good day"]
+    assert not s.switch_branch(0, -1), "no branch that way"
+    s.turns.append(Turn("user", "unseen"))  # a copy: only the methods change the turns
+    assert len(s.turns) == 2 and s.saved_turns("") == s.turns
+    s.reset()
+    assert s.turns == [] and s.branches.count() == 0
+    s.restore([Turn("user", "a"), Turn("model", "b")])
+    assert [n.text for n in s.branches.path] == ["a", "b"]

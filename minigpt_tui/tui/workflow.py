@@ -87,8 +87,8 @@ class Workflow:
         if self.follow is not None and self.checkpoints is not None:
             from minigpt_tui.tui.follow import Checkpoint
 
-            self.chat.checkpoint = "following · " + Checkpoint.read(self.follow.current).describe()
-            self.chat.backend_name = self.checkpoints.label()
+            now = Checkpoint.read(self.follow.current).describe()
+            self.chat.show_following(f"following · {now}", self.checkpoints.label())
         if self.model_path is not None:
             self._remember(self.follow.run if self.follow is not None else self.model_path)
 
@@ -124,8 +124,7 @@ class Workflow:
         checkpoint: Checkpoint | None = None,
     ) -> None:
         self.loading, self.loading_path, self.loading_checkpoint = label, path, checkpoint
-        if not self.chat.generating:
-            self.chat.state = f"loading {label}…"
+        self.chat.show_idle(f"loading {label}…")
         self.models.load(loader)
 
     def model_loaded(self, model: LoadedModel) -> None:
@@ -146,8 +145,7 @@ class Workflow:
             self.chat.take_over(
                 model, f"── the run's checkpoint at {label} answers from here ──", None
             )
-            self.chat.checkpoint = f"following · {label}"
-            self.chat.backend_name = self.checkpoints.label()
+            self.chat.show_following(f"following · {label}", self.checkpoints.label())
         else:
             name = model.backend.info.name
             self.chat.take_over(model, f"── switched to {name} ({model.backend.name}) ──", name)
@@ -159,8 +157,7 @@ class Workflow:
     def model_failed(self, reason: str) -> None:
         label, following = self.loading, self.loading_checkpoint is not None
         self.loading = self.loading_path = self.loading_checkpoint = None
-        if not self.chat.generating:
-            self.chat.state = "ready"
+        self.chat.show_idle("ready")
         if following:  # pruned meanwhile, or a disk hiccup: the next checkpoint comes along
             self.chat.say(
                 f"Could not load the checkpoint at {label}: {reason}; waiting for the next one.",
@@ -196,7 +193,7 @@ class Workflow:
         backend = self.backend_name
         if self.follow is not None:
             self.follow = None  # a model picked by hand ends following the run
-            self.chat.checkpoint = ""
+            self.chat.show_following("")
             self.chat.say("Stopped following the run.", timeout=3)
         self.start(lambda: load_backend(path, backend), choice, path=path)
 

@@ -226,6 +226,21 @@ class Chat(Vertical):
         self.state = "ready"
         self.sync_context()
 
+    def steered(self, what: str) -> None:
+        """A key changed a sampling setting (`what`, in words): the status says so."""
+        self.state = f"replying… · {what}" if self.generating else what
+
+    def show_idle(self, state: str) -> None:
+        """The status's state, unless a reply streams (it says its own)."""
+        if not self.generating:
+            self.state = state
+
+    def show_following(self, checkpoint: str, backend: str | None = None) -> None:
+        """`chat --follow`: the checkpoint talking now ("": not following), and its backend."""
+        self.checkpoint = checkpoint
+        if backend is not None:
+            self.backend_name = backend
+
     def _show_backend(self, backend: Backend) -> None:
         self.backend_name = backend.name
         self.params = backend.info.config.num_params()

@@ -149,7 +149,7 @@ class ChatScreen(Screen[None]):
 
     def _settings_changed(self, what: str) -> None:
         self.query_one(SettingsPanel).sync()
-        self.chat.state = f"replying… · {what}" if self.chat.generating else what
+        self.chat.steered(what)
 
     # ----------------------------------------------------------------- conversations
     def action_new(self) -> None:
