@@ -121,8 +121,8 @@ class Branching:
         )
         ids = prompt.ids + [t.token for t in kept] + [token]
         generation = session.generation(backend, Prompt(ids, [], prompt.dropped_turns, False))
-        chat.prompt_len = min(len(ids), session.block_size)
-        target = chat.transcript.add("model", chat.template.model)
+        chat.sync_context(prompt=len(ids))
+        target = chat.transcript.add("model", chat.template.speaker("model"))
         target.append([*kept, chosen])
         chat.transcript.anchor()
         chat.replies.start(generation, target)

@@ -14,9 +14,7 @@ from typing import Any
 
 from textual import on
 from textual.app import ComposeResult
-from textual.containers import Vertical
 from textual.message import Message
-from textual.reactive import var
 from textual.widgets import ContentSwitcher, TextArea
 
 from minigpt_tui.dialogue import DialogueTemplate
@@ -27,6 +25,7 @@ from minigpt_tui.sampling import SamplingSettings
 from minigpt_tui.tui.chat.branching import Branching
 from minigpt_tui.tui.chat.conversations import Conversations
 from minigpt_tui.tui.chat.sending import MessageSender
+from minigpt_tui.tui.chat.status import ChatStatus
 from minigpt_tui.tui.loading import LoadedModel
 from minigpt_tui.tui.reply import ReplyController
 from minigpt_tui.tui.saving import ConversationSaver
@@ -36,18 +35,7 @@ from minigpt_tui.tui.widgets.transcript import Transcript
 from model.backend import Backend
 
 
-class Chat(Vertical):
-    # The status values, written here and watched by the screen for the status bar.
-    state = var("loading…")
-    model = var("")
-    backend_name = var("")
-    params = var(0)
-    block_size = var(0)
-    context = var(0)
-    ttft = var(-1.0)
-    tokens_per_sec = var(-1.0)
-    checkpoint = var("")  # chat --follow: the checkpoint talking now (step, val loss)
-
+class Chat(ChatStatus):
     class ModeShown(Message):
         """The chat shows this mode now ("chat" or "complete")."""
 
@@ -162,11 +150,14 @@ class Chat(Vertical):
         self.focus_input()
         self.post_message(self.ModeShown(mode))
 
-    def sync_context(self, extra: int = 0) -> None:
-        """The context shown: the prompt's tokens (and `extra` made since) of the block."""
+    def sync_context(self, extra: int = 0, prompt: int | None = None) -> None:
+        """The context shown: the prompt's tokens (and `extra` made since) of the block; a
+        reply that starts says how long its own prompt is (`prompt`)."""
         if self.session is None:
             return
-        if not self.generating:
+        if prompt is not None:
+            self.prompt_len = min(prompt, self.session.block_size)
+        elif not self.generating:
             self.prompt_len = len(self.session.prompt().ids)
         self.context = min(self.prompt_len + extra, self.session.block_size)
 
@@ -204,7 +195,7 @@ class Chat(Vertical):
             model.tokenizer, model.backend.block_size, self.settings, self.template, self.mode
         )
         self.model = self.model_label or model.backend.info.name
-        self._show_backend(model.backend)
+        self.show_backend(model.backend)
         self.state = "ready"
         self.show_mode(self.mode)
         self.sync_context()
@@ -218,7 +209,7 @@ class Chat(Vertical):
         self.backend = model.backend
         self.session.tokenizer = model.tokenizer
         self.session.block_size = model.backend.block_size
-        self._show_backend(model.backend)
+        self.show_backend(model.backend)
         if name is not None:
             self.model = self.model_label = self.saver.model_label = name
         self.transcript.note(note)
@@ -234,17 +225,6 @@ class Chat(Vertical):
         """The status's state, unless a reply streams (it says its own)."""
         if not self.generating:
             self.state = state
-
-    def show_following(self, checkpoint: str, backend: str | None = None) -> None:
-        """`chat --follow`: the checkpoint talking now ("": not following), and its backend."""
-        self.checkpoint = checkpoint
-        if backend is not None:
-            self.backend_name = backend
-
-    def _show_backend(self, backend: Backend) -> None:
-        self.backend_name = backend.name
-        self.params = backend.info.config.num_params()
-        self.block_size = backend.block_size
 
     # ----------------------------------------------------------------- messages from inside
     @on(PromptInput.Submitted)

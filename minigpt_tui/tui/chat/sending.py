@@ -49,7 +49,7 @@ class MessageSender:
         chat.prompt_input.load_text("")
         chat.branching.apply_edit()
         chat.session.add_turn(Turn("user", text))
-        chat.transcript.add("user", chat.template.user, text)
+        chat.transcript.add("user", chat.template.speaker("user"), text)
         chat.branching.label()
         self.start_reply()
 
@@ -61,10 +61,10 @@ class MessageSender:
         for notice in session.notices(prompt):
             chat.say(notice.text, severity=notice.severity, timeout=notice.timeout)
         generation = session.generation(backend, prompt)
-        chat.prompt_len = min(len(prompt.ids), session.block_size)
+        chat.sync_context(prompt=len(prompt.ids))
         target: ReplyTarget
         if chat.mode == "chat":
-            target = chat.transcript.add("model", chat.template.model)
+            target = chat.transcript.add("model", chat.template.speaker("model"))
             chat.transcript.anchor()
         else:
             chat.document.read_only = True
