@@ -17,7 +17,6 @@ TEXT = (
     "JULIET:\nO Romeo, Romeo, wherefore art thou Romeo?\n\n"
 ) * 40
 
-
 # A model name / text that would set the terminal title, clear the screen, turn text red
 # (C1 CSI, one byte) and break or eat rich markup, if anything passed it on as it is.
 EVIL = "\x1b]0;PWNED\x07\x1b[2J[/][old]\x9b31m\u202eevil"
