@@ -21,7 +21,14 @@ if TYPE_CHECKING:
     from model.chat import Message
     from model.tokenizer import Tokenizer
 
-MAX_MESSAGES_BYTES = 16 << 20  # a --messages file: a conversation, not a corpus
+MAX_MESSAGES_BYTES = 16 << 20
+STOP_WORDS = {  # GenerationStats.stop_reason, for --stats
+    "length": "length",
+    "stop": "stop",
+    "cancelled": "cancelled",
+    "eot": "eot",
+    "end": "end of turn",
+}  # a --messages file: a conversation, not a corpus
 
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
 
@@ -318,7 +325,7 @@ def _print_stats(
         f"{prompt}; backend {backend}; model loaded in {load_seconds:.2f}s",
         f"time to first token {st.time_to_first_token * 1000:.1f} ms; "
         f"{st.new_tokens} new tokens at {st.tokens_per_second:.1f} tokens/s; "
-        f"{st.slides} window slides; stopped by {st.stop_reason or 'nothing'}",
+        f"{st.slides} window slides; stopped by {STOP_WORDS.get(st.stop_reason, 'nothing')}",
     ]
     if dropped:
         lines.append(f"dropped unknown characters: {''.join(dropped)!r}")
