@@ -191,3 +191,42 @@ def test_flags_that_do_not_go_together_and_models_that_cannot_chat(
     assert "--unknown-chars drop" in line
     line = expect_one_line_error(capsys, *m, "--chat", "☃", "--unknown-chars", "drop")
     assert "empty content" in line
+
+
+def test_forked_and_lockstep_streams_stop_at_end_of_turn(tiny_chat: Path) -> None:
+    """Compare panes' ways of running (a fork per stream, or decoded together) stop where
+    one generation alone stops, and carry no stop token."""
+    import threading
+
+    from minigpt_tui.streams import lockstep, stream_slots
+
+    backend = load_backend(tiny_chat, "onnx")
+    tok = backend.info.tokenizer()
+    assert tok.chat is not None
+    prompts = [
+        chat.prompt_ids(tok, [{"role": "user", "content": text}]) for text in ("hello", "ok")
+    ]
+
+    def settings() -> SamplingSettings:
+        return SamplingSettings(temperature=0, max_new_tokens=60)
+
+    alone = []
+    for ids in prompts:
+        gen = Generation(backend, tok, ids, settings())
+        list(gen)
+        alone.append(gen.text)
+    slots = stream_slots(backend, 2, threading.Lock())
+    forked = [
+        Generation(s.backend, tok, ids, settings()) for s, ids in zip(slots, prompts, strict=True)
+    ]
+    events = [list(g) for g in forked]
+    assert [g.text for g in forked] == alone
+    assert all(e.token != tok.chat.end for evs in events for e in evs)
+    together = lockstep(backend, 2)
+    assert together is not None
+    gens = [Generation(backend, tok, ids, settings()) for ids in prompts]
+    seen: list[list[int]] = [[], []]
+    together.run(gens, lambda i, e: seen[i].append(e.token), lambda i: None)
+    assert [g.text for g in gens] == alone
+    assert [g.stats.stop_reason for g in gens] == ["end", "end"]
+    assert all(tok.chat.end not in s for s in seen)
