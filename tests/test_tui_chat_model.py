@@ -21,6 +21,7 @@ from minigpt_tui.tui.chat.inspecting import open_compare, open_score
 from minigpt_tui.tui.loading import LoadedModel
 from minigpt_tui.tui.screens.compare import CompareScreen
 from minigpt_tui.tui.screens.score import ScoreScreen
+from minigpt_tui.tui.widgets.settings_panel import TokenInspector
 from minigpt_tui.tui.widgets.transcript import Transcript
 from model import chat
 
@@ -120,6 +121,12 @@ async def test_an_alternative_that_ends_the_turn_is_no_branch() -> None:
         tok = backend.tokenizer
         assert tok.chat is not None
         await pilot.press("ctrl+t")
+        app.chat.transcript.focus()
+        await pilot.press("end")  # the reply's last token: "." (<|end|> is no token of it)
+        view = app.chat.transcript.last_model_view()
+        assert view is not None and view.selected == len("Hi there.") - 1
+        inspector = str(app.query_one(TokenInspector).render())
+        assert inspector.startswith("chosen  .")
         app.chat.branching.branch_at(1, 0, tok.chat.end)
         await pilot.pause()
         assert said(app, "That alternative ends the reply")
