@@ -128,8 +128,8 @@ def generate(
 ) -> None:
     """Continue PROMPT with a model, streaming tokens to stdout as they are made.
 
-    Only the continuation is printed (--echo: the prompt first). With --chat or --messages
-    a chat model answers instead: its reply alone is printed."""
+    Only the generated continuation is printed (add --echo to print the prompt first).
+    --chat or --messages: a chat model's next reply instead, printed alone."""
     from minigpt_tui.generation import Generation
 
     talk = _conversation(prompt, chat, system, messages, echo)
