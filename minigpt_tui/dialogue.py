@@ -179,6 +179,8 @@ class RoleTemplate:
             return Fitted(chat_format.assemble(tokens, messages, contents)[0].tolist(), dropped, 0)
         except ValueError as e:  # ChatFormatError, TokenizerError
             raise LayoutError(str(e)) from None
+        except KeyError as e:  # a role the format has no marker for (a hostile history)
+            raise LayoutError(f"unknown role {e}") from None
 
 
 Template: TypeAlias = DialogueTemplate | RoleTemplate

@@ -268,3 +268,26 @@ async def test_a_trained_chat_model_replies_until_its_end_of_turn(tiny_chat: Pat
         assert replies(app)[0].startswith("hi th") and "<|" not in replies(app)[0]
         turns = app.chat.session.turns  # type: ignore[union-attr]
         assert turns == [Turn("user", "hello"), Turn("model", replies(app)[0])]
+
+
+def test_the_role_layout_refuses_what_the_chat_format_cannot_hold() -> None:
+    from minigpt_tui.dialogue import DialogueTemplate, LayoutError
+
+    tok = FakeChatBackend().tokenizer
+    roles = RoleTemplate(DialogueTemplate(system="Be brief."))
+    said_so_far = [Turn("user", "Hi"), Turn("model", "Hello.")]
+    between = roles.fit(tok, said_so_far, 100)  # between replies: the conversation so far
+    assert (
+        between.ids
+        == chat.assemble(
+            tok.chat,  # type: ignore[arg-type]
+            chat.messages_from(messages("Hi", "Hello.", system="Be brief.")),
+            [tok.encode(t) for t in ("Be brief.", "Hi", "Hello.")],
+        )[0].tolist()
+    )
+    two = roles.fit(tok, [Turn("user", "Hi"), Turn("user", "There")], 100)  # a reply said nothing
+    assert two.ids == chat.prompt_ids(tok, messages("Hi\nThere", system="Be brief."))
+    reply_first = [Turn("model", "first"), Turn("user", "hi")]
+    for bad in ([Turn("document", "x")], reply_first, [Turn("user", "☃")]):
+        with pytest.raises(LayoutError):
+            roles.fit(tok, bad, 100)
