@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from minigpt_tui.branches import Branches
-from minigpt_tui.dialogue import Turn
+from minigpt_tui.dialogue import Turn, messages_of
 from model.modeldir import atomic_write_bytes
 
 DB_NAME = "history.db"
@@ -415,13 +415,35 @@ def export_text(conv: Conversation, names: dict[str, str], markdown: bool) -> st
     return "\n".join(parts)
 
 
+JSON_SUFFIXES = (".json", ".jsonl")
+
+
+def export_json(conv: Conversation) -> str:
+    """A conversation as one JSON record on one line (so exports concatenate into JSON
+    Lines): a chat as `{"messages": [{"role", "content"}]}`, the shape `data prepare` reads
+    (the system text as the system turn, your messages as user turns, replies as assistant
+    turns; model/chat.py), a document as `{"text": ...}`."""
+    if conv.mode == "complete":
+        record: dict[str, Any] = {"text": "".join(t.text for t in conv.turns)}
+    else:
+        system = conv.settings.get("system")
+        found = messages_of(conv.turns, system if isinstance(system, str) else "")
+        record = {"messages": [{"role": m.role, "content": m.content} for m in found]}
+    return json.dumps(record, ensure_ascii=False) + "\n"
+
+
 def export(conv: Conversation, path: Path, names: dict[str, str]) -> Path:
-    """Write a conversation to `path` (.md means Markdown, anything else plain text). The
-    directory must exist: none is created (a mistyped path must not make folders)."""
+    """Write a conversation to `path` (.md means Markdown, .json or .jsonl a JSON record
+    (`export_json`), anything else plain text). The directory must exist: none is created (a
+    mistyped path must not make folders)."""
     if not path.parent.is_dir():
         raise FileNotFoundError(errno.ENOENT, "no such directory", str(path.parent))
-    markdown = path.suffix.lower() in (".md", ".markdown")
-    atomic_write_bytes(path, export_text(conv, names, markdown).encode("utf-8"))
+    suffix = path.suffix.lower()
+    if suffix in JSON_SUFFIXES:
+        text = export_json(conv)
+    else:
+        text = export_text(conv, names, markdown=suffix in (".md", ".markdown"))
+    atomic_write_bytes(path, text.encode("utf-8"))
     return path
 
 

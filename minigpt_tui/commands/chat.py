@@ -42,7 +42,10 @@ def chat(
     top_p: float | None = typer.Option(None, help="Nucleus sampling mass; 1.0 is off."),
     max_tokens: int | None = typer.Option(None, help="Longest reply, in tokens. [default: 256]"),
     seed: int | None = typer.Option(None, help="Random seed, for repeatable replies."),
-    user: str | None = typer.Option(None, help="Your speaker name. [default: ROMEO]"),
+    user: str | None = typer.Option(
+        None,
+        help="Your speaker name (a chat model's turns are You and Assistant). [default: ROMEO]",
+    ),
     bot: str | None = typer.Option(None, help="The model's speaker name. [default: JULIET]"),
     follow: bool = typer.Option(
         False,
