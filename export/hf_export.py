@@ -30,7 +30,7 @@ from safetensors.numpy import save_file
 
 from export import weights
 from export.options import ExportError
-from model import modeldir
+from model import modeldir, userfile
 from model.config import GPTConfig
 from model.tokenizer import CharTokenizer, Tokenizer, gpt2_bpe_files
 
@@ -56,7 +56,7 @@ def export_hf(
     t0 = time.perf_counter()
     info = modeldir.read(model_path)
     target = Path(out).expanduser()
-    modeldir.check_output(target, force=force, directory=True)
+    modeldir.check_output(target, force=force, directory=True, inputs=[info.path])
     if _is_our_model_dir(target):
         raise ExportError(f"{target} is a minigpt-tui model directory; choose another --out")
     sd = weights.load(info)
@@ -87,8 +87,8 @@ def write_hf(
 
 def _is_our_model_dir(path: Path) -> bool:
     try:
-        meta = json.loads((path / modeldir.CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        meta = json.loads(userfile.read_text(path / modeldir.CONFIG_FILE, modeldir.MAX_CONFIG_BYTES))
+    except (OSError, ValueError, RecursionError):
         return False
     return isinstance(meta, dict) and meta.get("format") == modeldir.FORMAT
 

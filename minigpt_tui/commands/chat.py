@@ -59,14 +59,12 @@ def chat(
     from minigpt_tui.history import HistoryStore
     from minigpt_tui.models import resolve_model
     from minigpt_tui.sampling import SamplingSettings
-    from minigpt_tui.tui.keys import BINDING_IDS
+    from minigpt_tui.tui.keys import BINDINGS
     from model import modeldir
 
     if mode not in MODES:
         raise UserError(f"--mode must be {' or '.join(MODES)}, got {mode!r}")
-    cfg, problem = settings_file.load(BINDING_IDS)
-    if problem is None:
-        problem = _check_file_values(cfg)
+    cfg, problem = settings_file.load(BINDINGS)  # every value checked, as `config show` does
     if problem is not None:  # one line, and the app starts with the defaults
         print(f"warning: {problem}; using the defaults", file=sys.stderr)
         cfg = settings_file.Config()
@@ -77,7 +75,7 @@ def chat(
     for name, flag in ((user, "--user"), (bot, "--bot")):
         if not valid_speaker_name(name):
             raise UserError(f"{flag} must be {SPEAKER_NAME_RULE}")
-    file_sampling = _sampling(cfg.sampling)
+    file_sampling = settings_file.sampling_fields(cfg.sampling)
     flags: dict[str, Any] = {
         "temperature": temperature,
         "top_k": top_k,
@@ -138,38 +136,6 @@ def chat(
         raise UserError(f"could not load the model: {app.load_error}")
     if app.return_code:
         raise SystemExit(app.return_code)
-
-
-def _sampling(values: dict[str, Any]) -> dict[str, Any]:
-    """The file's [sampling] table as SamplingSettings fields."""
-    out = dict(values)
-    if "max_tokens" in out:
-        out["max_new_tokens"] = out.pop("max_tokens")
-    return out
-
-
-def _check_file_values(cfg: Any) -> str | None:
-    """Values of the right type that still cannot be used: one line naming the key."""
-    from minigpt_tui import config as settings_file
-    from minigpt_tui.dialogue import SPEAKER_NAME_RULE, valid_speaker_name
-    from minigpt_tui.sampling import SamplingError, SamplingSettings
-
-    where = f"config file {settings_file.config_path()}"
-    if cfg.backend is not None and cfg.backend not in BACKENDS:
-        return f"{where}: 'backend' must be {one_of(BACKENDS)}, got {cfg.backend!r}"
-    for key, name in cfg.speakers.items():
-        if not valid_speaker_name(name):
-            return f"{where}: 'speakers.{key}' must be {SPEAKER_NAME_RULE}"
-    try:
-        SamplingSettings(**_sampling(cfg.sampling)).validate()
-    except SamplingError as e:
-        return f"{where}: [sampling] {e}"
-    if cfg.theme is not None:
-        from textual.theme import BUILTIN_THEMES
-
-        if cfg.theme not in BUILTIN_THEMES:
-            return f"{where}: 'theme' {cfg.theme!r} is not a Textual theme (F10 in chat lists them)"
-    return None
 
 
 def register(app: typer.Typer) -> None:

@@ -7,7 +7,6 @@ import inspect
 import shlex
 import sys
 import time
-import tomllib
 import typing
 from pathlib import Path
 from typing import Any
@@ -183,9 +182,11 @@ train = _with_settings(train)
 
 
 def _read_toml(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    from model import userfile
+
     try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        doc = userfile.read_toml(path, userfile.TOML_MAX_BYTES)
+    except (OSError, userfile.UserFileError) as e:
         raise UserError(f"cannot read config {path}: {e}") from None
     model: dict[str, Any] = dict(doc.pop("model", {}))
     train: dict[str, Any] = dict(doc.pop("train", {}))
