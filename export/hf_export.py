@@ -87,7 +87,8 @@ def write_hf(
 
 def _is_our_model_dir(path: Path) -> bool:
     try:
-        meta = json.loads(userfile.read_text(path / modeldir.CONFIG_FILE, modeldir.MAX_CONFIG_BYTES))
+        text = userfile.read_text(path / modeldir.CONFIG_FILE, modeldir.MAX_CONFIG_BYTES)
+        meta = json.loads(text)
     except (OSError, ValueError, RecursionError):
         return False
     return isinstance(meta, dict) and meta.get("format") == modeldir.FORMAT

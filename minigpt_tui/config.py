@@ -208,7 +208,8 @@ def key_name_problem(key: str) -> str | None:
         return f"{key!r} names no key"
     bad = [m for m in mods if m not in MODIFIERS]
     if bad or len(set(mods)) != len(mods):
-        return f"{key!r}: {bad[0] if bad else 'a repeated'} modifier is not one of {', '.join(MODIFIERS)}"
+        what = repr(bad[0]) if bad else "a repeated"
+        return f"{key!r}: {what} modifier is not one of {', '.join(MODIFIERS)}"
     if len(base) == 1 and base.isprintable():
         return None
     if base in {k.value for k in Keys} or _unicode_key(base):
@@ -244,13 +245,13 @@ def check_keys(keymap: dict[str, str], bindings: list[Any], where: str) -> None:
     applied = BindingsMap(bindings)
     applied.apply_keymap(keymap)
     for action in KEPT_ACTIONS:
-        keys = [
+        kept = [
             key
             for key, bound in applied.key_to_bindings.items()
             for b in bound
             if b.id == action and set(key.split("+")[:-1]) <= PLAIN_MODIFIERS
         ]
-        if not keys:
+        if not kept:
             culprit = next(
                 (a for a, k in keymap.items() if a != action and _takes(k, bindings, action)),
                 action,

@@ -441,7 +441,10 @@ def test_bad_config_file_is_one_line(
 
 @pytest.mark.parametrize("special", ["/dev/zero", "fifo"])
 def test_config_file_that_is_a_device_or_fifo_is_one_line_at_once(
-    special: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    special: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """/dev/zero used to be read until memory ran out (its stat size is 0), a FIFO blocked."""
     path = Path(special) if special.startswith("/") else tmp_path / special
