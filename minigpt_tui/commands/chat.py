@@ -128,12 +128,17 @@ def chat(
     )
     try:
         app.run()
+        # A save that failed (another program holding the database): one more try, waiting
+        # for it, and if that fails too an error line and a non-zero exit, never silence.
+        unsaved = history.flush() if history.unsaved_error() else None
     finally:
         history.close()
         if checkpoints is not None:
             checkpoints.close()
     if app.load_error:
         raise UserError(f"could not load the model: {app.load_error}")
+    if unsaved:
+        raise UserError(f"{unsaved}: what this session said since is lost")
     if app.return_code:
         raise SystemExit(app.return_code)
 
