@@ -148,6 +148,8 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("convert hf", "--force over a run", ["convert", "hf", "{hfgood}", "--out", "{run}", "--force"]),
     ("convert hf", "n_layer 2.7", ["convert", "hf", "{hffloat}", "--out", "{tmp}/c"]),
     ("convert hf", "NaN weights", ["convert", "hf", "{hfnan}", "--out", "{tmp}/c"]),
+    ("convert hf", "out inside the source", ["convert", "hf", "{hfgood}", "--out", "{hfgood}/ours", "--force"]),
+    ("convert hf", "unimplemented activation", ["convert", "hf", "{hfgelu}", "--out", "{tmp}/c"]),
     # generate
     ("generate", "model not found", ["generate", "-m", "{tmp}/nope", "hi"]),
     ("generate", "a run whose latest points outside it", ["generate", "-m", "{tmp}/escaped", "hi"]),
@@ -276,6 +278,9 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     write_hf_gpt2(hffloat)
     hf_config = json.loads((hffloat / "config.json").read_text())
     (hffloat / "config.json").write_text(json.dumps({**hf_config, "n_layer": 2.7}))
+    hfgelu = base / "hf-gelu"  # the exact GELU, which the converter does not implement
+    write_hf_gpt2(hfgelu)
+    (hfgelu / "config.json").write_text(json.dumps({**hf_config, "activation_function": "gelu"}))
     write_hf_gpt2(hfnan)
     weights = load_file(str(hfnan / "model.safetensors"))
     weights["h.0.ln_1.bias"][0] = float("nan")
@@ -291,6 +296,7 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "hffloat": hffloat,
         "hfnan": hfnan,
         "hfgood": hfgood,
+        "hfgelu": hfgelu,
         "model": model,
         "data": make_data(base),
         "otherdata": make_data(other, text="a completely different alphabet: xyz 0123456789" * 40),
