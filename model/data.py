@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from model import corpus, modeldir
+from model import corpus, modeldir, userfile
 from model.corpus import DataError, ReadStats
 from model.tokenizer import (
     BPE_FILE,
@@ -359,7 +359,7 @@ def load_dataset(path: str | os.PathLike[str], block_size: int | None = None) ->
     if not meta_path.is_file():
         raise DataError(f"{p} has no {META_FILE}; is it a prepared data directory?")
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads(userfile.read_text(meta_path, modeldir.MAX_CONFIG_BYTES))
         dtype = np.dtype(meta["dtype"])
         meta["tokenizer"]["kind"]
         int(meta["vocab_size"])
