@@ -181,7 +181,7 @@ def char_tokenizer_json(chars: str) -> str:
     with no merges and a Fuse decoder (the characters joined with nothing between them).
     Written out here, field for field as the tokenizers library writes it (a test checks),
     so that the inference install, which lacks that library, can export character models."""
-    model = {
+    model: dict[str, Any] = {
         "type": "BPE",
         "dropout": None,
         "unk_token": None,
@@ -193,7 +193,7 @@ def char_tokenizer_json(chars: str) -> str:
         "vocab": {ch: i for i, ch in enumerate(chars)},
         "merges": [],
     }
-    document = {
+    document: dict[str, Any] = {
         "version": "1.0",
         "truncation": None,
         "padding": None,
