@@ -40,7 +40,7 @@ from typing import Any
 from minigpt_tui.branches import Branches
 from minigpt_tui.dialogue import Turn
 from model.errors import first_line
-from model.modeldir import atomic_write_bytes
+from model.modeldir import ModelDirError, atomic_write_bytes
 
 DB_NAME = "history.db"
 SCHEMA_VERSION = 2
@@ -490,11 +490,15 @@ def export_text(conv: Conversation, names: dict[str, str], markdown: bool) -> st
 
 def export(conv: Conversation, path: Path, names: dict[str, str]) -> Path:
     """Write a conversation to `path` (.md means Markdown, anything else plain text). The
-    directory must exist: none is created (a mistyped path must not make folders)."""
+    directory must exist: none is created (a mistyped path must not make folders). OSError
+    when it cannot be written, also when `path` is not a regular file (a FIFO, /dev/null)."""
     if not path.parent.is_dir():
         raise FileNotFoundError(errno.ENOENT, "no such directory", str(path.parent))
     markdown = path.suffix.lower() in (".md", ".markdown")
-    atomic_write_bytes(path, export_text(conv, names, markdown).encode("utf-8"))
+    try:
+        atomic_write_bytes(path, export_text(conv, names, markdown).encode("utf-8"))
+    except ModelDirError as e:  # a FIFO or a device there: never replaced
+        raise OSError(errno.EEXIST, str(e)) from None
     return path
 
 

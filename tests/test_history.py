@@ -236,3 +236,18 @@ def test_delete_can_be_undone_and_a_deleted_open_conversation_saves_again(
     store.save(a)  # the open conversation, deleted from the list meanwhile
     again = store.load(a.id)  # type: ignore[arg-type]
     assert again is not None and again.turns[-1].text == "still talking"
+
+
+def test_exporting_over_a_fifo_or_device_is_an_oserror_and_replaces_nothing(
+    tmp_path: Path,
+) -> None:
+    """Ctrl+S export, after its second Enter: as root it replaced /dev/null with a regular
+    file. An OSError (what the app shows as `Could not write ...`), the FIFO kept."""
+    import os
+
+    fifo = tmp_path / "talk.md"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError, match="only a regular file is replaced"):
+        export(conv("Hello"), fifo, NAMES)
+    assert fifo.exists() and not fifo.is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["talk.md"]

@@ -133,7 +133,6 @@ DIRECT_READS_ALLOWED = {
     "model/modeldir.py": "fsyncs the files it has just written",
     "model/corpus.py": "corpus files, taken only if regular, streamed in bounded pieces",
     "model/rundir.py": "the run's own .train.pid and /proc/locks",
-    "minigpt_tui/recent.py": "the app's own list in its data directory (size checked)",
     "export/vocab.py": "GPT-2's published files, after gpt2_bpe_files checked their SHA-256",
     "export/hf_export.py": "the same GPT-2 files, copied into the export",
 }
