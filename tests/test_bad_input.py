@@ -11,6 +11,7 @@ tests/README.md lists the matrix by command.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zstandard
 from safetensors.numpy import load_file, save_file
 from test_convert import write_hf_gpt2
 
@@ -58,6 +60,8 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("data prepare", "--field with only text files", ["data", "prepare", "{text}", "-o", "{tmp}/d", "--field", "body"]),
     ("data prepare", "--exclude with a file source", ["data", "prepare", "{text}", "-o", "{tmp}/d", "--exclude", "*.txt"]),
     ("data prepare", "shakespeare from a missing file", ["data", "prepare", "shakespeare", "-o", "{tmp}/d", "--from-file", "{tmp}/nope.txt"]),
+    ("data prepare", "a truncated .gz", ["data", "prepare", "{tmp}/cut.txt.gz", "-o", "{tmp}/d"]),
+    ("data prepare", "a truncated .zst", ["data", "prepare", "{tmp}/cut.txt.zst", "-o", "{tmp}/d"]),
     # train
     ("train", "missing --data", ["train", "--out", "{tmp}/r"]),
     ("train", "data not found", ["train", "--data", "{tmp}/nope", "--out", "{tmp}/r"]),
@@ -336,6 +340,12 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(
     (tmp_path / "strbias.toml").write_text("[model]\nbias = 'yes'\n")
     (tmp_path / "shape.toml").write_text("[model]\nn_layer = 4\n")
     os.mkfifo(tmp_path / "fifo")  # opening it to read or write would wait forever
+    text = ("ROMEO: to be or not to be\n" * 2000).encode()
+    for name, packed in (
+        ("cut.txt.gz", gzip.compress(text)),
+        ("cut.txt.zst", zstandard.ZstdCompressor().compress(text)),
+    ):
+        (tmp_path / name).write_bytes(packed[: len(packed) // 2])  # cut in the middle
     (tmp_path / "fifolink").symlink_to(tmp_path / "fifo")
     (tmp_path / "deep.toml").write_text("a = " + "[" * 20_000 + "]" * 20_000 + "\n")
     (tmp_path / "dotted.toml").write_text("a" + ".a" * 30_000 + " = 1\n")
