@@ -132,10 +132,10 @@ def title_for(turns: list[Turn], limit: int = 60) -> str:
     return (line[: limit - 1] + "…" if len(line) > limit else line) or "(empty)"
 
 
-class HistorySaveError(RuntimeError):
+class HistorySaveError(sqlite3.Error):
     """A conversation that could not be written (the database locked by another program, the
-    disk full); the message is one line naming the database. The store keeps the conversation
-    as unsaved: flush() tries again, unsaved_error() says why it is not saved."""
+    disk full): one line naming the database. The store keeps the conversation as unsaved:
+    flush() tries again, unsaved_error() says why it is not saved."""
 
 
 class NewerSchema(sqlite3.DatabaseError):
@@ -202,29 +202,12 @@ class HistoryStore:
         return self._init(self._connect(":memory:"))
 
     def _open_read_only(self, error: Exception) -> sqlite3.Connection:
-        """A database we may not write: read it as it is, never move it aside. Read-only mode
-        first; immutable where that cannot work (a read-only filesystem has no room for
-        SQLite's lock files)."""
+        """A database we may not write: read it as it is, never move it aside."""
         assert self.path is not None
-        from urllib.parse import quote
-
-        db = None
-        for flags in ("mode=ro", "mode=ro&immutable=1"):
-            try:
-                db = sqlite3.connect(
-                    f"file:{quote(str(self.path))}?{flags}",
-                    uri=True,
-                    timeout=self.timeout,
-                    check_same_thread=False,
-                )
-                _touch_tables(db)
-                break
-            except sqlite3.Error as e:
-                if db is not None:
-                    db.close()
-                db, last = None, e
-        if db is None:
-            return self._in_memory(f"cannot be written ({error}) nor read ({last})")
+        try:
+            db = _connect_read_only(self.path, self.timeout)
+        except sqlite3.Error as e:
+            return self._in_memory(f"cannot be written ({error}) nor read ({e})")
         self.read_only = True
         why = (
             f"was written by a newer minigpt-tui ({error})"
@@ -299,7 +282,7 @@ class HistoryStore:
             return conv.id or 0
         new = conv.id is None
         try:
-            self._write(conv)
+            _write(self.db, conv, self.fts)
         except sqlite3.Error as e:
             if new:
                 conv.id = None  # the insert was rolled back: that id may be another's later
@@ -309,41 +292,6 @@ class HistoryStore:
         self._unsaved.pop(id(conv), None)
         assert conv.id is not None
         return conv.id
-
-    def _write(self, conv: Conversation) -> None:
-        settings = json.dumps(conv.settings)
-        with self.db:
-            row = (conv.title, conv.mode, conv.model, conv.updated, settings)
-            updated = conv.id is not None and (
-                self.db.execute(
-                    "UPDATE conversations SET title=?, mode=?, model=?, updated=?, settings=? "
-                    "WHERE id=?",
-                    (*row, conv.id),
-                ).rowcount
-            )
-            if not updated:  # new, or deleted meanwhile (from the history list): insert it
-                cur = self.db.execute(
-                    "INSERT INTO conversations (id, title, mode, model, created, updated, "
-                    "settings) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (conv.id, conv.title, conv.mode, conv.model, conv.created, *row[3:]),
-                )
-                assert cur.lastrowid is not None
-                conv.id = cur.lastrowid
-            self.db.execute("DELETE FROM messages WHERE conversation_id=?", (conv.id,))
-            tree = conv.tree if conv.tree is not None else Branches()
-            tree.follow(conv.turns)  # the turns shown are the tree's shown path
-            rows = list(tree.rows())
-            self.db.executemany(
-                "INSERT INTO messages (conversation_id, seq, role, text, parent, shown) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [(conv.id, seq, role, text, up, int(on)) for seq, up, role, text, on in rows],
-            )
-            if self.fts:  # every branch's messages, by the same seq as the messages table
-                self.db.execute(f"DELETE FROM {FTS_TABLE} WHERE conversation_id=?", (conv.id,))
-                self.db.executemany(
-                    f"INSERT INTO {FTS_TABLE} (text, conversation_id, seq) VALUES (?, ?, ?)",
-                    [(text, conv.id, seq) for seq, _, _, text, _ in rows],
-                )
 
     def unsaved_error(self) -> str | None:
         """Why a conversation this session changed is not saved (the last failure), or None."""
@@ -444,6 +392,63 @@ class HistoryStore:
 
     def close(self) -> None:
         self.db.close()
+
+
+def _write(db: sqlite3.Connection, conv: Conversation, fts: bool) -> None:
+    """Insert or update `conv` and all its messages in one transaction."""
+    settings = json.dumps(conv.settings)
+    with db:
+        row = (conv.title, conv.mode, conv.model, conv.updated, settings)
+        updated = conv.id is not None and (
+            db.execute(
+                "UPDATE conversations SET title=?, mode=?, model=?, updated=?, settings=? "
+                "WHERE id=?",
+                (*row, conv.id),
+            ).rowcount
+        )
+        if not updated:  # new, or deleted meanwhile (from the history list): insert it
+            cur = db.execute(
+                "INSERT INTO conversations (id, title, mode, model, created, updated, "
+                "settings) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (conv.id, conv.title, conv.mode, conv.model, conv.created, *row[3:]),
+            )
+            assert cur.lastrowid is not None
+            conv.id = cur.lastrowid
+        db.execute("DELETE FROM messages WHERE conversation_id=?", (conv.id,))
+        tree = conv.tree if conv.tree is not None else Branches()
+        tree.follow(conv.turns)  # the turns shown are the tree's shown path
+        rows = list(tree.rows())
+        db.executemany(
+            "INSERT INTO messages (conversation_id, seq, role, text, parent, shown) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [(conv.id, seq, role, text, up, int(on)) for seq, up, role, text, on in rows],
+        )
+        if fts:  # every branch's messages, by the same seq as the messages table
+            db.execute(f"DELETE FROM {FTS_TABLE} WHERE conversation_id=?", (conv.id,))
+            db.executemany(
+                f"INSERT INTO {FTS_TABLE} (text, conversation_id, seq) VALUES (?, ?, ?)",
+                [(text, conv.id, seq) for seq, _, _, text, _ in rows],
+            )
+
+
+def _connect_read_only(path: Path, timeout: float) -> sqlite3.Connection:
+    """`path` opened read-only, its tables checked: read-only mode first, immutable where that
+    cannot work (a read-only filesystem has no room for SQLite's lock files)."""
+    from urllib.parse import quote
+
+    last: sqlite3.Error | None = None
+    for flags in ("mode=ro", "mode=ro&immutable=1"):
+        db = sqlite3.connect(
+            f"file:{quote(str(path))}?{flags}", uri=True, timeout=timeout, check_same_thread=False
+        )
+        try:
+            _touch_tables(db)
+            return db
+        except sqlite3.Error as e:
+            db.close()
+            last = e
+    assert last is not None
+    raise last
 
 
 def _touch_tables(db: sqlite3.Connection) -> None:

@@ -91,15 +91,18 @@ def resolve(path: str | os.PathLike[str]) -> Path:
 
 
 def latest_target(run: Path) -> Path:
-    """Where run/latest leads, resolved; ModelDirError if that is outside the run directory
-    (a link to another model would be loaded, and labelled, as this run's checkpoint)."""
-    target = (run / LATEST).resolve()
-    if not target.is_relative_to(run.resolve()):
-        raise ModelDirError(
-            f"{run / LATEST} points at {target}, outside the run directory; a run's latest "
-            "must name one of its own checkpoints"
-        )
-    return target
+    """Where run/latest leads, resolved. ModelDirError unless it names an entry of the run
+    directory itself (what training writes: `latest -> step-NNNNNN`): a link to another
+    model or run would be loaded, and labelled, as this run's checkpoint."""
+    link = run / LATEST
+    if link.is_symlink():
+        name = os.path.normpath(os.readlink(link))
+        if os.path.isabs(name) or os.sep in name or name in (os.curdir, os.pardir):
+            raise ModelDirError(
+                f"{link} points at {name}, outside the run directory; a run's latest must "
+                "name one of its own checkpoints"
+            )
+    return link.resolve()
 
 
 def _kind(path: Path) -> str:

@@ -121,10 +121,11 @@ def test_a_run_s_latest_outside_the_run_is_refused(tmp_path: Path) -> None:
     assert rundir.latest(run) is None
     modeldir.point_latest(run, run / "step-000001")
     assert rundir.latest(run) == (run / "step-000001").resolve()
-    (run / "latest").unlink()
-    (run / "latest").symlink_to(tmp_path)
-    with pytest.raises(modeldir.ModelDirError, match="outside the run directory"):
-        rundir.latest(run)
+    for elsewhere in (tmp_path, Path("../run/step-000001"), Path(".."), Path("/")):
+        (run / "latest").unlink()
+        (run / "latest").symlink_to(elsewhere)
+        with pytest.raises(modeldir.ModelDirError, match="outside the run directory"):
+            rundir.latest(run)
 
 
 # Reads of a path that are not through model/userfile.py: each is a file of ours, not one a
