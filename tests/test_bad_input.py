@@ -109,6 +109,8 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("train", "out holds a run", ["train", "--data", "{data}", "--out", "{run}"]),
     ("train", "out is a model", ["train", "--data", "{data}", "--out", "{model}", "--force"]),
     ("train", "out is data", ["train", "--data", "{data}", "--out", "{data}", "--force"]),
+    ("train", "out inside the data", ["train", "--data", "{data}", "--out", "{data}/run", "--max-iters", "1", "--block-size", "8", "--n-layer", "1", "--n-embd", "16", "--n-head", "2", "--device", "cpu"]),
+    ("train", "out inside the model it starts from", ["train", "--data", "{data}", "--init-from", "{model}", "--out", "{model}/run", "--max-iters", "1", "--device", "cpu"]),
     ("train", "out is a file", ["train", "--data", "{data}", "--out", "{text}", "--max-iters", "1", "--block-size", "8", "--n-layer", "1", "--n-embd", "16", "--n-head", "2", "--device", "cpu"]),
     ("train", "resume with nothing to resume", ["train", "--data", "{data}", "--out", "{tmp}/r", "--resume"]),
     ("train", "resume with model flags", ["train", "--data", "{data}", "--out", "{run}", "--resume", "--n-layer", "4"]),

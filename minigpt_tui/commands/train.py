@@ -57,6 +57,10 @@ def train(
         given = "--force" if force else "--init-from"
         raise UserError(f"--resume continues the run in --out; drop {given}")
     model_cfg, train_cfg = _configs(preset, config, resume, bool(init_from), settings)
+    from model.modeldir import check_not_input
+
+    starts = [Path(init_from)] if init_from and Path(init_from).expanduser().exists() else []
+    check_not_input(out, [data, *starts])  # a run written inside what it reads
     if nproc is not None:
         accum = int(train_cfg.get("grad_accum", 1))
         if nproc < 1:
