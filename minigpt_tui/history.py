@@ -153,6 +153,7 @@ class HistoryStore:
         self.want_fts = fts  # False: search with LIKE even where FTS5 exists (tests)
         self.fts = False  # whether search uses the FTS5 index (set when the db is opened)
         self._unsaved: dict[int, tuple[Conversation, str]] = {}  # id(conv) -> (conv, why)
+        self.fallback: tuple[Path, str] | None = None  # (database, why) when kept in memory
         self.db = self._open()
 
     @classmethod
@@ -194,6 +195,8 @@ class HistoryStore:
             return self._in_memory(f"cannot be created ({e.strerror or e})")
 
     def _in_memory(self, why: str) -> sqlite3.Connection:
+        assert self.path is not None
+        self.fallback = (self.path, why)
         self.notice = (
             f"history database {self.path} {why}; this session's conversations are kept "
             "in memory only"
@@ -294,13 +297,21 @@ class HistoryStore:
         return conv.id
 
     def unsaved_error(self) -> str | None:
-        """Why a conversation this session changed is not saved (the last failure), or None."""
-        return next(reversed(self._unsaved.values()))[1] if self._unsaved else None
+        """Why a conversation this session changed is not saved (the last failure; or the
+        database it was meant for could not be used, so it is in memory only), or None."""
+        if self._unsaved:
+            return next(reversed(self._unsaved.values()))[1]
+        if self.fallback is not None and self.list(limit=1):
+            where, why = self.fallback
+            return f"this session's conversations were kept in memory only ({where} {why})"
+        return None
 
     def flush(self, timeout: float | None = None) -> str | None:
-        """Try again to save every unsaved conversation, waiting up to `timeout` seconds
-        (QUIT_RETRY_SECONDS) for another writer; what is still not saved, or None. `chat`
-        calls it at quit, so that a lost exchange ends in an error line, not in silence."""
+        """At the end of a session: try again to save every unsaved conversation, waiting up
+        to `timeout` seconds (QUIT_RETRY_SECONDS) for another writer, and write a session
+        kept in memory to the database it was meant for if that can be opened now. Returns
+        what is still not saved, or None. `chat` calls it at quit, so that a lost exchange
+        ends in an error line, not in silence."""
         wait = QUIT_RETRY_SECONDS if timeout is None else timeout
         self.db.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
         try:
@@ -309,38 +320,14 @@ class HistoryStore:
                     self.save(conv)
         finally:
             self.db.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+        if self.fallback is not None and self.list(limit=1):
+            _copy_to_disk(self, self.fallback[0], wait)
         return self.unsaved_error()
 
     def search(self, query: str, limit: int = 200) -> list[SearchHit]:
         """Messages holding every word of `query` (as a word prefix with FTS5, anywhere with
         the LIKE fallback), best match first; any text is a valid query."""
-        terms = query.split()[:MAX_SEARCH_TERMS]
-        if not terms:
-            return []
-        if self.fts:
-            match = " ".join('"' + t.replace('"', '""') + '"*' for t in terms)
-            rows = self.db.execute(
-                f"SELECT f.conversation_id, f.seq, c.title, c.updated, f.text FROM {FTS_TABLE} f "
-                f"JOIN conversations c ON c.id = f.conversation_id WHERE {FTS_TABLE} MATCH ? "
-                "ORDER BY rank, c.updated DESC LIMIT ?",
-                (match, limit),
-            ).fetchall()
-        else:
-
-            def like(t: str) -> str:
-                return "%" + t.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-            where = " AND ".join(["m.text LIKE ? ESCAPE '\\'"] * len(terms))
-            rows = self.db.execute(
-                "SELECT m.conversation_id, m.seq, c.title, c.updated, m.text FROM messages m "
-                f"JOIN conversations c ON c.id = m.conversation_id WHERE {where} "
-                "ORDER BY c.updated DESC, m.seq LIMIT ?",
-                (*(like(t) for t in terms), limit),
-            ).fetchall()
-        return [
-            SearchHit(int(cid), int(seq), title, updated, snippet(text, terms))
-            for cid, seq, title, updated, text in rows
-        ]
+        return _search(self.db, self.fts, query, limit)
 
     def list(self, limit: int = 500) -> list[Conversation]:
         """Conversations, newest first, without their turns."""
@@ -449,6 +436,59 @@ def _connect_read_only(path: Path, timeout: float) -> sqlite3.Connection:
             last = e
     assert last is not None
     raise last
+
+
+def _search(db: sqlite3.Connection, fts: bool, query: str, limit: int) -> list[SearchHit]:
+    """Messages holding every word of `query` (as a word prefix with FTS5, anywhere with
+    the LIKE fallback), best match first; any text is a valid query."""
+    terms = query.split()[:MAX_SEARCH_TERMS]
+    if not terms:
+        return []
+    if fts:
+        match = " ".join('"' + t.replace('"', '""') + '"*' for t in terms)
+        rows = db.execute(
+            f"SELECT f.conversation_id, f.seq, c.title, c.updated, f.text FROM {FTS_TABLE} f "
+            f"JOIN conversations c ON c.id = f.conversation_id WHERE {FTS_TABLE} MATCH ? "
+            "ORDER BY rank, c.updated DESC LIMIT ?",
+            (match, limit),
+        ).fetchall()
+    else:
+
+        def like(t: str) -> str:
+            return "%" + t.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+        where = " AND ".join(["m.text LIKE ? ESCAPE '\\'"] * len(terms))
+        rows = db.execute(
+            "SELECT m.conversation_id, m.seq, c.title, c.updated, m.text FROM messages m "
+            f"JOIN conversations c ON c.id = m.conversation_id WHERE {where} "
+            "ORDER BY c.updated DESC, m.seq LIMIT ?",
+            (*(like(t) for t in terms), limit),
+        ).fetchall()
+    return [
+        SearchHit(int(cid), int(seq), title, updated, snippet(text, terms))
+        for cid, seq, title, updated, text in rows
+    ]
+
+
+def _copy_to_disk(memory: HistoryStore, path: Path, timeout: float) -> None:
+    """Move an in-memory session's conversations to the database at `path`, if it can be
+    opened for writing now (each one leaves memory once written; `fallback` is cleared when
+    all have)."""
+    disk = HistoryStore(path, timeout=timeout, fts=memory.want_fts)
+    try:
+        if disk.path is None or disk.read_only:
+            return
+        with contextlib.suppress(HistorySaveError):
+            for listed in reversed(memory.list()):
+                assert listed.id is not None
+                conv = memory.load(listed.id)
+                if conv is not None:
+                    conv.id = None
+                    disk.save(conv)
+                    memory.delete(listed.id)
+            memory.fallback = None
+    finally:
+        disk.close()
 
 
 def _touch_tables(db: sqlite3.Connection) -> None:

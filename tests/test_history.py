@@ -251,3 +251,31 @@ def test_exporting_over_a_fifo_or_device_is_an_oserror_and_replaces_nothing(
         export(conv("Hello"), fifo, NAMES)
     assert fifo.exists() and not fifo.is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["talk.md"]
+
+
+def test_a_session_kept_in_memory_because_of_a_lock_is_saved_at_quit_or_said(
+    tmp_path: Path,
+) -> None:
+    """Locked at start, the store keeps the session in memory (the app says so once); at quit
+    flush() writes it to the database if the lock is gone, else says it is lost."""
+    db = tmp_path / "history.db"
+    HistoryStore(db).close()
+    holder = _lock(db)
+    try:
+        store = HistoryStore(db, timeout=0.05)
+        assert not store.persistent
+        store.save(conv("said while locked", "reply"))
+        assert store.unsaved_error() is not None and "memory" in store.unsaved_error()  # type: ignore[operator]
+        assert store.flush(timeout=0.05) is not None
+    finally:
+        holder.rollback()
+        holder.close()
+    assert store.flush(timeout=0.05) is None
+    store.close()
+    assert [c.title for c in HistoryStore(db).list()] == ["said while locked"]
+
+
+def test_no_history_keeps_nothing_and_says_nothing_at_quit() -> None:
+    store = HistoryStore.memory()
+    store.save(conv("not kept, as asked"))
+    assert store.unsaved_error() is None and store.flush() is None
