@@ -62,6 +62,8 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("data prepare", "shakespeare from a missing file", ["data", "prepare", "shakespeare", "-o", "{tmp}/d", "--from-file", "{tmp}/nope.txt"]),
     ("data prepare", "a truncated .gz", ["data", "prepare", "{tmp}/cut.txt.gz", "-o", "{tmp}/d"]),
     ("data prepare", "a truncated .zst", ["data", "prepare", "{tmp}/cut.txt.zst", "-o", "{tmp}/d"]),
+    ("data prepare", "out is a FIFO", ["data", "prepare", "{text}", "-o", "{tmp}/fifo", "--force"]),
+    ("data prepare", "out is /dev/null", ["data", "prepare", "{text}", "-o", "/dev/null", "--force"]),
     # train
     ("train", "missing --data", ["train", "--out", "{tmp}/r"]),
     ("train", "data not found", ["train", "--data", "{tmp}/nope", "--out", "{tmp}/r"]),
@@ -109,6 +111,7 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("train", "out holds a run", ["train", "--data", "{data}", "--out", "{run}"]),
     ("train", "out is a model", ["train", "--data", "{data}", "--out", "{model}", "--force"]),
     ("train", "out is data", ["train", "--data", "{data}", "--out", "{data}", "--force"]),
+    ("train", "out is a FIFO", ["train", "--data", "{data}", "--out", "{tmp}/fifo", "--force", "--max-iters", "1", "--device", "cpu"]),
     ("train", "out inside the data", ["train", "--data", "{data}", "--out", "{data}/run", "--max-iters", "1", "--block-size", "8", "--n-layer", "1", "--n-embd", "16", "--n-head", "2", "--device", "cpu"]),
     ("train", "out inside the model it starts from", ["train", "--data", "{data}", "--init-from", "{model}", "--out", "{model}/run", "--max-iters", "1", "--device", "cpu"]),
     ("train", "out is a file", ["train", "--data", "{data}", "--out", "{text}", "--max-iters", "1", "--block-size", "8", "--n-layer", "1", "--n-embd", "16", "--n-head", "2", "--device", "cpu"]),
@@ -155,6 +158,7 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("convert hf", "n_layer 2.7", ["convert", "hf", "{hffloat}", "--out", "{tmp}/c"]),
     ("convert hf", "NaN weights", ["convert", "hf", "{hfnan}", "--out", "{tmp}/c"]),
     ("convert hf", "out inside the source", ["convert", "hf", "{hfgood}", "--out", "{hfgood}/ours", "--force"]),
+    ("convert hf", "out is a FIFO", ["convert", "hf", "{hfgood}", "--out", "{tmp}/fifo", "--force"]),
     ("convert hf", "unimplemented activation", ["convert", "hf", "{hfgelu}", "--out", "{tmp}/c"]),
     # generate
     ("generate", "model not found", ["generate", "-m", "{tmp}/nope", "hi"]),
