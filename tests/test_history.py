@@ -182,10 +182,12 @@ def test_quitting_chat_with_an_unsaved_exchange_is_one_line_and_non_zero(
     holders: list[sqlite3.Connection] = []
 
     def run(self: ChatApp, *args: object, **kwargs: object) -> None:
+        from minigpt_tui.history import HistorySaveError
+
         self.history.timeout = 0.05
         holders.append(_lock(db))  # another program takes the database mid-session
-        self.saver.conversation.turns = [Turn("user", "hi"), Turn("model", "hello")]
-        assert self.saver.save() is not None  # the app says it at the time
+        with pytest.raises(HistorySaveError):  # what the app shows at the time
+            self.history.save(conv("hi", "hello"))
 
     monkeypatch.setattr(ChatApp, "run", run)
     monkeypatch.setattr("minigpt_tui.history.QUIT_RETRY_SECONDS", 0.05)
