@@ -18,6 +18,7 @@ import gzip
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections import Counter
@@ -319,7 +320,10 @@ def _read_jsonl(
                     continue
                 stats.records += 1
                 try:
-                    record = json.loads(line)
+                    record = _json_record(line)
+                except NotText:
+                    stats.bad["not UTF-8 text"] += 1
+                    continue
                 except (ValueError, RecursionError):  # bad JSON or bad UTF-8
                     stats.bad["not JSON"] += 1
                     continue
@@ -330,18 +334,39 @@ def _read_jsonl(
         raise _damaged(path, e) from None
 
 
+class NotText(ValueError):
+    """A JSON record holding half a surrogate pair ("\\ud800"): valid JSON, but no text."""
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _json_record(line: bytes) -> Any:
+    """One JSON Lines record; ValueError for bad JSON, NotText for a lone surrogate (which
+    would end tokenizing in a UnicodeEncodeError). Escaped pairs are checked only where the
+    line holds one, so plain records cost nothing more."""
+    record = json.loads(line)
+    if _SURROGATE_ESCAPE.search(line):
+        try:
+            json.dumps(record, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise NotText("a lone surrogate") from None
+    return record
+
+
 def _field_text(record: Any, field: str, stats: ReadStats) -> str | None:
+    if isinstance(record, dict) and field not in record and set(CHAT_FIELDS) & set(record):
+        raise DataError(
+            f"chat and plain records mixed in one corpus: record {stats.records:,} is a "
+            "conversation, and the corpus is read as plain text (its first record is plain, "
+            "or --format text)"
+        )
     if not isinstance(record, dict) or field not in record:
         stats.bad[f"no '{field}'"] += 1
         return None
     value = record[field]
     if not isinstance(value, str):
         stats.bad["not a string"] += 1
-        return None
-    try:  # JSON may escape half a surrogate pair ("\ud800"): a string, but no text
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        stats.bad["not UTF-8 text"] += 1
         return None
     return value
 
@@ -399,3 +424,128 @@ def _seekable(path: Path, compression: str | None) -> Iterator[Any]:
             raise _damaged(path, e) from None
         tmp.seek(0)
         yield tmp
+
+
+# ---------------------------------------------------------------------------- records
+# Conversation corpora (see model/chat.py) are read as whole records, not as text at a field.
+
+CHAT_FIELDS = ("messages", "conversations")  # a record holding one of these is a conversation
+
+
+def looks_like_chat(files: Sequence[Path]) -> bool:
+    """Whether the corpus is conversations, from its first JSON Lines or Parquet file: the
+    first JSON object of its first lines, or the Parquet columns, has `messages` or
+    `conversations`. Reads only the start of one file."""
+    for path in files:
+        fmt, compression = file_format(path)
+        if fmt == "parquet":
+            return any(name in CHAT_FIELDS for name in _parquet_columns(path, compression))
+        if fmt == "jsonl":
+            try:
+                with _open(path, compression) as f:
+                    for _ in range(100):
+                        line = f.readline(MAX_RECORD_BYTES + 1)
+                        if not line:
+                            break
+                        with contextlib.suppress(ValueError, RecursionError):
+                            record = _json_record(line)
+                            if isinstance(record, dict):
+                                return any(name in record for name in CHAT_FIELDS)
+            except (OSError, EOFError, _zstd_error()) as e:
+                raise _damaged(path, e) from None
+            return False
+    return False
+
+
+def _parquet_columns(path: Path, compression: str | None) -> list[str]:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataError(f"reading {path.name} needs pyarrow: {EXTRA_HINT}") from None
+    with _seekable(path, compression) as source:
+        try:
+            return list(pq.ParquetFile(source).schema_arrow.names)
+        except (pa.ArrowException, OSError) as e:
+            raise DataError(f"cannot read {path} as Parquet: {e}") from None
+
+
+def read_records(files: Sequence[Path], stats: ReadStats) -> Iterator[tuple[Any, float]]:
+    """Every record of every JSON Lines and Parquet file (a JSON value; a Parquet row as a
+    dict of its columns), with how far through the corpus (bytes on disk) it ends. Lines that
+    are not JSON or are too long are counted in stats and skipped."""
+    offset = 0
+    for path in files:
+        fmt, compression = file_format(path)
+        if fmt == "text":
+            raise DataError(f"{path} is a text file; records come as JSON Lines or Parquet")
+        size = path.stat().st_size
+        stats.files[fmt + {"gzip": ".gz", "zstd": ".zst", None: ""}[compression]] += 1
+        for record, fraction in _RECORD_READERS[fmt](path, compression, stats):
+            yield record, offset + size * fraction
+        offset += size
+
+
+def _jsonl_records(
+    path: Path, compression: str | None, stats: ReadStats
+) -> Iterator[tuple[Any, float]]:
+    """One JSON value per non-blank line (stats.records counts them, stats.bad the bad)."""
+    total = max(_plain_size(path, compression), 1)
+    done = 0
+    try:
+        with _open(path, compression) as f:
+            while line := f.readline(MAX_RECORD_BYTES + 1):
+                done += len(line)
+                if len(line) > MAX_RECORD_BYTES:
+                    while line and not line.endswith(b"\n"):  # skip the rest of the record
+                        line = f.readline(MAX_RECORD_BYTES)
+                        done += len(line)
+                    stats.records += 1
+                    stats.bad["too long"] += 1
+                    continue
+                if not line.strip():
+                    continue
+                stats.records += 1
+                try:
+                    record = _json_record(line)
+                except NotText:
+                    stats.bad["not UTF-8 text"] += 1
+                    continue
+                except (ValueError, RecursionError):  # bad JSON or bad UTF-8
+                    stats.bad["not JSON"] += 1
+                    continue
+                yield record, done / total
+    except (OSError, EOFError, _zstd_error()) as e:  # a corrupt or truncated .gz / .zst
+        raise _damaged(path, e) from None
+
+
+def _parquet_records(
+    path: Path, compression: str | None, stats: ReadStats
+) -> Iterator[tuple[Any, float]]:
+    """One dict per row: the chat columns (messages, conversations) when the file has one,
+    else every column; row group by row group."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataError(f"reading {path.name} needs pyarrow: {EXTRA_HINT}") from None
+    with _seekable(path, compression) as source:
+        try:
+            pf = pq.ParquetFile(source)
+        except (pa.ArrowException, OSError) as e:
+            raise DataError(f"cannot read {path} as Parquet: {e}") from None
+        names = pf.schema_arrow.names
+        columns = [n for n in CHAT_FIELDS if n in names] or None
+        rows = max(pf.metadata.num_rows, 1)
+        done = 0
+        try:
+            for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns):
+                for row in batch.to_pylist():
+                    done += 1
+                    stats.records += 1
+                    yield row, done / rows
+        except (pa.ArrowException, OSError) as e:
+            raise DataError(f"cannot read {path}: {e}") from None
+
+
+_RECORD_READERS = {"jsonl": _jsonl_records, "parquet": _parquet_records}

@@ -2,6 +2,8 @@
 
     config.json        model config, tokenizer spec, training config and summary
     tokenizer.json     the trained BPE (tokenizer kind "bpe" only; `tokenizers`' own format)
+    chat_template.jinja  the chat template, for a chat model (its tokenizer spec says
+                       "chat": true; see model/chat.py), as transformers saves it
     model.safetensors  weights (PyTorch backend)
     model.onnx         ONNX export with KV cache (onnxruntime backend), optional
     trainer.pt         optimizer, step, RNG and data position, for --resume (optional)
@@ -29,7 +31,15 @@ from typing import Any
 
 from model import userfile
 from model.config import ConfigError, GPTConfig
-from model.tokenizer import Tokenizer, TokenizerError, WithTokenizer
+from model.tokenizer import (
+    GPT2_EOT,
+    TEMPLATE_FILE,
+    TURN_TEXTS,
+    Tokenizer,
+    TokenizerError,
+    WithTokenizer,
+    spec_is_chat,
+)
 
 FORMAT = "minigpt-tui/1"
 CONFIG_FILE = "config.json"
@@ -72,6 +82,22 @@ class ModelInfo(WithTokenizer):
     @property
     def has_onnx(self) -> bool:
         return self.onnx_path.is_file()
+
+    @property
+    def is_chat(self) -> bool:
+        """A chat model: its tokenizer has the chat format's special tokens (model/chat.py)."""
+        return spec_is_chat(self.tokenizer_spec)
+
+    @property
+    def chat_template(self) -> str | None:
+        """The Jinja chat template stored with a chat model (chat_template.jinja); None for a
+        model that does not chat."""
+        if not self.is_chat:
+            return None
+        try:
+            return (self.path / TEMPLATE_FILE).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ModelDirError(f"cannot read {self.path / TEMPLATE_FILE}: {e}") from None
 
 
 def resolve(path: str | os.PathLike[str]) -> Path:
@@ -139,13 +165,14 @@ def read(path: str | os.PathLike[str]) -> ModelInfo:
 
 
 def _spec_vocab_size(spec: dict[str, Any]) -> int | None:
+    turns = len(TURN_TEXTS) if spec_is_chat(spec) else 0
     if spec.get("kind") == "char":
         chars = spec.get("chars")
         if not isinstance(chars, str):
             raise TokenizerError("char tokenizer spec has no 'chars' string")
-        return len(chars)
+        return len(chars) + (1 + turns if turns else 0)  # <|endoftext|> and the turns
     if spec.get("kind") == "gpt2":
-        return 50257
+        return GPT2_EOT + 1 + turns
     if spec.get("kind") == "bpe":
         n = spec.get("vocab_size")
         if not isinstance(n, int) or isinstance(n, bool):
@@ -155,13 +182,16 @@ def _spec_vocab_size(spec: dict[str, Any]) -> int | None:
 
 
 def tokenizer_files(spec: dict[str, Any]) -> list[str]:
-    """The files a tokenizer spec names, kept next to config.json (and meta.json)."""
+    """The files a tokenizer spec names, kept next to config.json (and meta.json): a trained
+    BPE's tokenizer.json, and a chat tokenizer's chat_template.jinja."""
+    template = [TEMPLATE_FILE] if spec_is_chat(spec) else []
     name = spec.get("file")
     if not isinstance(name, str):
-        return []
-    if Path(name).name != name or name in (CONFIG_FILE, WEIGHTS_FILE, ONNX_FILE, TRAINER_FILE):
+        return template
+    reserved = (CONFIG_FILE, WEIGHTS_FILE, ONNX_FILE, TRAINER_FILE, TEMPLATE_FILE)
+    if Path(name).name != name or name in reserved:
         raise TokenizerError(f"bad tokenizer file name {name!r}")
-    return [name]
+    return [name, *template]
 
 
 def write_tokenizer_files(directory: Path, tokenizer: Tokenizer) -> None:

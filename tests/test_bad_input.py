@@ -60,6 +60,14 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("data prepare", "--include with a file source", ["data", "prepare", "{text}", "-o", "{tmp}/d", "--include", "*.md"]),
     ("data prepare", "--field with only text files", ["data", "prepare", "{text}", "-o", "{tmp}/d", "--field", "body"]),
     ("data prepare", "--exclude with a file source", ["data", "prepare", "{text}", "-o", "{tmp}/d", "--exclude", "*.txt"]),
+    ("data prepare", "chat and plain records mixed", ["data", "prepare", "{mixedchat}", "-o", "{tmp}/d"]),
+    ("data prepare", "conversations and a text file mixed", ["data", "prepare", "{chatdir}", "-o", "{tmp}/d"]),
+    ("data prepare", "conversations read as text", ["data", "prepare", "{chat}", "-o", "{tmp}/d", "--format", "text"]),
+    ("data prepare", "no usable conversation", ["data", "prepare", "{badchat}", "-o", "{tmp}/d"]),
+    ("data prepare", "one conversation, no val split", ["data", "prepare", "{onechat}", "-o", "{tmp}/d"]),
+    ("data prepare", "unknown --format", ["data", "prepare", "{chat}", "-o", "{tmp}/d", "--format", "xml"]),
+    ("data prepare", "--field with conversations", ["data", "prepare", "{chat}", "-o", "{tmp}/d", "--field", "text"]),
+    ("data prepare", "chat BPE vocabulary too small", ["data", "prepare", "{chat}", "-o", "{tmp}/d", "--tokenizer", "bpe:260"]),
     ("data prepare", "shakespeare from a missing file", ["data", "prepare", "shakespeare", "-o", "{tmp}/d", "--from-file", "{tmp}/nope.txt"]),
     ("data prepare", "a truncated .gz", ["data", "prepare", "{tmp}/cut.txt.gz", "-o", "{tmp}/d"]),
     ("data prepare", "a truncated .zst", ["data", "prepare", "{tmp}/cut.txt.zst", "-o", "{tmp}/d"]),
@@ -297,6 +305,23 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     weights["h.0.ln_1.bias"][0] = float("nan")
     save_file(weights, str(hfnan / "model.safetensors"))
 
+    turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    good = json.dumps({"messages": turns}) + "\n"
+    chat = base / "chat.jsonl"
+    chat.write_text(good * 5)
+    mixedchat = base / "mixed.jsonl"
+    mixedchat.write_text(good + json.dumps({"text": "plain"}) + "\n" + good)
+    chatdir = base / "chatdir"
+    chatdir.mkdir()
+    (chatdir / "a.jsonl").write_text(good * 3)
+    (chatdir / "b.txt").write_text("plain text")
+    badchat = base / "badchat.jsonl"
+    badchat.write_text(
+        json.dumps({"messages": turns[:1]}) + "\n" + json.dumps({"messages": turns[::-1]}) + "\n"
+    )
+    onechat = base / "onechat.jsonl"
+    onechat.write_text(good)
+
     odd = base / "odd.txt"
     odd.write_text("ROMEO: ¥ and € are not in the vocabulary", encoding="utf-8")
     empty_file = base / "empty.txt"
@@ -316,6 +341,11 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "binary": binary,
         "odd": odd,
         "emptyfile": empty_file,
+        "chat": chat,
+        "mixedchat": mixedchat,
+        "chatdir": chatdir,
+        "badchat": badchat,
+        "onechat": onechat,
     }
 
 

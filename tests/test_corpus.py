@@ -290,3 +290,20 @@ def test_prepared_data_models_and_runs_are_never_read_as_corpus(tmp_path: Path) 
     again = load_dataset(root / "data").meta
     assert again["documents"] == first["documents"] == 1
     assert again["train_tokens"] == first["train_tokens"]
+
+
+def test_a_lone_surrogate_in_a_conversation_record_is_a_bad_record(
+    tmp_path: Path, capsys: Any
+) -> None:
+    """The same decoding serves conversation records: '\\ud800' in a message used to end
+    `data prepare --tokenizer gpt2` in a UnicodeEncodeError traceback."""
+    talk = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok \ud83d\ude00"}]
+    records: list[Any] = [{"messages": talk} for _ in range(20)]
+    records.append(
+        '{"messages": [{"role": "user", "content": "bad \\ud800"}, '
+        '{"role": "assistant", "content": "ok"}]}'
+    )
+    path = write_jsonl(tmp_path / "c.jsonl", records)
+    capsys.readouterr()
+    assert cli("data", "prepare", path, "--out", tmp_path / "d", "--tokenizer", "gpt2") == 0
+    assert "(not UTF-8 text 1)" in capsys.readouterr().err
