@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from rich.text import Text
 from textual import events, on
 from textual.app import App
 from textual.screen import Screen
@@ -128,6 +129,10 @@ class ChatApp(App[None]):
 
     async def action_quit(self) -> None:
         self.chat.close()
+        if self.chat.unsaved:  # said on the terminal once the screen is gone, and exit 1
+            why = plain(self.chat.unsaved, one_line=True)
+            self.exit(return_code=1, message=Text(f"error: the conversation was not saved: {why}"))
+            return
         self.exit()
 
     def action_switch_model(self) -> None:

@@ -62,6 +62,15 @@ BINDINGS = [
 ]
 BINDING_IDS = {b.id for b in BINDINGS if isinstance(b, Binding) and b.id}
 
+
+def closed_by(opener: str, action: str = "dismiss(None)") -> Binding:
+    """A dialog's binding that closes it with the key that opened it (the chat's binding
+    `opener`, by id). It shares that binding's id, so that a key moved in the settings file's
+    [keys] table moves both; priority, so that a focused text box cannot take it."""
+    key = next(b.key for b in BINDINGS if isinstance(b, Binding) and b.id == opener)
+    return Binding(key, action, "Close", id=opener, show=False, priority=True)
+
+
 # Every key, for the help screen and the README (BINDINGS above are the source of truth for
 # what each key does; this is how they are explained).
 HELP_KEYS = [

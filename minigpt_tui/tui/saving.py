@@ -47,14 +47,25 @@ class ConversationSaver:
         return conv
 
     def save(self) -> str | None:
-        """Save the record (once it has turns); why that failed, if it did."""
-        if not self.conversation.turns:
+        """Save the record (once it has turns); why that failed, if it did. A conversation
+        deleted from history meanwhile (by another chat) is saved again as a new one."""
+        conv = self.conversation
+        if not conv.turns:
             return None
         try:
-            self.store.save(self.conversation)
+            self.store.save(conv)
         except Exception as e:  # sqlite3.Error or OSError: the caller keeps chatting
-            return f"Could not save history: {e}"
+            if conv.id is not None and self._gone(conv.id):
+                conv.id = None
+                return self.save()
+            return str(e) or type(e).__name__
         return None
+
+    def _gone(self, conv_id: int) -> bool:
+        try:
+            return self.store.load(conv_id) is None
+        except Exception:  # the store cannot even be read: not known to be gone
+            return False
 
     def export_name(self) -> str:
         return default_export_name(self.conversation)
