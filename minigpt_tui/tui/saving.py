@@ -3,6 +3,7 @@ switch and on quit; written to a file on Ctrl+S. No UI here: failures come back 
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from minigpt_tui.dialogue import DialogueTemplate
@@ -55,15 +56,16 @@ class ConversationSaver:
         try:
             self.store.save(conv)
         except Exception as e:  # sqlite3.Error or OSError: the caller keeps chatting
-            if conv.id is not None and self._gone(conv.id):
-                conv.id = None
+            if isinstance(e, sqlite3.IntegrityError) and self._gone(conv.id):
+                conv.id = None  # its row went (a foreign key failed): a new row
                 return self.save()
             return str(e) or type(e).__name__
         return None
 
-    def _gone(self, conv_id: int) -> bool:
+    def _gone(self, conv_id: int | None) -> bool:
+        """Whether the saved conversation `conv_id` was deleted (by another chat)."""
         try:
-            return self.store.load(conv_id) is None
+            return conv_id is not None and self.store.load(conv_id) is None
         except Exception:  # the store cannot even be read: not known to be gone
             return False
 

@@ -41,7 +41,7 @@ class HistoryScreen(ModalScreen[int | None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="history-box") as box:
             box.border_title = "History"
-            box.border_subtitle = "Enter open · Del delete · Esc close"
+            box.border_subtitle = "Enter open · Del twice deletes · Esc close"
             if not self.store.persistent:
                 yield Label(
                     "history is off for this session (kept in memory only)", id="history-note"
