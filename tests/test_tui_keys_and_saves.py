@@ -37,7 +37,16 @@ async def _say(pilot: Any, app: Any, text: str) -> None:
 def _settings(app: Any) -> tuple[Any, ...]:
     s = app.chat.settings
     t = app.chat.template
-    return (s.temperature, s.top_k, s.top_p, s.max_new_tokens, s.seed, t.user, t.model)
+    return (
+        s.temperature,
+        s.top_k,
+        s.top_p,
+        s.max_new_tokens,
+        s.seed,
+        t.user,
+        t.model,
+        app.chat.mode,
+    )
 
 
 @run_async

@@ -39,11 +39,12 @@ MIN_PANES, MAX_PANES = 2, 4
 
 
 def default_specs(base: SamplingSettings) -> list[str]:
-    """Two panes to start: the chat's settings, and the same greedy."""
+    """Two panes to start: the chat's settings, and the same greedy (or, when the chat is
+    greedy already, sampled at 0.8: two panes never start out writing the same text)."""
     seed = base.seed if base.seed is not None else 1
     first = dataclasses.replace(base, seed=seed, stop=[])
-    greedy = dataclasses.replace(first, temperature=0.0)
-    return [describe_settings(first), describe_settings(greedy)]
+    other = dataclasses.replace(first, temperature=0.0 if first.temperature > 0 else 0.8)
+    return [describe_settings(first), describe_settings(other)]
 
 
 class CompareScreen(ModalScreen[None]):
@@ -103,6 +104,7 @@ class CompareScreen(ModalScreen[None]):
     def on_mount(self) -> None:
         self.query_one("#compare-prompt").focus()
         self._layout(self.app.size.width)
+        self.call_after_refresh(self._mark_same)  # specs given alike say so from the start
 
     def on_resize(self, event: events.Resize) -> None:
         self._layout(event.size.width)
