@@ -145,6 +145,23 @@ async def test_a_new_compare_pane_differs_from_the_others_or_says_why() -> None:
 
 
 @run_async
+async def test_compare_on_a_greedy_chat_starts_with_two_different_panes() -> None:
+    from minigpt_tui.tui.screens.compare import CompareScreen
+
+    app = make_app(temperature=0.0)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await _started(pilot, app)
+        await pilot.press("f9")
+        await wait_for(pilot, lambda: isinstance(app.screen, CompareScreen))
+        await pilot.pause(0.1)
+        screen = app.screen
+        assert isinstance(screen, CompareScreen)
+        specs = [p.query_one(".pane-spec", Input).value for p in screen.panes]
+        assert "temp=0 " in specs[0] and "temp=0.8 " in specs[1], specs
+        assert all("same output" not in str(p.border_title) for p in screen.panes)
+
+
+@run_async
 async def test_compare_errors_are_shown_whole() -> None:
     from minigpt_tui.tui.screens.compare import CompareScreen
 
