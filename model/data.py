@@ -11,18 +11,21 @@ import hashlib
 import json
 import os
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
-from model import corpus, modeldir
+from model import chat, corpus, modeldir, userfile
+from model.chat import ChatFormatError, Message
 from model.corpus import DataError, ReadStats
 from model.tokenizer import (
     BPE_FILE,
+    BPE_MIN_CHAT_VOCAB,
+    TEMPLATE_FILE,
     BPETokenizer,
     CharTokenizer,
     GPT2Tokenizer,
@@ -37,9 +40,12 @@ SHAKESPEARE_URL = (
 )
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 META_FILE = "meta.json"
-DATA_FILES = (META_FILE, "train.bin", "val.bin", BPE_FILE)  # what a data directory holds
+MASK_FILES = {"train": "train.mask.bin", "val": "val.mask.bin"}  # conversations only
+# What a data directory holds.
+DATA_FILES = (META_FILE, "train.bin", "val.bin", *MASK_FILES.values(), BPE_FILE, TEMPLATE_FILE)
 DOC_SEPARATOR = "\n\n"  # between documents for a character vocabulary (no end-of-text)
 PIECE_CHARS = 1 << 16  # texts longer than this are cut into pieces to encode on all threads
+T = TypeVar("T")
 
 
 # ---------------------------------------------------------------------------- sources
@@ -86,6 +92,8 @@ class PrepareResult:
     sha256: str
     stats: ReadStats
     notices: list[str]
+    format: str = "text"  # or "chat"
+    trained_tokens: dict[str, int] | None = None  # chat: tokens with mask 1, per split
 
 
 def token_dtype(vocab_size: int) -> np.dtype[Any]:
@@ -114,10 +122,66 @@ def _split(
         start = end
 
 
-def _check_usable(stats: ReadStats) -> None:
+def _conversations(
+    files: Sequence[Path], field: str, split_at: float, stats: ReadStats
+) -> Iterator[tuple[str, list[Message], float]]:
+    """(split, messages, end) for every usable conversation; a conversation is never cut: it
+    is train when it ends by split_at (the first one always is), else val. Bad records are
+    counted in stats.bad by reason (model/chat.py's ChatFormatError.reason)."""
+    first = True
+    for record, end in corpus.read_records(files, stats):
+        try:
+            messages = chat.parse_record(record)
+        except ChatFormatError as e:
+            if isinstance(record, dict) and field in record and not chat.is_chat_record(record):
+                raise DataError(
+                    f"chat and plain records mixed in one corpus: record {stats.records:,} is "
+                    f"plain text ({field!r}, no 'messages' or 'conversations') among "
+                    "conversations"
+                ) from None
+            stats.bad[e.reason] += 1
+            continue
+        stats.documents += 1
+        yield ("train" if end <= split_at or first else "val"), messages, end
+        first = False
+
+
+def _check_usable(stats: ReadStats, what: str = "text") -> None:
     if stats.documents == 0:
         bad = stats.summary()
-        raise DataError(f"no usable text in the corpus: {bad}" if bad else "the corpus is empty")
+        raise DataError(f"no usable {what} in the corpus: {bad}" if bad else "the corpus is empty")
+
+
+def data_format(files: Sequence[Path], forced: str | None = None) -> str:
+    """ "chat" or "text": forced by --format, else "chat" when the first record of the first
+    JSON Lines or Parquet file is a conversation. A conversation corpus cannot hold text
+    files (their text is not in turns)."""
+    if forced not in (None, "text", "chat"):
+        raise DataError(f"--format must be text or chat, got {forced!r}")
+    fmt = forced or ("chat" if corpus.looks_like_chat(files) else "text")
+    if fmt == "chat":
+        text_files = [f for f in files if corpus.file_format(f)[0] == "text"]
+        if text_files:
+            raise DataError(
+                f"chat and plain records mixed in one corpus: {text_files[0]} is a text file; "
+                "conversations come as JSON Lines or Parquet records"
+            )
+    return fmt
+
+
+def _corpus_texts(
+    files: Sequence[Path], field: str, split_at: float, stats: ReadStats, fmt: str, split: str
+) -> Iterator[str]:
+    """The texts of one split (or of both, split="") to learn a vocabulary from: the
+    documents, or each message of the conversations."""
+    if fmt == "chat":
+        for name, messages, _ in _conversations(files, field, split_at, stats):
+            if split in ("", name):
+                yield from (m.content for m in messages)
+    else:
+        for name, text, _, _ in _split(files, field, split_at, stats):
+            if split in ("", name):
+                yield text
 
 
 def make_tokenizer(
@@ -126,29 +190,48 @@ def make_tokenizer(
     field: str,
     split_at: float,
     bpe_dir: str | None = None,
+    fmt: str = "text",
 ) -> Tokenizer:
     """The tokenizer for a corpus: char and bpe:N learn theirs from it (bpe:N from the
-    training split only), in one streaming pass."""
+    training split only), in one streaming pass. For conversations (fmt="chat") it is a chat
+    tokenizer, with the chat format's special tokens."""
+    is_chat = fmt == "chat"
     if kind == "gpt2":
-        return GPT2Tokenizer(bpe_dir)
+        return GPT2Tokenizer(bpe_dir, chat=is_chat)
     stats = ReadStats()
+    what = "conversation" if is_chat else "text"
     if kind == "char":
         seen: set[str] = set()
-        for _, text, _, _ in _split(files, field, split_at, stats):
+        for text in _corpus_texts(files, field, split_at, stats, fmt, ""):
             seen.update(text)
-        _check_usable(stats)
-        if stats.documents > 1:
+        _check_usable(stats, what)
+        if stats.documents > 1 and not is_chat:
             seen.update(DOC_SEPARATOR)
-        return CharTokenizer("".join(sorted(seen)))
+        return CharTokenizer("".join(sorted(seen)), chat=is_chat)
     if kind.startswith("bpe:"):
         n = bpe_vocab_size(kind)
-        train_texts = (
-            text for split, text, _, _ in _split(files, field, split_at, stats) if split == "train"
-        )
-        tokenizer = BPETokenizer.train(train_texts, n)
-        _check_usable(stats)
+        if is_chat and n < BPE_MIN_CHAT_VOCAB:
+            raise DataError(
+                f"a chat tokenizer needs bpe:N of at least {BPE_MIN_CHAT_VOCAB} (256 bytes, "
+                f"<|endoftext|> and 4 turn tokens), got {n}"
+            )
+        texts = _corpus_texts(files, field, split_at, stats, fmt, "train")
+        tokenizer = BPETokenizer.train(texts, n, chat=is_chat)
+        _check_usable(stats, what)
         return tokenizer
     raise DataError(f"unknown tokenizer {kind!r}; choose char, gpt2 or bpe:N")
+
+
+def _check_out(out: Path, force: bool) -> None:
+    if out.exists() and any(out.iterdir()) and not force:
+        raise DataError(f"{out} already exists and is not empty; pass --force to replace it")
+    if out.is_dir() and force:  # --force replaces prepared data, never a directory of other files
+        others = sorted(p.name for p in out.iterdir() if p.name not in DATA_FILES)
+        if others:
+            raise DataError(
+                f"{out} is not a data directory (it holds {', '.join(others[:3])}); "
+                "--force replaces only prepared data"
+            )
 
 
 def prepare(
@@ -161,11 +244,17 @@ def prepare(
     progress: Callable[[int, int], None] | None = None,
     source_name: str | None = None,
     field: str = "text",
+    fmt: str | None = None,
 ) -> PrepareResult:
     """Tokenize a corpus into out/{train,val}.bin + meta.json. The last val_fraction of it
-    (in bytes on disk) is val. Documents are separated by end-of-text (by a blank line for
-    a character vocabulary). Every split of the text obeys `safe_cut`, so the result is the
+    (in bytes on disk) is val.
+
+    Plain text (fmt "text"): documents are separated by end-of-text (by a blank line for a
+    character vocabulary). Every split of the text obeys `safe_cut`, so the result is the
     tokens of each whole document, whatever the chunking and the number of threads.
+    Conversations (fmt "chat"; detected from the records when fmt is None): each is its ids
+    in the chat format (model/chat.py, starting with <|endoftext|>), never cut between the
+    splits, and out/{train,val}.mask.bin hold a uint8 per token, 1 where it is trained.
 
     progress(bytes_done, tokens_done) is called as chunks complete.
     """
@@ -174,18 +263,10 @@ def prepare(
     total_bytes = corpus.corpus_bytes(files)
     if total_bytes == 0:
         raise DataError("the corpus is empty")
-    if out.exists() and any(out.iterdir()) and not force:
-        raise DataError(f"{out} already exists and is not empty; pass --force to replace it")
-    if out.is_dir() and force:  # --force replaces prepared data, never a directory of other files
-        others = sorted(p.name for p in out.iterdir() if p.name not in DATA_FILES)
-        if others:
-            raise DataError(
-                f"{out} is not a data directory (it holds {', '.join(others[:3])}); "
-                "--force replaces only prepared data"
-            )
-
+    _check_out(out, force)
+    fmt = data_format(files, fmt)
     split_at = total_bytes * (1 - val_fraction)
-    tokenizer = make_tokenizer(tokenizer_kind, files, field, split_at, bpe_dir)
+    tokenizer = make_tokenizer(tokenizer_kind, files, field, split_at, bpe_dir, fmt)
     notices = []
     if tokenizer_kind.startswith("bpe:") and tokenizer.vocab_size < bpe_vocab_size(tokenizer_kind):
         notices.append(
@@ -193,89 +274,202 @@ def prepare(
             f"{tokenizer_kind}: it has no more pairs to merge"
         )
     dtype = token_dtype(tokenizer.vocab_size)
-    # Between documents: end-of-text, or a blank line for a vocabulary without one (its
-    # vocabulary then holds the line break: make_tokenizer adds it for several documents).
-    separator = np.asarray([tokenizer.eot] if tokenizer.eot is not None else [], dtype)
-    sha = hashlib.sha256()
-    counts = {"train": 0, "val": 0}
-    chars = {"train": 0, "val": 0}
-    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
     stats = ReadStats()
-
-    with modeldir.staged_dir(out, replace=force) as tmp, ThreadPoolExecutor(1) as encoder:
-        sinks = {name: open(tmp / f"{name}.bin", "wb") for name in counts}  # noqa: SIM115
-        try:
-            # One batch is encoded in the background (on all threads) while the main thread
-            # reads the next and writes the one before, so that the threads never wait.
-            Job = tuple[list[tuple[str, str, bool]], Future[list[np.ndarray]], float]
-            pending: Job | None = None
-
-            def write(job: Job) -> None:
-                nonlocal separator
-                items, future, end = job
-                for (name, text, new_doc), ids in zip(items, future.result(), strict=True):
-                    if new_doc and (counts[name] or chars[name]):
-                        if not len(separator):
-                            separator = np.asarray(tokenizer.encode(DOC_SEPARATOR), dtype)
-                        separator.tofile(sinks[name])
-                        counts[name] += len(separator)
-                    ids.astype(dtype, copy=False).tofile(sinks[name])
-                    counts[name] += len(ids)
-                    chars[name] += len(text)
-                if progress:
-                    progress(int(end), counts["train"] + counts["val"])
-
-            def submit(items: list[tuple[str, str, bool]], end: float) -> None:
-                nonlocal pending
-                texts = [text for _, text, _ in items]
-                job = (items, encoder.submit(encode_texts, tokenizer, texts, threads), end)
-                if pending is not None:
-                    write(pending)
-                pending = job
-
-            batch: list[tuple[str, str, bool]] = []
-            size = 0
-            for name, text, new_doc, end in _split(files, field, split_at, stats):
-                sha.update(text.encode("utf-8"))
-                batch.append((name, text, new_doc))
-                size += len(text)
-                if size >= corpus.CHUNK_CHARS:
-                    submit(batch, end)
-                    batch, size = [], 0
-            submit(batch, total_bytes)
-            assert pending is not None
-            write(pending)
-        finally:
-            for f in sinks.values():
-                f.close()
-        _check_usable(stats)
-        for name, content in tokenizer.files().items():
-            (tmp / name).write_bytes(content)
-        meta = {
-            "tokenizer": tokenizer.spec(),
-            "vocab_size": tokenizer.vocab_size,
-            "dtype": dtype.name,
-            "train_tokens": counts["train"],
-            "val_tokens": counts["val"],
-            "train_chars": chars["train"],
-            "val_chars": chars["val"],
-            "source": source_name or ", ".join(str(p) for p in files[:5]),
-            "source_bytes": total_bytes,
-            "field": field if set(stats.files) - {"text", "text.gz", "text.zst"} else None,
-            **stats.to_dict(),
-            "sha256": sha.hexdigest(),
-        }
+    with modeldir.staged_dir(out, replace=force) as tmp:
+        with _Splits(tmp, dtype, masked=fmt == "chat") as splits:
+            if fmt == "chat":
+                chunks = _chat_chunks(_conversations(files, field, split_at, stats))
+                _write_chat(splits, tokenizer, chunks, progress)
+                _check_usable(stats, "conversation")
+                if val_fraction > 0 and not splits.counts["val"]:
+                    raise DataError(
+                        "no conversation falls in the validation split (a corpus needs at least "
+                        "two usable conversations, or --val-fraction 0)"
+                    )
+            else:
+                _write_text(splits, tokenizer, _split(files, field, split_at, stats), progress)
+                _check_usable(stats)
+        if progress:
+            progress(total_bytes, splits.counts["train"] + splits.counts["val"])
+        modeldir.write_tokenizer_files(tmp, tokenizer)
+        source = source_name or ", ".join(str(p) for p in files[:5])
+        meta = _meta(tokenizer, splits, stats, fmt, source, total_bytes, field)
         modeldir.write_json(tmp / META_FILE, meta)
     return PrepareResult(
-        out,
-        tokenizer.vocab_size,
-        counts["train"],
-        counts["val"],
-        dtype.name,
-        sha.hexdigest(),
-        stats,
-        notices,
+        out=out,
+        vocab_size=tokenizer.vocab_size,
+        train_tokens=splits.counts["train"],
+        val_tokens=splits.counts["val"],
+        dtype=dtype.name,
+        sha256=meta["sha256"],
+        stats=stats,
+        notices=notices,
+        format=fmt,
+        trained_tokens=splits.trained if fmt == "chat" else None,
     )
+
+
+def _meta(
+    tokenizer: Tokenizer,
+    splits: _Splits,
+    stats: ReadStats,
+    fmt: str,
+    source: str,
+    source_bytes: int,
+    field: str,
+) -> dict[str, Any]:
+    """meta.json of a data directory."""
+    return {
+        "tokenizer": tokenizer.spec(),
+        "vocab_size": tokenizer.vocab_size,
+        "dtype": splits.dtype.name,
+        "format": fmt,
+        "train_tokens": splits.counts["train"],
+        "val_tokens": splits.counts["val"],
+        "train_chars": splits.chars["train"],
+        "val_chars": splits.chars["val"],
+        **({"trained_tokens": splits.trained} if fmt == "chat" else {}),
+        "source": source,
+        "source_bytes": source_bytes,
+        "field": field if fmt == "text" and set(stats.files) - TEXT_FORMATS else None,
+        **stats.to_dict(),
+        "sha256": splits.sha.hexdigest(),
+    }
+
+
+TEXT_FORMATS = {"text", "text.gz", "text.zst"}
+
+
+class _Splits:
+    """The output files of both splits, the tokens and (for conversations) their mask, with
+    what was written: tokens, characters, trained tokens and the SHA-256 of the text."""
+
+    def __init__(self, directory: Path, dtype: np.dtype[Any], masked: bool) -> None:
+        names = ("train", "val")
+        self.dtype = dtype
+        self.counts = dict.fromkeys(names, 0)
+        self.chars = dict.fromkeys(names, 0)
+        self.trained = dict.fromkeys(names, 0)
+        self.sha = hashlib.sha256()
+        self.tokens = {n: open(directory / f"{n}.bin", "wb") for n in names}  # noqa: SIM115
+        self.masks = {
+            n: open(directory / f"{n}.mask.bin", "wb")  # noqa: SIM115
+            for n in (names if masked else ())
+        }
+
+    def write(self, name: str, ids: np.ndarray, mask: np.ndarray | None = None) -> None:
+        ids.astype(self.dtype, copy=False).tofile(self.tokens[name])
+        self.counts[name] += len(ids)
+        if mask is not None:
+            mask.astype(np.uint8, copy=False).tofile(self.masks[name])
+            self.trained[name] += int(mask.sum())
+
+    def __enter__(self) -> _Splits:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for f in [*self.tokens.values(), *self.masks.values()]:
+            f.close()
+
+
+def _threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+
+
+def _encoded(
+    tokenizer: Tokenizer, chunks: Iterable[tuple[T, list[str], float]]
+) -> Iterator[tuple[T, list[np.ndarray], float]]:
+    """Each chunk with its texts' ids. One chunk is encoded in the background (on all
+    threads) while the caller writes the one before and the next is read, so that the
+    threads never wait."""
+    threads = _threads()
+    with ThreadPoolExecutor(1) as encoder:
+        pending: tuple[T, Future[list[np.ndarray]], float] | None = None
+        for item, texts, end in chunks:
+            job = (item, encoder.submit(encode_texts, tokenizer, texts, threads), end)
+            if pending is not None:
+                yield pending[0], pending[1].result(), pending[2]
+            pending = job
+        if pending is not None:
+            yield pending[0], pending[1].result(), pending[2]
+
+
+def _write_text(
+    splits: _Splits,
+    tokenizer: Tokenizer,
+    pieces: Iterable[tuple[str, str, bool, float]],
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    """Plain text: documents separated by end-of-text, or a blank line for a vocabulary
+    without one (its vocabulary then holds the line break: make_tokenizer adds it for
+    several documents)."""
+    dtype = splits.dtype
+    separator = np.asarray([tokenizer.eot] if tokenizer.eot is not None else [], dtype)
+
+    def chunks() -> Iterator[tuple[list[tuple[str, str, bool]], list[str], float]]:
+        batch: list[tuple[str, str, bool]] = []
+        size, end = 0, 0.0
+        for name, text, new_doc, end in pieces:
+            splits.sha.update(text.encode("utf-8"))
+            batch.append((name, text, new_doc))
+            size += len(text)
+            if size >= corpus.CHUNK_CHARS:
+                yield batch, [text for _, text, _ in batch], end
+                batch, size = [], 0
+        yield batch, [text for _, text, _ in batch], end
+
+    for items, found, end in _encoded(tokenizer, chunks()):
+        for (name, text, new_doc), ids in zip(items, found, strict=True):
+            if new_doc and (splits.counts[name] or splits.chars[name]):
+                if not len(separator):
+                    separator = np.asarray(tokenizer.encode(DOC_SEPARATOR), dtype)
+                splits.write(name, separator)
+            splits.write(name, ids)
+            splits.chars[name] += len(text)
+        if progress:
+            progress(int(end), splits.counts["train"] + splits.counts["val"])
+
+
+Conversation = tuple[str, list[Message]]  # (split, messages)
+
+
+def _chat_chunks(
+    conversations: Iterable[tuple[str, list[Message], float]],
+) -> Iterator[tuple[list[Conversation], list[str], float]]:
+    """Conversations in chunks of about CHUNK_CHARS characters, with their messages' texts."""
+    batch: list[Conversation] = []
+    texts: list[str] = []
+    size, end = 0, 0.0
+    for name, messages, end in conversations:
+        batch.append((name, messages))
+        texts += [m.content for m in messages]
+        size += sum(len(m.content) for m in messages)
+        if size >= corpus.CHUNK_CHARS:
+            yield batch, texts, end
+            batch, texts, size = [], [], 0
+    if batch:
+        yield batch, texts, end
+
+
+def _write_chat(
+    splits: _Splits,
+    tokenizer: Tokenizer,
+    chunks: Iterable[tuple[list[Conversation], list[str], float]],
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    """Conversations: each one's ids in the chat format and its mask (model/chat.py)."""
+    tokens = chat.chat_tokens(tokenizer)
+    for items, found, end in _encoded(tokenizer, chunks):
+        at = 0
+        for name, messages in items:
+            contents = found[at : at + len(messages)]
+            at += len(messages)
+            ids, mask = chat.assemble(tokens, messages, contents)
+            splits.write(name, ids, mask)
+            splits.chars[name] += sum(len(m.content) for m in messages)
+            splits.sha.update(json.dumps([[m.role, m.content] for m in messages]).encode())
+        if progress:
+            progress(int(end), splits.counts["train"] + splits.counts["val"])
 
 
 def encode_texts(tokenizer: Tokenizer, texts: list[str], threads: int) -> list[np.ndarray]:
@@ -317,13 +511,29 @@ class Dataset(WithTokenizer):
     meta: dict[str, Any]
     train: np.ndarray  # memmaps, opened once
     val: np.ndarray
+    # Conversations only: per token, 1 where it is trained (uint8 memmaps, as long as the splits)
+    train_mask: np.ndarray | None = None
+    val_mask: np.ndarray | None = None
 
     @property
     def vocab_size(self) -> int:
         return int(self.meta["vocab_size"])
 
+    @property
+    def format(self) -> str:
+        """ "text" (documents) or "chat" (conversations in the chat format, with masks)."""
+        return str(self.meta.get("format", "text"))
+
+    @property
+    def is_chat(self) -> bool:
+        return self.format == "chat"
+
     def split(self, name: str) -> np.ndarray:
         return self.train if name == "train" else self.val
+
+    def mask(self, name: str) -> np.ndarray | None:
+        """The split's mask (1 = a token trained on), or None for plain text."""
+        return self.train_mask if name == "train" else self.val_mask
 
     def require_windows(self, block_size: int) -> None:
         """Both splits must hold at least one training window of block_size + 1 tokens."""
@@ -359,7 +569,7 @@ def load_dataset(path: str | os.PathLike[str], block_size: int | None = None) ->
     if not meta_path.is_file():
         raise DataError(f"{p} has no {META_FILE}; is it a prepared data directory?")
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads(userfile.read_text(meta_path, modeldir.MAX_CONFIG_BYTES))
         dtype = np.dtype(meta["dtype"])
         meta["tokenizer"]["kind"]
         int(meta["vocab_size"])
@@ -367,7 +577,10 @@ def load_dataset(path: str | os.PathLike[str], block_size: int | None = None) ->
         raise DataError(f"cannot read {meta_path}: {e}") from None
     if dtype not in (np.dtype(np.uint16), np.dtype(np.uint32)):
         raise DataError(f"{meta_path}: unsupported token dtype {dtype}")
-    arrays = {}
+    fmt = meta.get("format", "text")
+    if fmt not in ("text", "chat"):
+        raise DataError(f"{meta_path}: unknown data format {fmt!r}")
+    arrays, masks = {}, {}
     for name in ("train", "val"):
         f = p / f"{name}.bin"
         if not f.is_file() or f.stat().st_size == 0:
@@ -376,7 +589,19 @@ def load_dataset(path: str | os.PathLike[str], block_size: int | None = None) ->
             raise DataError(f"{f} is truncated (size not a multiple of {dtype.itemsize})")
         arrays[name] = np.memmap(f, dtype=dtype, mode="r")
         _check_token_range(arrays[name], int(meta["vocab_size"]), f)
-    dataset = Dataset(p, meta, arrays["train"], arrays["val"])
+        if fmt == "chat":
+            masks[name] = _load_mask(p / MASK_FILES[name], len(arrays[name]))
+    dataset = Dataset(p, meta, arrays["train"], arrays["val"], masks.get("train"), masks.get("val"))
     if block_size is not None:
         dataset.require_windows(block_size)
     return dataset
+
+
+def _load_mask(path: Path, tokens: int) -> np.ndarray:
+    """A split's mask: one uint8 per token, 0 or 1."""
+    if not path.is_file() or path.stat().st_size != tokens:
+        raise DataError(f"{path} is missing or does not match its {tokens:,} tokens")
+    mask = np.memmap(path, dtype=np.uint8, mode="r")
+    if tokens and int(mask.max()) > 1:
+        raise DataError(f"{path} holds values other than 0 and 1; prepare the data again")
+    return mask

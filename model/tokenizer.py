@@ -4,6 +4,11 @@ trained on your corpus).
 Torch-free: the inference path uses it. A saved model stores `tokenizer.spec()` in its
 config.json, and `from_spec` rebuilds the same tokenizer from it; a kind that needs a file
 (the trained BPE's tokenizer.json) names it in the spec and keeps it next to config.json.
+
+A chat tokenizer (`"chat": true` in its spec) also has the special tokens of the chat format
+(see model/chat.py): `<|endoftext|>` begins each conversation, `<|system|>`, `<|user|>` and
+`<|assistant|>` open a turn and `<|end|>` ends it. Ordinary text never produces them: `encode`
+turns a marker's text typed by a user into ordinary tokens. `tokenizer.chat` gives their ids.
 """
 
 from __future__ import annotations
@@ -15,14 +20,50 @@ import importlib.util
 import os
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+
+from model import userfile
 
 
 class TokenizerError(ValueError):
     """Text or a spec that a tokenizer cannot handle."""
+
+
+EOT_TEXT = "<|endoftext|>"
+SYSTEM_TEXT = "<|system|>"
+USER_TEXT = "<|user|>"
+ASSISTANT_TEXT = "<|assistant|>"
+END_TEXT = "<|end|>"
+# The turn markers of a chat tokenizer, in id order after <|endoftext|> (gpt2: 50257..50260).
+TURN_TEXTS = (SYSTEM_TEXT, USER_TEXT, ASSISTANT_TEXT, END_TEXT)
+CHAT_TEXTS = (EOT_TEXT, *TURN_TEXTS)  # every special token of a chat tokenizer
+TEMPLATE_FILE = "chat_template.jinja"  # stored beside config.json by a chat tokenizer
+
+
+@dataclass(frozen=True)
+class ChatTokens:
+    """The ids of a chat tokenizer's special tokens."""
+
+    bos: int  # <|endoftext|>: the first token of every conversation
+    system: int  # <|system|>
+    user: int  # <|user|>
+    assistant: int  # <|assistant|>: also the generation prompt
+    end: int  # <|end|>: ends every turn; a reply is complete when the model emits it
+
+    def ids(self) -> tuple[int, int, int, int, int]:
+        return (self.bos, self.system, self.user, self.assistant, self.end)
+
+    def by_text(self) -> dict[str, int]:
+        """Marker text -> id, for all five."""
+        return dict(zip(CHAT_TEXTS, self.ids(), strict=True))
+
+    def role(self, role: str) -> int:
+        """The id that opens a turn of `role` (system, user or assistant)."""
+        return {"system": self.system, "user": self.user, "assistant": self.assistant}[role]
 
 
 class Tokenizer(Protocol):
@@ -36,6 +77,11 @@ class Tokenizer(Protocol):
         """The end-of-text token, if the vocabulary has one."""
         ...
 
+    @property
+    def chat(self) -> ChatTokens | None:
+        """The chat format's special tokens, for a chat tokenizer; None for any other."""
+        ...
+
     def encode(self, text: str) -> list[int]:
         """Text to ids; special tokens written in the text are plain text here."""
         ...
@@ -44,10 +90,13 @@ class Tokenizer(Protocol):
         """Each text's ids as a uint32 array (as `encode`), on up to num_threads threads."""
         ...
 
-    def decode(self, ids: Sequence[int]) -> str: ...
+    def decode(self, ids: Sequence[int]) -> str:
+        """Ids to text; a special token gives its text (`<|end|>`)."""
+        ...
 
     def token_bytes(self, token: int) -> bytes:
-        """The UTF-8 bytes one token stands for (may be part of a character for BPE)."""
+        """The UTF-8 bytes one token stands for (may be part of a character for BPE); a
+        special token's are its text's."""
         ...
 
     def spec(self) -> dict[str, Any]:
@@ -55,8 +104,32 @@ class Tokenizer(Protocol):
         ...
 
     def files(self) -> dict[str, bytes]:
-        """Files the spec names, to store next to config.json / meta.json (name -> content)."""
+        """Files the spec names, to store next to config.json / meta.json (name -> content);
+        a chat tokenizer's include the chat template (TEMPLATE_FILE)."""
         ...
+
+
+@runtime_checkable
+class HasHFJson(Protocol):
+    """A tokenizer that is a Hugging Face tokenizer.json (the trained BPE): the exports
+    (export/hf_export.py, export/vocab.py) read its vocabulary and merges from that."""
+
+    def hf_json(self) -> str:
+        """The standard tokenizer.json of the `tokenizers` library."""
+        ...
+
+
+def _chat_files(chat: ChatTokens | None) -> dict[str, bytes]:
+    if chat is None:
+        return {}
+    from model.chat import JINJA_TEMPLATE  # chat.py builds on this module
+
+    return {TEMPLATE_FILE: JINJA_TEMPLATE.encode("utf-8")}
+
+
+def _with_chat(spec: dict[str, Any], chat: ChatTokens | None) -> dict[str, Any]:
+    """A spec says "chat": true only for a chat tokenizer, so older specs stay as they were."""
+    return {**spec, "chat": True} if chat is not None else spec
 
 
 def safe_cut(text: str, end: int, lowest: int = 0) -> int:
@@ -86,32 +159,42 @@ def safe_cut(text: str, end: int, lowest: int = 0) -> int:
 
 
 class CharTokenizer:
-    """One token per character; the vocabulary is the sorted set of the corpus' characters."""
+    """One token per character; the vocabulary is the sorted set of the corpus' characters.
+
+    A chat character vocabulary (chat=True) reserves the five special tokens after the
+    characters: `<|endoftext|>`, `<|system|>`, `<|user|>`, `<|assistant|>`, `<|end|>`.
+    """
 
     kind = "char"
 
-    def __init__(self, chars: str) -> None:
+    def __init__(self, chars: str, chat: bool = False) -> None:
         if not chars:
             raise TokenizerError("a character vocabulary cannot be empty")
         if len(set(chars)) != len(chars):
             raise TokenizerError("a character vocabulary must not repeat characters")
         self.chars = chars
         self._stoi = {ch: i for i, ch in enumerate(chars)}
+        self._chat = ChatTokens(*range(len(chars), len(chars) + len(CHAT_TEXTS))) if chat else None
+        self._pieces = [*chars, *(CHAT_TEXTS if chat else ())]  # id -> text
 
     @classmethod
-    def from_text(cls, text: Iterable[str]) -> CharTokenizer:
+    def from_text(cls, text: Iterable[str], chat: bool = False) -> CharTokenizer:
         seen: set[str] = set()
         for chunk in text:
             seen.update(chunk)
-        return cls("".join(sorted(seen)))
+        return cls("".join(sorted(seen)), chat)
 
     @property
     def vocab_size(self) -> int:
-        return len(self.chars)
+        return len(self._pieces)
 
     @property
     def eot(self) -> int | None:
-        return None
+        return self._chat.bos if self._chat is not None else None
+
+    @property
+    def chat(self) -> ChatTokens | None:
+        return self._chat
 
     def encode(self, text: str) -> list[int]:
         stoi = self._stoi
@@ -130,16 +213,16 @@ class CharTokenizer:
         return sorted({ch for ch in text if ch not in self._stoi})
 
     def decode(self, ids: Sequence[int]) -> str:
-        return "".join(self.chars[i] for i in ids)
+        return "".join(self._pieces[i] for i in ids)
 
     def token_bytes(self, token: int) -> bytes:
-        return self.chars[token].encode("utf-8")
+        return self._pieces[token].encode("utf-8")
 
     def spec(self) -> dict[str, Any]:
-        return {"kind": "char", "chars": self.chars}
+        return _with_chat({"kind": "char", "chars": self.chars}, self._chat)
 
     def files(self) -> dict[str, bytes]:
-        return {}
+        return _chat_files(self._chat)
 
 
 # Known SHA-256 of GPT-2's published BPE files, so that a wrong --bpe-dir is caught.
@@ -161,13 +244,27 @@ def _bpe_dirs(bpe_dir: str | os.PathLike[str] | None) -> list[Path]:
     return dirs
 
 
+GPT2_FILE_BYTES = 4 << 20  # encoder.json is 1.0 MB, vocab.bpe 0.5 MB
+MAX_TOKENIZER_BYTES = 256 << 20  # a trained tokenizer.json (a 50k vocabulary is ~3 MB)
+
+
+def _read_bounded(path: Path, limit: int) -> bytes:
+    """A tokenizer file's bytes (model/userfile.py: a regular file, at most `limit` bytes)."""
+    try:
+        return userfile.read_bytes(path, limit)
+    except userfile.UserFileError as e:
+        raise TokenizerError(f"{e}; it cannot be a tokenizer file") from None
+    except OSError as e:
+        raise TokenizerError(f"cannot read the tokenizer {path}: {e.strerror or e}") from None
+
+
 def gpt2_bpe_files(bpe_dir: str | None = None) -> tuple[Path, Path]:
     """GPT-2's published encoder.json and vocab.bpe, checked against their known SHA-256."""
     for d in _bpe_dirs(bpe_dir):
         encoder, vocab = d / "encoder.json", d / "vocab.bpe"
         if encoder.is_file() and vocab.is_file():
             for f, sha in ((encoder, _ENCODER_JSON_SHA256), (vocab, _VOCAB_BPE_SHA256)):
-                if hashlib.sha256(f.read_bytes()).hexdigest() != sha:
+                if hashlib.sha256(_read_bounded(f, GPT2_FILE_BYTES)).hexdigest() != sha:
                     raise TokenizerError(f"{f} is not GPT-2's published file (SHA-256 differs)")
             return encoder, vocab
     raise TokenizerError(
@@ -208,13 +305,31 @@ def _gpt2_encoding(bpe_dir: str | None) -> Any:
         ) from None
 
 
+@functools.lru_cache(maxsize=4)
+def _gpt2_chat_encoding(bpe_dir: str | None) -> Any:
+    """GPT-2's encoding with the four turn markers as special tokens 50257..50260 (tiktoken
+    decodes them; `encode_ordinary` never produces them)."""
+    import tiktoken
+
+    base = _gpt2_encoding(bpe_dir)
+    specials = {EOT_TEXT: GPT2_EOT}
+    specials.update({text: GPT2_EOT + 1 + i for i, text in enumerate(TURN_TEXTS)})
+    return tiktoken.Encoding(
+        name="gpt2-chat",
+        pat_str=base._pat_str,
+        mergeable_ranks=base._mergeable_ranks,
+        special_tokens=specials,
+    )
+
+
 class GPT2Tokenizer:
     """GPT-2's byte-level BPE through tiktoken, built offline from the published files."""
 
     kind = "gpt2"
 
-    def __init__(self, bpe_dir: str | None = None) -> None:
-        self._enc = _gpt2_encoding(bpe_dir)
+    def __init__(self, bpe_dir: str | None = None, chat: bool = False) -> None:
+        self._enc = _gpt2_chat_encoding(bpe_dir) if chat else _gpt2_encoding(bpe_dir)
+        self._chat = ChatTokens(GPT2_EOT, *range(GPT2_EOT + 1, GPT2_EOT + 5)) if chat else None
 
     @property
     def vocab_size(self) -> int:
@@ -223,6 +338,10 @@ class GPT2Tokenizer:
     @property
     def eot(self) -> int | None:
         return GPT2_EOT
+
+    @property
+    def chat(self) -> ChatTokens | None:
+        return self._chat
 
     def encode(self, text: str) -> list[int]:
         return list(self._enc.encode_ordinary(text))
@@ -243,15 +362,15 @@ class GPT2Tokenizer:
         return bytes(self._enc.decode_single_token_bytes(token))
 
     def spec(self) -> dict[str, Any]:
-        return {"kind": "gpt2"}
+        return _with_chat({"kind": "gpt2"}, self._chat)
 
     def files(self) -> dict[str, bytes]:
-        return {}
+        return _chat_files(self._chat)
 
 
-EOT_TEXT = "<|endoftext|>"
 BPE_FILE = "tokenizer.json"
 BPE_MIN_VOCAB = 257  # the 256 bytes and end-of-text
+BPE_MIN_CHAT_VOCAB = BPE_MIN_VOCAB + len(TURN_TEXTS)  # and the four turn markers
 BPE_MAX_VOCAB = 1 << 18
 
 
@@ -290,7 +409,7 @@ def _byte_symbols() -> dict[str, int]:
     return table
 
 
-class BPETokenizer:
+class BPETokenizer(HasHFJson):
     """A byte-level BPE trained on the corpus with the Hugging Face `tokenizers` library.
 
     Stored as the library's standard tokenizer.json (which transformers and llama.cpp's
@@ -300,19 +419,28 @@ class BPETokenizer:
 
     kind = "bpe"
 
-    def __init__(self, hf: Any) -> None:
+    def __init__(self, hf: Any, chat: bool = False) -> None:
         self._hf = hf
         self._json = str(hf.to_str())
         eot = hf.token_to_id(EOT_TEXT)
         if eot is None:
             raise TokenizerError(f"a bpe tokenizer needs the {EOT_TEXT} token")
         self._eot = int(eot)
+        self._chat: ChatTokens | None = None
+        if chat:
+            found = [hf.token_to_id(text) for text in TURN_TEXTS]
+            if None in found:
+                raise TokenizerError(
+                    f"a chat bpe tokenizer needs the tokens {', '.join(TURN_TEXTS)}"
+                )
+            self._chat = ChatTokens(self._eot, *found)
+        specials = set(self._chat.ids() if self._chat else (self._eot,))
         hf.encode_special_tokens = True  # "<|endoftext|>" in a text is text, as in gpt2
         symbols = _byte_symbols()
         self._bytes: list[bytes] = []
         for i in range(hf.get_vocab_size()):
             piece = hf.id_to_token(i)
-            if i == self._eot or piece is None:
+            if i in specials or piece is None:
                 self._bytes.append((piece or "").encode("utf-8"))
                 continue
             try:
@@ -321,8 +449,10 @@ class BPETokenizer:
                 raise TokenizerError(f"token {i} ({piece!r}) is not byte-level BPE") from None
 
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int) -> BPETokenizer:
-        """Train on a stream of texts (never held whole): byte-level, GPT-2's pattern."""
+    def train(cls, texts: Iterable[str], vocab_size: int, chat: bool = False) -> BPETokenizer:
+        """Train on a stream of texts (never held whole): byte-level, GPT-2's pattern. A chat
+        tokenizer has the turn markers as special tokens after <|endoftext|> (ids 0..4),
+        inside vocab_size."""
         _need_tokenizers()
         from tokenizers import Tokenizer as HFTokenizer
         from tokenizers import decoders, models, pre_tokenizers, trainers
@@ -332,32 +462,30 @@ class BPETokenizer:
         hf.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(
             vocab_size=vocab_size,
-            special_tokens=[EOT_TEXT],
+            special_tokens=list(CHAT_TEXTS if chat else (EOT_TEXT,)),
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
             show_progress=False,
         )
         hf.train_from_iterator(texts, trainer)
-        return cls(hf)
+        return cls(hf, chat)
 
     @classmethod
-    def from_json(cls, text: str) -> BPETokenizer:
+    def from_json(cls, text: str, chat: bool = False) -> BPETokenizer:
         _need_tokenizers()
         from tokenizers import Tokenizer as HFTokenizer
 
         try:
-            return cls(HFTokenizer.from_str(text))
+            hf = HFTokenizer.from_str(text)
         except Exception as e:  # the library raises a plain Exception for bad JSON
             raise TokenizerError(f"not a tokenizers tokenizer.json: {e}") from None
+        return cls(hf, chat)
 
     @classmethod
-    def from_file(cls, path: Path, sha256: str | None = None) -> BPETokenizer:
-        try:
-            data = path.read_bytes()
-        except OSError as e:
-            raise TokenizerError(f"cannot read the tokenizer {path}: {e.strerror or e}") from None
+    def from_file(cls, path: Path, sha256: str | None = None, chat: bool = False) -> BPETokenizer:
+        data = _read_bounded(path, MAX_TOKENIZER_BYTES)
         if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
             raise TokenizerError(f"{path} is not the tokenizer its config names (checksum)")
-        return cls.from_json(data.decode("utf-8", errors="replace"))
+        return cls.from_json(data.decode("utf-8", errors="replace"), chat)
 
     @property
     def vocab_size(self) -> int:
@@ -366,6 +494,10 @@ class BPETokenizer:
     @property
     def eot(self) -> int | None:
         return self._eot
+
+    @property
+    def chat(self) -> ChatTokens | None:
+        return self._chat
 
     def encode(self, text: str) -> list[int]:
         return list(self._hf.encode(text, add_special_tokens=False).ids)
@@ -387,10 +519,19 @@ class BPETokenizer:
 
     def spec(self) -> dict[str, Any]:
         sha = hashlib.sha256(self._json.encode("utf-8")).hexdigest()
-        return {"kind": "bpe", "file": BPE_FILE, "vocab_size": self.vocab_size, "sha256": sha}
+        spec = {"kind": "bpe", "file": BPE_FILE, "vocab_size": self.vocab_size, "sha256": sha}
+        return _with_chat(spec, self._chat)
 
     def files(self) -> dict[str, bytes]:
-        return {BPE_FILE: self._json.encode("utf-8")}
+        return {BPE_FILE: self._json.encode("utf-8"), **_chat_files(self._chat)}
+
+
+def spec_is_chat(spec: dict[str, Any]) -> bool:
+    """Whether a tokenizer spec describes a chat tokenizer ("chat": true; absent is false)."""
+    chat = spec.get("chat", False)
+    if not isinstance(chat, bool):
+        raise TokenizerError(f"the tokenizer spec's 'chat' must be true or false, not {chat!r}")
+    return chat
 
 
 def from_spec(
@@ -398,18 +539,19 @@ def from_spec(
 ) -> Tokenizer:
     """The tokenizer a spec describes; `base` is the directory holding the files it names."""
     kind = spec.get("kind")
+    chat = spec_is_chat(spec)
     if kind == "char":
         chars = spec.get("chars")
         if not isinstance(chars, str):
             raise TokenizerError("char tokenizer spec has no 'chars' string")
-        return CharTokenizer(chars)
+        return CharTokenizer(chars, chat)
     if kind == "gpt2":
-        return GPT2Tokenizer(bpe_dir)
+        return GPT2Tokenizer(bpe_dir, chat)
     if kind == "bpe":
         name, sha = spec.get("file"), spec.get("sha256")
         if not isinstance(name, str) or Path(name).name != name or not isinstance(sha, str):
             raise TokenizerError("bpe tokenizer spec needs a 'file' name and its 'sha256'")
-        return BPETokenizer.from_file((base or Path(".")) / name, sha)
+        return BPETokenizer.from_file((base or Path(".")) / name, sha, chat)
     raise TokenizerError(f"unknown tokenizer kind {kind!r}")
 
 

@@ -11,19 +11,23 @@ tests/README.md lists the matrix by command.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
+import os
 import shutil
 import signal
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import zstandard
 from safetensors.numpy import load_file, save_file
 from test_convert import write_hf_gpt2
 
-from model import modeldir
-from tests.helpers import expect_one_line_error, make_data, make_model
+from model import checkpoint, modeldir
+from tests.helpers import cli, expect_one_line_error, make_data, make_model
 
 # fmt: off
 MATRIX: list[tuple[str, str, list[str]]] = [
@@ -56,7 +60,19 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("data prepare", "--include with a file source", ["data", "prepare", "{text}", "-o", "{tmp}/d", "--include", "*.md"]),
     ("data prepare", "--field with only text files", ["data", "prepare", "{text}", "-o", "{tmp}/d", "--field", "body"]),
     ("data prepare", "--exclude with a file source", ["data", "prepare", "{text}", "-o", "{tmp}/d", "--exclude", "*.txt"]),
+    ("data prepare", "chat and plain records mixed", ["data", "prepare", "{mixedchat}", "-o", "{tmp}/d"]),
+    ("data prepare", "conversations and a text file mixed", ["data", "prepare", "{chatdir}", "-o", "{tmp}/d"]),
+    ("data prepare", "conversations read as text", ["data", "prepare", "{chat}", "-o", "{tmp}/d", "--format", "text"]),
+    ("data prepare", "no usable conversation", ["data", "prepare", "{badchat}", "-o", "{tmp}/d"]),
+    ("data prepare", "one conversation, no val split", ["data", "prepare", "{onechat}", "-o", "{tmp}/d"]),
+    ("data prepare", "unknown --format", ["data", "prepare", "{chat}", "-o", "{tmp}/d", "--format", "xml"]),
+    ("data prepare", "--field with conversations", ["data", "prepare", "{chat}", "-o", "{tmp}/d", "--field", "text"]),
+    ("data prepare", "chat BPE vocabulary too small", ["data", "prepare", "{chat}", "-o", "{tmp}/d", "--tokenizer", "bpe:260"]),
     ("data prepare", "shakespeare from a missing file", ["data", "prepare", "shakespeare", "-o", "{tmp}/d", "--from-file", "{tmp}/nope.txt"]),
+    ("data prepare", "a truncated .gz", ["data", "prepare", "{tmp}/cut.txt.gz", "-o", "{tmp}/d"]),
+    ("data prepare", "a truncated .zst", ["data", "prepare", "{tmp}/cut.txt.zst", "-o", "{tmp}/d"]),
+    ("data prepare", "out is a FIFO", ["data", "prepare", "{text}", "-o", "{tmp}/fifo", "--force"]),
+    ("data prepare", "out is /dev/null", ["data", "prepare", "{text}", "-o", "/dev/null", "--force"]),
     # train
     ("train", "missing --data", ["train", "--out", "{tmp}/r"]),
     ("train", "data not found", ["train", "--data", "{tmp}/nope", "--out", "{tmp}/r"]),
@@ -92,6 +108,10 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("train", "unknown preset", ["train", "--data", "{data}", "--out", "{tmp}/r", "--preset", "gpt5"]),
     ("train", "config not found", ["train", "--data", "{data}", "--out", "{tmp}/r", "--config", "{tmp}/nope.toml"]),
     ("train", "config not TOML", ["train", "--data", "{data}", "--out", "{tmp}/r", "--config", "{binary}"]),
+    ("train", "config is /dev/zero", ["train", "--data", "{data}", "--out", "{tmp}/r", "--config", "/dev/zero"]),
+    ("train", "config is a FIFO", ["train", "--data", "{data}", "--out", "{tmp}/r", "--config", "{tmp}/fifo"]),
+    ("train", "config nested 20000 deep", ["train", "--data", "{data}", "--out", "{tmp}/r", "--config", "{tmp}/deep.toml"]),
+    ("train", "config of 30000 dotted keys", ["train", "--data", "{data}", "--out", "{tmp}/r", "--config", "{tmp}/dotted.toml"]),
     ("train", "config unknown key", ["train", "--data", "{data}", "--out", "{tmp}/r", "--config", "{tmp}/unknown.toml"]),
     ("train", "config wrong type", ["train", "--data", "{data}", "--out", "{tmp}/r", "--config", "{tmp}/wrongtype.toml"]),
     ("train", "config string learning rate", ["train", "--data", "{data}", "--out", "{tmp}/r", "--config", "{tmp}/strlr.toml"]),
@@ -100,6 +120,9 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("train", "out holds a run", ["train", "--data", "{data}", "--out", "{run}"]),
     ("train", "out is a model", ["train", "--data", "{data}", "--out", "{model}", "--force"]),
     ("train", "out is data", ["train", "--data", "{data}", "--out", "{data}", "--force"]),
+    ("train", "out is a FIFO", ["train", "--data", "{data}", "--out", "{tmp}/fifo", "--force", "--max-iters", "1", "--device", "cpu"]),
+    ("train", "out inside the data", ["train", "--data", "{data}", "--out", "{data}/run", "--max-iters", "1", "--block-size", "8", "--n-layer", "1", "--n-embd", "16", "--n-head", "2", "--device", "cpu"]),
+    ("train", "out inside the model it starts from", ["train", "--data", "{data}", "--init-from", "{model}", "--out", "{model}/run", "--max-iters", "1", "--device", "cpu"]),
     ("train", "out is a file", ["train", "--data", "{data}", "--out", "{text}", "--max-iters", "1", "--block-size", "8", "--n-layer", "1", "--n-embd", "16", "--n-head", "2", "--device", "cpu"]),
     ("train", "resume with nothing to resume", ["train", "--data", "{data}", "--out", "{tmp}/r", "--resume"]),
     ("train", "resume with model flags", ["train", "--data", "{data}", "--out", "{run}", "--resume", "--n-layer", "4"]),
@@ -129,6 +152,7 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("info", "a text file", ["info", "{text}"]),
     ("info", "an empty directory", ["info", "{empty}"]),
     ("info", "unknown bundled name", ["info", "no-such-model"]),
+    ("info", "a run whose latest points outside it", ["info", "{tmp}/escaped"]),
     # convert hf
     ("convert hf", "missing source", ["convert", "hf", "--out", "{tmp}/c"]),
     ("convert hf", "missing --out", ["convert", "hf", "{empty}"]),
@@ -142,8 +166,12 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("convert hf", "--force over a run", ["convert", "hf", "{hfgood}", "--out", "{run}", "--force"]),
     ("convert hf", "n_layer 2.7", ["convert", "hf", "{hffloat}", "--out", "{tmp}/c"]),
     ("convert hf", "NaN weights", ["convert", "hf", "{hfnan}", "--out", "{tmp}/c"]),
+    ("convert hf", "out inside the source", ["convert", "hf", "{hfgood}", "--out", "{hfgood}/ours", "--force"]),
+    ("convert hf", "out is a FIFO", ["convert", "hf", "{hfgood}", "--out", "{tmp}/fifo", "--force"]),
+    ("convert hf", "unimplemented activation", ["convert", "hf", "{hfgelu}", "--out", "{tmp}/c"]),
     # generate
     ("generate", "model not found", ["generate", "-m", "{tmp}/nope", "hi"]),
+    ("generate", "a run whose latest points outside it", ["generate", "-m", "{tmp}/escaped", "hi"]),
     ("generate", "negative max tokens", ["generate", "-m", "{model}", "-n", "-1", "hi"]),
     ("generate", "max tokens not a number", ["generate", "-m", "{model}", "-n", "lots", "hi"]),
     ("generate", "negative temperature", ["generate", "-m", "{model}", "-t", "-1", "hi"]),
@@ -180,6 +208,8 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("chat", "follow a missing run", ["chat", "-m", "{tmp}/nope", "--follow"]),
     ("chat", "follow a run without checkpoints", ["chat", "-m", "{tmp}/norun", "--follow"]),
     ("chat", "follow an empty directory", ["chat", "-m", "{empty}", "--follow"]),
+    ("chat", "follow a run whose latest points outside it", ["chat", "-m", "{tmp}/escaped", "--follow"]),
+    ("chat", "a run whose latest points outside it", ["chat", "-m", "{tmp}/escaped"]),
     # config
     ("config", "unknown subcommand", ["config", "frob"]),
     ("config path", "unexpected argument", ["config", "path", "{text}"]),
@@ -195,6 +225,8 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("score", "file not found", ["score", "{tmp}/nope.txt", "-m", "{model}"]),
     ("score", "a binary file", ["score", "{binary}", "-m", "{model}"]),
     ("score", "a directory", ["score", "{empty}", "-m", "{model}"]),
+    ("score", "/dev/urandom", ["score", "/dev/urandom", "-m", "{model}"]),
+    ("score", "a FIFO", ["score", "{tmp}/fifo", "-m", "{model}"]),
     ("score", "an empty file", ["score", "{emptyfile}", "-m", "{model}"]),
     ("score", "characters the model lacks", ["score", "{odd}", "-m", "{model}"]),
     ("score", "model not found", ["score", "{text}", "-m", "{tmp}/nope"]),
@@ -202,6 +234,8 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("score", "onnx backend without an export", ["score", "{text}", "-m", "{model}", "--backend", "onnx"]),
     ("score", "threads 0", ["score", "{text}", "-m", "{model}", "--threads", "0"]),
     # export onnx
+    ("export onnx", "out inside the model", ["export", "onnx", "{model}", "--out", "{model}/onnx", "--force"]),
+    ("export onnx", "out is a FIFO", ["export", "onnx", "{model}", "--out", "{tmp}/fifo", "--force"]),
     ("export onnx", "missing model", ["export", "onnx"]),
     ("export onnx", "model not found", ["export", "onnx", "{tmp}/nope"]),
     ("export onnx", "unknown quantization", ["export", "onnx", "{model}", "--quantize", "int3", "--out", "{tmp}/x"]),
@@ -220,6 +254,10 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("export gguf", "out is a directory", ["export", "gguf", "{model}", "--out", "{empty}"]),
     ("export gguf", "out exists", ["export", "gguf", "{model}", "--out", "{text}"]),
     ("export gguf", "model is data", ["export", "gguf", "{data}", "--out", "{tmp}/x.gguf"]),
+    ("export gguf", "out is the model's own weights", ["export", "gguf", "{model}", "--out", "{model}/model.safetensors", "--force"]),
+    ("export gguf", "out inside the model", ["export", "gguf", "{model}", "--out", "{model}/x.gguf", "--force"]),
+    ("export gguf", "out is a FIFO", ["export", "gguf", "{model}", "--out", "{tmp}/fifo", "--force"]),
+    ("export gguf", "out is a link to a FIFO", ["export", "gguf", "{model}", "--out", "{tmp}/fifolink", "--force"]),
     # export hf
     ("export hf", "missing model", ["export", "hf", "--out", "{tmp}/hf"]),
     ("export hf", "missing --out", ["export", "hf", "{model}"]),
@@ -228,6 +266,8 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("export hf", "out is a file", ["export", "hf", "{model}", "--out", "{text}"]),
     ("export hf", "out holds other files", ["export", "hf", "{model}", "--out", "{data}", "--force"]),
     ("export hf", "out is our own model", ["export", "hf", "{model}", "--out", "{run}/step-000001", "--force"]),
+    ("export hf", "out inside the model", ["export", "hf", "{model}", "--out", "{model}/hf", "--force"]),
+    ("export hf", "out is a FIFO", ["export", "hf", "{model}", "--out", "{tmp}/fifo", "--force"]),
 ]
 # fmt: on
 
@@ -257,10 +297,30 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     write_hf_gpt2(hffloat)
     hf_config = json.loads((hffloat / "config.json").read_text())
     (hffloat / "config.json").write_text(json.dumps({**hf_config, "n_layer": 2.7}))
+    hfgelu = base / "hf-gelu"  # the exact GELU, which the converter does not implement
+    write_hf_gpt2(hfgelu)
+    (hfgelu / "config.json").write_text(json.dumps({**hf_config, "activation_function": "gelu"}))
     write_hf_gpt2(hfnan)
     weights = load_file(str(hfnan / "model.safetensors"))
     weights["h.0.ln_1.bias"][0] = float("nan")
     save_file(weights, str(hfnan / "model.safetensors"))
+
+    turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    good = json.dumps({"messages": turns}) + "\n"
+    chat = base / "chat.jsonl"
+    chat.write_text(good * 5)
+    mixedchat = base / "mixed.jsonl"
+    mixedchat.write_text(good + json.dumps({"text": "plain"}) + "\n" + good)
+    chatdir = base / "chatdir"
+    chatdir.mkdir()
+    (chatdir / "a.jsonl").write_text(good * 3)
+    (chatdir / "b.txt").write_text("plain text")
+    badchat = base / "badchat.jsonl"
+    badchat.write_text(
+        json.dumps({"messages": turns[:1]}) + "\n" + json.dumps({"messages": turns[::-1]}) + "\n"
+    )
+    onechat = base / "onechat.jsonl"
+    onechat.write_text(good)
 
     odd = base / "odd.txt"
     odd.write_text("ROMEO: ¥ and € are not in the vocabulary", encoding="utf-8")
@@ -272,6 +332,7 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "hffloat": hffloat,
         "hfnan": hfnan,
         "hfgood": hfgood,
+        "hfgelu": hfgelu,
         "model": model,
         "data": make_data(base),
         "otherdata": make_data(other, text="a completely different alphabet: xyz 0123456789" * 40),
@@ -280,6 +341,11 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "binary": binary,
         "odd": odd,
         "emptyfile": empty_file,
+        "chat": chat,
+        "mixedchat": mixedchat,
+        "chatdir": chatdir,
+        "badchat": badchat,
+        "onechat": onechat,
     }
 
 
@@ -310,6 +376,20 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(
     (tmp_path / "strlr.toml").write_text("[train]\nlearning_rate = 'fast'\n")
     (tmp_path / "strbias.toml").write_text("[model]\nbias = 'yes'\n")
     (tmp_path / "shape.toml").write_text("[model]\nn_layer = 4\n")
+    os.mkfifo(tmp_path / "fifo")  # opening it to read or write would wait forever
+    text = ("ROMEO: to be or not to be\n" * 2000).encode()
+    for name, packed in (
+        ("cut.txt.gz", gzip.compress(text)),
+        ("cut.txt.zst", zstandard.ZstdCompressor().compress(text)),
+    ):
+        (tmp_path / name).write_bytes(packed[: len(packed) // 2])  # cut in the middle
+    (tmp_path / "fifolink").symlink_to(tmp_path / "fifo")
+    (tmp_path / "deep.toml").write_text("a = " + "[" * 20_000 + "]" * 20_000 + "\n")
+    (tmp_path / "dotted.toml").write_text("a" + ".a" * 30_000 + " = 1\n")
+    escaped = tmp_path / "escaped"  # a run whose `latest` resolves to a model elsewhere
+    escaped.mkdir()
+    (escaped / "metrics.jsonl").write_text("")
+    (escaped / "latest").symlink_to(places["model"])
     monkeypatch.setenv("MINIGPT_TUI_DATA_DIR", str(tmp_path / "user-data"))
     monkeypatch.chdir(tmp_path)
     before = _state(places)
@@ -377,7 +457,19 @@ CONFIG_FILES: list[tuple[str, bytes, str]] = [
     ("sampling not a table", b"sampling = 1\n", "[sampling]"),
     ("speakers not a table", b"speakers = 'x'\n", "[speakers]"),
     ("not UTF-8", b"model = '\xff\xfe'\n", "not UTF-8"),
-    ("over 1 MiB", b"# " + b"x" * (1024 * 1024) + b"\n", "over 1024 KiB"),
+    ("over 1 MiB", b"# " + b"x" * (1024 * 1024) + b"\n", "over 1 MiB"),
+    ("nested 20000 deep", b"a = " + b"[" * 20000 + b"]" * 20000 + b"\n", "deeper than"),
+    ("30000 dotted keys", b"a" + b".a" * 30000 + b" = 1\n", "deeper than"),
+    ("5000 tables", b"[[a]]\n" * 5000, "more than"),
+    ("a key name no keyboard has", b"[keys]\nhelp = 'ctrl+bananas'\n", "'keys.help'"),
+    ("a modifier no keyboard has", b"[keys]\nhelp = 'shift+wobble+a'\n", "'keys.help'"),
+    ("no key left that quits", b"[keys]\nquit = 'hyper+banana'\n", "'keys.quit'"),
+    ("send takes quit's key", b"[keys]\nsend = 'ctrl+q'\n", "'keys.send'"),
+    ("quit takes send's only key", b"[keys]\nsend = 'f9'\nquit = 'f9'\n", "'keys."),
+    ("backend chat rejects", b"backend = 'tpu'\n", "'backend'"),
+    ("temperature chat rejects", b"[sampling]\ntemperature = -1\n", "temperature"),
+    ("speaker chat rejects", b"[speakers]\nuser = 'A: B'\n", "'speakers.user'"),
+    ("theme chat rejects", b"theme = 'no-such-theme'\n", "'theme'"),
 ]
 # fmt: on
 
@@ -400,10 +492,93 @@ def test_bad_config_file_is_one_line(
     assert path.read_bytes() == content  # never rewritten
 
 
+@pytest.mark.parametrize("special", ["/dev/zero", "fifo"])
+def test_config_file_that_is_a_device_or_fifo_is_one_line_at_once(
+    special: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """/dev/zero used to be read until memory ran out (its stat size is 0), a FIFO blocked."""
+    path = Path(special) if special.startswith("/") else tmp_path / special
+    if not path.exists():
+        os.mkfifo(path)
+    monkeypatch.setenv("MINIGPT_TUI_CONFIG", str(path))
+    with _deadline(10):
+        assert "not a regular file" in expect_one_line_error(capsys, "config", "show")
+        monkeypatch.setenv("EDITOR", "true")
+        assert "not a regular file" in expect_one_line_error(capsys, "config", "edit")
+
+
+def test_editor_with_an_unbalanced_quote_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MINIGPT_TUI_CONFIG", str(tmp_path / "config.toml"))
+    monkeypatch.delenv("VISUAL", raising=False)
+    monkeypatch.setenv("EDITOR", "vi 'unclosed")
+    assert "EDITOR" in expect_one_line_error(capsys, "config", "edit")
+    assert not (tmp_path / "config.toml").exists()
+
+
 def test_config_path_that_is_a_directory_is_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MINIGPT_TUI_CONFIG", str(tmp_path))
-    assert "cannot read" in expect_one_line_error(capsys, "config", "show")
+    assert "a directory, not a regular file" in expect_one_line_error(capsys, "config", "show")
     monkeypatch.setenv("EDITOR", "true")
-    assert "not a file" in expect_one_line_error(capsys, "config", "edit")
+    assert "not a regular file" in expect_one_line_error(capsys, "config", "edit")
+
+
+def test_cosmetic_refusals_and_fixes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tiny = make_model(tmp_path)
+    # A huge repetition penalty works without numpy overflow warnings.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert (
+            cli(
+                "generate",
+                "-m",
+                tiny,
+                "--backend",
+                "torch",
+                "--repetition-penalty",
+                "1e39",
+                "-n",
+                "20",
+                "--seed",
+                "1",
+                "ROMEO",
+            )
+            == 0
+        )
+        assert (
+            cli("generate", "-m", tiny, "--backend", "torch", "-t", "1e-300", "-n", "5", "hi") == 0
+        )
+    line = expect_one_line_error(capsys, "generate", "-m", tiny, "-t", "inf", "hi")
+    assert "temperature must be >= 0 and finite, got inf" in line
+    # --echo prints the prompt the model was given: without the dropped characters.
+    capsys.readouterr()
+    assert (
+        cli("generate", "-m", tiny, "--echo", "--unknown-chars", "drop", "-n", "0", "hi ¥ROMEO")
+        == 0
+    )
+    assert capsys.readouterr().out == "hi ROMEO"
+    # A FIFO config.json is called what it is.
+    fifo = tmp_path / "fifo"
+    fifo.mkdir()
+    os.mkfifo(fifo / modeldir.CONFIG_FILE)
+    line = expect_one_line_error(capsys, "info", fifo)
+    assert "config.json is a FIFO, not a regular file" in line
+    # Weights are written with the usual file mode, like every other file.
+    mask = os.umask(0o022)
+    try:
+        model, info = checkpoint.load(tiny)
+        checkpoint.save(tmp_path / "modes", model, info.meta)
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "modes" / modeldir.WEIGHTS_FILE).stat().st_mode & 0o777 == 0o644
+    # chat and watch without a terminal: one line, no full-screen app.
+    line = expect_one_line_error(capsys, "chat", "-m", tiny, "--no-history")
+    assert "needs a terminal" in line
+    line = expect_one_line_error(capsys, "watch", tmp_path)
+    assert "needs a terminal" in line

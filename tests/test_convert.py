@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from safetensors.numpy import load_file as load_numpy
 from safetensors.numpy import save_file
+from safetensors.numpy import save_file as save_numpy
 
 from model import checkpoint
-from tests.helpers import cli
+from tests.helpers import cli, expect_one_line_error
 
 V, T, C, L, H = 50257, 24, 32, 2, 4  # GPT-2 vocabulary, tiny everything else
 
@@ -110,3 +114,138 @@ def test_convert_refuses_bad_sources(tmp_path: Path, capsys: pytest.CaptureFixtu
     err = capsys.readouterr().err
     assert "shape" in err and "Traceback" not in err
     assert not (tmp_path / "ours").exists()
+
+
+# GPT2Config values that change what the model computes, which this converter does not
+# implement: each is refused in one line naming the key (they were accepted, and the converted
+# model's logits then differed from transformers').
+UNSUPPORTED = [
+    ("activation_function", "gelu"),
+    ("activation_function", "relu"),
+    ("layer_norm_epsilon", 1e-3),
+    ("n_inner", 7),
+    ("scale_attn_weights", False),
+    ("scale_attn_by_inverse_layer_idx", True),
+    ("reorder_and_upcast_attn", True),
+    ("add_cross_attention", True),
+    ("n_ctx", 12),
+]
+
+
+@pytest.mark.parametrize(("key", "value"), UNSUPPORTED, ids=[f"{k}={v}" for k, v in UNSUPPORTED])
+def test_config_values_the_converter_does_not_implement_are_refused(
+    tmp_path: Path, key: str, value: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.helpers import expect_one_line_error
+
+    write_hf_gpt2(tmp_path / "hf")
+    cfg = json.loads((tmp_path / "hf" / "config.json").read_text())
+    (tmp_path / "hf" / "config.json").write_text(json.dumps({**cfg, key: value}))
+    line = expect_one_line_error(capsys, "convert", "hf", tmp_path / "hf", "--out", tmp_path / "m")
+    assert key in line, line
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"n_inner": 4 * C, "activation_function": "gelu_pytorch_tanh", "n_ctx": T},
+        {"scale_attn_weights": True, "reorder_and_upcast_attn": False, "resid_pdrop": 0.3},
+    ],
+    ids=["defaults", "explicit-equivalents", "dropout-only"],
+)
+def test_what_convert_accepts_gives_transformers_logits(tmp_path: Path, extra: dict) -> None:
+    """Every config convert accepts computes what transformers' GPT2LMHeadModel computes."""
+    transformers = pytest.importorskip("transformers")
+    write_hf_gpt2(tmp_path / "hf")
+    cfg = json.loads((tmp_path / "hf" / "config.json").read_text())
+    (tmp_path / "hf" / "config.json").write_text(json.dumps({**cfg, **extra}))
+    hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "hf").eval()
+    assert cli("convert", "hf", tmp_path / "hf", "--out", tmp_path / "m") == 0
+    ours, _ = checkpoint.load(tmp_path / "m")
+    ids = torch.tensor([[1, 50256, 7, 300, 2, 9]])
+    with torch.no_grad():
+        want = hf(ids).logits
+        got, _ = ours.eval()(ids, targets=ids)  # targets: logits at every position
+    assert torch.allclose(got, want, atol=1e-4), (got - want).abs().max()
+
+
+# ---------------------------------------------- hostile Hugging Face directories
+
+
+def _hf_weights(change: Callable[[dict[str, np.ndarray]], Any]) -> Callable[[Path], None]:
+    def apply(src: Path) -> None:
+        w = load_numpy(str(src / "model.safetensors"))
+        change(w)
+        save_numpy(w, str(src / "model.safetensors"))
+
+    return apply
+
+
+def _hf_config(**values: Any) -> Callable[[Path], None]:
+    def apply(src: Path) -> None:
+        cfg = json.loads((src / "config.json").read_text())
+        cfg.update(values)
+        (src / "config.json").write_text(json.dumps(cfg))
+
+    return apply
+
+
+def _extra_layer(w: dict[str, np.ndarray]) -> None:
+    for k in [k for k in w if k.startswith("h.1.")]:
+        w["h.2." + k[4:]] = w[k]
+
+
+HOSTILE_HF: dict[str, tuple[Callable[[Path], None], str]] = {
+    "3-D c_attn.weight": (
+        _hf_weights(lambda w: w.update({"h.0.attn.c_attn.weight": np.zeros((2, 32, 96), "f")})),
+        "h.0.attn.c_attn.weight has shape (2, 32, 96)",
+    ),
+    "3 layers of weights, n_layer 2": (_hf_weights(_extra_layer), "h.2.attn.c_attn.bias"),
+    "vocab_size 100": (_hf_config(vocab_size=100), "expected (100, 32)"),
+    "tie_word_embeddings 'false'": (
+        _hf_config(tie_word_embeddings="false"),
+        "tie_weights must be true or false",
+    ),
+    "n_layer 2.7": (_hf_config(n_layer=2.7), "n_layer must be a positive integer, got 2.7"),
+    "n_layer true": (_hf_config(n_layer=True), "n_layer must be a positive integer, got True"),
+    "n_embd '32'": (_hf_config(n_embd="32"), "n_embd must be a positive integer"),
+    "config a list": (lambda s: (s / "config.json").write_text("[]"), "not a GPT-2"),
+    "NaN weights": (
+        _hf_weights(lambda w: w["h.1.mlp.c_fc.bias"].__setitem__(0, np.nan)),
+        "non-finite",
+    ),
+    "infinite weights": (_hf_weights(lambda w: w["wte.weight"].fill(np.inf)), "non-finite"),
+    "integer weights": (
+        _hf_weights(lambda w: w.update({"ln_f.bias": np.zeros(32, np.int32)})),
+        "not floating point",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_HF))
+def test_hostile_hugging_face_dirs_are_refused_in_one_line(
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "hf"
+    write_hf_gpt2(src)
+    spoil, words = HOSTILE_HF[case]
+    spoil(src)
+    line = expect_one_line_error(capsys, "convert", "hf", src, "--out", tmp_path / "out")
+    assert words in line, line
+    assert not (tmp_path / "out").exists()
+
+
+def test_convert_hf_keeps_an_untied_head_and_ignores_attention_masks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "hf"
+    w = write_hf_gpt2(src)
+    _hf_config(tie_word_embeddings=False)(src)
+    head = np.random.default_rng(1).standard_normal(w["wte.weight"].shape).astype(np.float32)
+    _hf_weights(lambda w: w.update({"lm_head.weight": head, "h.0.attn.bias": np.ones((1, 1))}))(src)
+    assert cli("convert", "hf", src, "--out", tmp_path / "out") == 0
+    model, info = checkpoint.load(tmp_path / "out")
+    assert info.config.tie_weights is False
+    assert np.array_equal(model.lm_head.weight.detach().numpy(), head)

@@ -1,14 +1,20 @@
 """`minigpt-tui data prepare`: turn a corpus (text, JSON Lines, Parquet; plain, .gz or .zst;
-a file or a directory tree) into token memmaps for training."""
+a file or a directory tree; documents or conversations) into token memmaps for training."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from minigpt_tui.errors import UserError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from model.data import PrepareResult
 
 data_app = typer.Typer(help="Prepare training data.", no_args_is_help=True)
 
@@ -31,6 +37,13 @@ def prepare(
         help="The JSON Lines field / Parquet column of the text (default: text).",
         show_default=False,
     ),
+    corpus_format: str | None = typer.Option(
+        None,
+        "--format",
+        help="text (documents) or chat (conversations: records with 'messages' or ShareGPT "
+        "'conversations'). Default: chat when the first record is a conversation.",
+        show_default=False,
+    ),
     include: list[str] = typer.Option(
         [],
         help="In a directory, read only files matching this glob (on the name, or on the "
@@ -46,21 +59,24 @@ def prepare(
     ),
     force: bool = typer.Option(False, help="Replace earlier prepared data in --out."),
 ) -> None:
-    """Tokenize SOURCE into OUT/train.bin, OUT/val.bin and OUT/meta.json."""
-    from platformdirs import user_cache_dir
+    """Tokenize SOURCE into OUT/train.bin, OUT/val.bin and OUT/meta.json (and, for
+    conversations, OUT/train.mask.bin and OUT/val.mask.bin: 1 where a token is trained)."""
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
 
     from model import data
-    from model.corpus import corpus_bytes, file_format
 
+    _check_options(source, tokenizer, bpe_dir, corpus_format)
+    files, name = _corpus_files(source, include, exclude, from_file)
+    fmt = data.data_format(files, corpus_format)
+    _check_field(files, field, fmt)
+    console = Console(stderr=True)
+    t0 = time.perf_counter()
+    res = _run(console, files, out, tokenizer, val_fraction, bpe_dir, force, name, field, fmt)
+    _report(console, res, time.perf_counter() - t0)
+
+
+def _check_options(source: str, tokenizer: str, bpe_dir: Path | None, fmt: str | None) -> None:
+    """Options that are wrong whatever the corpus: one error line before any work."""
     if not source.strip():  # Path("") would silently mean the current directory
         raise UserError("SOURCE is empty: give a text file, a directory or 'shakespeare'")
     if tokenizer not in ("char", "gpt2") and not tokenizer.startswith("bpe:"):
@@ -71,21 +87,66 @@ def prepare(
         bpe_vocab_size(tokenizer)  # a bad N is one error line before any work
     if bpe_dir is not None and tokenizer != "gpt2":
         raise UserError("--bpe-dir only goes with --tokenizer gpt2")
+    if fmt not in (None, "text", "chat"):
+        raise UserError(f"--format must be text or chat, got {fmt!r}")
+
+
+def _corpus_files(
+    source: str, include: list[str], exclude: list[str], from_file: Path | None
+) -> tuple[list[Path], str]:
+    """The files SOURCE names, and the name meta.json records for it."""
+    from platformdirs import user_cache_dir
+
+    from model import data
+
     shakespeare = source == "shakespeare" and not Path(source).exists()  # not a local path
     if (include or exclude) and (shakespeare or Path(source).is_file()):
         raise UserError("--include and --exclude only go with a directory SOURCE")
     if shakespeare:
         files = [data.fetch_shakespeare(Path(user_cache_dir("minigpt-tui")), from_file)]
-        name = "tinyshakespeare"
-    else:
-        if from_file is not None:
-            raise UserError("--from-file only goes with the 'shakespeare' source")
-        files = data.source_files(Path(source), include, exclude)
-        name = source
+        return files, "tinyshakespeare"
+    if from_file is not None:
+        raise UserError("--from-file only goes with the 'shakespeare' source")
+    return data.source_files(Path(source), include, exclude), source
+
+
+def _check_field(files: list[Path], field: str | None, fmt: str) -> None:
+    from model.corpus import file_format
+
     if field is not None and all(file_format(f)[0] == "text" for f in files):
         raise UserError("--field only goes with JSON Lines or Parquet files; SOURCE has none")
-    total = corpus_bytes(files)
-    console = Console(stderr=True)
+    if field is not None and fmt == "chat":
+        raise UserError(
+            "--field picks the text of plain records; conversations are read from "
+            "'messages' or 'conversations'"
+        )
+
+
+def _run(
+    console: Console,
+    files: list[Path],
+    out: Path,
+    tokenizer: str,
+    val_fraction: float,
+    bpe_dir: Path | None,
+    force: bool,
+    name: str,
+    field: str | None,
+    fmt: str,
+) -> PrepareResult:
+    """data.prepare under a progress bar."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    from model import data
+    from model.corpus import corpus_bytes
+
     t0 = time.perf_counter()
     with Progress(
         TextColumn("[bold]tokenizing"),
@@ -98,13 +159,13 @@ def prepare(
         transient=True,
         refresh_per_second=4,  # its drawing thread competes with the tokenizer's
     ) as bar:
-        task = bar.add_task("prepare", total=total, tokens=0, tps=0.0)
+        task = bar.add_task("prepare", total=corpus_bytes(files), tokens=0, tps=0.0)
 
         def report(done: int, tokens: int) -> None:
             tps = tokens / max(time.perf_counter() - t0, 1e-9)
             bar.update(task, completed=done, tokens=tokens, tps=tps)
 
-        res = data.prepare(
+        return data.prepare(
             files,
             out,
             tokenizer,
@@ -114,8 +175,11 @@ def prepare(
             progress=report,
             source_name=name,
             field="text" if field is None else field,
+            fmt=fmt,
         )
-    secs = time.perf_counter() - t0
+
+
+def _report(console: Console, res: PrepareResult, secs: float) -> None:
     from minigpt_tui.safe_text import markup
 
     for notice in res.notices:
@@ -124,12 +188,18 @@ def prepare(
     if bad:
         console.print(f"[yellow]warning:[/] {markup(bad)}: skipped, the rest was used")
     files_by_format = ", ".join(f"{n} {fmt}" for fmt, n in sorted(res.stats.files.items()))
+    docs = res.stats.documents
+    what = "conversation" if res.format == "chat" else "document"
+    trained = ""
+    if res.trained_tokens is not None:
+        trained = (
+            f" ({res.trained_tokens['train']:,} and {res.trained_tokens['val']:,} of them in "
+            "assistant turns, the tokens trained)"
+        )
     console.print(
         f"[green]wrote[/] {markup(res.out)}: vocab {res.vocab_size:,}, "
-        f"train {res.train_tokens:,} tokens, val {res.val_tokens:,} tokens ({res.dtype}) "
-        f"in {secs:.1f}s; "
-        f"{res.stats.documents:,} document{'s' * (res.stats.documents != 1)} from "
-        f"{files_by_format}"
+        f"train {res.train_tokens:,} tokens, val {res.val_tokens:,} tokens ({res.dtype}){trained} "
+        f"in {secs:.1f}s; {docs:,} {what}{'s' * (docs != 1)} from {files_by_format}"
     )
 
 

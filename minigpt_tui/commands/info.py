@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from model.modeldir import ModelInfo
 
 
 def info(
@@ -34,6 +41,8 @@ def info(
     if spec["kind"] == "bpe":
         tok += f" ({spec['vocab_size']:,} tokens, trained; {spec['file']})"
     table.add_row("tokenizer", markup(tok))
+    if mi.is_chat:
+        _chat_rows(table, mi)
     files = [
         f.name
         for f in (mi.weights_path, mi.onnx_path, mi.path / modeldir.TRAINER_FILE)
@@ -66,6 +75,22 @@ def info(
         )
         table.add_row(markup(str(key).replace("_", " "), one_line=True), markup(text))
     Console().print(table)
+
+
+def _chat_rows(table: Table, mi: ModelInfo) -> None:
+    """A chat model's special tokens with their ids, and its chat template."""
+    from minigpt_tui.safe_text import markup
+    from model.tokenizer import TokenizerError
+
+    try:
+        tokens = mi.tokenizer().chat
+    except TokenizerError as e:  # e.g. a trained BPE without the tokenizers library
+        table.add_row("chat", markup(f"yes (special token ids unknown: {e})"))
+    else:
+        assert tokens is not None
+        ids = ", ".join(f"{text} {i:,}" for text, i in tokens.by_text().items())
+        table.add_row("chat", markup(f"yes: {ids}"))
+    table.add_row("chat template", markup((mi.chat_template or "-").rstrip()))
 
 
 def register(app: typer.Typer) -> None:

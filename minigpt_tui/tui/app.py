@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from rich.text import Text
 from textual import events, on
 from textual.app import App
 from textual.screen import Screen
@@ -128,11 +127,9 @@ class ChatApp(App[None]):
         return True
 
     async def action_quit(self) -> None:
+        # The last save; one that fails stays with the history store, which `chat` tries
+        # again once the screen is gone and otherwise ends in one error line (exit 1).
         self.chat.close()
-        if self.chat.unsaved:  # said on the terminal once the screen is gone, and exit 1
-            why = plain(self.chat.unsaved, one_line=True)
-            self.exit(return_code=1, message=Text(f"error: the conversation was not saved: {why}"))
-            return
         self.exit()
 
     def action_switch_model(self) -> None:

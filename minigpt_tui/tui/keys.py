@@ -112,7 +112,7 @@ HELP_NOTES = (
     "(a seed makes the whole conversation repeatable, Ctrl+R still gives a new reply). "
     "In History: Enter opens, Del twice deletes (not the open conversation). Conversations "
     "are saved after every reply (not with --no-history); a save that fails stays in the "
-    "status bar until one works, and quitting then says so and exits 1. Keys can be "
+    "status bar until one works, and quitting tries again, else says so and exits 1. Keys can be "
     "remapped in the config file's [keys] table (`minigpt-tui config edit`) by binding id: "
     + ", ".join(sorted(BINDING_IDS))
     + "."

@@ -6,8 +6,14 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from minigpt_tui.dialogue import DialogueTemplate
-from minigpt_tui.history import Conversation, HistoryStore, default_export_name, export
+from minigpt_tui.dialogue import RoleTemplate, Template
+from minigpt_tui.history import (
+    Conversation,
+    HistorySaveError,
+    HistoryStore,
+    default_export_name,
+    export,
+)
 from minigpt_tui.tui.session import ChatSession
 
 
@@ -31,7 +37,7 @@ class ConversationSaver:
         self,
         mode: str,
         model: str,
-        template: DialogueTemplate,
+        template: Template,
         session: ChatSession | None,
         document: str,
     ) -> Conversation:
@@ -40,6 +46,8 @@ class ConversationSaver:
         conv.mode = mode
         conv.model = self.model_label or model
         conv.settings = {"user": template.user, "bot": template.model}
+        if isinstance(template, RoleTemplate):  # a chat model's turns: roles
+            conv.settings["layout"] = "roles"
         if template.system:
             conv.settings["system"] = template.system
         if session is not None:
@@ -48,30 +56,24 @@ class ConversationSaver:
         return conv
 
     def save(self) -> str | None:
-        """Save the record (once it has turns); why that failed, if it did. A conversation
-        deleted from history meanwhile (by another chat) is saved again as a new one."""
-        conv = self.conversation
-        if not conv.turns:
+        """Save the record (once it has turns); why that failed, in one line, if it did. The
+        store keeps a conversation it could not write and tries again at quit (`chat` then
+        ends in one error line if that fails too: HistoryStore.flush); one deleted meanwhile
+        (by another chat) is written again."""
+        if not self.conversation.turns:
             return None
         try:
-            self.store.save(conv)
-        except Exception as e:  # sqlite3.Error or OSError: the caller keeps chatting
-            if isinstance(e, sqlite3.IntegrityError) and self._gone(conv.id):
-                conv.id = None  # its row went (a foreign key failed): a new row
-                return self.save()
-            return str(e) or type(e).__name__
+            self.store.save(self.conversation)
+        except HistorySaveError as e:  # "the conversation was not saved to ... (why)"
+            return str(e)
+        except (sqlite3.Error, OSError) as e:  # the caller keeps chatting
+            return f"the conversation was not saved ({e})"
         return None
-
-    def _gone(self, conv_id: int | None) -> bool:
-        """Whether the saved conversation `conv_id` was deleted (by another chat)."""
-        try:
-            return conv_id is not None and self.store.load(conv_id) is None
-        except Exception:  # the store cannot even be read: not known to be gone
-            return False
 
     def export_name(self) -> str:
         return default_export_name(self.conversation)
 
-    def export(self, path: Path, template: DialogueTemplate) -> Path:
-        """Write the record to `path` (.md: Markdown, else plain text); OSError if it cannot."""
+    def export(self, path: Path, template: Template) -> Path:
+        """Write the record to `path` (.md: Markdown, .json/.jsonl: a `{"messages": [...]}`
+        record, else plain text); OSError if it cannot."""
         return export(self.conversation, path, {"user": template.user, "model": template.model})

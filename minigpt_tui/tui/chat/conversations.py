@@ -95,8 +95,9 @@ class Conversations:
         self.record()
         problem = self.chat.saver.save()
         if problem and problem != self.chat.unsaved:  # keep chatting, say so (once)
-            self.chat.say(f"Could not save history: {problem}", severity="error", timeout=10)
-        self.chat.unsaved = problem or ""
+            self.chat.say(problem, severity="error", timeout=10)
+        # Also an earlier conversation the store still holds unsaved (it retries at quit).
+        self.chat.unsaved = problem or self.chat.history.unsaved_error() or ""
 
     def export(self) -> None:
         if not self.record().turns:

@@ -28,8 +28,10 @@ from minigpt_tui.tui import keys
 from minigpt_tui.tui.reply import Reply
 from minigpt_tui.tui.widgets.compare_pane import (
     ComparePane,
+    PromptLayout,
     another_spec,
     describe_settings,
+    plain_prompt,
     same_output,
 )
 from model.backend import Backend
@@ -66,8 +68,12 @@ class CompareScreen(ModalScreen[None]):
         prompt: str = "",
         specs: list[str] | None = None,
         batched: bool = True,
+        prompt_layout: PromptLayout = plain_prompt,
     ) -> None:
+        """prompt_layout: the prompt's ids for a pane's model (a chat model: the conversation with
+        the prompt as your next message)."""
         super().__init__()
+        self.prompt_layout = prompt_layout
         self.backend = backend
         self.tokenizer = tokenizer
         self.backend_lock = lock  # the chat's: held by whoever runs on `backend`
@@ -97,7 +103,7 @@ class CompareScreen(ModalScreen[None]):
         yield Footer(compact=True)
 
     def _pane(self, i: int, spec: str) -> ComparePane:
-        pane = ComparePane(i + 1, spec, self.slots[i], self.tokenizer)
+        pane = ComparePane(i + 1, spec, self.slots[i], self.tokenizer, self.prompt_layout)
         pane.base = self.base
         return pane
 

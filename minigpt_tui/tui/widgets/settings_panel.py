@@ -114,10 +114,10 @@ class SettingsPanel(VerticalScroll, can_focus=False):
                 compact=True,
                 id="mode",
             )
-        with Horizontal(classes="setting"):
+        with Horizontal(classes="setting speaker-name"):
             yield Label("you")
             yield SettingInput(self.template.user, "your name", id="user_name")
-        with Horizontal(classes="setting"):
+        with Horizontal(classes="setting speaker-name"):
             yield Label("bot")
             yield SettingInput(self.template.model, "the bot's name", id="bot_name")
         yield Label("selected token", id="inspector-title", classes="-hidden")
@@ -165,6 +165,12 @@ class SettingsPanel(VerticalScroll, can_focus=False):
         event.stop()
         if event.select.id == "mode" and isinstance(event.value, str):
             self.post_message(self.ModeChanged(event.value))  # the app ignores its own mode
+
+    def show_names(self, on: bool) -> None:
+        """Show the speaker names (a text continuer's dialogue), or not (a chat model's
+        turns are roles: You and Assistant)."""
+        for row in self.query(".speaker-name"):
+            row.display = on
 
     def set_mode(self, mode: str) -> None:
         """Show the mode the app is in now (not a change the user asked for)."""

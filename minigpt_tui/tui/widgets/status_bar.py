@@ -34,7 +34,7 @@ class StatusBar(Static):
         # The state leads, so that a narrow terminal truncates details, never "ready".
         parts = [self.state, self.model or "no model"]
         if self.unsaved:  # second, so that a narrow terminal still shows it
-            parts.insert(1, f"not saved: {self.unsaved}")
+            parts.insert(1, self.unsaved)  # "the conversation was not saved to ... (why)"
         if self.checkpoint:
             parts.append(self.checkpoint)
         if self.backend:
