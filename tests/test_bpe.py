@@ -32,6 +32,29 @@ def test_training_gives_n_tokens_with_end_of_text_and_round_trips() -> None:
     assert again.encode(UNICODE) == tok.encode(UNICODE) and again.spec() == tok.spec()
 
 
+def test_training_is_the_librarys_own_byte_level_trainer() -> None:
+    """benchmarks/tokenizer_train.py compares `bpe:N` with the library's trainer set up as
+    here: the same text gives the same vocabulary and merges, whether it comes one text at a
+    time (as data prepare streams it) or in batches (the library's fastest iterator)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    texts = [TEXT[i : i + 300] for i in range(0, len(TEXT), 300)]
+    ours = BPETokenizer.train(iter(texts), 400)
+    hf = Tokenizer(models.BPE())
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    hf.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    hf.train_from_iterator([texts[:10], texts[10:]], trainer)
+    theirs = json.loads(hf.to_str())
+    assert json.loads(ours.hf_json())["model"] == theirs["model"]
+    assert json.loads(ours.hf_json())["pre_tokenizer"] == theirs["pre_tokenizer"]
+
+
 def test_stream_decoding_joins_utf8_split_across_tokens() -> None:
     tok = BPETokenizer.train([TEXT], 280)  # no merges for the emoji: one token per byte
     ids = tok.encode("a🎭b")
