@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +55,33 @@ def test_training_is_the_librarys_own_byte_level_trainer() -> None:
     theirs = json.loads(hf.to_str())
     assert json.loads(ours.hf_json())["model"] == theirs["model"]
     assert json.loads(ours.hf_json())["pre_tokenizer"] == theirs["pre_tokenizer"]
+
+
+MEMORY_SCRIPT = """
+import random
+from model.tokenizer import BPETokenizer
+def kb(key):
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(key))
+rng = random.Random(0)
+words = ("".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=8)) for _ in range(100_000))
+texts = [" ".join(next(words) for _ in range(1000)) for _ in range(100)]
+start = kb("VmRSS:")
+BPETokenizer.train(iter(texts), 300)
+print(kb("VmHWM:") - start, kb("VmRSS:") - start)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
+def test_training_gives_back_the_memory_of_its_word_counts() -> None:
+    """data prepare tokenizes the corpus after training: the trainer's word counts (100k
+    distinct words here) must not stay resident under it, as glibc keeps freed memory
+    unless trimmed (model/tokenizer.py release_freed_memory)."""
+    run = subprocess.run(
+        [sys.executable, "-c", MEMORY_SCRIPT], capture_output=True, text=True, check=True
+    )
+    grown, kept = map(int, run.stdout.split())
+    assert grown > 20_000  # KB: the word counts took memory
+    assert kept < grown / 3
 
 
 def test_stream_decoding_joins_utf8_split_across_tokens() -> None:
