@@ -239,14 +239,14 @@ def main() -> None:
             m = measure(cmd) | {"load": load}
             results[mode].append(m)
             print(json.dumps({"round": r, "mode": mode} | {k: round(v, 2) for k, v in m.items()}))
-    best = {m: min(rs, key=lambda x: x["cpu"]) for m, rs in results.items()}
+    # ours/theirs within each round (run back to back, under the same load)
     for ours in ("prepare", "ours-train"):
         for theirs in ("hf-iter", "hf-files"):
-            if ours in best and theirs in best:
-                a, b = best[ours], best[theirs]
-                ratio = {k: round(a[k] / b[k], 2) for k in ("wall", "cpu", "rss_mb")}
-                print(json.dumps({"ratio": f"{ours}/{theirs}"} | ratio))
-    trained = [m for m in ("ours-train", "prepare", "hf-iter") if m in best]
+            if ours in results and theirs in results:
+                for r, (a, b) in enumerate(zip(results[ours], results[theirs], strict=True)):
+                    ratio = {k: round(a[k] / b[k], 2) for k in ("wall", "cpu", "rss_mb")}
+                    print(json.dumps({"round": r, "ratio": f"{ours}/{theirs}"} | ratio))
+    trained = [m for m in ("ours-train", "prepare", "hf-iter") if m in results]
     if len(trained) >= 2 and "hf-iter" in trained:
         ma = merges(args.work / f"out-{trained[0]}/tokenizer.json")
         mb = merges(args.work / "out-hf-iter/tokenizer.json")
