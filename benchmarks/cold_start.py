@@ -4,10 +4,12 @@ Each run is a fresh process (`python -m minigpt_tui generate --max-tokens 1 -t 0
 the bundled model unless --model says otherwise); its wall time is timed here and its CPU time
 (user + system, from the child's rusage) is reported beside it: CPU time is what to compare on
 a busy machine, wall time is the target's measure on a quiet one. Several variants can be
-timed in turn (A B A B ...), each an environment setting that the child sees:
+timed in turn (A B A B ...): another checkout of the project (run from its directory, with
+this Python) or an environment variable that the child sees:
 
     python benchmarks/cold_start.py                          # 11 runs of this checkout
-    python benchmarks/cold_start.py --runs 21 --variant old=PYTHONPATH=/tmp/typer-old
+    python benchmarks/cold_start.py --runs 21 --variant main=/work/main
+    python benchmarks/cold_start.py --variant typer026=PYTHONPATH=/tmp/typer026
     python benchmarks/cold_start.py --importtime             # the slowest imports, once
 
 `--importtime` runs it once more under `python -X importtime` and prints the imports that took
@@ -32,14 +34,17 @@ def command(model: str | None) -> list[str]:
     return [*cmd, *(["--model", model] if model else []), "To be"]
 
 
-def run_once(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+Variant = tuple[Path, dict[str, str]]  # the directory it runs in, its environment
+
+
+def run_once(cmd: list[str], variant: Variant) -> tuple[float, float]:
     """(wall seconds, CPU seconds of the child) for one run; it must succeed."""
-    before = os.wait4  # the child's own rusage: wait4 on its pid
+    cwd, env = variant
     t0 = time.perf_counter()
     proc = subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
-    _, status, usage = before(proc.pid, 0)
+    _, status, usage = os.wait4(proc.pid, 0)  # the child's own rusage
     wall = time.perf_counter() - t0
     if os.waitstatus_to_exitcode(status) != 0:
         err = proc.stderr.read().decode() if proc.stderr else ""
@@ -47,10 +52,11 @@ def run_once(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
     return wall, usage.ru_utime + usage.ru_stime
 
 
-def import_times(cmd: list[str], env: dict[str, str], top: int) -> None:
+def import_times(cmd: list[str], variant: Variant, top: int) -> None:
     """Print the `top` slowest imports (cumulative microseconds) of one run."""
+    cwd, env = variant
     out = subprocess.run(
-        [cmd[0], "-X", "importtime", *cmd[1:]], cwd=ROOT, env=env, capture_output=True, text=True
+        [cmd[0], "-X", "importtime", *cmd[1:]], cwd=cwd, env=env, capture_output=True, text=True
     ).stderr
     rows = []
     for line in out.splitlines():
@@ -71,21 +77,26 @@ def main() -> None:
         "--variant",
         action="append",
         default=[],
-        metavar="NAME=VAR=VALUE",
-        help="another variant: this environment variable set for the child (repeatable)",
+        metavar="NAME=DIR|NAME=VAR=VALUE",
+        help="another variant: a checkout to run from, or an environment variable (repeatable)",
     )
     ap.add_argument("--importtime", action="store_true")
     args = ap.parse_args()
     cmd = command(args.model)
-    variants: dict[str, dict[str, str]] = {"this": dict(os.environ)}
+    variants: dict[str, Variant] = {"this": (ROOT, dict(os.environ))}
     for spec in args.variant:
-        name, var, value = spec.split("=", 2)
-        variants[name] = {**os.environ, var: value}
-    subprocess.run(cmd, cwd=ROOT, capture_output=True, check=True)  # warm the file cache
+        name, _, rest = spec.partition("=")
+        if "=" in rest:
+            var, _, value = rest.partition("=")
+            variants[name] = (ROOT, {**os.environ, var: value})
+        else:
+            variants[name] = (Path(rest), dict(os.environ))
+    for variant in variants.values():  # warm the file cache
+        run_once(cmd, variant)
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     for _ in range(args.runs):
-        for name, env in variants.items():
-            results[name].append(run_once(cmd, env))
+        for name, variant in variants.items():
+            results[name].append(run_once(cmd, variant))
     print(f"{' '.join(cmd[1:])}; load average {os.getloadavg()[0]:.1f}; {args.runs} runs each")
     for name, rows in results.items():
         walls, cpus = [w for w, _ in rows], [c for _, c in rows]
@@ -94,9 +105,9 @@ def main() -> None:
             f"CPU median {statistics.median(cpus):.3f} s (min {min(cpus):.3f})"
         )
     if args.importtime:
-        for name, env in variants.items():
+        for name, variant in variants.items():
             print(f"[{name}]", end=" ")
-            import_times(cmd, env, 25)
+            import_times(cmd, variant, 25)
 
 
 if __name__ == "__main__":
