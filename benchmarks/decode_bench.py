@@ -62,8 +62,9 @@ from minigpt_tui.sampling import SamplingSettings  # noqa: E402
 from model import modeldir  # noqa: E402
 
 ENGINES = ("torch", "onnx-fp32", "onnx-int8", "onnx-int4", "ct2-int8", "hf", "llama-q8_0")
-# (time to first token in s, decode tokens/s, decode tokens per CPU-second of the process)
-Timing = tuple[float, float, float]
+# (time to first token in s, decode tokens/s, decode tokens per CPU-second of the process,
+#  CPU seconds of the process to the first token)
+Timing = tuple[float, float, float, float]
 
 
 def read_bandwidth(
@@ -165,6 +166,7 @@ class NoEndOfText:
 
 def ours(backend: Backend) -> Callable[[list[int], int], Timing]:
     def run(prompt: list[int], new: int) -> Timing:
+        start = time.process_time()
         tok = NoEndOfText(backend.info.tokenizer())
         gen = Generation(
             backend,
@@ -176,7 +178,7 @@ def ours(backend: Backend) -> Callable[[list[int], int], Timing]:
             if i == 0:
                 cpu = time.process_time()
         rate = (new - 1) / (time.process_time() - cpu)
-        return gen.stats.time_to_first_token, gen.stats.tokens_per_second, rate
+        return gen.stats.time_to_first_token, gen.stats.tokens_per_second, rate, cpu - start
 
     return run
 
@@ -187,7 +189,7 @@ def ct2(path: Path, threads: int) -> Callable[[list[int], int], Timing]:
     gen = ctranslate2.Generator(str(path), device="cpu", intra_threads=threads)
 
     def run(prompt: list[int], new: int) -> Timing:
-        t0 = time.perf_counter()
+        t0, start = time.perf_counter(), time.process_time()
         first = 0.0
         steps = gen.generate_tokens(
             [str(i) for i in prompt], max_length=new, sampling_topk=1, end_token=[]
@@ -196,7 +198,7 @@ def ct2(path: Path, threads: int) -> Callable[[list[int], int], Timing]:
             if i == 0:
                 first, cpu = time.perf_counter(), time.process_time()
         rate = (new - 1) / (time.process_time() - cpu)
-        return first - t0, (new - 1) / (time.perf_counter() - first), rate
+        return first - t0, (new - 1) / (time.perf_counter() - first), rate, cpu - start
 
     return run
 
@@ -209,7 +211,7 @@ def hf(path: Path) -> Callable[[list[int], int], Timing]:
 
     @torch.inference_mode()
     def run(prompt: list[int], new: int) -> Timing:
-        t0 = time.perf_counter()
+        t0, start = time.perf_counter(), time.process_time()
         out = model(torch.tensor([prompt]), use_cache=True)
         tok = out.logits[:, -1:].argmax(-1)
         first, cpu = time.perf_counter(), time.process_time()
@@ -218,7 +220,7 @@ def hf(path: Path) -> Callable[[list[int], int], Timing]:
             out = model(tok, past_key_values=past, use_cache=True)
             past, tok = out.past_key_values, out.logits[:, -1:].argmax(-1)
         rate = (new - 1) / (time.process_time() - cpu)
-        return first - t0, (new - 1) / (time.perf_counter() - first), rate
+        return first - t0, (new - 1) / (time.perf_counter() - first), rate, cpu - start
 
     return run
 
@@ -248,7 +250,7 @@ class Llama:
         self.proc.stdin.write(json.dumps({"prompt": prompt, "new": new}) + "\n")
         self.proc.stdin.flush()
         r = self._reply()
-        return r["ttft"], r["tps"], r["cpu_rate"]
+        return r["ttft"], r["tps"], r["cpu_rate"], r["cpu_ttft"]
 
     def close(self) -> None:
         if self.proc.stdin is not None:
@@ -393,9 +395,13 @@ def bench(args: argparse.Namespace, paths: dict[str, Path], threads: int) -> Non
     print(
         "| engine | weights read per token (MB) | time to first token (ms) | decode tokens/s "
         "| limit tokens/s | share of limit |"
-        + (" tokens per CPU-second | limit per CPU-second | share |" if by_cpu else "")
+        + (
+            " tokens per CPU-second | limit per CPU-second | share | CPU ms to first token |"
+            if by_cpu
+            else ""
+        )
     )
-    print("|---|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if by_cpu else ""))
+    print("|---|---:|---:|---:|---:|---:|" + ("---:|---:|---:|---:|" if by_cpu else ""))
     best_tps, best_cpu = {}, {}
     for name, rows in results.items():
         ttft = min(r[0] for r in rows)
@@ -411,6 +417,7 @@ def bench(args: argparse.Namespace, paths: dict[str, Path], threads: int) -> Non
         if by_cpu:
             limit_cpu = bw_cpu / weight_bytes[name]
             line += f" {best_cpu[name]:.1f} | {limit_cpu:.0f} | {best_cpu[name] / limit_cpu:.0%} |"
+            line += f" {min(r[3] for r in rows) * 1e3:.0f} |"
         print(line)
     if "onnx-int8" in best_tps and "ct2-int8" in best_tps:
         print(
@@ -422,12 +429,19 @@ def bench(args: argparse.Namespace, paths: dict[str, Path], threads: int) -> Non
             )
         )
     if "onnx-int8" in best_tps and "llama-q8_0" in best_tps:
-        ttft = {n: min(r[0] for r in results[n]) for n in ("onnx-int8", "llama-q8_0")}
+        pair = ("onnx-int8", "llama-q8_0")
+        ttft = {n: min(r[0] for r in results[n]) for n in pair}
         print(
             f"onnx-int8 / llama-q8_0: decode {best_tps['onnx-int8'] / best_tps['llama-q8_0']:.2f}x"
             f" (target >= 1.15x), time to first token "
             f"{ttft['onnx-int8'] / ttft['llama-q8_0']:.2f}x (target <= 0.8x)"
         )
+        if by_cpu:
+            cpu_ttft = {n: min(r[3] for r in results[n]) for n in pair}
+            print(
+                f"per CPU-second: decode {best_cpu['onnx-int8'] / best_cpu['llama-q8_0']:.2f}x, "
+                f"CPU time to first token {cpu_ttft['onnx-int8'] / cpu_ttft['llama-q8_0']:.2f}x"
+            )
     clock = time.process_time if by_cpu else time.perf_counter
     unit = "per CPU-second" if by_cpu else "wall clock"
     if args.context:

@@ -3,7 +3,8 @@
     /path/to/llama-venv/bin/python benchmarks/llama_worker.py MODEL.gguf THREADS CONTEXT
 
 It loads the GGUF file once and then answers one JSON line per request line on stdin:
-{"prompt": [ids], "new": N} -> {"ttft": s, "tps": tokens/s, "cpu_rate": tokens/CPU-s}: the
+{"prompt": [ids], "new": N} -> {"ttft": s, "tps": tokens/s, "cpu_rate": tokens/CPU-s,
+"cpu_ttft": CPU-s to the first token}: the
 prompt evaluated in one batch, then N - 1 greedy tokens one at a time (argmax of llama.cpp's
 logits), timed as decode_bench times this project's engines. Only llama_cpp and numpy are
 imported, so it runs in a venv without this project.
@@ -40,7 +41,7 @@ def main() -> None:
         request = json.loads(line)
         prompt, new = request["prompt"], request["new"]
         llm.reset()
-        t0 = time.perf_counter()
+        t0, start = time.perf_counter(), time.process_time()
         llm.eval(prompt)
         tok = next_token()
         first, cpu = time.perf_counter(), time.process_time()
@@ -48,7 +49,12 @@ def main() -> None:
             llm.eval([tok])
             tok = next_token()
         wall, cpu_s = time.perf_counter() - first, time.process_time() - cpu
-        reply = {"ttft": first - t0, "tps": (new - 1) / wall, "cpu_rate": (new - 1) / cpu_s}
+        reply = {
+            "ttft": first - t0,
+            "tps": (new - 1) / wall,
+            "cpu_rate": (new - 1) / cpu_s,
+            "cpu_ttft": cpu - start,
+        }
         print(json.dumps(reply), flush=True)
 
 
