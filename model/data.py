@@ -32,6 +32,7 @@ from model.tokenizer import (
     Tokenizer,
     WithTokenizer,
     bpe_vocab_size,
+    chat_version,
     safe_cut,
 )
 
@@ -123,15 +124,24 @@ def _split(
 
 
 def _conversations(
-    files: Sequence[Path], field: str, split_at: float, stats: ReadStats
+    files: Sequence[Path],
+    field: str,
+    split_at: float,
+    stats: ReadStats,
+    vocabulary: CharTokenizer | None = None,
 ) -> Iterator[tuple[str, list[Message], float]]:
     """(split, messages, end) for every usable conversation; a conversation is never cut: it
     is train when it ends by split_at (the first one always is), else val. Bad records are
-    counted in stats.bad by reason (model/chat.py's ChatFormatError.reason)."""
+    counted in stats.bad by reason (model/chat.py's ChatFormatError.reason; with a given
+    character vocabulary, "unknown character" for text it lacks)."""
     first = True
     for record, end in corpus.read_records(files, stats):
         try:
             messages = chat.parse_record(record)
+            if vocabulary is not None and any(
+                vocabulary.unknown_chars(m.content) for m in messages
+            ):
+                raise ChatFormatError("unknown character")
         except ChatFormatError as e:
             if isinstance(record, dict) and field in record and not chat.is_chat_record(record):
                 raise DataError(
@@ -185,7 +195,7 @@ def _corpus_texts(
 
 
 def make_tokenizer(
-    kind: str,
+    kind: str | Tokenizer,
     files: Sequence[Path],
     field: str,
     split_at: float,
@@ -193,9 +203,12 @@ def make_tokenizer(
     fmt: str = "text",
 ) -> Tokenizer:
     """The tokenizer for a corpus: char and bpe:N learn theirs from it (bpe:N from the
-    training split only), in one streaming pass. For conversations (fmt="chat") it is a chat
-    tokenizer, with the chat format's special tokens."""
+    training split only), in one streaming pass; a Tokenizer (a model's, to fine-tune it) is
+    taken as it is. For conversations (fmt="chat") it is a chat tokenizer, with the chat
+    format's special tokens (a given tokenizer's chat version: model/tokenizer.py)."""
     is_chat = fmt == "chat"
+    if not isinstance(kind, str):
+        return chat_version(kind) if is_chat else kind
     if kind == "gpt2":
         return GPT2Tokenizer(bpe_dir, chat=is_chat)
     stats = ReadStats()
@@ -237,7 +250,7 @@ def _check_out(out: Path, force: bool) -> None:
 def prepare(
     files: list[Path],
     out: Path,
-    tokenizer_kind: str = "char",
+    tokenizer_kind: str | Tokenizer = "char",
     val_fraction: float = 0.1,
     bpe_dir: str | None = None,
     force: bool = False,
@@ -247,7 +260,7 @@ def prepare(
     fmt: str | None = None,
 ) -> PrepareResult:
     """Tokenize a corpus into out/{train,val}.bin + meta.json. The last val_fraction of it
-    (in bytes on disk) is val.
+    (in bytes on disk) is val. tokenizer_kind: char, gpt2, bpe:N, or a Tokenizer (a model's).
 
     Plain text (fmt "text"): documents are separated by end-of-text (by a blank line for a
     character vocabulary). Every split of the text obeys `safe_cut`, so the result is the
@@ -268,17 +281,20 @@ def prepare(
     split_at = total_bytes * (1 - val_fraction)
     tokenizer = make_tokenizer(tokenizer_kind, files, field, split_at, bpe_dir, fmt)
     notices = []
-    if tokenizer_kind.startswith("bpe:") and tokenizer.vocab_size < bpe_vocab_size(tokenizer_kind):
+    kind = tokenizer_kind if isinstance(tokenizer_kind, str) else ""
+    if kind.startswith("bpe:") and tokenizer.vocab_size < bpe_vocab_size(kind):
         notices.append(
             f"the training split allows only {tokenizer.vocab_size:,} tokens, fewer than "
-            f"{tokenizer_kind}: it has no more pairs to merge"
+            f"{kind}: it has no more pairs to merge"
         )
     dtype = token_dtype(tokenizer.vocab_size)
     stats = ReadStats()
     with modeldir.staged_dir(out, replace=force) as tmp:
         with _Splits(tmp, dtype, masked=fmt == "chat") as splits:
             if fmt == "chat":
-                chunks = _chat_chunks(_conversations(files, field, split_at, stats))
+                vocabulary = tokenizer if isinstance(tokenizer, CharTokenizer) else None
+                conversations = _conversations(files, field, split_at, stats, vocabulary)
+                chunks = _chat_chunks(conversations)
                 _write_chat(splits, tokenizer, chunks, progress)
                 _check_usable(stats, "conversation")
                 if val_fraction > 0 and not splits.counts["val"]:
