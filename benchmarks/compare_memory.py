@@ -58,7 +58,7 @@ async def measure(model: Path, panes: int, prompt_tokens: int, new: int) -> None
         history=HistoryStore.memory(),
     )
     async with app.run_test(size=(160, 40)) as pilot:
-        while app.session is None:
+        while app.chat.session is None:
             await pilot.pause(0.1)
         loaded = rss_mb()
         await pilot.press("f9")

@@ -50,12 +50,12 @@ async def run_panes(
     )
     specs = [f"temp=0.8 top_k=40 seed={i + 1} max={new}" for i in range(panes)]
     async with app.run_test(size=(200, 40)) as pilot:
-        while app.session is None or app.backend is None:
+        while app.chat.session is None or app.chat.backend is None:
             await pilot.pause(0.05)
         screen = CompareScreen(
-            app.backend,
-            app.session.tokenizer,
-            app.replies.backend_lock,
+            app.chat.backend,
+            app.chat.session.tokenizer,
+            app.chat.replies.backend_lock,
             app.settings,
             prompt="ROMEO:",
             specs=specs,

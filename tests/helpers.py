@@ -16,6 +16,17 @@ TEXT = (
     "JULIET:\nO Romeo, Romeo, wherefore art thou Romeo?\n\n"
 ) * 40
 
+# A model name / text that would set the terminal title, clear the screen, turn text red
+# (C1 CSI, one byte) and break or eat rich markup, if anything passed it on as it is.
+EVIL = "\x1b]0;PWNED\x07\x1b[2J[/][old]\x9b31m\u202eevil"
+RAW = ("\x1b", "\x07", "\x9b", "\u202e")  # none of these may reach the terminal
+
+
+def assert_inert(text: str) -> None:
+    """Nothing in `text` can drive a terminal, and markup came out as the characters it is."""
+    for ch in RAW:
+        assert ch not in text, f"{ch!r} reached the output: {text!r}"
+
 
 def make_corpus(tmp: Path, text: str = TEXT, name: str = "corpus.txt") -> Path:
     path = tmp / name

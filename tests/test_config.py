@@ -186,7 +186,9 @@ def test_the_texts_about_themes_name_the_theme_key(
 
     from minigpt_tui.tui.keys import BINDINGS
 
-    key = next(b.key for b in BINDINGS if isinstance(b, Binding) and b.action == "theme").upper()
+    key = next(
+        b.key for b in BINDINGS if isinstance(b, Binding) and b.action == "app.theme"
+    ).upper()
     assert f"{key} in chat picks one" in config.DEFAULT_FILE
     cfg_file.parent.mkdir()
     cfg_file.write_text("theme = 'no-such-theme'\n")

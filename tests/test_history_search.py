@@ -157,7 +157,9 @@ def test_system_text_leads_the_prompt_and_is_never_windowed_out() -> None:
     assert template.render([Turn("user", "Hi")]) == "Be brief.\n\nROMEO:\nHi\n\nJULIET:\n"
     assert DialogueTemplate().render([Turn("user", "Hi")]) == "ROMEO:\nHi\n\nJULIET:\n"
     session = ChatSession(CharTokenizer(chars), 64, SamplingSettings(max_new_tokens=8), template)
-    session.turns = [Turn("user" if i % 2 == 0 else "model", f"turn number {i}") for i in range(20)]
+    session.restore(
+        [Turn("user" if i % 2 == 0 else "model", f"turn number {i}") for i in range(20)]
+    )
     prompt = session.prompt()
     text = session.tokenizer.decode(prompt.ids)
     assert prompt.dropped_turns > 0 and text.startswith("Be brief.\n\n")

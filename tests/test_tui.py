@@ -27,13 +27,13 @@ SIZE = (100, 30)
 
 
 async def send(pilot, text: str) -> None:  # type: ignore[no-untyped-def]
-    await wait_for(pilot, lambda: pilot.app.session is not None)
+    await wait_for(pilot, lambda: pilot.app.chat.session is not None)
     pilot.app.query_one(PromptInput).load_text(text)
     await pilot.press("enter")
 
 
 def replies(app: ChatApp) -> list[str]:
-    return [m.text for m in app.transcript.messages if m.role == "model"]
+    return [m.text for m in app.chat.transcript.messages if m.role == "model"]
 
 
 @run_async
@@ -49,11 +49,11 @@ async def test_send_streams_reply_token_by_token(monkeypatch: pytest.MonkeyPatch
     app = make_app(FakeBackend("Good morrow, sweet friend.\n\n", delay=0.01))
     async with app.run_test(size=SIZE) as pilot:
         await send(pilot, "Hello")
-        await wait_for(pilot, lambda: not app.generating and len(replies(app)) == 1)
+        await wait_for(pilot, lambda: not app.chat.generating and len(replies(app)) == 1)
         assert replies(app) == ["Good morrow, sweet friend."]
         assert len(shown) >= 3, "the reply should appear in pieces while it streams"
         assert shown[0] and "Good morrow, sweet friend.".startswith(shown[0].strip())
-        assert [t.role for t in app.session.turns] == ["user", "model"]  # type: ignore[union-attr]
+        assert [t.role for t in app.chat.session.turns] == ["user", "model"]  # type: ignore[union-attr]
         status = app.query_one(StatusBar)
         assert status.ttft >= 0 and status.state == "ready"
         assert app.query_one(PromptInput).text == ""
@@ -76,10 +76,10 @@ async def test_escape_stops_generation_promptly(monkeypatch: pytest.MonkeyPatch)
     async with app.run_test(size=SIZE) as pilot:
         await send(pilot, "Speak")
         await wait_for(pilot, lambda: backend.decoded >= 3)
-        gen = app.generation
+        gen = app.chat.generation
         t0 = time.monotonic()
         await pilot.press("escape")
-        await wait_for(pilot, lambda: not app.generating, timeout=2)
+        await wait_for(pilot, lambda: not app.chat.generating, timeout=2)
         assert ended and ended[0] - t0 < 0.2, "the loop stops within 0.2 s of the key"
         assert gen is not None and gen.stats.stop_reason == "cancelled"
         decoded = backend.decoded
@@ -109,7 +109,7 @@ async def test_temperature_key_changes_the_next_token(monkeypatch: pytest.Monkey
         n = len(seen)
         await wait_for(pilot, lambda: len(seen) >= n + 2)
         await pilot.press("escape")
-        await wait_for(pilot, lambda: not app.generating)
+        await wait_for(pilot, lambda: not app.chat.generating)
         assert seen[0] == 0.8 and seen[-1] == pytest.approx(0.9)
         first_new = seen.index(pytest.approx(0.9))  # type: ignore[arg-type]
         assert first_new <= n + 1, "the very next token uses the new temperature"
@@ -127,7 +127,7 @@ async def test_temperature_key_changes_the_next_token(monkeypatch: pytest.Monkey
 async def test_settings_panel_edits_apply_and_reject_bad_values() -> None:
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.session is not None)
+        await wait_for(pilot, lambda: app.chat.session is not None)
         box = app.query_one("#top_p")
         box.value = "0.5"  # type: ignore[attr-defined]
         await pilot.pause()
@@ -142,9 +142,9 @@ async def test_settings_panel_edits_apply_and_reject_bad_values() -> None:
         app.query_one("#bot_name").value = "NURSE"  # type: ignore[attr-defined]
         await pilot.pause()
         await send(pilot, "Hi")
-        await wait_for(pilot, lambda: not app.generating and len(replies(app)) == 1)
-        assert app.transcript.last_model_view().speaker == "NURSE"  # type: ignore[union-attr]
-        assert "\nNURSE:\n" in app.template.render(app.session.turns)  # type: ignore[union-attr]
+        await wait_for(pilot, lambda: not app.chat.generating and len(replies(app)) == 1)
+        assert app.chat.transcript.last_model_view().speaker == "NURSE"  # type: ignore[union-attr]
+        assert "\nNURSE:\n" in app.template.render(app.chat.session.turns)  # type: ignore[union-attr]
 
 
 @run_async
@@ -156,15 +156,17 @@ async def test_regenerate_new_history_reopen_and_export(
     app = make_app(FakeBackend("Good morrow.\n\n"), history=store)
     async with app.run_test(size=SIZE) as pilot:
         await send(pilot, "Hello")
-        await wait_for(pilot, lambda: not app.generating and len(replies(app)) == 1)
+        await wait_for(pilot, lambda: not app.chat.generating and len(replies(app)) == 1)
         await pilot.press("ctrl+r")
-        await wait_for(pilot, lambda: not app.generating and app.session.turns[-1].role == "model")  # type: ignore[union-attr]
+        await wait_for(
+            pilot, lambda: not app.chat.generating and app.chat.session.turns[-1].role == "model"
+        )  # type: ignore[union-attr]
         assert replies(app) == ["Good morrow."], "regenerate replaces the last reply"
-        assert len(app.session.turns) == 2  # type: ignore[union-attr]
+        assert len(app.chat.session.turns) == 2  # type: ignore[union-attr]
 
         await pilot.press("ctrl+n")
         await pilot.pause()
-        assert app.transcript.messages == [] and app.session.turns == []  # type: ignore[union-attr]
+        assert app.chat.transcript.messages == [] and app.chat.session.turns == []  # type: ignore[union-attr]
         saved = store.list()
         assert [c.title for c in saved] == ["Hello"]
 
@@ -172,9 +174,9 @@ async def test_regenerate_new_history_reopen_and_export(
         await wait_for(pilot, lambda: isinstance(app.screen, HistoryScreen))
         await pilot.press("enter")
         await wait_for(pilot, lambda: not isinstance(app.screen, HistoryScreen))
-        assert [m.text for m in app.transcript.messages] == ["Hello", "Good morrow."]
+        assert [m.text for m in app.chat.transcript.messages] == ["Hello", "Good morrow."]
         await send(pilot, "Again")
-        await wait_for(pilot, lambda: not app.generating and len(replies(app)) == 2)
+        await wait_for(pilot, lambda: not app.chat.generating and len(replies(app)) == 2)
         assert len(store.list()) == 1, "continuing a reopened conversation updates it"
         assert len(store.load(saved[0].id).turns) == 4  # type: ignore[arg-type,union-attr]
 
@@ -193,7 +195,7 @@ async def test_help_copy_probabilities_and_history_recall() -> None:
     app = make_app(FakeBackend("Fair Verona.\n\n"))
     async with app.run_test(size=SIZE) as pilot:
         await send(pilot, "first line")
-        await wait_for(pilot, lambda: not app.generating and len(replies(app)) == 1)
+        await wait_for(pilot, lambda: not app.chat.generating and len(replies(app)) == 1)
         await pilot.press("ctrl+o")
         assert app.clipboard == "Fair Verona."
         await pilot.press("up")
@@ -202,11 +204,11 @@ async def test_help_copy_probabilities_and_history_recall() -> None:
         assert app.query_one(PromptInput).text == ""
         await pilot.press("ctrl+t")
         await pilot.pause()
-        view = app.transcript.last_model_view()
+        view = app.chat.transcript.last_model_view()
         assert view is not None and view.show_probs
         inspector = app.query_one(TokenInspector)
         assert inspector.display and not inspector.has_class("-hidden")
-        app.transcript.focus()
+        app.chat.transcript.focus()
         await pilot.press("left", "left")
         assert view.selected == len(view.tokens) - 3
         assert "Verona" in "".join(t.text for t in view.tokens)
@@ -221,19 +223,23 @@ async def test_complete_mode_continues_the_document() -> None:
     app = make_app(FakeBackend("and more text"), max_new_tokens=8)
     app.mode = "complete"
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.session is not None)
-        assert not app.prompt_input.display and app.focused is app.document
-        app.document.load_text("Once upon ")
+        await wait_for(pilot, lambda: app.chat.session is not None)
+        assert not app.chat.prompt_input.display and app.focused is app.chat.document
+        app.chat.document.load_text("Once upon ")
         await pilot.press("ctrl+g")
-        await wait_for(pilot, lambda: not app.generating and app.last_stats is not None)
-        assert app.document.text == "Once upon and more"
+        await wait_for(pilot, lambda: not app.chat.generating and app.chat.last_stats is not None)
+        assert app.chat.document.text == "Once upon and more"
         await pilot.press("ctrl+r")
-        await wait_for(pilot, lambda: not app.generating and app.document.text != "Once upon ")
-        assert app.document.text == "Once upon and more", "regenerate redoes the continuation"
-        app.document.insert("!", app.document.document.end)  # the user edits the result
+        await wait_for(
+            pilot, lambda: not app.chat.generating and app.chat.document.text != "Once upon "
+        )
+        assert app.chat.document.text == "Once upon and more", "regenerate redoes the continuation"
+        app.chat.document.insert("!", app.chat.document.document.end)  # the user edits the result
         await pilot.press("ctrl+r")
         await pilot.pause()
-        assert not app.generating and app.document.text == "Once upon and more!", "edits kept"
+        assert not app.chat.generating and app.chat.document.text == "Once upon and more!", (
+            "edits kept"
+        )
 
 
 @run_async
@@ -242,11 +248,11 @@ async def test_unknown_characters_and_long_text_are_kept_with_a_notice() -> None
     async with app.run_test(size=SIZE) as pilot:
         long = "word " * 100 + "é"
         await send(pilot, long)
-        await wait_for(pilot, lambda: not app.generating and len(replies(app)) == 1)
+        await wait_for(pilot, lambda: not app.chat.generating and len(replies(app)) == 1)
         notes = [n.message for n in app._notifications]
         assert any("'é'" in n for n in notes)
         assert any("longer than the model's context" in n for n in notes)
-        assert app.session.turns[0].text == long  # type: ignore[union-attr]
+        assert app.chat.session.turns[0].text == long  # type: ignore[union-attr]
         assert app.query_one(StatusBar).context <= 32
 
 
@@ -281,12 +287,12 @@ async def test_mode_switch_from_the_settings_panel() -> None:
     app = make_app(FakeBackend("Hark.\n\n"))
     async with app.run_test(size=SIZE) as pilot:
         await send(pilot, "Hello")
-        await wait_for(pilot, lambda: not app.generating and len(replies(app)) == 1)
+        await wait_for(pilot, lambda: not app.chat.generating and len(replies(app)) == 1)
         app.query_one("#mode").focus()
         await pilot.press("enter", "down", "enter")
-        await wait_for(pilot, lambda: app.mode == "complete")
-        assert app.focused is app.document and not app.prompt_input.display
-        assert app.transcript.messages == [], "a mode switch starts a new conversation"
+        await wait_for(pilot, lambda: app.chat.mode == "complete")
+        assert app.focused is app.chat.document and not app.chat.prompt_input.display
+        assert app.chat.transcript.messages == [], "a mode switch starts a new conversation"
         assert len(app.history.list()) == 1, "the chat so far was saved"
 
 
@@ -328,7 +334,7 @@ async def test_scrolling_up_stops_following_the_reply() -> None:
     app = make_app(backend, max_new_tokens=2000)
     async with app.run_test(size=(80, 24)) as pilot:
         await send(pilot, "Talk")
-        transcript = app.transcript
+        transcript = app.chat.transcript
         await wait_for(pilot, lambda: transcript.max_scroll_y > 5)
         assert transcript.scroll_y == transcript.max_scroll_y, "follows while at the end"
         transcript.focus()
@@ -337,17 +343,17 @@ async def test_scrolling_up_stops_following_the_reply() -> None:
         await wait_for(pilot, lambda: transcript.max_scroll_y > where + 30, timeout=20)
         assert transcript.scroll_y == where, "stays where the user went"
         await pilot.press("escape")
-        await wait_for(pilot, lambda: not app.generating)
+        await wait_for(pilot, lambda: not app.chat.generating)
 
 
 async def _two_replies(seed: int) -> list[str]:
     app = make_app(FakeBackend("abcdefgh", sharpness=2.0), seed=seed, max_new_tokens=12)
     async with app.run_test(size=SIZE) as pilot:
         await send(pilot, "Hello")
-        await wait_for(pilot, lambda: not app.generating and len(replies(app)) == 1)
+        await wait_for(pilot, lambda: not app.chat.generating and len(replies(app)) == 1)
         first = replies(app)[0]
         await pilot.press("ctrl+r")
-        await wait_for(pilot, lambda: not app.generating and replies(app) != [first])
+        await wait_for(pilot, lambda: not app.chat.generating and replies(app) != [first])
         return [first, replies(app)[0]]
 
 
@@ -362,10 +368,10 @@ async def test_seed_repeats_the_conversation_and_regenerate_still_varies() -> No
 async def test_panel_toggle_keeps_the_conversation_usable() -> None:
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
-        await wait_for(pilot, lambda: app.session is not None)
+        await wait_for(pilot, lambda: app.chat.session is not None)
         await pilot.press("ctrl+p")
         assert not app.query_one("#settings").display
         await send(pilot, "Hi")
-        await wait_for(pilot, lambda: not app.generating and len(replies(app)) == 1)
+        await wait_for(pilot, lambda: not app.chat.generating and len(replies(app)) == 1)
         await pilot.press("ctrl+p")
         assert app.query_one("#settings").display

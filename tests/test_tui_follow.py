@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_tui_support import FakeBackend, make_app, run_async, wait_for
+from test_tui_support import FakeBackend, make_app, run_async, said, wait_for
 
 from minigpt_tui.tui import follow
 from minigpt_tui.tui.follow import Checkpoint, CheckpointLoader, RunWatcher
@@ -97,31 +97,31 @@ async def test_switches_between_replies_never_mid_reply(
     app.loader = lambda: watcher.load_first(loads)
     app.setup_workflow(follow=watcher, checkpoints=loads, model_path=run)
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_for(pilot, lambda: app.session is not None)
+        await wait_for(pilot, lambda: app.chat.session is not None)
         status = app.query_one(StatusBar)
         assert status.checkpoint == "following · step 10 · val loss 2.5000"
-        first = app.backend
-        app.prompt_input.load_text("Speak.")
+        first = app.chat.backend
+        app.chat.prompt_input.load_text("Speak.")
         await pilot.press("enter")
-        await wait_for(pilot, lambda: app.generating)
+        await wait_for(pilot, lambda: app.chat.generating)
         add_checkpoint(run, model, 20, 2.0)  # train writes a newer one mid-reply
-        await wait_for(pilot, lambda: app.workflow.pending is not None, 20)
-        assert app.generating and app.backend is first  # loaded, but waiting for the reply
+        await wait_for(pilot, lambda: said(app, "it answers from the next reply"), 20)
+        assert app.chat.generating and app.chat.backend is first  # loaded, waiting for the reply
         await pilot.pause(0.2)
-        assert app.generating and app.backend is first
+        assert app.chat.generating and app.chat.backend is first
         await pilot.press("escape")  # the reply ends: now it switches
-        await wait_for(pilot, lambda: not app.generating and app.backend is not first, 10)
+        await wait_for(pilot, lambda: not app.chat.generating and app.chat.backend is not first, 10)
         assert loads.loaded == ["step-000010", "step-000020"]
         assert status.checkpoint == "following · step 20 · val loss 2.0000"
-        notes = [str(n.render()) for n in app.transcript.query(".note")]
+        notes = [str(n.render()) for n in app.chat.transcript.query(".note")]
         assert notes == [
             "── the run's checkpoint at step 20 · val loss 2.0000 answers from here ──"
         ]
-        assert [t.role for t in app.session.turns] == ["user", "model"]  # the talk goes on
+        assert [t.role for t in app.chat.session.turns] == ["user", "model"]  # the talk goes on
         app.settings.max_new_tokens = 20
-        app.prompt_input.load_text("Again.")
+        app.chat.prompt_input.load_text("Again.")
         await pilot.press("enter")
-        await wait_for(pilot, lambda: len(app.session.turns) == 4, 10)
+        await wait_for(pilot, lambda: len(app.chat.session.turns) == 4, 10)
 
 
 @pytest.mark.slow  # a real train process: about 15 s
@@ -154,18 +154,16 @@ async def test_follows_a_run_that_train_is_writing(tmp_path: Path) -> None:
         app.setup_workflow(follow=watcher, checkpoints=loads, model_path=run)
         async with app.run_test(size=(100, 30)) as pilot:
             # The model and the screen both ready (a busy machine can take a while for either).
-            await wait_for(pilot, lambda: app.session is not None, 20)
+            await wait_for(pilot, lambda: app.chat.session is not None, 20)
             await wait_for(pilot, lambda: bool(app.screen.query(StatusBar)), 20)
             status = app.query_one(StatusBar)
             assert status.backend == "torch" and status.checkpoint.startswith("following · step")
-            await wait_for(pilot, lambda: app.workflow.follow.seen != first, 30)
-            await wait_for(pilot, lambda: app.workflow.loading is None, 20)
-            assert "val loss" in status.checkpoint
-            assert app.backend.info.path.name != first  # a newer checkpoint answers
-            app.prompt_input.load_text("ROMEO")
+            await wait_for(pilot, lambda: app.chat.backend.info.path.name != first, 30)
+            assert "val loss" in status.checkpoint  # a newer checkpoint answers
+            app.chat.prompt_input.load_text("ROMEO")
             await pilot.press("enter")
-            await wait_for(pilot, lambda: not app.generating and app.last_stats, 20)
-            assert app.last_stats.new_tokens > 0
+            await wait_for(pilot, lambda: not app.chat.generating and app.chat.last_stats, 20)
+            assert app.chat.last_stats.new_tokens > 0
     finally:
         proc.terminate()
         proc.wait(30)

@@ -12,6 +12,7 @@ from minigpt_tui.history import HistoryStore
 from minigpt_tui.sampling import SamplingSettings
 from minigpt_tui.scoring import score_text
 from minigpt_tui.tui.screens.compare import CompareScreen
+from minigpt_tui.tui.screens.history import HistoryScreen
 from minigpt_tui.tui.screens.score import ScoreScreen
 from minigpt_tui.tui.widgets.compare_pane import parse_spec
 from minigpt_tui.tui.widgets.score_view import ScoredText, ScoreView
@@ -22,7 +23,7 @@ SIZE = (100, 30)
 
 
 async def loaded(pilot) -> None:  # type: ignore[no-untyped-def]
-    await wait_for(pilot, lambda: pilot.app.session is not None)
+    await wait_for(pilot, lambda: pilot.app.chat.session is not None)
 
 
 @run_async
@@ -86,15 +87,15 @@ async def test_score_screen_loads_a_file_and_says_what_is_wrong(tmp_path: Path) 
 
 async def reply_to(pilot, text: str) -> None:  # type: ignore[no-untyped-def]
     app = pilot.app
-    n = len(app.session.turns) if app.session else 0
+    n = len(app.chat.session.turns) if app.chat.session else 0
     await loaded(pilot)
     app.query_one("#prompt").load_text(text)
     await pilot.press("enter")
-    await wait_for(pilot, lambda: not app.generating and len(app.session.turns) >= n + 2)
+    await wait_for(pilot, lambda: not app.chat.generating and len(app.chat.session.turns) >= n + 2)
 
 
 def shown(app) -> list[tuple[str, str, object]]:  # type: ignore[no-untyped-def]
-    return [(m.role, m.text, m.branch) for m in app.transcript.messages]
+    return [(m.role, m.text, m.branch) for m in app.chat.transcript.messages]
 
 
 @run_async
@@ -103,47 +104,48 @@ async def test_branch_from_an_alternative_token_keeps_the_old_reply() -> None:
     app = make_app(FakeBackend("Good morrow, sweet friend.\n\n", sharpness=5.0), history=store)
     async with app.run_test(size=SIZE) as pilot:
         await reply_to(pilot, "Hello")
-        old = app.session.turns[-1].text
+        old = app.chat.session.turns[-1].text
         await pilot.press("ctrl+t")
-        app.transcript.focus()
+        app.chat.transcript.focus()
         await pilot.press("home", "right", "right", "right")  # the 4th token of the reply
-        view = app.transcript.last_model_view()
+        view = app.chat.transcript.last_model_view()
         assert view is not None and view.selected == 3
         alt = view.tokens[3].alternatives[1][0]
         await pilot.press("2")  # its second likeliest token
-        await wait_for(pilot, lambda: not app.generating and len(app.session.turns) == 2)
-        new = app.session.turns[-1].text
-        tok = app.session.tokenizer
+        await wait_for(pilot, lambda: not app.chat.generating and len(app.chat.session.turns) == 2)
+        new = app.chat.session.turns[-1].text
+        tok = app.chat.session.tokenizer
         assert new.startswith(old[:3] + tok.decode([alt])) and new != old
         assert shown(app)[-1][2] == (2, 2)
-        assert app.session.branches.count() == 3
+        assert app.chat.session.branches.count() == 3
         # , and . switch between the two replies (the transcript has focus).
         await pilot.press("comma")
         await pilot.pause()
-        assert app.session.turns[-1].text == old and shown(app)[-1] == ("model", old, (1, 2))
+        assert app.chat.session.turns[-1].text == old and shown(app)[-1] == ("model", old, (1, 2))
         await pilot.press("full_stop")
         await pilot.pause()
-        assert app.session.turns[-1].text == new
+        assert app.chat.session.turns[-1].text == new
         # Clicking an alternative in the inspector branches too.
         await pilot.press("home")
         await pilot.click("#inspector", offset=(4, 3))  # the second likeliest (row 2 + 1)
-        await wait_for(pilot, lambda: app.session.branches.position(1)[1] == 3)
-        await wait_for(pilot, lambda: not app.generating)
+        await wait_for(pilot, lambda: app.chat.session.branches.position(1)[1] == 3)
+        await wait_for(pilot, lambda: not app.chat.generating)
         await pilot.pause()
         assert shown(app)[-1][2] == (3, 3)
         # Reopened from history, every branch is back.
-        app.conversations.save()
-        conv_id = app.saver.conversation.id
-        await pilot.press("ctrl+n")
+        await pilot.press("ctrl+n")  # saved after every reply; New starts another
         await pilot.pause()
-        assert app.transcript.messages == []
-        app.conversations.reopen(conv_id)
+        assert app.chat.transcript.messages == []
+        await pilot.press("ctrl+l")
+        await wait_for(pilot, lambda: isinstance(app.screen, HistoryScreen))
+        await pilot.press("enter")  # the newest: this one
+        await wait_for(pilot, lambda: len(app.chat.transcript.messages) == 2)
         await pilot.pause()
-        assert shown(app)[-1][2] == (3, 3) and app.session.branches.count() == 4
-        app.transcript.focus()
+        assert shown(app)[-1][2] == (3, 3) and app.chat.session.branches.count() == 4
+        app.chat.transcript.focus()
         await pilot.press("comma", "comma")
         await pilot.pause()
-        assert app.session.turns[-1].text == old
+        assert app.chat.session.turns[-1].text == old
 
 
 @run_async
@@ -152,23 +154,23 @@ async def test_editing_an_earlier_message_makes_a_branch() -> None:
     async with app.run_test(size=SIZE) as pilot:
         await reply_to(pilot, "Hello")
         await reply_to(pilot, "How now?")
-        app.transcript.focus()
+        app.chat.transcript.focus()
         await pilot.press("ctrl+t")
-        app.transcript.focus()
+        app.chat.transcript.focus()
         await pilot.press("up", "up", "up")  # the first message
         await pilot.press("e")
         prompt = app.query_one("#prompt")
         assert prompt.text == "Hello"  # type: ignore[attr-defined]
         prompt.load_text("Hail")  # type: ignore[attr-defined]
         await pilot.press("enter")
-        await wait_for(pilot, lambda: not app.generating and len(app.session.turns) == 2)
-        assert app.session.turns[0].text == "Hail"
+        await wait_for(pilot, lambda: not app.chat.generating and len(app.chat.session.turns) == 2)
+        assert app.chat.session.turns[0].text == "Hail"
         assert shown(app)[0][2] == (2, 2)
-        app.transcript.focus()
+        app.chat.transcript.focus()
         await pilot.press("up", "up", "comma")  # back to the first version, whole
         await pilot.pause()
-        assert [t.text for t in app.session.turns][::2] == ["Hello", "How now?"]
-        assert len(app.transcript.messages) == 4
+        assert [t.text for t in app.chat.session.turns][::2] == ["Hello", "How now?"]
+        assert len(app.chat.transcript.messages) == 4
 
 
 async def open_compare(pilot, prompt: str):  # type: ignore[no-untyped-def]

@@ -13,7 +13,7 @@ from minigpt_tui.tui.widgets.status_bar import StatusBar
 
 
 async def loaded(pilot) -> None:  # type: ignore[no-untyped-def]
-    await wait_for(pilot, lambda: pilot.app.session is not None)
+    await wait_for(pilot, lambda: pilot.app.chat.session is not None)
     await pilot.pause()
 
 
@@ -41,12 +41,12 @@ def test_branched_reply(snap_compare) -> None:  # type: ignore[no-untyped-def]
         await loaded(pilot)
         pilot.app.query_one("#prompt").load_text("Speak again, bright angel.")
         await pilot.press("enter")
-        await wait_for(pilot, lambda: not pilot.app.generating and pilot.app.last_stats)
+        await wait_for(pilot, lambda: not pilot.app.chat.generating and pilot.app.chat.last_stats)
         await pilot.press("ctrl+t")
-        pilot.app.transcript.focus()
+        pilot.app.chat.transcript.focus()
         await pilot.press("home", "right", "right", "2")
         await wait_for(
-            pilot, lambda: len(pilot.app.session.turns) == 2 and not pilot.app.generating
+            pilot, lambda: len(pilot.app.chat.session.turns) == 2 and not pilot.app.chat.generating
         )
         status = pilot.app.query_one(StatusBar)
         status.ttft = status.tokens_per_sec = -1.0  # timings differ run to run

@@ -1,4 +1,5 @@
-"""ChatSession: the prompt the chat app sends, windowed to the model's block."""
+"""ChatSession: the prompt the chat app sends, windowed to the model's block, and the one writer
+of the turns, which keeps the branch tree in step by itself."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ def session(block: int = 64, max_new: int = 16, mode: str = "chat") -> ChatSessi
 
 def test_short_transcript_is_rendered_whole() -> None:
     s = session()
-    s.turns = [Turn("user", "hi"), Turn("model", "hello"), Turn("user", "bye")]
+    s.restore([Turn("user", "hi"), Turn("model", "hello"), Turn("user", "bye")])
     p = s.prompt()
     assert TOK.decode(p.ids) == "ROMEO:\nhi\n\nJULIET:\nhello\n\nROMEO:\nbye\n\nJULIET:\n"
     assert p.dropped_turns == 0 and not p.truncated and not p.dropped_chars
@@ -26,7 +27,7 @@ def test_short_transcript_is_rendered_whole() -> None:
 
 def test_oldest_turns_are_dropped_to_leave_room_for_the_reply() -> None:
     s = session(block=64, max_new=16)  # budget: 64 - 16 = 48 tokens
-    s.turns = [Turn("user" if i % 2 == 0 else "model", f"turn {'x' * i}") for i in range(10)]
+    s.restore([Turn("user" if i % 2 == 0 else "model", f"turn {'x' * i}") for i in range(10)])
     p = s.prompt()
     text = TOK.decode(p.ids)
     assert len(p.ids) <= 48 and p.dropped_turns > 0
@@ -37,7 +38,7 @@ def test_oldest_turns_are_dropped_to_leave_room_for_the_reply() -> None:
 
 def test_one_long_turn_is_kept_and_flagged() -> None:
     s = session(block=32)
-    s.turns = [Turn("user", "a" * 100 + "é")]
+    s.restore([Turn("user", "a" * 100 + "é")])
     p = s.prompt()
     assert p.truncated and p.dropped_turns == 0 and p.dropped_chars == ["é"]
     assert len(p.ids) > 32  # the Generation keeps the tail; the text itself is not cut here
@@ -57,3 +58,25 @@ def test_speaker_names_follow_one_rule() -> None:
 
     assert valid_speaker_name("NURSE") and valid_speaker_name(" FRIAR LAURENCE ")
     assert not any(valid_speaker_name(n) for n in ("", "   ", "A:B", "A\nB"))
+
+
+def test_every_change_to_the_turns_keeps_the_branch_tree_in_step() -> None:
+    s = session()
+    s.add_turn(Turn("user", "hi"))
+    s.add_turn(Turn("model", "hello"))
+    assert [n.text for n in s.branches.path] == ["hi", "hello"] and s.branches.count() == 2
+    assert s.drop_last_reply() and s.turns == [Turn("user", "hi")]
+    assert not s.drop_last_reply(), "only the model's reply is taken back"
+    s.add_turn(Turn("model", "good day"))  # Ctrl+R: a second reply beside the first
+    assert s.branches.position(1) == (2, 2) and s.branches.count() == 3
+    s.cut_at(0)  # an edited first message: the old one stays a branch
+    s.add_turn(Turn("user", "hey"))
+    assert s.turns == [Turn("user", "hey")] and s.branches.position(0) == (2, 2)
+    assert s.switch_branch(0, -1) and [t.text for t in s.turns] == ["hi", "good day"]
+    assert not s.switch_branch(0, -1), "no branch that way"
+    s.turns.append(Turn("user", "unseen"))  # a copy: only the methods change the turns
+    assert len(s.turns) == 2 and s.saved_turns("") == s.turns
+    s.reset()
+    assert s.turns == [] and s.branches.count() == 0
+    s.restore([Turn("user", "a"), Turn("model", "b")])
+    assert [n.text for n in s.branches.path] == ["a", "b"]

@@ -69,7 +69,7 @@ def store_with_history() -> HistoryStore:
 
 
 async def loaded(pilot) -> None:  # type: ignore[no-untyped-def]
-    await wait_for(pilot, lambda: pilot.app.session is not None)
+    await wait_for(pilot, lambda: pilot.app.chat.session is not None)
     for box in pilot.app.query("Input, TextArea"):  # a steady cursor: no timing in snapshots
         box.cursor_blink = False
     await pilot.pause()
@@ -78,7 +78,7 @@ async def loaded(pilot) -> None:  # type: ignore[no-untyped-def]
 def test_main_screen(snap_compare) -> None:  # type: ignore[no-untyped-def]
     async def run_before(pilot) -> None:  # type: ignore[no-untyped-def]
         await loaded(pilot)
-        pilot.app.conversations.open(conversation())
+        pilot.app.chat.conversations.open(conversation())
         await pilot.pause()
 
     assert snap_compare(make_app(), terminal_size=(80, 24), run_before=run_before)
@@ -92,11 +92,11 @@ def test_main_screen_wide_with_probabilities(snap_compare) -> None:  # type: ign
         await loaded(pilot)
         pilot.app.query_one("#prompt").load_text("Speak again, bright angel.")
         await pilot.press("enter")
-        await wait_for(pilot, lambda: not pilot.app.generating and pilot.app.last_stats)
+        await wait_for(pilot, lambda: not pilot.app.chat.generating and pilot.app.chat.last_stats)
         status = pilot.app.query_one(StatusBar)
         status.ttft = status.tokens_per_sec = -1.0  # timings differ run to run
         await pilot.press("ctrl+t")
-        pilot.app.transcript.focus()
+        pilot.app.chat.transcript.focus()
         await pilot.press("left", "left", "left")
         pilot.app.clear_notifications()
         await pilot.pause()

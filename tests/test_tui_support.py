@@ -82,6 +82,11 @@ def make_app(
     )
 
 
+def said(app: Any, text: str) -> bool:
+    """Whether a toast on screen now says `text`."""
+    return any(text in n.message for n in app._notifications)
+
+
 async def wait_for(pilot: object, predicate: object, timeout: float = 5.0) -> None:
     """Let the app run until predicate() holds."""
     deadline = time.monotonic() + timeout

@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from test_tui_support import FakeBackend, make_app, run_async, wait_for
+from test_tui_support import FakeBackend, make_app, run_async, said, wait_for
 from textual.widgets import OptionList
 
 from minigpt_tui.dialogue import Turn
@@ -17,7 +17,7 @@ from minigpt_tui.tui.widgets.status_bar import StatusBar
 
 
 async def loaded(pilot) -> None:  # type: ignore[no-untyped-def]
-    await wait_for(pilot, lambda: pilot.app.session is not None)
+    await wait_for(pilot, lambda: pilot.app.chat.session is not None)
     await pilot.pause()
 
 
@@ -95,27 +95,27 @@ async def test_switch_model_while_the_old_one_answers(tmp_path: Path) -> None:
     )
     async with app.run_test(size=(100, 30)) as pilot:
         await loaded(pilot)
-        old = app.backend
-        app.prompt_input.load_text("Speak.")
+        old = app.chat.backend
+        app.chat.prompt_input.load_text("Speak.")
         await pilot.press("enter")
-        await wait_for(pilot, lambda: app.generating)
+        await wait_for(pilot, lambda: app.chat.generating)
         await pick(pilot, str(model))
-        await wait_for(pilot, lambda: app.workflow.pending is not None, 20)
-        assert app.generating and app.backend is old  # loaded; the old model keeps answering
+        await wait_for(pilot, lambda: said(app, "it answers from the next reply"), 20)
+        assert app.chat.generating and app.chat.backend is old  # the old model keeps answering
         await pilot.press("escape")  # the reply ends: the new model takes over
-        await wait_for(pilot, lambda: app.backend is not old, 20)
-        assert not app.generating
-        assert app.backend.info.name == "newer" and app.backend.name == "torch"
-        assert app.query_one(StatusBar).model == "newer" and app.saver.model_label == "newer"
-        notes = [str(n.render()) for n in app.transcript.query(".note")]
+        await wait_for(pilot, lambda: app.chat.backend is not old, 20)
+        assert not app.chat.generating
+        assert app.chat.backend.info.name == "newer" and app.chat.backend.name == "torch"
+        assert app.query_one(StatusBar).model == "newer"
+        notes = [str(n.render()) for n in app.chat.transcript.query(".note")]
         assert notes == ["── switched to newer (torch) ──"]
-        assert app.session.block_size == 32 and app.session.tokenizer.kind == "char"
+        assert app.chat.session.block_size == 32 and app.chat.session.tokenizer.kind == "char"
         await wait_for(pilot, lambda: recent.load() == [str(model.absolute())])  # listed next
         app.settings.max_new_tokens = 20
-        app.prompt_input.load_text("And now?")
+        app.chat.prompt_input.load_text("And now?")
         await pilot.press("enter")
-        await wait_for(pilot, lambda: len(app.session.turns) == 4, 20)
-        assert app.saver.conversation.model == "newer"
+        await wait_for(pilot, lambda: len(app.chat.session.turns) == 4, 20)
+        assert [c.model for c in app.history.list()] == ["newer"]  # saved as the new model's
 
 
 # The picker's bad inputs (tests/README.md lists them with the CLI's matrix): each ends in one
@@ -143,18 +143,19 @@ async def test_picker_bad_inputs_keep_the_old_model(typed: str, tmp_path: Path) 
     app = make_app()
     async with app.run_test(size=(100, 30)) as pilot:
         await loaded(pilot)
-        old = app.backend
+        old = app.chat.backend
         before = sorted(p.name for p in tmp_path.iterdir())
         await pick(pilot, typed.format(tmp=tmp_path))
-        await wait_for(pilot, lambda: app.workflow.loading is None, 10)
-        assert app.backend is old and app.load_error == ""
+        await wait_for(pilot, lambda: said(app, "Could not load "), 10)
+        assert app.chat.backend is old and app.load_error == ""
+        assert app.query_one(StatusBar).state == "ready"
         errors = [n.message for n in app._notifications if n.severity == "error"]
         assert len(errors) == 1 and errors[0].startswith("Could not load ")
         assert "\n" not in errors[0] and errors[0].endswith("Still talking to the current model.")
         assert sorted(p.name for p in tmp_path.iterdir()) == before
-        app.prompt_input.load_text("Still there?")
+        app.chat.prompt_input.load_text("Still there?")
         await pilot.press("enter")
-        await wait_for(pilot, lambda: len(app.session.turns) == 2)
+        await wait_for(pilot, lambda: len(app.chat.session.turns) == 2)
 
 
 @run_async
@@ -168,7 +169,7 @@ async def test_picker_empty_path_stays_open() -> None:
         await wait_for(pilot, lambda: isinstance(app.screen, ModelPickerScreen))
         await pilot.press("enter")
         await pilot.pause()
-        assert isinstance(app.screen, ModelPickerScreen) and app.workflow.loading is None
+        assert isinstance(app.screen, ModelPickerScreen) and app.chat.state == "ready"
         await pilot.press("escape")
         await wait_for(pilot, lambda: not isinstance(app.screen, ModelPickerScreen))
 
@@ -196,7 +197,7 @@ async def test_picker_lists_bundled_and_recent_models(tmp_path: Path) -> None:
         options.focus()
         options.highlighted = 1  # the newest recent one
         await pilot.press("enter")
-        await wait_for(pilot, lambda: app.workflow.loading is None, 10)
+        await wait_for(pilot, lambda: said(app, "Could not load "), 10)
         errors = [n.message for n in app._notifications if n.severity == "error"]
         assert errors and "my-model" in errors[0]  # chosen, tried, not found
 
@@ -234,12 +235,12 @@ async def test_system_text_is_edited_sent_saved_and_restored() -> None:
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: not isinstance(app.screen, SystemTextScreen))
         assert app.template.system.startswith("You are Juliet.")
-        app.prompt_input.load_text("Speak.")
+        app.chat.prompt_input.load_text("Speak.")
         await pilot.press("enter")
-        await wait_for(pilot, lambda: len(app.session.turns) == 2)
-        sent = app.session.tokenizer.decode(app.session.prompt().ids)
+        await wait_for(pilot, lambda: len(app.chat.session.turns) == 2)
+        sent = app.chat.session.tokenizer.decode(app.chat.session.prompt().ids)
         assert sent.startswith("You are Juliet.\n\nROMEO:\nHi\n\nJULIET:\nHello\n\nROMEO:\nSpeak.")
-        saved = app.history.load(app.saver.conversation.id or 0)
+        saved = app.history.list()[0]  # saved after the reply
         assert saved is not None and saved.settings["system"] == app.template.system
         await pilot.press("f7")  # Esc leaves it as it was
         await wait_for(pilot, lambda: isinstance(app.screen, SystemTextScreen))
@@ -250,9 +251,9 @@ async def test_system_text_is_edited_sent_saved_and_restored() -> None:
         # Reopening restores each conversation's own system text (or the default).
         old = Conversation(None, "", "chat", "m", [Turn("user", "Older talk")])
         app.history.save(old)
-        app.conversations.reopen(old.id)
+        app.chat.conversations.reopen(old.id)
         assert app.template.system == "Default persona."
-        app.conversations.reopen(saved.id)
+        app.chat.conversations.reopen(saved.id)
         assert app.template.system.startswith("You are Juliet.")
 
 
@@ -280,10 +281,10 @@ async def test_search_opens_the_conversation_at_the_message() -> None:
         await pilot.press("enter")
         await wait_for(pilot, lambda: not isinstance(app.screen, SearchScreen))
         await pilot.pause(0.2)
-        assert app.saver.conversation.id == 1 and len(app.session.turns) == 30
-        views = list(app.transcript.query(MessageView))
+        assert len(app.chat.session.turns) == 30 and app.chat.session.turns[21] == long[21]
+        views = list(app.chat.transcript.query(MessageView))
         hit = [v for v in views if v.has_class("-hit")]
         assert hit == [views[21]]
-        region = app.transcript.scrollable_content_region
-        top = hit[0].virtual_region.y - int(app.transcript.scroll_y)
+        region = app.chat.transcript.scrollable_content_region
+        top = hit[0].virtual_region.y - int(app.chat.transcript.scroll_y)
         assert 0 <= top < region.height  # scrolled to the match, not left at the end

@@ -46,7 +46,7 @@ def searchable() -> HistoryStore:
 
 
 async def loaded(pilot) -> None:  # type: ignore[no-untyped-def]
-    await wait_for(pilot, lambda: pilot.app.session is not None)
+    await wait_for(pilot, lambda: pilot.app.chat.session is not None)
     await pilot.pause()
 
 
@@ -154,7 +154,7 @@ async def test_every_theme_is_readable_on_8_and_256_colours() -> None:
     app = make_app(history=searchable())
     async with app.run_test(size=(100, 30)) as pilot:
         await loaded(pilot)
-        app.conversations.open(searchable().load(3))  # type: ignore[arg-type]
+        app.chat.conversations.open(searchable().load(3))  # type: ignore[arg-type]
         checked = 0
         for screen in ("main", "search"):
             if screen == "search":

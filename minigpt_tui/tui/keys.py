@@ -1,21 +1,21 @@
-"""The chat app's keys: the bindings (what each key does) and the help text (how it is said).
+"""The chat screen's keys: the bindings (what each key does) and the help text (how it is said).
 
-Keep the two in step: F1 shows HELP_KEYS, and the README's key table repeats it.
+Keep the two in step: F1 shows HELP_KEYS, and the README's key table repeats it. The bindings
+belong to the ChatScreen, so a dialog pushed over it disables them all; the "app." ones run the
+app's app-wide actions (quit, which saves the conversation, also under a dialog: Textual's own
+Ctrl+Q runs it there; switch model, system text, theme, search).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
 
 from textual import events
 from textual.binding import Binding, BindingType
-from textual.widgets import Input, TextArea
-
-if TYPE_CHECKING:
-    from minigpt_tui.tui.app import ChatApp
 
 BINDINGS: list[BindingType] = [
+    # First, so that the footer shows it first; priority, as Textual's own Ctrl+Q under dialogs.
+    Binding("ctrl+q", "app.quit", "Quit", priority=True),
     Binding("escape", "stop", "Stop", priority=True),
     # Priority, so that they reach the app before the message box; check_action lets the
     # key through to the box when the user is typing rather than watching a reply.
@@ -37,12 +37,11 @@ BINDINGS: list[BindingType] = [
     Binding("ctrl+t", "toggle_probs", "Probs", show=False),
     Binding("ctrl+p", "toggle_panel", "Panel", show=False),
     Binding("f1", "help", "Help"),
-    Binding("ctrl+q", "quit", "Quit"),
     # Priority: F6, F7 and F10 would otherwise select text in a focused text box.
-    Binding("f6", "switch_model", "Model", show=False, priority=True),
-    Binding("f7", "system_text", "System", show=False, priority=True),
-    Binding("f10", "theme", "Theme", show=False, priority=True),
-    Binding("ctrl+f", "search", "Search", show=False),
+    Binding("f6", "app.switch_model", "Model", show=False, priority=True),
+    Binding("f7", "app.system_text", "System", show=False, priority=True),
+    Binding("f10", "app.theme", "Theme", show=False, priority=True),
+    Binding("ctrl+f", "app.search", "Search", show=False),
     Binding("f8", "score", "Score", show=False),
     Binding("f9", "compare", "Compare", show=False),
 ]
@@ -51,7 +50,7 @@ BINDINGS: list[BindingType] = [
 def binding_id(action: str) -> str:
     """A binding's id for the config file's [keys] table: its action, with "_up"/"_down" for
     the ones that take a step (temperature(-0.1) -> temperature_down)."""
-    name, _, arg = action.partition("(")
+    name, _, arg = action.removeprefix("app.").partition("(")
     if not arg:
         return name
     return f"{name}_{'down' if arg.startswith('-') else 'up'}"
@@ -107,20 +106,18 @@ HELP_NOTES = (
 )
 
 
-def allowed(app: ChatApp, action: str) -> bool:
-    """Whether a key's action runs now (the app's check_action)."""
-    if app.too_small and action not in ("quit", "stop", "help"):
+def allowed(action: str, *, hidden: bool, generating: bool, typing: bool, mode: str) -> bool:
+    """Whether a key's action runs now (the chat screen's check_action): `hidden` while the
+    terminal is too small to show the chat, `typing` while a text box has focus."""
+    if hidden and action not in ("quit", "stop", "help"):
         return False  # nothing is shown: nothing may be sent, redone or changed unseen
-    on_main = len(app.screen_stack) == 1
     if action == "stop":
-        return on_main and app.generating
+        return generating
     if action in ("steer_temperature", "steer_top_k"):
         # [ ] { } steer sampling while a reply streams, or when no text box has focus.
-        return on_main and (app.generating or not isinstance(app.focused, TextArea | Input))
+        return generating or not typing
     if action == "continue":
-        return app.mode == "complete"
-    if action in ("temperature", "top_k", "switch_model", "system_text", "theme", "search"):
-        return on_main
+        return mode == "complete"
     return True
 
 

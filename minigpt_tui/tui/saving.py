@@ -43,7 +43,7 @@ class ConversationSaver:
             conv.settings["system"] = template.system
         if session is not None:
             conv.turns = session.saved_turns(document)
-            conv.tree = session.sync_branches() if mode == "chat" else None
+            conv.tree = session.branches if mode == "chat" else None
         return conv
 
     def save(self) -> str | None:

@@ -1,9 +1,12 @@
 """What the chat app talks about, without any UI: the mode, turns, the document, and the prompt.
 
-The app keeps one ChatSession, the one owner of the conversation's state (its mode included);
-the prompt it builds is what the model sees next. In chat mode that is the dialogue transcript
-rendered by `DialogueTemplate`, oldest turns dropped until it fits the model's block (with room
-left for the reply); in complete mode it is the document. The tokenizer and block size are the
+The chat widget keeps one ChatSession, the one owner of the conversation's state (its mode
+included): every change to the turns goes through its methods (`add_turn`, `cut_at`,
+`drop_last_reply`, `switch_branch`, `restore`, `reset`), which keep the branch tree in step, so
+`turns` is always the tree's shown path. The prompt it builds is what the model sees next. In
+chat mode that is the dialogue transcript rendered by `DialogueTemplate`, oldest turns dropped
+until it fits the model's block (with room left for the reply); in complete mode it is the
+document. The tokenizer and block size are the
 loaded model's: another model can take over a session by replacing them.
 """
 
@@ -15,7 +18,7 @@ from typing import Literal
 
 from minigpt_tui.branches import Branches
 from minigpt_tui.dialogue import DialogueTemplate, Turn
-from minigpt_tui.generation import Backend, Generation
+from minigpt_tui.generation import Backend, Generation, TokenEvent
 from minigpt_tui.sampling import Sampler, SamplingSettings
 from model.tokenizer import Tokenizer, encode_lenient
 
@@ -44,7 +47,6 @@ class ChatSession:
     settings: SamplingSettings
     template: DialogueTemplate = field(default_factory=DialogueTemplate)
     mode: str = "chat"  # one of dialogue.MODES: "chat" or "complete"
-    turns: list[Turn] = field(default_factory=list)
     document: str = ""  # complete mode: the text the model continues
     # Complete mode: the document before the last continuation, and right after it (Ctrl+R
     # redoes the continuation only while the document is still as the model left it).
@@ -58,9 +60,39 @@ class ChatSession:
     sampler: Sampler = field(init=False, repr=False, compare=False)
     sampler_seed: int | None = field(init=False, repr=False, compare=False)
 
+    _turns: list[Turn] = field(init=False, default_factory=list)
+
     def __post_init__(self) -> None:
         self.sampler = Sampler(self.settings)
         self.sampler_seed = self.settings.seed
+
+    # ----------------------------------------------------------------- the turns (one writer)
+    @property
+    def turns(self) -> list[Turn]:
+        """The conversation shown now (chat mode): the branch tree's current path. A copy:
+        change it with the methods below."""
+        return list(self._turns)
+
+    def _set_turns(self, turns: list[Turn]) -> None:
+        self._turns = list(turns)
+        self.branches.follow(self._turns)  # a changed list of turns becomes a branch
+
+    def add_turn(self, turn: Turn) -> None:
+        """Your message or the model's reply, at the end of the branch shown."""
+        self._set_turns([*self._turns, turn])
+
+    def cut_at(self, index: int) -> None:
+        """Go back to before turn `index` (an edited message or a reply branched at a token
+        continues from there); what was cut stays in the tree as a branch."""
+        self._set_turns(self._turns[:index])
+
+    def drop_last_reply(self) -> bool:
+        """Take back the model's last reply (Ctrl+R asks again; the old one stays a branch);
+        False when the last turn is not the model's."""
+        if not self._turns or self._turns[-1].role != "model":
+            return False
+        self.cut_at(len(self._turns) - 1)
+        return True
 
     def reserve(self) -> int:
         """Tokens left free for the reply when the transcript is windowed."""
@@ -73,11 +105,11 @@ class ChatSession:
         budget = max(1, self.block_size - self.reserve())
 
         def encode(first: int) -> tuple[list[int], list[str]]:
-            return encode_lenient(self.tokenizer, self.template.render(self.turns[first:]))
+            return encode_lenient(self.tokenizer, self.template.render(self._turns[first:]))
 
         # The fewest oldest turns to drop so that the rest fits: a binary search, since the
         # prompt only gets shorter as turns are dropped (keep at least the last turn).
-        lo, hi = 0, max(0, len(self.turns) - 1)
+        lo, hi = 0, max(0, len(self._turns) - 1)
         while lo < hi:
             mid = (lo + hi) // 2
             if len(encode(mid)[0]) <= budget:
@@ -138,40 +170,38 @@ class ChatSession:
     def last_reply(self) -> str:
         if self.mode == "complete":
             return self.document
-        return next((t.text for t in reversed(self.turns) if t.role == "model"), "")
+        return next((t.text for t in reversed(self._turns) if t.role == "model"), "")
 
     def reset(self) -> None:
         """A new conversation, in the same mode."""
-        self.turns = []
+        self.branches = Branches()
+        self._turns = []
         self.document = self.document_before = self.document_after = ""
         self.told_window = False
-        self.branches = Branches()
 
-    def restore(self, turns: list[Turn]) -> None:
-        """Continue a saved conversation: its turns, or in complete mode its document."""
+    def restore(self, turns: list[Turn], tree: Branches | None = None) -> None:
+        """Continue a saved conversation: its turns (with all their branches when `tree` is
+        given, chat mode), or in complete mode its document."""
         if self.mode == "complete":
             self.document = "".join(t.text for t in turns)
+        elif tree is not None:
+            self.branches = tree
+            self._turns = tree.turns()
         else:
-            self.turns = list(turns)
-
-    def sync_branches(self) -> Branches:
-        """The tree with `turns` as its shown path (a changed list of turns becomes a branch)."""
-        self.branches.follow(self.turns)
-        return self.branches
-
-    def restore_branches(self, tree: Branches) -> None:
-        """Continue a saved conversation with all its branches (chat mode)."""
-        self.branches = tree
-        self.turns = tree.turns()
+            self._set_turns(turns)
 
     def switch_branch(self, index: int, step: int) -> bool:
         """Show the branch `step` away from turn `index`; False when there is none."""
-        moved = self.sync_branches().switch(index, step)
-        self.turns = self.branches.turns()
+        moved = self.branches.switch(index, step)
+        self._turns = self.branches.turns()
         return moved
+
+    def keep_tokens(self, tokens: list[TokenEvent]) -> None:
+        """The tokens of the last reply (the probability view and branching at a token)."""
+        self.branches.path[-1].tokens = list(tokens)
 
     def saved_turns(self, document: str) -> list[Turn]:
         """What history keeps of the conversation: its turns, or the document as shown now."""
         if self.mode == "complete":
             return [Turn("document", document)] if document else []
-        return list(self.turns)
+        return self.turns

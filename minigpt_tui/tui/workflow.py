@@ -1,10 +1,10 @@
-"""The chat app's workflow features, kept out of app.py: switching models (F6 and `--follow`),
+"""The chat app's app-wide features, kept out of app.py: switching models (F6 and `--follow`),
 the system text (F7), themes (F10), history search (Ctrl+F), and the settings file's key map.
 
 Switching: the new model loads through the app's ModelLoader (a worker) while the old one keeps
 answering; it takes over between replies, never mid-reply (a model ready during a reply waits
-for its end). The session keeps its turns: only its tokenizer and block size change. The
-transcript and the status bar say which model talks now.
+for its end, `Chat.ReplyEnded`). The chat's session keeps its turns: only its tokenizer and
+block size change (`Chat.take_over`). The transcript and the status bar say which model talks.
 
 Screens are imported when first opened, so that startup stays quick.
 """
@@ -13,21 +13,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from minigpt_tui.history import Conversation
-from minigpt_tui.tui.loading import LoadedModel
-from minigpt_tui.tui.widgets.status_bar import StatusBar
+from textual.app import App
+
+from minigpt_tui.tui.chat.chat import Chat
+from minigpt_tui.tui.loading import LoadedModel, ModelLoader
 
 if TYPE_CHECKING:
-    from minigpt_tui.tui.app import ChatApp
     from minigpt_tui.tui.follow import Checkpoint, CheckpointLoader, RunWatcher
     from model.backend import Backend
 
 
 class Workflow:
-    def __init__(self, app: ChatApp) -> None:
+    def __init__(self, app: App[Any], models: ModelLoader) -> None:
         self.app = app
+        self.models = models  # the app's: loads each model in a worker
+        self._chat: Chat | None = None  # the chat the models talk in (from `mount`)
         self.model_path: Path | None = None  # the model talking now (None: not from a path)
         self.backend_name = "auto"  # what models picked with F6 load with
         self.keymap: dict[str, str] = {}
@@ -35,7 +37,6 @@ class Workflow:
         self.notice: str | None = None  # why the settings file was not used, if it was not
         self.follow: RunWatcher | None = None
         self.checkpoints: CheckpointLoader | None = None
-        self.default_system = ""  # the system text from the settings file
         # The switch in progress: what loads (for the transcript), from where, and the model
         # that finished loading during a reply and waits for its end.
         self.loading: str | None = None
@@ -63,32 +64,31 @@ class Workflow:
         self.checkpoints = checkpoints
 
     @property
-    def status(self) -> StatusBar:
-        return self.app.query_one(StatusBar)
+    def chat(self) -> Chat:
+        assert self._chat is not None, "mount() first"
+        return self._chat
 
     # ----------------------------------------------------------------- start
-    def mount(self) -> None:
-        app = self.app
-        self.default_system = app.template.system
+    def mount(self, chat: Chat) -> None:
+        """The chat is on screen: the settings file's theme and keys apply, `--follow` polls."""
+        self._chat = chat
         if self.theme:
-            app.theme = self.theme
+            self.app.theme = self.theme
         if self.keymap:
-            app.set_keymap(self.keymap)
+            self.app.set_keymap(self.keymap)
         if self.notice:
-            app.say(f"{self.notice}; using the defaults", severity="warning", timeout=10)
+            self.chat.say(f"{self.notice}; using the defaults", severity="warning", timeout=10)
         if self.follow is not None:
             from minigpt_tui.tui.follow import POLL_SECONDS
 
-            app.set_interval(POLL_SECONDS, self.poll_run)
+            self.app.set_interval(POLL_SECONDS, self.poll_run)
 
     def first_model_loaded(self) -> None:
         if self.follow is not None and self.checkpoints is not None:
             from minigpt_tui.tui.follow import Checkpoint
 
-            self.status.checkpoint = (
-                "following · " + Checkpoint.read(self.follow.current).describe()
-            )
-            self.status.backend = self.checkpoints.label()
+            now = Checkpoint.read(self.follow.current).describe()
+            self.chat.show_following(f"following · {now}", self.checkpoints.label())
         if self.model_path is not None:
             self._remember(self.follow.run if self.follow is not None else self.model_path)
 
@@ -104,7 +104,7 @@ class Workflow:
         """`--follow`: load the run's newest checkpoint when there is a newer one."""
         if self.follow is None or self.checkpoints is None:
             return
-        if self.app.session is None or self.loading is not None:
+        if self.chat.session is None or self.loading is not None:
             return  # the first model is still loading, or a switch is under way
         path = self.follow.poll()
         if path is None:
@@ -124,14 +124,13 @@ class Workflow:
         checkpoint: Checkpoint | None = None,
     ) -> None:
         self.loading, self.loading_path, self.loading_checkpoint = label, path, checkpoint
-        if not self.app.generating:
-            self.status.state = f"loading {label}…"
-        self.app.models.load(loader)
+        self.chat.show_idle(f"loading {label}…")
+        self.models.load(loader)
 
     def model_loaded(self, model: LoadedModel) -> None:
-        if self.app.generating:  # never mid-reply: take over when this reply ends
+        if self.chat.generating:  # never mid-reply: take over when this reply ends
             self.pending = model
-            self.app.say(f"{self.loading} is ready: it answers from the next reply.", timeout=3)
+            self.chat.say(f"{self.loading} is ready: it answers from the next reply.", timeout=3)
             return
         self.apply(model)
 
@@ -141,44 +140,32 @@ class Workflow:
             self.apply(model)
 
     def apply(self, model: LoadedModel) -> None:
-        app, session = self.app, self.app.session
-        assert session is not None
-        app.backend = model.backend
-        session.tokenizer = model.tokenizer
-        session.block_size = model.backend.block_size
         label = self.loading or model.backend.info.name
-        status = self.status
-        status.show_backend(model.backend)
         if self.loading_checkpoint is not None and self.checkpoints is not None:
-            status.checkpoint = f"following · {label}"
-            status.backend = self.checkpoints.label()
-            note = f"── the run's checkpoint at {label} answers from here ──"
+            self.chat.take_over(
+                model, f"── the run's checkpoint at {label} answers from here ──", None
+            )
+            self.chat.show_following(f"following · {label}", self.checkpoints.label())
         else:
             name = model.backend.info.name
-            status.model = app.model_label = app.saver.model_label = name
-            note = f"── switched to {name} ({model.backend.name}) ──"
-        app.transcript.note(note)
-        app.transcript.scroll_end(animate=False)
-        status.state = "ready"
+            self.chat.take_over(model, f"── switched to {name} ({model.backend.name}) ──", name)
         if self.loading_path is not None:
             self.model_path = self.loading_path
             self._remember(self.loading_path)
         self.loading = self.loading_path = self.loading_checkpoint = None
-        app.sync_context()
 
     def model_failed(self, reason: str) -> None:
         label, following = self.loading, self.loading_checkpoint is not None
         self.loading = self.loading_path = self.loading_checkpoint = None
-        if not self.app.generating:
-            self.status.state = "ready"
+        self.chat.show_idle("ready")
         if following:  # pruned meanwhile, or a disk hiccup: the next checkpoint comes along
-            self.app.say(
+            self.chat.say(
                 f"Could not load the checkpoint at {label}: {reason}; waiting for the next one.",
                 severity="warning",
                 timeout=6,
             )
         else:
-            self.app.say(
+            self.chat.say(
                 f"Could not load {label}: {reason}. Still talking to the current model.",
                 severity="error",
                 timeout=10,
@@ -190,9 +177,9 @@ class Workflow:
         from minigpt_tui.tui.screens.model_picker import ModelPickerScreen
 
         if self.loading is not None:
-            self.app.say(f"Still loading {self.loading}.", timeout=3)
+            self.chat.say(f"Still loading {self.loading}.", timeout=3)
             return
-        current = str(self.model_path) if self.model_path is not None else self.app.model_label
+        current = str(self.model_path) if self.model_path is not None else self.chat.model_label
         screen = ModelPickerScreen(bundled_models(), recent.load(), current)
         self.app.push_screen(screen, self._picked)
 
@@ -206,8 +193,8 @@ class Workflow:
         backend = self.backend_name
         if self.follow is not None:
             self.follow = None  # a model picked by hand ends following the run
-            self.status.checkpoint = ""
-            self.app.say("Stopped following the run.", timeout=3)
+            self.chat.show_following("")
+            self.chat.say("Stopped following the run.", timeout=3)
         self.start(lambda: load_backend(path, backend), choice, path=path)
 
     def _remember(self, path: Path) -> None:
@@ -220,7 +207,7 @@ class Workflow:
     def edit_system_text(self) -> None:
         from minigpt_tui.tui.screens.system_text import SystemTextScreen
 
-        session = self.app.session
+        session = self.chat.session
         char = session is not None and session.tokenizer.kind == "char"
         hint = (
             "This character-level model knows only its training characters and keeps the play "
@@ -229,23 +216,20 @@ class Workflow:
             else "The dialogue starts with this text: a persona, instructions, a few example "
             "turns. It is always in the prompt and saved with the conversation."
         )
-        self.app.push_screen(SystemTextScreen(self.app.template.system, hint), self._system_set)
+        screen = SystemTextScreen(self.chat.template.system, hint)
+        self.app.push_screen(screen, self._system_set)
 
     def _system_set(self, text: str | None) -> None:
         if text is None:
             return
-        self.app.template.system = text.strip("\n")
-        self.app.say(
+        self.chat.template.system = text.strip("\n")
+        self.chat.say(
             f"System text set ({len(text.strip())} characters)."
             if text.strip()
             else "System text cleared: the plain play layout.",
             timeout=3,
         )
-        self.app.sync_context()
-
-    def restore_system(self, conv: Conversation) -> None:
-        system = conv.settings.get("system")
-        self.app.template.system = system if isinstance(system, str) else self.default_system
+        self.chat.sync_context()
 
     def pick_theme(self) -> None:
         from minigpt_tui.tui.screens.theme import ThemeScreen
@@ -261,27 +245,16 @@ class Workflow:
         self.app.theme = name
         problem = remember_theme(name)
         if problem:
-            self.app.say(problem, severity="warning", timeout=8)
+            self.chat.say(problem, severity="warning", timeout=8)
         else:
-            self.app.say(f"Theme {name}, remembered in {config_path()}.", timeout=3)
+            self.chat.say(f"Theme {name}, remembered in {config_path()}.", timeout=3)
 
     # ----------------------------------------------------------------- search
     def search(self) -> None:
         from minigpt_tui.tui.screens.search import SearchScreen
 
-        self.app.push_screen(SearchScreen(self.app.history), self._open_hit)
+        self.app.push_screen(SearchScreen(self.chat.history), self._open_hit)
 
     def _open_hit(self, hit: tuple[int, int] | None) -> None:
-        if hit is None:
-            return
-        conv_id, seq = hit
-        app = self.app
-        app.conversations.reopen(conv_id)
-        if app.mode != "chat":
-            return
-        views = app.transcript.messages
-        if 0 <= seq < len(views):
-            view = views[seq]
-            view.add_class("-hit")
-            app.transcript.anchor(False)
-            app.call_after_refresh(app.transcript.scroll_to_widget, view, top=True, animate=False)
+        if hit is not None:
+            self.chat.conversations.open_at(*hit)

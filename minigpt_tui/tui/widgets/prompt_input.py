@@ -14,7 +14,7 @@ from textual.widgets import TextArea
 NEWLINE_KEYS = ("ctrl+j", "shift+enter", "ctrl+enter")
 
 
-# Keys that steer sampling while a reply streams (see ChatApp.BINDINGS).
+# Keys that steer sampling while a reply streams (see tui/keys.py).
 STEER_KEYS = frozenset(
     {"left_square_bracket", "right_square_bracket", "left_curly_bracket", "right_curly_bracket"}
 )

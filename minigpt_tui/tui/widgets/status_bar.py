@@ -7,7 +7,6 @@ from textual.reactive import reactive
 from textual.widgets import Static
 
 from minigpt_tui.safe_text import plain
-from model.backend import Backend
 
 
 def human(n: int) -> str:
@@ -18,6 +17,8 @@ def human(n: int) -> str:
 
 
 class StatusBar(Static):
+    """Shows what it is given: the chat screen sets each value from the chat's own."""
+
     model = reactive("")
     backend = reactive("")
     params = reactive(0)
@@ -27,12 +28,6 @@ class StatusBar(Static):
     tokens_per_sec = reactive(-1.0)
     state = reactive("loading…")
     checkpoint = reactive("")  # chat --follow: the checkpoint talking now (step, val loss)
-
-    def show_backend(self, backend: Backend) -> None:
-        """The backend talking now: its name, size and block size."""
-        self.backend = backend.name
-        self.params = backend.info.config.num_params()
-        self.block_size = backend.block_size
 
     def render(self) -> Text:
         # The state leads, so that a narrow terminal truncates details, never "ready".
