@@ -526,6 +526,17 @@ def chat_version(tokenizer: Tokenizer) -> Tokenizer:
     raise TokenizerError(f"no chat version of the {tokenizer.kind} tokenizer")
 
 
+def reads(model: Tokenizer, data: Tokenizer) -> bool:
+    """Whether a model with tokenizer `model` reads data tokenized by `data` as it was meant:
+    the same tokenizer, or `model` is the chat version of `data` (a chat model fine-tuned from
+    a plain one reads the plain text it started from)."""
+    if model.spec() == data.spec():
+        return True
+    return (
+        model.chat is not None and data.chat is None and chat_version(data).spec() == model.spec()
+    )
+
+
 def spec_is_chat(spec: dict[str, Any]) -> bool:
     """Whether a tokenizer spec describes a chat tokenizer ("chat": true; absent is false)."""
     chat = spec.get("chat", False)

@@ -201,3 +201,29 @@ def test_data_prepare_with_a_models_tokenizer(tmp_path: Path) -> None:
     assert tok.chat is not None and tok.vocab_size == 65 + 5  # the model's characters, then 5
     assert ds.meta["bad_records"] == {"unknown character": 3}  # '%' and '0' are not among them
     assert ds.meta["documents"] == 12
+
+
+def test_eval_reports_the_assistant_token_loss(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from model import checkpoint, modeldir
+
+    monkeypatch.setenv("COLUMNS", "200")
+    data = chat_data(tmp_path)
+    tok = load_dataset(data).tokenizer()
+    cfg = GPTConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=8)
+    checkpoint.save(tmp_path / "m", GPT(cfg), modeldir.make_meta(cfg, tok), tokenizer=tok)
+    capsys.readouterr()
+    assert cli("eval", tmp_path / "m", "--data", data) == 0
+    out = capsys.readouterr().out
+    assert "val assistant-token loss" in out and "tokens of the assistant's turns" in out
+
+
+def test_a_chat_model_reads_the_plain_text_of_its_tokenizer() -> None:
+    from model.tokenizer import reads
+
+    plain, chat_tok = CharTokenizer("abc"), CharTokenizer("abc", chat=True)
+    assert reads(chat_tok, plain) and reads(plain, plain) and reads(chat_tok, chat_tok)
+    assert not reads(plain, chat_tok)  # a plain model lacks the chat tokens
+    assert not reads(CharTokenizer("abd", chat=True), plain)
+    assert reads(GPT2Tokenizer(chat=True), GPT2Tokenizer())
