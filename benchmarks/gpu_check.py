@@ -183,7 +183,8 @@ def child_ours(args: argparse.Namespace) -> None:
     import torch
 
     from model.config import resolve_preset
-    from model.train import RunOptions, train
+    from model.startup import RunOptions
+    from model.train import train
 
     sys.setrecursionlimit(10_000)
     preset = resolve_preset("gpt2")

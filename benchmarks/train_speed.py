@@ -62,7 +62,8 @@ def configs(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
 def run(
     model_cfg: dict[str, Any], train_cfg: dict[str, Any], data: Path, out: Path, final_eval: bool
 ) -> list[dict[str, Any]]:
-    from model.train import RunOptions, train
+    from model.startup import RunOptions
+    from model.train import train
 
     events: list[dict[str, Any]] = []
     opts = RunOptions(data=data, out=out, device="cpu", force=True, final_eval=final_eval)

@@ -32,7 +32,7 @@ from export import weights
 from export.options import ExportError
 from model import modeldir
 from model.config import GPTConfig
-from model.tokenizer import CharTokenizer, Tokenizer, gpt2_bpe_files
+from model.tokenizer import CharTokenizer, HasHFJson, Tokenizer, gpt2_bpe_files
 
 # Hugging Face's Conv1D layers: stored (in_features, out_features).
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -147,10 +147,9 @@ def tokenizer_files(tokenizer: Tokenizer, block_size: int) -> dict[str, bytes]:
         encoder, merges = gpt2_bpe_files()
         files = {"vocab.json": encoder.read_bytes(), "merges.txt": merges.read_bytes()}
         return files | _tokenizer_config("GPT2Tokenizer", block_size, eot=True)
-    hf_json = getattr(tokenizer, "hf_json", None)  # a trained BPE ("bpe" kind)
-    if not callable(hf_json):
+    if not isinstance(tokenizer, HasHFJson):  # only a trained BPE ("bpe" kind) is left
         raise ExportError(f"tokenizer kind {tokenizer.kind!r} cannot be exported")
-    return bpe_tokenizer_files(str(hf_json()), block_size)
+    return bpe_tokenizer_files(tokenizer.hf_json(), block_size)
 
 
 def bpe_tokenizer_files(hf_json: str, block_size: int) -> dict[str, bytes]:

@@ -42,7 +42,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from model.backend import EngineError, check_threads, default_threads
+from model.backend import (
+    Backend,
+    EngineError,
+    Forkable,
+    MultiStream,
+    check_threads,
+    default_threads,
+)
 from model.config import GPTConfig
 from model.errors import first_line
 from model.modeldir import ModelInfo
@@ -302,8 +309,10 @@ class OrtStreams:
         return self._logits[0].copy()
 
 
-class OrtBackend:
-    """The engine's Backend over model.onnx: one stream, its KV cache kept between steps."""
+class OrtBackend(Backend, Forkable, MultiStream):
+    """The engine's Backend over model.onnx: one stream, its KV cache kept between steps. It
+    forks (views with their own cache over the same session) and decodes several streams
+    together (OrtStreams)."""
 
     name = "onnx"
 

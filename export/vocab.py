@@ -24,7 +24,7 @@ from typing import Any
 
 from gguf import TokenType
 
-from model.tokenizer import CharTokenizer, Tokenizer, TokenizerError, gpt2_bpe_files
+from model.tokenizer import CharTokenizer, HasHFJson, Tokenizer, TokenizerError, gpt2_bpe_files
 
 NORMAL, CONTROL, USER_DEFINED, UNUSED = (
     int(TokenType.NORMAL),
@@ -80,12 +80,10 @@ def bpe_vocab(tokenizer: Tokenizer, n_vocab: int) -> BPEVocab:
         vocab = char_vocab(tokenizer.chars)
     elif tokenizer.kind == "gpt2":
         vocab = gpt2_vocab()
+    elif isinstance(tokenizer, HasHFJson):  # a trained BPE ("bpe" kind)
+        vocab = from_hf_json(tokenizer.hf_json())
     else:
-        # A trained BPE ("bpe" kind) carries its Hugging Face tokenizer.json.
-        hf_json = getattr(tokenizer, "hf_json", None)
-        if not callable(hf_json):
-            raise VocabError(f"tokenizer kind {tokenizer.kind!r} cannot be exported")
-        vocab = from_hf_json(str(hf_json()))
+        raise VocabError(f"tokenizer kind {tokenizer.kind!r} cannot be exported")
     if vocab.eot is None and len(vocab.tokens) > LLAMA_CPP_DEFAULT_EOS:
         token = tokenizer.decode([LLAMA_CPP_DEFAULT_EOS])
         vocab.notes.append(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 
 class UserError(Exception):
     """Bad input: reported as a single line and a non-zero exit, never a traceback."""
@@ -16,10 +14,11 @@ def known_errors() -> tuple[type[BaseException], ...]:
     from model.backend import EngineError
     from model.config import ConfigError
     from model.data import DataError
+    from model.errors import TrainingError
     from model.modeldir import ModelDirError
     from model.tokenizer import TokenizerError
 
-    found: tuple[type[BaseException], ...] = (
+    return (
         UserError,
         ConfigError,
         DataError,
@@ -28,10 +27,5 @@ def known_errors() -> tuple[type[BaseException], ...]:
         EngineError,
         SamplingError,
         ExportError,
+        TrainingError,
     )
-    # Errors of torch-side modules: only raised when their module ran, so importing them
-    # here only when already loaded keeps this function torch-free.
-    train = sys.modules.get("model.train")
-    if train is not None:
-        found += (train.TrainingError,)
-    return found

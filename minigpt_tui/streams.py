@@ -22,12 +22,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
 from minigpt_tui.generation import Generation, TokenEvent
-from model.backend import Backend
+from model.backend import Backend, Forkable, MultiStream, Streams
 
 
 @dataclass
@@ -37,10 +36,9 @@ class StreamSlot:
 
 
 def fork(backend: Backend) -> Backend | None:
-    """A view of the backend with its own KV cache over the same weights (the ONNX backend's
-    `fork`); None when the backend cannot be shared that way."""
-    make = getattr(backend, "fork", None)
-    return make() if callable(make) else None
+    """A view of the backend with its own KV cache over the same weights (a `Forkable`
+    backend's `fork`); None when the backend cannot be shared that way."""
+    return backend.fork() if isinstance(backend, Forkable) else None
 
 
 def stream_slots(backend: Backend, n: int, lock: threading.Lock) -> list[StreamSlot]:
@@ -49,14 +47,6 @@ def stream_slots(backend: Backend, n: int, lock: threading.Lock) -> list[StreamS
     if all(v is not None for v in views):
         return [StreamSlot(v, threading.Lock()) for v in views if v is not None]
     return [StreamSlot(backend, lock) for _ in range(n)]
-
-
-class Streams(Protocol):
-    """Several-streams decoding (export/ort_backend.py's OrtStreams)."""
-
-    def prefill(self, stream: int, ids: Sequence[int]) -> np.ndarray: ...
-
-    def decode_batch(self, tokens: Sequence[int | None]) -> np.ndarray: ...
 
 
 NONE = np.zeros(0, np.float32)  # the logits of a stream that was not run
@@ -117,7 +107,6 @@ class Lockstep:
 
 
 def lockstep(backend: Backend, n: int) -> Lockstep | None:
-    """n streams of the backend's model decoded together (the ONNX backend's `streams`);
-    None when the backend has no several-streams decoding."""
-    make = getattr(backend, "streams", None)
-    return Lockstep(make(n), n) if callable(make) else None
+    """n streams of the backend's model decoded together (a `MultiStream` backend's
+    `streams`); None when the backend has no several-streams decoding."""
+    return Lockstep(backend.streams(n), n) if isinstance(backend, MultiStream) else None

@@ -5,6 +5,11 @@ token at a time. The backends (model/torch_backend.py: PyTorch; export/ort_backe
 import from here; the generation loop that drives them and `load_backend`, which picks one,
 are in minigpt_tui/generation.py.
 
+A backend may also have optional abilities, each a protocol of its own that callers test with
+isinstance (minigpt_tui/streams.py): `Forkable` (views with their own cache over the same
+weights) and `MultiStream` (several streams decoded together, as `Streams`). The ONNX backend
+has both; the PyTorch backends neither.
+
 Torch-free and light: the CLI imports it to check --backend before loading anything.
 """
 
@@ -12,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from model.errors import one_of
 
@@ -42,6 +47,34 @@ class Backend(Protocol):
     def decode(self, token: int) -> np.ndarray:
         """Append one token to the cache; return its logits (vocab,)."""
         ...
+
+
+@runtime_checkable
+class Forkable(Protocol):
+    """A backend that gives views of itself, each with its own KV cache over the same weights
+    (one copy of them), so that several generations run side by side, one per thread."""
+
+    def fork(self) -> Backend: ...
+
+
+class Streams(Protocol):
+    """n streams of one model decoded together: one call per step for all of them, so the
+    weights are read once per step, not once per stream (export/ort_backend.py's OrtStreams)."""
+
+    def prefill(self, stream: int, ids: Sequence[int]) -> np.ndarray:
+        """Start stream `stream` afresh on `ids`; return its last position's logits (vocab,)."""
+        ...
+
+    def decode_batch(self, tokens: Sequence[int | None]) -> np.ndarray:
+        """Append tokens[i] to stream i (None: leave it be); return the logits (n, vocab)."""
+        ...
+
+
+@runtime_checkable
+class MultiStream(Protocol):
+    """A backend that decodes several streams of its model together."""
+
+    def streams(self, n: int) -> Streams: ...
 
 
 def check_backend(name: str) -> str:

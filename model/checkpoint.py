@@ -1,13 +1,11 @@
-"""Saving and loading model directories with PyTorch (see model/modeldir.py for the format)."""
+"""Saving and loading model directories with PyTorch (see model/modeldir.py for the format;
+model/trainer_state.py for the trainer.pt a training checkpoint adds)."""
 
 from __future__ import annotations
 
 import errno
 import os
-import pickle
 import re
-import warnings
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +13,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from model import modeldir
+from model import modeldir, trainer_state
 from model.config import GPTConfig
-from model.errors import first_line
 from model.gpt import GPT
 from model.modeldir import ModelDirError, ModelInfo
 from model.tokenizer import Tokenizer
@@ -35,12 +32,13 @@ def save(
     target: Path,
     model: GPT,
     meta: dict[str, Any],
-    trainer_state: dict[str, Any] | None = None,
+    state: dict[str, Any] | None = None,
     replace: bool = False,
     tokenizer: Tokenizer | None = None,
 ) -> None:
-    """Write a complete model directory at `target`, atomically. A tokenizer whose spec names
-    files (a trained BPE) must be given, so that its files are stored with the model."""
+    """Write a complete model directory at `target`, atomically, with a training run's `state`
+    as its trainer.pt (model/trainer_state.py) when given. A tokenizer whose spec names files
+    (a trained BPE) must be given, so that its files are stored with the model."""
     needed = modeldir.tokenizer_files(meta["tokenizer"])
     if needed and (tokenizer is None or tokenizer.spec() != meta["tokenizer"]):
         raise ModelDirError(f"saving {target}: the tokenizer's files ({needed[0]}) are not given")
@@ -48,8 +46,8 @@ def save(
         if tokenizer is not None:
             modeldir.write_tokenizer_files(tmp, tokenizer)
         write_weights(state_for_saving(model), tmp / modeldir.WEIGHTS_FILE)
-        if trainer_state is not None:
-            torch.save(trainer_state, tmp / modeldir.TRAINER_FILE)
+        if state is not None:
+            trainer_state.write(tmp, state)
         modeldir.write_json(tmp / modeldir.CONFIG_FILE, meta)
 
 
@@ -121,21 +119,3 @@ def load(path: str | os.PathLike[str], device: str = "cpu") -> tuple[GPT, ModelI
     model = GPT(info.config)
     model.load_state_dict(sd, strict=False)
     return model.to(device), info
-
-
-def load_trainer_state(info: ModelInfo) -> dict[str, Any]:
-    path = info.path / modeldir.TRAINER_FILE
-    if not path.is_file():
-        raise ModelDirError(f"{info.path} has no {modeldir.TRAINER_FILE}; cannot resume from it")
-    try:
-        with warnings.catch_warnings():  # torch warns about legacy pickles, advising unsafety
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
-        reason = first_line(e)
-        if "weights_only" in str(e) or "Weights only load failed" in reason:
-            reason = "it holds Python objects, not only tensors, and is never unpickled"
-        raise ModelDirError(f"cannot load {path}: {reason}") from None
-    if not isinstance(state, dict) or "step" not in state:
-        raise ModelDirError(f"{path} is not a minigpt-tui trainer state")
-    return state

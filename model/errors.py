@@ -1,8 +1,14 @@
-"""How every layer words its one-line errors (torch-free; the lowest layer, so all can use it)."""
+"""How every layer words its one-line errors, and the error of a training run that cannot go on
+(torch-free; the lowest layer, so all can use it)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot start or continue (shown to the user as one line): raised by its
+    start-up (model/startup.py), its trainer.pt (model/trainer_state.py) and its loop."""
 
 
 def first_line(e: BaseException) -> str:

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -104,6 +104,16 @@ class Tokenizer(Protocol):
     def files(self) -> dict[str, bytes]:
         """Files the spec names, to store next to config.json / meta.json (name -> content);
         a chat tokenizer's include the chat template (TEMPLATE_FILE)."""
+        ...
+
+
+@runtime_checkable
+class HasHFJson(Protocol):
+    """A tokenizer that is a Hugging Face tokenizer.json (the trained BPE): the exports
+    (export/hf_export.py, export/vocab.py) read its vocabulary and merges from that."""
+
+    def hf_json(self) -> str:
+        """The standard tokenizer.json of the `tokenizers` library."""
         ...
 
 
@@ -384,7 +394,7 @@ def _byte_symbols() -> dict[str, int]:
     return table
 
 
-class BPETokenizer:
+class BPETokenizer(HasHFJson):
     """A byte-level BPE trained on the corpus with the Hugging Face `tokenizers` library.
 
     Stored as the library's standard tokenizer.json (which transformers and llama.cpp's

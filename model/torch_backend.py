@@ -4,7 +4,8 @@
 token against the cache. On CUDA the cache is static (fixed-size buffers) and a decode step is
 replayed as one CUDA graph. `TorchRecomputeBackend` is the slow reference: every step runs the
 whole current window through the plain training forward pass, with no cache. Tests check the
-two agree, and benchmarks/decode_speed.py measures what the cache buys.
+two agree, and benchmarks/decode_speed.py measures what the cache buys. Both are plain
+`Backend`s, without the optional abilities (one cache each: no forks, no batched streams).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 
 from model import checkpoint
-from model.backend import check_threads, default_threads
+from model.backend import Backend, check_threads, default_threads
 from model.gpt import GPT, LayerCache
 from model.modeldir import ModelInfo
 
@@ -61,7 +62,7 @@ class _TorchModel:
         return torch.tensor([list(ids)], dtype=torch.long, device=self.device)  # (1, T)
 
 
-class TorchBackend(_TorchModel):
+class TorchBackend(_TorchModel, Backend):
     """The KV-cache backend: O(context) work per new token.
 
     With `static_cache` (the default on CUDA for a model it loads itself) the cache is
@@ -175,7 +176,7 @@ class _DecodeStep:
         return self.out
 
 
-class TorchRecomputeBackend(_TorchModel):
+class TorchRecomputeBackend(_TorchModel, Backend):
     """The no-cache reference: every step recomputes the whole current window."""
 
     name = "recompute"

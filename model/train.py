@@ -1,15 +1,16 @@
 """The training loop: single process, or several through torchrun (DistributedDataParallel).
 
-`train(...)` runs a whole job in three parts:
+`train(...)` runs a whole job:
 
-- `prepare` decides what the run starts from: a fresh model, another model's weights
-  (--init-from) or the run's latest checkpoint (--resume), and checks the configs and data;
-- `Trainer` holds the model, optimizer, precision and data stream, and runs the loop: AdamW
-  or Muon (model/muon.py) with warm-up and cosine or trapezoid decay (model/schedule.py;
-  over iterations, or over a wall-clock budget), gradient
-  accumulation, clipping and mixed precision, periodic evaluation and text samples;
-- `Checkpointer` writes atomic checkpoints into the run directory (model/rundir.py) that
-  `--resume` continues bit-exactly on CPU.
+- model/startup.py's `prepare` decides what the run starts from: a fresh model, another
+  model's weights (--init-from) or the run's latest checkpoint (--resume), and checks the
+  configs and data;
+- `Trainer` holds the model, optimizer, precision and data stream (model/batches.py), and runs
+  the loop: AdamW or Muon (model/muon.py) with warm-up and cosine or trapezoid decay
+  (model/schedule.py; over iterations, or over a wall-clock budget), gradient accumulation,
+  clipping and mixed precision, periodic evaluation and text samples;
+- `Checkpointer` writes atomic checkpoints into the run directory (model/rundir.py), with the
+  trainer.pt (model/trainer_state.py) that `--resume` continues bit-exactly on CPU.
 
 Devices and processes are set up by model/device.py; every event goes to metrics.jsonl and
 to an optional callback (model/events.py), which the CLI renders with rich.
@@ -19,20 +20,17 @@ from __future__ import annotations
 
 import contextlib
 import math
-import signal
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from model import checkpoint, modeldir, rundir, schedule
-from model.config import ConfigError, GPTConfig, TrainConfig
-from model.data import META_FILE, Dataset, load_dataset
+from model import checkpoint, modeldir, rundir, schedule, trainer_state
+from model.batches import Batches, StopFlag
+from model.config import GPTConfig, TrainConfig
 from model.device import (
     Dist,
     any_rank,
@@ -45,14 +43,13 @@ from model.device import (
     resolve_device,
     resolve_dtype,
 )
-from model.errors import first_line
+from model.errors import TrainingError
 from model.evaluate import split_loss
 from model.events import (
     METRICS_FILE,
     CheckpointEvent,
     EndEvent,
     EvalEvent,
-    Event,
     EventLog,
     FullEvalEvent,
     NoticeEvent,
@@ -62,29 +59,8 @@ from model.events import (
 )
 from model.gpt import GPT, zero_init_projections
 from model.muon import Muon, muon_groups
+from model.startup import RunOptions, Start, prepare
 from model.tokenizer import Tokenizer
-
-
-class TrainingError(RuntimeError):
-    """A run that cannot start or continue (shown to the user as one line)."""
-
-
-@dataclass
-class RunOptions:
-    data: Path
-    out: Path
-    device: str = "auto"
-    resume: bool = False
-    force: bool = False
-    init_from: str | None = None
-    preset: str | None = None
-    bpe_dir: str | None = None
-    final_eval: bool = True
-    command: str = ""  # the command line, recorded in config.json
-    on_event: Callable[[Event], None] | None = None
-    sample: Callable[[GPT, Any, int], str] | None = None  # (model, tokenizer, iter) -> text
-    extra_meta: dict[str, Any] = field(default_factory=dict)
-    peak_flops: float | None = None  # the device's peak FLOP/s for MFU (default: PEAK_FLOPS)
 
 
 def train(
@@ -94,10 +70,8 @@ def train(
 ) -> dict[str, Any]:
     """Run a training job; returns its iteration, stop reason, last and whole-split val loss.
 
-    model_cfg_in / train_cfg_in: preset values already merged with the user's overrides
-    (without vocab_size, which comes from the data). On --resume, the checkpoint's configs are
-    used: train_cfg_in holds only the settings to change, and model_cfg_in may only repeat
-    the checkpoint's model config.
+    model_cfg_in / train_cfg_in: the settings model/startup.py's `prepare` turns into the
+    run's configs (on --resume, only the changes to the checkpoint's).
     """
     device = resolve_device(opts.device)
     dist_info, device = init_distributed(device)
@@ -128,187 +102,6 @@ def _out_of_memory(e: BaseException) -> bool:
 @contextlib.contextmanager
 def _no_lock() -> Iterator[Callable[[], None]]:
     yield lambda: None  # ranks other than 0 write nothing in the run directory
-
-
-# ---------------------------------------------------------------------------- the start
-
-
-@dataclass
-class Start:
-    """What a job trains: its configs and data, and the weights and state it starts from."""
-
-    model_cfg: GPTConfig
-    train_cfg: TrainConfig
-    dataset: Dataset
-    model: GPT | None = None  # the weights of --init-from or --resume; None: a fresh model
-    state: dict[str, Any] | None = None  # --resume: the checkpoint's trainer.pt
-
-
-def prepare(
-    model_cfg_in: dict[str, Any], train_cfg_in: dict[str, Any], opts: RunOptions, dist_info: Dist
-) -> Start:
-    """Check the configs, data and run directory, and load what the run starts from."""
-    out = opts.out
-    if opts.resume:
-        return _resumed(model_cfg_in, train_cfg_in, opts, dist_info)
-    for name, kind in ((modeldir.CONFIG_FILE, "a model"), (META_FILE, "a data")):
-        if (out / name).exists():  # --force would leave the run mixed in with its files
-            raise TrainingError(f"{out} is {kind} directory; train into a run directory")
-    if rundir.holds_run(out) and not opts.force:
-        raise TrainingError(
-            f"{out} already holds a training run; pass --resume to continue it or --force "
-            "to start over"
-        )
-    dataset = load_dataset(opts.data)
-    model: GPT | None = None
-    if opts.init_from:
-        model, model_cfg = _init_from(opts.init_from, model_cfg_in, dataset)
-    else:
-        model_cfg = GPTConfig.from_dict({"vocab_size": dataset.vocab_size, **model_cfg_in})
-    if dataset.vocab_size > model_cfg.vocab_size:
-        raise ConfigError(
-            f"the data has {dataset.vocab_size} tokens, the model only {model_cfg.vocab_size}"
-        )
-    train_cfg = TrainConfig.from_dict(train_cfg_in)
-    train_cfg.validate()
-    dataset.require_windows(model_cfg.block_size)
-    if opts.force and dist_info.master and out.is_dir():
-        rundir.clear(out)
-    return Start(model_cfg, train_cfg, dataset, model)
-
-
-def _resumed(
-    model_cfg_in: dict[str, Any], train_cfg_in: dict[str, Any], opts: RunOptions, dist_info: Dist
-) -> Start:
-    out = opts.out
-    if dist_info.master and out.is_dir():
-        rundir.tidy(out)  # what a killed run left: staging dirs, a torn metrics line
-    if not rundir.can_resume(out):
-        if rundir.holds_run(out):  # a run that stopped before its first checkpoint
-            raise TrainingError(
-                f"--resume: the run in {out} stopped before saving a checkpoint; "
-                "start it over with --force"
-            )
-        raise TrainingError(f"--resume: no checkpoint in {out}")
-    info = modeldir.read(out)
-    saved = info.config.to_dict()
-    changed = sorted(k for k, v in model_cfg_in.items() if k not in saved or saved[k] != v)
-    if changed:
-        raise ConfigError(
-            f"--resume keeps the checkpoint's model config; it differs in {', '.join(changed)}"
-        )
-    state = checkpoint.load_trainer_state(info)
-    training = info.meta.get("training")
-    saved_train = training.get("config") if isinstance(training, dict) else None
-    if not isinstance(saved_train, dict):
-        raise TrainingError(f"--resume: {info.path}'s config.json lacks its training config")
-    saved_optimizer = saved_train.get("optimizer", "adamw")  # runs from before the option
-    if train_cfg_in.get("optimizer", saved_optimizer) != saved_optimizer:
-        raise TrainingError(
-            f"--resume keeps the checkpoint's optimizer ({saved_optimizer}); "
-            f"drop --optimizer {train_cfg_in['optimizer']}"
-        )
-    train_cfg = TrainConfig.from_dict({**saved_train, **train_cfg_in})
-    train_cfg.validate()
-    dataset = load_dataset(opts.data, info.config.block_size)
-    if dataset.tokenizer_spec != info.tokenizer_spec:
-        raise TrainingError("--resume: the data's tokenizer differs from the checkpoint's")
-    model, _ = checkpoint.load(info.path)
-    return Start(info.config, train_cfg, dataset, model, state)
-
-
-def _init_from(
-    source: str, model_cfg_in: dict[str, Any], dataset: Dataset
-) -> tuple[GPT, GPTConfig]:
-    """Another model's weights and shape; only the block size (shorter) and dropout may change."""
-    model, info = checkpoint.load(source)
-    if info.tokenizer_spec != dataset.tokenizer_spec:
-        raise TrainingError(f"--init-from: {info.path}'s tokenizer does not match the data's")
-    base = info.config.to_dict()
-    changed = sorted(
-        k
-        for k, v in model_cfg_in.items()
-        if k not in ("block_size", "dropout") and (k not in base or base[k] != v)
-    )
-    if changed:
-        raise ConfigError(
-            f"--init-from keeps {info.path}'s model shape; it differs in {', '.join(changed)}"
-        )
-    block = int(model_cfg_in.get("block_size", base["block_size"]))
-    if block > base["block_size"]:
-        raise ConfigError(
-            f"block_size {block} is over what {info.path} supports ({base['block_size']})"
-        )
-    base.update(block_size=block, dropout=model_cfg_in.get("dropout", base["dropout"]))
-    if block < info.config.block_size:
-        model.crop_block_size(block)
-    return model, GPTConfig.from_dict(base)
-
-
-def _fit_grad_accum(cfg: TrainConfig, dist_info: Dist) -> list[str]:
-    """Make grad_accum a whole number of micro-batches per process; returns what it changed."""
-    notices = []
-    if cfg.grad_accum < dist_info.world_size:
-        notices.append(
-            f"grad_accum {cfg.grad_accum} is less than the {dist_info.world_size} "
-            f"processes: raised to {dist_info.world_size} (one micro-batch each), so the "
-            f"global batch is {dist_info.world_size * cfg.batch_size} sequences"
-        )
-        cfg.grad_accum = dist_info.world_size
-    if cfg.grad_accum % dist_info.world_size:
-        raise ConfigError(
-            f"grad_accum ({cfg.grad_accum}) must be divisible by the number of processes "
-            f"({dist_info.world_size}): each process runs grad_accum / world_size micro-batches"
-        )
-    return notices
-
-
-# ---------------------------------------------------------------------------- batches
-
-
-class Batches:
-    """Random (x, y) windows from a memmapped split, reproducible from one torch.Generator.
-
-    Every process draws the offsets of the whole global step (all processes' micro-batches)
-    from the same seed and keeps its own share, so a run on N processes sees exactly the
-    batches of a single-process run with the same global batch, and one generator state
-    resumes them all.
-    """
-
-    def __init__(
-        self, tokens: np.ndarray, batch_size: int, block_size: int, device: str, seed: int
-    ) -> None:
-        self.tokens = tokens
-        self.batch_size = batch_size
-        self.block_size = block_size
-        self.device = device
-        self.gen = torch.Generator().manual_seed(seed)
-        self._offsets = np.arange(block_size + 1)
-
-    def draw(self, n: int) -> torch.Tensor:
-        """Start offsets of n micro-batches: (n, batch_size)."""
-        high = len(self.tokens) - self.block_size
-        return torch.randint(high, (n, self.batch_size), generator=self.gen)
-
-    def gather(self, ix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = self.tokens[ix.numpy()[:, None] + self._offsets]  # (B, T+1), one gather
-        buf = torch.from_numpy(rows.astype(np.int64))
-        if self.device.startswith("cuda"):
-            buf = buf.pin_memory().to(self.device, non_blocking=True)
-        elif self.device != "cpu":
-            buf = buf.to(self.device)
-        return buf[:, :-1], buf[:, 1:]
-
-    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.gather(self.draw(1)[0])
-
-    def step(
-        self, grad_accum: int, rank: int = 0, world_size: int = 1
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """This process' micro-batches of one optimizer step (grad_accum across all)."""
-        ix = self.draw(grad_accum)
-        share = grad_accum // world_size
-        return (self.gather(i) for i in ix[rank * share : (rank + 1) * share])
 
 
 # ---------------------------------------------------------------------------- one step
@@ -370,28 +163,6 @@ def accumulate_gradients(
             loss = loss / accum
         scaler.scale(loss).backward()
     return loss
-
-
-class _StopFlag:
-    """First Ctrl+C asks the loop to stop after the current step and save; a second one aborts."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
-
-    def __enter__(self) -> _StopFlag:
-        with contextlib.suppress(ValueError):  # not in the main thread
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
 
 
 # ---------------------------------------------------------------------------- checkpoints
@@ -472,7 +243,7 @@ class Trainer:
         cfg, model_cfg = start.train_cfg, start.model_cfg
         self.cfg, self.model_cfg, self.opts = cfg, model_cfg, opts
         self.device, self.dist, self.dataset = device, dist_info, start.dataset
-        self.notices = _fit_grad_accum(cfg, dist_info)
+        self.notices = list(start.notices)
         self.accum = cfg.grad_accum // dist_info.world_size  # micro-batches of this process
         self.tokenizer = start.dataset.tokenizer(opts.bpe_dir)
 
@@ -493,7 +264,7 @@ class Trainer:
         )
         self.step, self.elapsed_before, self.best_val = 0, 0.0, float("inf")
         if start.state is not None:
-            self._restore(start.state)
+            self._resume(start.state)
         self.resumed = start.state is not None
         self.model = self._wrap(self.raw_model)
 
@@ -518,26 +289,14 @@ class Trainer:
             self.log,
         )
 
-    def _restore(self, state: dict[str, Any]) -> None:
-        """Continue from a checkpoint's trainer state (the counterpart of `state_dict`)."""
-        self._check_state(state)
-        self.step = int(state["step"])
-        try:  # what the check cannot see (an RNG state of the wrong length) fails in Python
-            self.optimizer.load_state_dict(state["optimizer"])
-            if state.get("scaler"):
-                self.scaler.load_state_dict(state["scaler"])
-            torch_states = state["rng_torch"]  # one per process (dropout masks)
-            if len(torch_states) == self.dist.world_size:
-                torch.set_rng_state(torch_states[self.dist.rank])
-            else:  # resumed on a different number of processes: a fresh stream per process
-                torch.manual_seed(self.cfg.seed + self.step + 7919 * self.dist.rank)
-            self.batches.gen.set_state(state["rng_data"])
-            self.elapsed_before = float(state.get("elapsed", 0.0))
-            self.best_val = float(state.get("best_val_loss", float("inf")))
-        except (RuntimeError, ValueError, TypeError, KeyError) as e:
-            raise TrainingError(
-                f"cannot resume from {modeldir.TRAINER_FILE} of {self.opts.out}: {first_line(e)}"
-            ) from None
+    def _resume(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint's trainer.pt; a note when it has nothing left to train."""
+        where = f"{modeldir.TRAINER_FILE} of {self.opts.out}"
+        restored = trainer_state.restore(
+            state, self.optimizer, self.scaler, self.batches.gen, self.dist, self.cfg.seed, where
+        )
+        self.step, self.elapsed_before = restored.step, restored.elapsed
+        self.best_val = restored.best_val
         budget = self.cfg.time_budget
         if self.step >= self.cfg.max_iters:
             self.notices.append(
@@ -549,53 +308,6 @@ class Trainer:
                 f"the run has already spent its --time-budget of {budget:g} s: nothing to "
                 "train; a larger --time-budget trains on"
             )
-
-    def _check_state(self, state: dict[str, Any]) -> None:
-        """Refuse, in one line, a trainer.pt that does not belong to this model, before any of
-        it reaches torch (one copied from a run of another width made fused AdamW abort in
-        C++): its parameter groups, and every optimizer moment's shape, must be this
-        optimizer's, and its RNG states must be byte tensors."""
-        where = f"{modeldir.TRAINER_FILE} of {self.opts.out}"
-        ours = [p.shape for group in self.optimizer.param_groups for p in group["params"]]
-        try:
-            groups = state["optimizer"]["param_groups"]
-            moments = state["optimizer"]["state"]
-            ids = [i for group in groups for i in group["params"]]
-            shapes = {
-                i: t.shape
-                for i, m in moments.items()
-                for name, t in m.items()
-                if name in ("exp_avg", "exp_avg_sq") and isinstance(t, torch.Tensor)
-            }
-            rng = [state["rng_data"], *state["rng_torch"]]
-            step = state["step"]
-        except (KeyError, TypeError, AttributeError) as e:
-            raise TrainingError(f"{where} is not a complete trainer state ({e!s})") from None
-        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-            raise TrainingError(f"{where} has no valid step ({step!r})")
-        if not all(isinstance(t, torch.Tensor) and t.dtype == torch.uint8 for t in rng):
-            raise TrainingError(f"{where} holds no valid random-number states")
-        fits = len(groups) == len(self.optimizer.param_groups) and len(ids) == len(ours)
-        fits = fits and all(
-            shapes.get(i, shape) == shape for i, shape in zip(ids, ours, strict=False)
-        )
-        if not fits:
-            raise TrainingError(
-                f"{where} belongs to a model of another shape (its optimizer holds "
-                f"{len(ids)} tensors of other sizes); it cannot resume this checkpoint"
-            )
-
-    def state_dict(self, rng_torch: list[Any]) -> dict[str, Any]:
-        """What --resume needs to continue bit-exactly; rng_torch: every process' RNG state."""
-        return {
-            "step": self.step,
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
-            "rng_torch": rng_torch,
-            "rng_data": self.batches.gen.get_state(),
-            "elapsed": self.elapsed(),
-            "best_val_loss": self.best_val,
-        }
 
     def _wrap(self, model: GPT) -> nn.Module:
         """The module the step runs: compiled, and under DDP wrapped to all-reduce gradients."""
@@ -679,7 +391,7 @@ class Trainer:
         cfg, budget = self.cfg, self.cfg.time_budget
         reason = "done"
         self.raw_model.train()
-        with _StopFlag() as stop:
+        with StopFlag() as stop:
             while True:
                 elapsed = self.elapsed()
                 # A fresh run takes at least one step, whatever its budget, so that it always
@@ -838,7 +550,15 @@ class Trainer:
             "elapsed_seconds": round(self.elapsed(), 2),
             "params": self.raw_model.num_params(),
         }
-        state = self.state_dict(rng_torch)
+        state = trainer_state.capture(
+            self.step,
+            self.optimizer,
+            self.scaler,
+            rng_torch,
+            self.batches.gen,
+            self.elapsed(),
+            self.best_val,
+        )
         self.checkpointer.save(self.raw_model, self.step, state, summary, reason)
 
     def final_eval(self) -> float | None:

@@ -1,4 +1,5 @@
-"""Small shared builders for tests: text, prepared data and tiny models."""
+"""Small shared builders for tests: text, prepared data, tiny models, training command lines,
+and the hostile text no output may pass on to a terminal."""
 
 from __future__ import annotations
 
@@ -79,3 +80,26 @@ def expect_one_line_error(capsys: Any, *args: Any) -> str:
     errors = [line for line in lines if line.startswith("error: ")]
     assert len(errors) == 1 and lines[-1] == errors[0], f"{args}: {err!r}"
     return errors[0]
+
+
+TINY_SHAPE = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "32"]
+
+
+def tiny_train_args(data: Path, out: Path, *extra: str) -> list[Any]:
+    """`train` on the CPU, quick and quiet, with a checkpoint every 5 steps."""
+    return [
+        "train", "--data", data, "--out", out, "--device", "cpu", "--no-samples",
+        "--no-final-eval", "--batch-size", "4", "--eval-iters", "1", "--eval-interval", "5",
+        "--ckpt-interval", "5", "--log-interval", "5", *extra,
+    ]  # fmt: skip
+
+
+RUN_FLAGS = ["--device", "cpu", "--no-samples", "--no-final-eval", "--batch-size", "4"]
+RUN_FLAGS += ["--eval-iters", "1"]
+SHAPE = ["--block-size", "16", "--n-layer", "1", "--n-head", "2"]
+
+
+def train_argv(data: Path, out: Path, *extra: str, width: int = 16) -> list[str]:
+    """`train` of a one-layer model `width` wide (a resumed run keeps its shape)."""
+    shape = [] if "--resume" in extra else [*SHAPE, "--n-embd", str(width)]
+    return ["train", "--data", str(data), "--out", str(out), *RUN_FLAGS, *shape, *extra]

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import signal
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,8 +24,8 @@ import pytest
 from safetensors.numpy import load_file, save_file
 from test_convert import write_hf_gpt2
 
-from model import modeldir
-from tests.helpers import expect_one_line_error, make_data, make_model
+from model import checkpoint, modeldir
+from tests.helpers import cli, expect_one_line_error, make_data, make_model
 
 # fmt: off
 MATRIX: list[tuple[str, str, list[str]]] = [
@@ -437,3 +439,58 @@ def test_config_path_that_is_a_directory_is_one_line(
     assert "cannot read" in expect_one_line_error(capsys, "config", "show")
     monkeypatch.setenv("EDITOR", "true")
     assert "not a file" in expect_one_line_error(capsys, "config", "edit")
+
+
+def test_cosmetic_refusals_and_fixes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tiny = make_model(tmp_path)
+    # A huge repetition penalty works without numpy overflow warnings.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert (
+            cli(
+                "generate",
+                "-m",
+                tiny,
+                "--backend",
+                "torch",
+                "--repetition-penalty",
+                "1e39",
+                "-n",
+                "20",
+                "--seed",
+                "1",
+                "ROMEO",
+            )
+            == 0
+        )
+        assert (
+            cli("generate", "-m", tiny, "--backend", "torch", "-t", "1e-300", "-n", "5", "hi") == 0
+        )
+    line = expect_one_line_error(capsys, "generate", "-m", tiny, "-t", "inf", "hi")
+    assert "temperature must be >= 0 and finite, got inf" in line
+    # --echo prints the prompt the model was given: without the dropped characters.
+    capsys.readouterr()
+    assert (
+        cli("generate", "-m", tiny, "--echo", "--unknown-chars", "drop", "-n", "0", "hi ¥ROMEO")
+        == 0
+    )
+    assert capsys.readouterr().out == "hi ROMEO"
+    # A FIFO config.json is called what it is.
+    fifo = tmp_path / "fifo"
+    fifo.mkdir()
+    os.mkfifo(fifo / modeldir.CONFIG_FILE)
+    line = expect_one_line_error(capsys, "info", fifo)
+    assert "config.json is a FIFO, not a regular file" in line
+    # Weights are written with the usual file mode, like every other file.
+    mask = os.umask(0o022)
+    try:
+        model, info = checkpoint.load(tiny)
+        checkpoint.save(tmp_path / "modes", model, info.meta)
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "modes" / modeldir.WEIGHTS_FILE).stat().st_mode & 0o777 == 0o644
+    # chat and watch without a terminal: one line, no full-screen app.
+    line = expect_one_line_error(capsys, "chat", "-m", tiny, "--no-history")
+    assert "needs a terminal" in line
+    line = expect_one_line_error(capsys, "watch", tmp_path)
+    assert "needs a terminal" in line

@@ -13,8 +13,9 @@ import pytest
 from model import checkpoint, modeldir
 from model.data import load_dataset, prepare
 from model.modeldir import ModelDirError
+from model.startup import RunOptions
 from model.tokenizer import BPETokenizer, StreamDecoder, TokenizerError, from_spec, safe_cut
-from model.train import RunOptions, train
+from model.train import train
 from tests.helpers import TEXT, cli, expect_one_line_error, make_corpus
 
 UNICODE = "Ünïcode, emoji 🎭 and\n\nnew   lines <|endoftext|> stay text"

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from safetensors.numpy import load_file as load_numpy
 from safetensors.numpy import save_file
+from safetensors.numpy import save_file as save_numpy
 
 from model import checkpoint
-from tests.helpers import cli
+from tests.helpers import cli, expect_one_line_error
 
 V, T, C, L, H = 50257, 24, 32, 2, 4  # GPT-2 vocabulary, tiny everything else
 
@@ -110,3 +114,83 @@ def test_convert_refuses_bad_sources(tmp_path: Path, capsys: pytest.CaptureFixtu
     err = capsys.readouterr().err
     assert "shape" in err and "Traceback" not in err
     assert not (tmp_path / "ours").exists()
+
+
+# ---------------------------------------------- hostile Hugging Face directories
+
+
+def _hf_weights(change: Callable[[dict[str, np.ndarray]], Any]) -> Callable[[Path], None]:
+    def apply(src: Path) -> None:
+        w = load_numpy(str(src / "model.safetensors"))
+        change(w)
+        save_numpy(w, str(src / "model.safetensors"))
+
+    return apply
+
+
+def _hf_config(**values: Any) -> Callable[[Path], None]:
+    def apply(src: Path) -> None:
+        cfg = json.loads((src / "config.json").read_text())
+        cfg.update(values)
+        (src / "config.json").write_text(json.dumps(cfg))
+
+    return apply
+
+
+def _extra_layer(w: dict[str, np.ndarray]) -> None:
+    for k in [k for k in w if k.startswith("h.1.")]:
+        w["h.2." + k[4:]] = w[k]
+
+
+HOSTILE_HF: dict[str, tuple[Callable[[Path], None], str]] = {
+    "3-D c_attn.weight": (
+        _hf_weights(lambda w: w.update({"h.0.attn.c_attn.weight": np.zeros((2, 32, 96), "f")})),
+        "h.0.attn.c_attn.weight has shape (2, 32, 96)",
+    ),
+    "3 layers of weights, n_layer 2": (_hf_weights(_extra_layer), "h.2.attn.c_attn.bias"),
+    "vocab_size 100": (_hf_config(vocab_size=100), "expected (100, 32)"),
+    "tie_word_embeddings 'false'": (
+        _hf_config(tie_word_embeddings="false"),
+        "tie_weights must be true or false",
+    ),
+    "n_layer 2.7": (_hf_config(n_layer=2.7), "n_layer must be a positive integer, got 2.7"),
+    "n_layer true": (_hf_config(n_layer=True), "n_layer must be a positive integer, got True"),
+    "n_embd '32'": (_hf_config(n_embd="32"), "n_embd must be a positive integer"),
+    "config a list": (lambda s: (s / "config.json").write_text("[]"), "not a GPT-2"),
+    "NaN weights": (
+        _hf_weights(lambda w: w["h.1.mlp.c_fc.bias"].__setitem__(0, np.nan)),
+        "non-finite",
+    ),
+    "infinite weights": (_hf_weights(lambda w: w["wte.weight"].fill(np.inf)), "non-finite"),
+    "integer weights": (
+        _hf_weights(lambda w: w.update({"ln_f.bias": np.zeros(32, np.int32)})),
+        "not floating point",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_HF))
+def test_hostile_hugging_face_dirs_are_refused_in_one_line(
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "hf"
+    write_hf_gpt2(src)
+    spoil, words = HOSTILE_HF[case]
+    spoil(src)
+    line = expect_one_line_error(capsys, "convert", "hf", src, "--out", tmp_path / "out")
+    assert words in line, line
+    assert not (tmp_path / "out").exists()
+
+
+def test_convert_hf_keeps_an_untied_head_and_ignores_attention_masks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "hf"
+    w = write_hf_gpt2(src)
+    _hf_config(tie_word_embeddings=False)(src)
+    head = np.random.default_rng(1).standard_normal(w["wte.weight"].shape).astype(np.float32)
+    _hf_weights(lambda w: w.update({"lm_head.weight": head, "h.0.attn.bias": np.ones((1, 1))}))(src)
+    assert cli("convert", "hf", src, "--out", tmp_path / "out") == 0
+    model, info = checkpoint.load(tmp_path / "out")
+    assert info.config.tie_weights is False
+    assert np.array_equal(model.lm_head.weight.detach().numpy(), head)

@@ -209,6 +209,19 @@ def test_a_too_long_record_is_bad_and_the_next_one_is_read(
     assert stats.bad == {"too long": 1} and stats.records == 2
 
 
+@pytest.mark.parametrize("text", ["ab" * 500, "日本語" * 300], ids=["ascii", "multibyte"])
+def test_a_corpus_without_line_breaks_still_gets_both_splits(text: str, tmp_path: Path) -> None:
+    from model.data import load_dataset, prepare
+
+    src = tmp_path / "one-line.txt"
+    src.write_text(text, encoding="utf-8")
+    res = prepare([src], tmp_path / "d", "char", val_fraction=0.1)
+    assert res.train_tokens > 0.8 * len(text) and res.val_tokens > 0
+    ds = load_dataset(tmp_path / "d")
+    tok = ds.tokenizer()
+    assert tok.decode(ds.train.tolist()) + tok.decode(ds.val.tolist()) == text
+
+
 def test_train_and_val_of_a_jsonl_corpus_hold_whole_records(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "c.jsonl", [{"text": d} for d in DOCS])
     res = prepare([path], tmp_path / "d", "gpt2", val_fraction=0.25)

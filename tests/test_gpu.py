@@ -25,7 +25,7 @@ import torch
 
 from minigpt_tui.generation import Generation
 from minigpt_tui.sampling import SamplingSettings
-from model import checkpoint, modeldir
+from model import checkpoint, modeldir, trainer_state
 from model.torch_backend import TorchBackend
 from tests.helpers import TEXT, cli, make_data, make_model
 
@@ -69,9 +69,9 @@ def losses(events: list[dict[str, Any]]) -> list[float]:
     return [e["loss"] for e in events if e["event"] == "train"]
 
 
-def trainer_state(run: Path) -> dict[str, Any]:
+def saved_state(run: Path) -> dict[str, Any]:
     info = modeldir.read(run)
-    return checkpoint.load_trainer_state(info)
+    return trainer_state.load(info)
 
 
 def test_model_forward_on_gpu_matches_cpu(tmp_path: Path, exact_float32: None) -> None:
@@ -134,14 +134,14 @@ def test_float16_with_the_gradient_scaler_trains_without_nans(tmp_path: Path) ->
     assert events[0]["dtype"] == "float16"
     curve = losses(events)
     assert all(math.isfinite(x) for x in curve) and curve[-1] < curve[0] - 0.5
-    scaler = trainer_state(run)["scaler"]
+    scaler = saved_state(run)["scaler"]
     assert scaler and scaler["scale"] > 0  # the scaler ran and is saved for --resume
 
 
 def test_adamw_is_fused_and_its_state_lives_on_the_device(tmp_path: Path) -> None:
     run = tmp_path / "run"
     train_cli(make_data(tmp_path), run, "--max-iters", "5")
-    optim = trainer_state(run)["optimizer"]
+    optim = saved_state(run)["optimizer"]
     assert all(group["fused"] for group in optim["param_groups"])
     state = next(iter(optim["state"].values()))
     assert torch.isfinite(state["exp_avg"]).all() and state["exp_avg"].abs().sum() > 0
@@ -184,7 +184,7 @@ def test_gpu_checkpoint_loads_on_cpu_and_exports_to_onnx(tmp_path: Path) -> None
     model, info = checkpoint.load(run, device="cpu")
     assert next(model.parameters()).device.type == "cpu"
     assert info.meta["training"]["device"].startswith(DEVICE.split(":")[0])
-    state = trainer_state(run)  # optimizer state saved from the GPU, read back on the CPU
+    state = saved_state(run)  # optimizer state saved from the GPU, read back on the CPU
     assert next(iter(state["optimizer"]["state"].values()))["exp_avg"].device.type == "cpu"
     assert cli("export", "onnx", run, "--out", tmp_path / "onnx") == 0  # verified against torch
     onnx_info = modeldir.read(tmp_path / "onnx")

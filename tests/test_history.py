@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -125,3 +128,88 @@ def test_title_is_first_line_shortened() -> None:
     assert title_for([Turn("user", "  a\nb  ")]) == "a b"
     assert title_for([]) == "(empty)"
     assert len(title_for([Turn("user", "x" * 200)])) == 60
+
+
+# --------------------------------------- a data directory that cannot be written
+
+
+def _turn(text: str) -> Any:
+    from minigpt_tui.dialogue import Turn
+
+    return Turn("user", text)
+
+
+def _saved(path: Path) -> int:
+    store = HistoryStore(path)
+    conv_id = store.save(Conversation(None, "", "chat", "tiny", [_turn("kept")]))
+    store.close()
+    return conv_id
+
+
+def test_an_unusable_data_dir_keeps_history_in_memory_and_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MINIGPT_TUI_DATA_DIR", "/proc/self")
+    store = HistoryStore.default()
+    assert not store.persistent and "/proc/self/history.db cannot be created" in store.notice
+    store.save(Conversation(None, "", "chat", "tiny", [_turn("in memory")]))
+    assert [c.title for c in store.list()] == ["in memory"]
+
+
+@pytest.fixture
+def read_only_dir(tmp_path: Path) -> Any:
+    """A directory that cannot be written, with a healthy history.db saved in it first: a
+    read-only tmpfs when we are root (root ignores file modes), else chmod."""
+    where = tmp_path / "ro"
+    where.mkdir()
+    if os.geteuid() != 0:
+        conv_id = _saved(where / "history.db")
+        (where / "history.db").chmod(0o444)
+        where.chmod(0o555)
+        yield where, conv_id
+        where.chmod(0o755)
+        return
+    try:
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)],
+            check=True,
+            capture_output=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        conv_id = _saved(where / "history.db")
+        subprocess.run(["mount", "-o", "remount,ro", str(where)], check=True, timeout=10)
+        yield where, conv_id
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False, capture_output=True)
+
+
+def test_a_read_only_history_opens_read_only_and_is_never_moved_aside(
+    read_only_dir: tuple[Path, int],
+) -> None:
+    where, conv_id = read_only_dir
+    before = sorted(p.name for p in where.iterdir())
+    store = HistoryStore(where / "history.db")
+    assert store.read_only and store.persistent and "is read-only" in store.notice
+    loaded = store.load(conv_id)
+    assert loaded is not None and loaded.turns[0].text == "kept"
+    store.save(Conversation(None, "", "chat", "tiny", [_turn("not saved")]))  # no error
+    store.delete(conv_id)
+    assert [c.id for c in store.list()] == [conv_id]
+    store.close()
+    assert sorted(p.name for p in where.iterdir()) == before  # nothing moved aside
+
+
+def test_a_data_dir_that_cannot_be_written_keeps_history_in_memory(tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only directories; /proc covers this case as root")
+    where = tmp_path / "empty-ro"
+    where.mkdir()
+    where.chmod(0o555)
+    try:
+        store = HistoryStore(where / "history.db")
+        assert not store.persistent and "cannot be created" in store.notice
+    finally:
+        where.chmod(0o755)

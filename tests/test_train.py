@@ -6,18 +6,21 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from model import modeldir
+from model import checkpoint, modeldir
 from model.config import ConfigError, GPTConfig, TrainConfig
 from model.data import DataError
+from model.errors import TrainingError
 from model.gpt import GPT
-from model.train import RunOptions, TrainingError, accumulate_gradients, learning_rate, train
-from tests.helpers import make_data
+from model.startup import RunOptions
+from model.train import accumulate_gradients, learning_rate, train
+from tests.helpers import cli, expect_one_line_error, make_data, train_argv
 
 TINY = {"block_size": 16, "n_layer": 2, "n_head": 2, "n_embd": 16}
 FAST = {
@@ -462,3 +465,71 @@ def test_every_config_field_is_a_train_flag(
         for f in dataclasses.fields(cls):
             flag = (f.metadata["flags"] or (f"--{f.name.replace('_', '-')}",))[0]
             assert flag.split("/")[0] in shown and f.metadata["help"] in shown, f.name
+
+
+# ---------------------------------------------------------- run-directory safety
+
+
+def test_a_diverging_run_never_saves_non_finite_weights(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, out = make_data(tmp_path), tmp_path / "run"
+    ckpt = ["--ckpt-interval", "3", "--eval-interval", "3", "--log-interval", "1000"]
+    assert cli(*train_argv(data, out, "--max-iters", "3", *ckpt)) == 0
+    good = (out / "latest" / modeldir.WEIGHTS_FILE).read_bytes()
+    line = expect_one_line_error(
+        capsys, *train_argv(data, out, "--resume", "--max-iters", "60", "--lr", "1e9", *ckpt)
+    )
+    assert "training diverged" in line and "step-000003 is still latest" in line
+    assert os.readlink(out / "latest") == "step-000003"
+    assert (out / "latest" / modeldir.WEIGHTS_FILE).read_bytes() == good
+    for step in out.glob("step-*"):  # every checkpoint left loads and is finite
+        checkpoint.load(step)
+
+
+def test_a_run_directory_is_held_by_one_run_and_a_killed_holder_does_not_block(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+
+    data, out = make_data(tmp_path), tmp_path / "run"
+    assert cli(*train_argv(data, out, "--max-iters", "2")) == 0
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from pathlib import Path; from model import rundir\n"
+         "with rundir.locked(Path(sys.argv[1])) as claim:\n"
+         "    claim(); print('held', flush=True); time.sleep(120)",
+         str(out)],
+        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[1],
+        env=dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1])),
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        for extra in (["--resume", "--max-iters", "4"], ["--force", "--max-iters", "2"]):
+            line = expect_one_line_error(capsys, *train_argv(data, out, *extra))
+            assert f"being written by another training run (process {holder.pid})" in line
+        (out / ".train.pid").unlink()  # the kernel's lock table still names the holder
+        line = expect_one_line_error(capsys, *train_argv(data, out, "--resume"))
+        assert f"(process {holder.pid})" in line
+    finally:
+        holder.kill()
+        holder.wait(10)
+    (out / ".train.pid").write_text(f"{holder.pid}\n")  # a stale id, as kill -9 leaves it
+    assert cli(*train_argv(data, out, "--resume", "--max-iters", "4")) == 0
+    assert os.readlink(out / "latest") == "step-000004"
+    assert not (out / ".train.pid").exists()
+
+
+def test_a_tiny_time_budget_still_leaves_a_run_that_resumes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, out = make_data(tmp_path), tmp_path / "run"
+    assert cli(*train_argv(data, out, "--time-budget", "1e-9", "--max-iters", "50")) == 0
+    assert os.readlink(out / "latest") == "step-000001"
+    assert cli(*train_argv(data, out, "--resume", "--time-budget", "600", "--max-iters", "3")) == 0
+    assert os.readlink(out / "latest") == "step-000003"
+    # A run that stopped before its first checkpoint: --resume says what to do.
+    (tmp_path / "early").mkdir()
+    (tmp_path / "early" / "metrics.jsonl").write_text('{"event": "start", "iter": 0}\n')
+    line = expect_one_line_error(capsys, *train_argv(data, tmp_path / "early", "--resume"))
+    assert "stopped before saving a checkpoint; start it over with --force" in line

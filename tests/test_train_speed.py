@@ -13,7 +13,8 @@ from torch.nn import functional as F
 from model.config import PRESETS, GPTConfig, TrainConfig
 from model.device import peak_flops, resolve_dtype
 from model.gpt import GPT, causal_attention
-from model.train import RunOptions, train
+from model.startup import RunOptions
+from model.train import train
 from tests.helpers import make_data
 
 TINY = {"block_size": 16, "n_layer": 2, "n_head": 2, "n_embd": 16}

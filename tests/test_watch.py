@@ -14,6 +14,7 @@ from minigpt_tui.cli import main
 from minigpt_tui.tui.metrics import MetricsFollower, RunState, duration, metrics_path
 from minigpt_tui.tui.watch_app import WatchApp
 from minigpt_tui.tui.widgets.plot import BRAILLE_BASE, as_series, rasterize, thin, y_range
+from model.events import METRICS_FILE
 
 
 def line(**event: Any) -> str:
@@ -72,6 +73,17 @@ def test_follower_notices_truncation_and_replacement(tmp_path: Path) -> None:
     os.replace(tmp, path)  # replaced by a new file (new inode)
     events, reset = f.poll()
     assert reset and len(events) == 4
+
+
+def test_watch_skips_hostile_metrics_lines(tmp_path: Path) -> None:
+    from minigpt_tui.tui.metrics import MetricsFollower
+
+    path = tmp_path / METRICS_FILE
+    good = json.dumps({"event": "train", "iter": 1, "loss": 2.0})
+    path.write_bytes(b"[" * 100_000 + b"\n\xff\xfe\n" + b"9" * 5000 + b"\n" + good.encode() + b"\n")
+    follower = MetricsFollower(path)
+    events, _ = follower.poll()
+    assert [e["iter"] for e in events] == [1] and follower.bad_lines == 3
 
 
 def test_run_state_folds_a_run_and_restarts() -> None:

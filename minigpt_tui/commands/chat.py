@@ -6,7 +6,8 @@ Settings come from the flags, else the settings file (minigpt_tui/config.py), el
 from __future__ import annotations
 
 import sys
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -14,6 +15,14 @@ from minigpt_tui.commands import require_terminal
 from minigpt_tui.errors import UserError
 from model.backend import BACKENDS, check_backend
 from model.errors import one_of
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+    from minigpt_tui.config import Config
+    from minigpt_tui.sampling import SamplingSettings
+    from minigpt_tui.tui.follow import CheckpointLoader, RunWatcher
+    from model.modeldir import ModelInfo
 
 
 def chat(
@@ -46,68 +55,21 @@ def chat(
 
     Options not given come from the settings file ('minigpt-tui config path' says where),
     then from the defaults."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from minigpt_tui import config as settings_file
-    from minigpt_tui.dialogue import (
-        MODES,
-        SPEAKER_NAME_RULE,
-        DialogueTemplate,
-        valid_speaker_name,
-    )
-    from minigpt_tui.generation import load_backend
+    from minigpt_tui.dialogue import MODES, DialogueTemplate
     from minigpt_tui.history import HistoryStore
-    from minigpt_tui.models import resolve_model
-    from minigpt_tui.sampling import SamplingSettings
-    from minigpt_tui.tui.keys import BINDING_IDS
-    from model import modeldir
 
     if mode not in MODES:
         raise UserError(f"--mode must be {' or '.join(MODES)}, got {mode!r}")
-    cfg, problem = settings_file.load(BINDING_IDS)
-    if problem is None:
-        problem = _check_file_values(cfg)
-    if problem is not None:  # one line, and the app starts with the defaults
-        print(f"warning: {problem}; using the defaults", file=sys.stderr)
-        cfg = settings_file.Config()
-    backend = backend or cfg.backend or "auto"
-    check_backend(backend)
-    user = user if user is not None else cfg.speakers.get("user", "ROMEO")
-    bot = bot if bot is not None else cfg.speakers.get("bot", "JULIET")
-    for name, flag in ((user, "--user"), (bot, "--bot")):
-        if not valid_speaker_name(name):
-            raise UserError(f"{flag} must be {SPEAKER_NAME_RULE}")
-    file_sampling = _sampling(cfg.sampling)
-    flags: dict[str, Any] = {
-        "temperature": temperature,
-        "top_k": top_k,
-        "top_p": top_p,
-        "max_new_tokens": max_tokens,
-        "seed": seed,
-    }
-    settings = SamplingSettings(
-        **{**file_sampling, **{k: v for k, v in flags.items() if v is not None}}
+    cfg, problem = _settings_file()
+    backend = check_backend(backend or cfg.backend or "auto")
+    user, bot = _speakers(cfg, user, bot)
+    settings = _sampling_settings(
+        cfg, temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=max_tokens, seed=seed
     )
-    settings.validate()
-    model = model if model is not None else cfg.model
-    path = resolve_model(model)
-    watcher = checkpoints = None
-    if follow:
-        from minigpt_tui.tui.follow import CheckpointLoader, RunWatcher, follow_backend
-
-        watcher = RunWatcher.open(path)  # a run directory with a checkpoint, or one line
-        checkpoints = CheckpointLoader(follow_backend(backend))
-    info = modeldir.read(watcher.current if watcher else path)  # a bad model: one line, now
+    path, info, watcher, checkpoints = _open_model(model, cfg, backend, follow)
     require_terminal("chat", "in pipes and scripts use 'minigpt-tui generate'")
     history = HistoryStore.memory() if no_history else HistoryStore.default()
-    # Start loading the model now, while Textual is imported and the screen drawn; the app's
-    # loading worker waits for this future (errors surface there, on the error screen).
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-model")
-    if watcher is not None and checkpoints is not None:
-        loading = pool.submit(watcher.load_first, checkpoints)
-    else:
-        loading = pool.submit(load_backend, path, backend)
-    pool.shutdown(wait=False)
+    loading = _start_loading(path, backend, watcher, checkpoints)
 
     from minigpt_tui.tui.app import ChatApp
 
@@ -138,6 +100,79 @@ def chat(
         raise UserError(f"could not load the model: {app.load_error}")
     if app.return_code:
         raise SystemExit(app.return_code)
+
+
+def _settings_file() -> tuple[Config, str | None]:
+    """The settings file, or the defaults with the one-line problem that kept it out."""
+    from minigpt_tui import config as settings_file
+    from minigpt_tui.tui.keys import BINDING_IDS
+
+    cfg, problem = settings_file.load(BINDING_IDS)
+    if problem is None:
+        problem = _check_file_values(cfg)
+    if problem is not None:  # one line, and the app starts with the defaults
+        print(f"warning: {problem}; using the defaults", file=sys.stderr)
+        cfg = settings_file.Config()
+    return cfg, problem
+
+
+def _speakers(cfg: Config, user: str | None, bot: str | None) -> tuple[str, str]:
+    """The user's and the model's speaker names: the flags, else the file's, else the play's."""
+    from minigpt_tui.dialogue import SPEAKER_NAME_RULE, valid_speaker_name
+
+    user = user if user is not None else cfg.speakers.get("user", "ROMEO")
+    bot = bot if bot is not None else cfg.speakers.get("bot", "JULIET")
+    for name, flag in ((user, "--user"), (bot, "--bot")):
+        if not valid_speaker_name(name):
+            raise UserError(f"{flag} must be {SPEAKER_NAME_RULE}")
+    return user, bot
+
+
+def _sampling_settings(cfg: Config, **flags: Any) -> SamplingSettings:
+    """The flags given (not None) over the file's [sampling] table, checked."""
+    from minigpt_tui.sampling import SamplingSettings
+
+    given = {k: v for k, v in flags.items() if v is not None}
+    settings = SamplingSettings(**{**_sampling(cfg.sampling), **given})
+    settings.validate()
+    return settings
+
+
+def _open_model(
+    model: str | None, cfg: Config, backend: str, follow: bool
+) -> tuple[Path, ModelInfo, RunWatcher | None, CheckpointLoader | None]:
+    """The model's path and config (a bad model: one line, now); with --follow, the run's
+    watcher and the loader of its checkpoints."""
+    from minigpt_tui.models import resolve_model
+    from model import modeldir
+
+    path = resolve_model(model if model is not None else cfg.model)
+    watcher = checkpoints = None
+    if follow:
+        from minigpt_tui.tui.follow import CheckpointLoader, RunWatcher, follow_backend
+
+        watcher = RunWatcher.open(path)  # a run directory with a checkpoint, or one line
+        checkpoints = CheckpointLoader(follow_backend(backend))
+    info = modeldir.read(watcher.current if watcher else path)
+    return path, info, watcher, checkpoints
+
+
+def _start_loading(
+    path: Path, backend: str, watcher: RunWatcher | None, checkpoints: CheckpointLoader | None
+) -> Future[Any]:
+    """Start loading the model now, while Textual is imported and the screen drawn; the app's
+    loading worker waits for this future (errors surface there, on the error screen)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from minigpt_tui.generation import load_backend
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-model")
+    if watcher is not None and checkpoints is not None:
+        loading = pool.submit(watcher.load_first, checkpoints)
+    else:
+        loading = pool.submit(load_backend, path, backend)
+    pool.shutdown(wait=False)
+    return loading
 
 
 def _sampling(values: dict[str, Any]) -> dict[str, Any]:

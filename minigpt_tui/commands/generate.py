@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -14,6 +14,9 @@ from model.errors import one_of
 
 if TYPE_CHECKING:
     from minigpt_tui.generation import Generation
+    from minigpt_tui.sampling import SamplingSettings
+    from model.backend import Backend
+    from model.tokenizer import Tokenizer
 
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
 
@@ -94,15 +97,11 @@ def generate(
 
     Only the generated continuation is printed (add --echo to print the prompt first).
     """
-    from minigpt_tui.generation import Generation, load_backend
-    from minigpt_tui.safe_text import plain
-    from minigpt_tui.sampling import SamplingSettings
-    from model.tokenizer import TokenizerError, encode_lenient
+    from minigpt_tui.generation import Generation
 
-    check_backend(backend)
-    if unknown_chars not in ("error", "drop"):
-        raise UserError(f"--unknown-chars must be error or drop, got {unknown_chars!r}")
-    settings = SamplingSettings(
+    settings = _checked_flags(
+        backend,
+        unknown_chars,
         temperature=temperature,
         top_k=top_k,
         top_p=top_p,
@@ -111,30 +110,60 @@ def generate(
         seed=seed,
         stop=[unescape(s) for s in stop],
     )
-    settings.validate()  # before the (slow) model load
     text = read_prompt(prompt)
+    engine, load_seconds = _load(model, backend, device, threads)
+    tokenizer = engine.info.tokenizer()
+    ids, dropped = _encode(tokenizer, text, unknown_chars)
+    if dropped:
+        text = tokenizer.decode(ids)  # what the model was given: --echo shows no dropped chars
+    gen = Generation(engine, tokenizer, ids, settings, alternatives=0)  # text only
+    _write(gen, text, echo)
+    if stats:
+        _print_stats(gen, engine.name, engine.block_size, load_seconds, dropped)
+
+
+def _checked_flags(backend: str, unknown_chars: str, **sampling: Any) -> SamplingSettings:
+    """Every flag checked before the (slow) model load; returns the sampling settings."""
+    from minigpt_tui.sampling import SamplingSettings
+
+    check_backend(backend)
+    if unknown_chars not in ("error", "drop"):
+        raise UserError(f"--unknown-chars must be error or drop, got {unknown_chars!r}")
+    settings = SamplingSettings(**sampling)
+    settings.validate()
+    return settings
+
+
+def _load(
+    model: str | None, backend: str, device: str, threads: int | None
+) -> tuple[Backend, float]:
+    """The model's backend, and the seconds it took to load."""
+    from minigpt_tui.generation import load_backend
 
     threads, note = check_threads(threads)
     if note:
         print(f"note: {note}", file=sys.stderr)
     t0 = time.perf_counter()
     engine = load_backend(model, backend=backend, device=device, threads=threads)
-    load_seconds = time.perf_counter() - t0
-    tokenizer = engine.info.tokenizer()
-    if unknown_chars == "drop":
-        ids, dropped = encode_lenient(tokenizer, text)
-    else:
-        dropped = []
-        try:
-            ids = tokenizer.encode(text)
-        except TokenizerError as e:
-            raise UserError(
-                f"{e}; pass --unknown-chars drop to leave such characters out"
-            ) from None
+    return engine, time.perf_counter() - t0
 
-    if dropped:
-        text = tokenizer.decode(ids)  # what the model was given: --echo shows no dropped chars
-    gen = Generation(engine, tokenizer, ids, settings, alternatives=0)  # text only
+
+def _encode(tokenizer: Tokenizer, text: str, unknown_chars: str) -> tuple[list[int], list[str]]:
+    """The prompt's token ids, and the characters --unknown-chars drop left out."""
+    from model.tokenizer import TokenizerError, encode_lenient
+
+    if unknown_chars == "drop":
+        return encode_lenient(tokenizer, text)
+    try:
+        return tokenizer.encode(text), []
+    except TokenizerError as e:
+        raise UserError(f"{e}; pass --unknown-chars drop to leave such characters out") from None
+
+
+def _write(gen: Generation, text: str, echo: bool) -> None:
+    """Stream the continuation (after the prompt, with --echo) to stdout as it is made."""
+    from minigpt_tui.safe_text import plain
+
     out = sys.stdout
     # On a terminal, control characters a model's vocabulary holds (a hostile config.json can
     # give it ESC) are shown, not obeyed; a pipe gets the text exactly as generated.
@@ -150,9 +179,6 @@ def generate(
     if out.isatty() and printed and not printed.endswith("\n"):
         out.write("\n")  # leave the shell prompt on a line of its own
     out.flush()
-
-    if stats:
-        _print_stats(gen, engine.name, engine.block_size, load_seconds, dropped)
 
 
 def _print_stats(

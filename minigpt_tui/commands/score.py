@@ -6,11 +6,17 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from model.backend import BACKENDS, check_backend
 from model.errors import one_of
+
+if TYPE_CHECKING:
+    from minigpt_tui.scoring import Score
+    from model.backend import Backend
+    from model.tokenizer import Tokenizer
 
 
 def score(
@@ -54,7 +60,18 @@ def score(
     t0 = time.perf_counter()
     result = score_text(engine, tokenizer, text)
     seconds = time.perf_counter() - t0
-    figures = {
+    if as_json:
+        figures = _figures(engine, where, result)
+        figures["per_token"] = _per_token(tokenizer, result)
+        json.dump(figures, sys.stdout, ensure_ascii=False)
+        sys.stdout.write("\n")
+    else:
+        _print_report(engine, where, result, seconds)
+
+
+def _figures(engine: Backend, where: str, result: Score) -> dict[str, Any]:
+    """The whole text's figures, as --json prints them."""
+    return {
         "model": engine.info.name,
         "backend": engine.name,
         "file": where,
@@ -69,25 +86,29 @@ def score(
         "first_token_unscored": result.first_unscored,
         "notes": result.notes(),
     }
-    if as_json:
-        decode = tokenizer.decode
-        figures["per_token"] = [
-            {
-                "position": i,
-                "id": int(tok),
-                "text": decode([int(tok)]),
-                "bits": round(float(result.bits[i]), 6),
-                "prob": round(result.probability(i), 6),
-                "top": [
-                    {"id": int(t), "text": decode([int(t)]), "prob": round(float(p), 6)}
-                    for t, p in zip(result.top_ids[i], result.top_probs[i], strict=True)
-                ],
-            }
-            for i, tok in enumerate(result.tokens)
-        ]
-        json.dump(figures, sys.stdout, ensure_ascii=False)
-        sys.stdout.write("\n")
-        return
+
+
+def _per_token(tokenizer: Tokenizer, result: Score) -> list[dict[str, Any]]:
+    """Every token's id, text, bits, probability and likeliest alternatives, for --json."""
+    decode = tokenizer.decode
+    return [
+        {
+            "position": i,
+            "id": int(tok),
+            "text": decode([int(tok)]),
+            "bits": round(float(result.bits[i]), 6),
+            "prob": round(result.probability(i), 6),
+            "top": [
+                {"id": int(t), "text": decode([int(t)]), "prob": round(float(p), 6)}
+                for t, p in zip(result.top_ids[i], result.top_probs[i], strict=True)
+            ],
+        }
+        for i, tok in enumerate(result.tokens)
+    ]
+
+
+def _print_report(engine: Backend, where: str, result: Score, seconds: float) -> None:
+    """The figures for a reader: notes to stderr, the table to stdout."""
     for note in result.notes():
         print(f"note: {note}", file=sys.stderr)
     print(f"{engine.info.name} ({engine.name}) on {where}")

@@ -51,7 +51,7 @@ def train(
     **settings: Any,  # one per config field: see _setting_parameters
 ) -> None:
     """Train a GPT on a prepared data directory (see 'minigpt-tui data prepare')."""
-    from model.train import RunOptions
+    from model.startup import RunOptions
     from model.train import train as run_training
 
     if resume and (force or init_from):
