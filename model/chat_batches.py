@@ -75,14 +75,14 @@ class ChatBatches:
         self,
         tokens: np.ndarray,
         mask: np.ndarray,
-        bos: int,
+        conversations: Conversations,
         batch_size: int,
         block_size: int,
         device: str,
         seed: int,
     ) -> None:
         self.tokens, self.mask = tokens, mask
-        self.conversations = Conversations.find(tokens, bos)
+        self.conversations = conversations  # Conversations.find(tokens, bos)
         if not len(self.conversations):
             raise ValueError("the split holds no conversation")
         self.batch_size = batch_size

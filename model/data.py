@@ -13,7 +13,7 @@ import os
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -530,6 +530,8 @@ class Dataset(WithTokenizer):
     # Conversations only: per token, 1 where it is trained (uint8 memmaps, as long as the splits)
     train_mask: np.ndarray | None = None
     val_mask: np.ndarray | None = None
+    # What readers derive from the splits once (model/batches.py: where conversations lie)
+    cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def vocab_size(self) -> int:

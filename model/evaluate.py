@@ -1,4 +1,5 @@
-"""Whole-split evaluation: mean loss over every token of a split, not a random sample."""
+"""Whole-split evaluation: mean loss over every token of a split, not a random sample (for
+chat data, over every assistant token: the ones training trains)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from model.chat import chat_tokens
+from model.data import Dataset
 from model.gpt import GPT, IGNORE
 
 
@@ -94,3 +97,23 @@ def chat_split_loss(
         count += int((y != IGNORE).sum())
     model.train(was_training)
     return total / max(count, 1), count
+
+
+def dataset_loss(
+    model: GPT,
+    dataset: Dataset,
+    split: str,
+    block_size: int,
+    batch_size: int = 32,
+    device: str = "cpu",
+    autocast: Any = None,
+    max_tokens: int | None = None,
+) -> float:
+    """A split's whole loss: split_loss for plain text, chat_split_loss (the assistant's
+    tokens) for conversations. max_tokens: only the split's first tokens (plain text)."""
+    tokens, mask = dataset.split(split), dataset.mask(split)
+    if mask is None:
+        tokens = tokens if max_tokens is None else tokens[: max_tokens + 1]
+        return split_loss(model, tokens, block_size, batch_size, device, autocast)
+    bos = chat_tokens(dataset.tokenizer()).bos
+    return chat_split_loss(model, tokens, mask, bos, block_size, batch_size, device, autocast)[0]

@@ -5,19 +5,26 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
 from model import chat
+from model.batches import make_batches
 from model.chat_batches import ChatBatches, Conversations, packed_rows
 from model.config import GPTConfig
 from model.data import load_dataset, prepare
 from model.evaluate import chat_split_loss
 from model.gpt import GPT, IGNORE
 from model.tokenizer import BPETokenizer, CharTokenizer, GPT2Tokenizer, chat_version
-from tests.helpers import cli
+from tests.helpers import TINY_SHAPE, cli, make_model
+
+
+@pytest.fixture(autouse=True)
+def _wide(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "300")  # one line per message, for the checks on output
 
 
 def conversation(i: int, long: bool = False) -> list[dict[str, str]]:
@@ -45,7 +52,8 @@ def test_rows_hold_whole_conversations_and_train_only_the_assistant(tmp_path: Pa
     ds = load_dataset(chat_data(tmp_path))
     tok = ds.tokenizer()
     assert tok.chat is not None and ds.train_mask is not None
-    batches = ChatBatches(ds.train, ds.train_mask, tok.chat.bos, 8, 32, "cpu", seed=0)
+    batches = make_batches(ds, "train", 8, 32, "cpu", seed=0)
+    assert isinstance(batches, ChatBatches)
     assert batches.truncated == 1  # conversation 3 is longer than a row
     convs = batches.conversations
     for _ in range(20):
@@ -97,15 +105,10 @@ def test_a_row_packs_as_many_whole_conversations_as_fit() -> None:
 
 def test_the_same_seed_draws_the_same_rows(tmp_path: Path) -> None:
     ds = load_dataset(chat_data(tmp_path))
-    bos = ds.tokenizer().chat.bos  # type: ignore[union-attr]
-    a = ChatBatches(ds.train, ds.train_mask, bos, 4, 32, "cpu", seed=3)  # type: ignore[arg-type]
-    b = ChatBatches(ds.train, ds.train_mask, bos, 4, 32, "cpu", seed=3)  # type: ignore[arg-type]
+    a, b, one, r0, r1 = (make_batches(ds, "train", 4, 32, "cpu", seed) for seed in (3, 3, 5, 5, 5))
     for (xa, ya), (xb, yb) in zip(a.step(4), b.step(4), strict=True):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
     # two processes with half the micro-batches each see exactly one process' batches
-    one = ChatBatches(ds.train, ds.train_mask, bos, 4, 32, "cpu", seed=5)  # type: ignore[arg-type]
-    r0 = ChatBatches(ds.train, ds.train_mask, bos, 4, 32, "cpu", seed=5)  # type: ignore[arg-type]
-    r1 = ChatBatches(ds.train, ds.train_mask, bos, 4, 32, "cpu", seed=5)  # type: ignore[arg-type]
     whole = [x for x, _ in one.step(4)]
     halves = [x for x, _ in r0.step(4, 0, 2)] + [x for x, _ in r1.step(4, 1, 2)]
     assert all(torch.equal(p, q) for p, q in zip(whole, halves, strict=True))
@@ -227,3 +230,126 @@ def test_a_chat_model_reads_the_plain_text_of_its_tokenizer() -> None:
     assert not reads(plain, chat_tok)  # a plain model lacks the chat tokens
     assert not reads(CharTokenizer("abd", chat=True), plain)
     assert reads(GPT2Tokenizer(chat=True), GPT2Tokenizer())
+
+
+# ---------------------------------------------------------------------------- training runs
+
+
+def run_args(data: Path, out: Path, *extra: Any) -> list[Any]:
+    return [
+        "train", "--data", data, "--out", out, "--device", "cpu", "--no-samples",
+        "--batch-size", "4", "--eval-iters", "2", "--eval-interval", "4", "--max-iters", "8",
+        "--log-interval", "4", *extra,
+    ]  # fmt: skip
+
+
+def test_training_from_scratch_on_conversations(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from model import modeldir
+
+    data = chat_data(tmp_path)
+    out = tmp_path / "run"
+    assert cli(*run_args(data, out, *TINY_SHAPE)) == 0
+    err = capsys.readouterr().err
+    assert "the train and val losses are over the assistant's tokens only" in err
+    assert "1 of the" in err and "longer than the context (33 tokens)" in err
+    info = modeldir.read(out)
+    assert info.is_chat and info.chat_template == chat.JINJA_TEMPLATE
+    assert info.tokenizer().chat == load_dataset(data).tokenizer().chat
+    assert info.meta["summary"]["val_loss_full"] > 0
+    events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any(e["event"] == "eval" and "val_loss" in e for e in events)
+    # --resume continues it
+    assert cli(*run_args(data, out, "--resume", "--max-iters", "12")) == 0
+    assert modeldir.read(out).meta["summary"]["iter"] == 12
+
+
+def test_fine_tuning_a_plain_char_model_grows_it_and_reports_forgetting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from model import checkpoint, modeldir
+
+    base = make_model(tmp_path, text="ROMEO and JULIET, say it!\n" * 10)  # a plain char model
+    plain_tok = modeldir.read(base).tokenizer()
+    words = ["ROMEO", "JULIET", "say it", "and ROMEO"]
+    convs = [
+        [{"role": "user", "content": w}, {"role": "assistant", "content": w[::-1]}] for w in words
+    ]
+    source = write_chats(tmp_path / "c.jsonl", convs * 10)
+    assert cli("data", "prepare", source, "-o", tmp_path / "d", "--tokenizer-from", base) == 0
+    text_src = tmp_path / "t.txt"
+    text_src.write_text("ROMEO and JULIET, say it!\n" * 60)
+    assert cli("data", "prepare", text_src, "-o", tmp_path / "t", "--tokenizer-from", base) == 0
+    out = tmp_path / "ft"
+    args = run_args(tmp_path / "d", out, "--init-from", base, "--preset", "sft")
+    assert cli(*args, "--text-data", tmp_path / "t", "--block-size", "16") == 0
+    err = capsys.readouterr().err
+    n = plain_tok.vocab_size
+    assert f"grows from {n} to {n + 5} tokens" in err
+    assert "plain-text loss on" in err and "before training" in err and "after" in err
+    info = modeldir.read(out)
+    assert info.config.vocab_size == n + 5 and info.is_chat
+    summary = info.meta["summary"]
+    assert summary["text_loss_before"] > 0 and summary["text_loss_after"] > 0
+    model, _ = checkpoint.load(out)
+    assert model.wte.weight.shape[0] == n + 5
+
+
+@pytest.mark.parametrize("vocab", [50257, 50304])
+def test_fine_tuning_a_gpt2_model_on_chat_data(tmp_path: Path, vocab: int) -> None:
+    from model import checkpoint, modeldir
+
+    tok = GPT2Tokenizer()
+    cfg = GPTConfig(vocab_size=vocab, block_size=32, n_layer=1, n_head=2, n_embd=8)
+    base = tmp_path / "gpt2"
+    checkpoint.save(base, GPT(cfg), modeldir.make_meta(cfg, tok))
+    data = chat_data(tmp_path, tokenizer="gpt2")
+    out = tmp_path / "ft"
+    assert (
+        cli(*run_args(data, out, "--init-from", base, "--max-iters", "2", "--no-final-eval")) == 0
+    )
+    info = modeldir.read(out)
+    assert info.config.vocab_size == max(vocab, 50261)  # grown, or its padding kept
+    assert info.tokenizer_spec == {"kind": "gpt2", "chat": True}
+    assert (out / "latest" / "chat_template.jinja").is_file()
+
+
+def test_export_onnx_of_a_grown_gpt2_model(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from model import checkpoint, modeldir
+
+    tok = GPT2Tokenizer(chat=True)
+    model = GPT(GPTConfig(vocab_size=50257, block_size=16, n_layer=1, n_head=2, n_embd=16))
+    model.grow_vocab(range(50257, 50261))
+    checkpoint.save(tmp_path / "m", model, modeldir.make_meta(model.config, tok), tokenizer=tok)
+    assert cli("export", "onnx", tmp_path / "m", "--out", tmp_path / "o") == 0
+    info = modeldir.read(tmp_path / "o")
+    assert info.config.vocab_size == 50261 and info.chat_template == chat.JINJA_TEMPLATE
+
+
+def test_chat_training_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from model import checkpoint, modeldir
+    from tests.helpers import expect_one_line_error
+
+    data = chat_data(tmp_path)  # char, its own vocabulary
+    gpt2 = tmp_path / "gpt2"
+    cfg = GPTConfig(vocab_size=50257, block_size=32, n_layer=1, n_head=2, n_embd=8)
+    checkpoint.save(gpt2, GPT(cfg), modeldir.make_meta(cfg, GPT2Tokenizer()))
+    other_char = make_model(tmp_path, text="entirely other characters: qwxz")
+    plain_data = tmp_path / "plain"
+    (tmp_path / "p.txt").write_text("say 1 please\n" * 100)
+    prepare([tmp_path / "p.txt"], plain_data, "char")
+    plain_run = tmp_path / "plain-run"
+    assert cli(*run_args(plain_data, plain_run, *TINY_SHAPE, "--max-iters", "1")) == 0
+    out = tmp_path / "r"
+    cases = [
+        (["--init-from", gpt2], "a gpt2 tokenizer, the chat data char"),
+        (["--init-from", other_char], "--tokenizer-from"),
+        (["--preset", "sft"], "--preset sft fine-tunes a model"),
+        ([*TINY_SHAPE, "--text-data", data], "holds conversations"),
+    ]
+    for extra, message in cases:
+        assert message in expect_one_line_error(capsys, *run_args(data, out, *extra))
+    line = expect_one_line_error(capsys, *run_args(data, plain_run, "--resume"))
+    assert "no chat tokens" in line

@@ -16,6 +16,7 @@ import typer
 
 from minigpt_tui import invocation
 from minigpt_tui.errors import UserError
+from minigpt_tui.models import resolve_model
 from model.config import GPTConfig, TrainConfig, resolve_preset
 
 # Every field of these configs is also a flag (`--n-layer`, `--lr`, ...), built from the field's
@@ -29,7 +30,9 @@ def train(
     data: Path = typer.Option(..., "--data", "-d", help="Prepared data directory."),
     out: Path = typer.Option(Path("runs/latest-run"), "--out", "-o", help="Run directory."),
     preset: str = typer.Option(
-        "cpu", help="cpu, cpu-fast, cpu-10min, gpt2, gpt2-medium, gpt2-large, gpt2-xl."
+        "cpu",
+        help="cpu, cpu-fast, cpu-10min, gpt2, gpt2-medium, gpt2-large, gpt2-xl, or sft "
+        "(fine-tuning on conversations, with --init-from).",
     ),
     config: Path | None = typer.Option(
         None, "--config", help="TOML file of \\[model]/\\[train] keys."
@@ -38,12 +41,20 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
     force: bool = typer.Option(False, "--force", help="Start over in an --out that holds a run."),
     init_from: str | None = typer.Option(
-        None, help="Start from this model's weights and shape (fine-tune)."
+        None,
+        help="Start from this model's weights and shape (fine-tune): a model or run directory, "
+        "or a bundled model's name.",
     ),
     nproc: int | None = typer.Option(
         None, help="Launch this many processes on this machine through torchrun (DDP)."
     ),
     bpe_dir: Path | None = typer.Option(None, help="Directory with GPT-2's BPE files."),
+    text_data: Path | None = typer.Option(
+        None,
+        help="Prepared plain-text data whose loss is measured before the first step and after "
+        "the last (fine-tuning on conversations: what it forgot). Its tokenizer is the data's, "
+        "or the one a chat tokenizer grew from.",
+    ),
     final_eval: bool = typer.Option(True, help="Whole-split validation loss at the end."),
     samples: bool = typer.Option(
         True, help="Generate text samples (at each evaluation, or every --sample-interval steps)."
@@ -84,9 +95,10 @@ def train(
         device=device,
         resume=resume,
         force=force,
-        init_from=init_from,
+        init_from=str(resolve_model(init_from)) if init_from else None,  # a bundled name too
         preset=preset,
         bpe_dir=str(bpe_dir) if bpe_dir else None,
+        text_data=text_data,
         final_eval=final_eval,
         command=shlex.join(["minigpt-tui", *invocation.args()]),
         on_event=view.handle,
@@ -109,6 +121,8 @@ def _configs(
     --init-from another model has that model's shape, not the preset's: the file's and the
     flags' model settings may only shorten its block, change its dropout or repeat it."""
     p = resolve_preset(preset)
+    if preset == "sft" and not (init_from or resume):
+        raise UserError("--preset sft fine-tunes a model: give --init-from MODEL")
     file_model, file_train = _read_toml(config) if config is not None else ({}, {})
     model_over = {k: settings[k] for k in MODEL_FLAGS if settings[k] is not None}
     train_over = {k: settings[k] for k in TRAIN_FLAGS if settings[k] is not None}
