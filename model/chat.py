@@ -30,7 +30,7 @@ The API every runtime builds on (torch-free):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -223,15 +223,17 @@ def prompt_ids(
     tokenizer: Tokenizer,
     messages: Sequence[Message | dict[str, Any]],
     add_generation_prompt: bool = True,
+    encode: Callable[[str], list[int]] | None = None,
 ) -> list[int]:
     """The ids to generate the next assistant reply from: the conversation (ending with a
     user turn) and, with add_generation_prompt, `<|assistant|>`. Generate until
     `tokenizer.chat.end`. A marker's text typed by the user is encoded as ordinary text.
     Raises ChatFormatError for a conversation out of order, TokenizerError for a tokenizer
-    without chat tokens (or, for a character vocabulary, characters it lacks)."""
+    without chat tokens (or, for a character vocabulary, characters it lacks: pass
+    encode=lambda text: encode_lenient(tokenizer, text)[0] to drop them instead)."""
     found = messages_from(messages)
     check(found, prompt=True)
-    contents = [tokenizer.encode(m.content) for m in found]
+    contents = [(encode or tokenizer.encode)(m.content) for m in found]
     return assemble(chat_tokens(tokenizer), found, contents, add_generation_prompt)[0].tolist()
 
 
@@ -250,15 +252,16 @@ def fit(
     messages: Sequence[Message | dict[str, Any]],
     budget: int,
     add_generation_prompt: bool = True,
+    encode: Callable[[str], list[int]] | None = None,
 ) -> Fitted:
-    """The prompt of a conversation (as `prompt_ids`) within `budget` tokens: the oldest
-    user/assistant exchanges are dropped, two messages at a time, never the system turn and
-    never the last user turn. When even those two are over the budget they are kept whole
-    and `fits` is False. Each message is encoded once."""
+    """The prompt of a conversation (as `prompt_ids`, `encode` too) within `budget` tokens:
+    the oldest user/assistant exchanges are dropped, two messages at a time, never the system
+    turn and never the last user turn. When even those two are over the budget they are kept
+    whole and `fits` is False. Each message is encoded once."""
     found = messages_from(messages)
     check(found, prompt=add_generation_prompt)
     tokens = chat_tokens(tokenizer)
-    contents = [tokenizer.encode(m.content) for m in found]
+    contents = [(encode or tokenizer.encode)(m.content) for m in found]
     size = [len(c) + 2 for c in contents]  # the role marker, the content, <|end|>
     first = 1 if found and found[0].role == "system" else 0
     head = 1 + (size[0] if first else 0) + int(add_generation_prompt)  # <|endoftext|>, system

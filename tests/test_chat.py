@@ -159,6 +159,19 @@ def test_prompt_ids_end_with_the_generation_prompt(gpt2: GPT2Tokenizer) -> None:
     assert typed.count(t.end) == 1 and typed.count(t.assistant) == 1
 
 
+def test_a_lenient_encoder_drops_what_a_character_vocabulary_lacks() -> None:
+    from model.tokenizer import encode_lenient
+
+    tok = CharTokenizer("hi ", chat=True)
+    messages = conv((USER, "hi Zoe"))
+    with pytest.raises(TokenizerError, match="'Z'"):
+        chat.prompt_ids(tok, messages)
+    ids = chat.prompt_ids(tok, messages, encode=lambda t: encode_lenient(tok, t)[0])
+    assert tok.decode(ids) == "<|endoftext|><|user|>hi <|end|><|assistant|>"
+    fitted = chat.fit(tok, messages, 100, encode=lambda t: encode_lenient(tok, t)[0])
+    assert fitted.ids == ids
+
+
 def test_prompts_are_checked(gpt2: GPT2Tokenizer) -> None:
     with pytest.raises(ChatFormatError, match="ends with a user turn"):
         chat.prompt_ids(gpt2, CHAT)
