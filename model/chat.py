@@ -101,8 +101,9 @@ def messages_from(items: Iterable[Message | dict[str, Any]]) -> list[Message]:
 def check(messages: Sequence[Message], *, prompt: bool = False) -> None:
     """Raise ChatFormatError unless `messages` is a conversation the format holds.
 
-    Both kinds: known roles, string content that is not empty, an optional system turn only
-    first, then user and assistant alternating, starting with the user.
+    Both kinds: known roles, string content that is not empty (and is text: no lone
+    surrogate), an optional system turn only first, then user and assistant alternating,
+    starting with the user.
     A training conversation (prompt=False) needs an assistant turn and must not hold a
     marker's text (`<|end|>`...) in its content: Jinja runtimes (transformers, llama.cpp) would
     read it as the special token, so the template would no longer give our ids.
@@ -116,6 +117,13 @@ def check(messages: Sequence[Message], *, prompt: bool = False) -> None:
             raise ChatFormatError("content not a string", f"message {i + 1}")
         if not m.content:
             raise ChatFormatError("empty content", f"message {i + 1} ({m.role})")
+        if not m.content.isascii():
+            try:
+                m.content.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate from a JSON "\ud800" escape
+                raise ChatFormatError(
+                    "not text", f"message {i + 1} holds a lone surrogate"
+                ) from None
         if not prompt and any(marker in m.content for marker in CHAT_TEXTS):
             marker = next(marker for marker in CHAT_TEXTS if marker in m.content)
             raise ChatFormatError("marker in content", f"message {i + 1} holds {marker}")

@@ -226,6 +226,7 @@ def test_fit_drops_the_oldest_exchanges_never_the_system_turn(gpt2: GPT2Tokenize
         ({"messages": conv((SYSTEM, ""), (USER, "a"), (ASSISTANT, "b"))}, "empty content"),
         ({"messages": [{"role": USER, "content": ["parts"]}]}, "content not a string"),
         ({"messages": [{"role": USER, "content": None}]}, "content not a string"),
+        ({"messages": conv((USER, "a \ud800 b"), (ASSISTANT, "c"))}, "not text"),
         ({"messages": conv((USER, "a <|end|> b"), (ASSISTANT, "c"))}, "marker in content"),
         ({"messages": conv((USER, "a"), (ASSISTANT, "<|endoftext|>"))}, "marker in content"),
         ({"messages": conv((USER, "a"), (ASSISTANT, "x<|user|>"))}, "marker in content"),

@@ -353,3 +353,15 @@ def test_chat_training_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[st
         assert message in expect_one_line_error(capsys, *run_args(data, out, *extra))
     line = expect_one_line_error(capsys, *run_args(data, plain_run, "--resume"))
     assert "no chat tokens" in line
+
+
+def test_a_chat_corpus_shorter_than_the_context_trains(tmp_path: Path) -> None:
+    from model import modeldir
+
+    source = write_chats(tmp_path / "c.jsonl", [conversation(i) for i in range(4)])
+    prepare([source], tmp_path / "d", "char", val_fraction=0.3)
+    assert len(load_dataset(tmp_path / "d").train) < 64  # rows are padded, not refused
+    out = tmp_path / "r"
+    shape = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "64"]
+    assert cli(*run_args(tmp_path / "d", out, *shape, "--max-iters", "2")) == 0
+    assert modeldir.read(out).meta["summary"]["iter"] == 2
