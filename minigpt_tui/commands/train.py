@@ -70,14 +70,7 @@ def train(
         raise UserError(f"--resume continues the run in --out; drop {given}")
     model_cfg, train_cfg = _configs(preset, config, resume, bool(init_from), settings)
     if nproc is not None:
-        accum = int(train_cfg.get("grad_accum", 1))
-        if nproc < 1:
-            raise UserError(f"--nproc must be >= 1, got {nproc}")
-        if accum % nproc and accum > nproc:
-            raise UserError(
-                f"--grad-accum ({accum}) must be divisible by --nproc ({nproc}) so that every "
-                "process runs the same number of micro-batches"
-            )
+        _check_nproc(nproc, int(train_cfg.get("grad_accum", 1)))
         _launch_torchrun(nproc, device)
         return
 
@@ -110,6 +103,16 @@ def train(
     view.finish(result, time.perf_counter() - t0)
     if result["reason"] == "interrupted":
         raise typer.Exit(130)
+
+
+def _check_nproc(nproc: int, accum: int) -> None:
+    if nproc < 1:
+        raise UserError(f"--nproc must be >= 1, got {nproc}")
+    if accum % nproc and accum > nproc:
+        raise UserError(
+            f"--grad-accum ({accum}) must be divisible by --nproc ({nproc}) so that every "
+            "process runs the same number of micro-batches"
+        )
 
 
 def _configs(
