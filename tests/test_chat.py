@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 from typing import Any
@@ -388,6 +389,12 @@ def test_a_chat_model_directory_carries_the_template(tmp_path: Path, gpt2: GPT2T
     # without its template the directory is incomplete
     (path / "chat_template.jinja").unlink()
     with pytest.raises(modeldir.ModelDirError, match=r"chat_template\.jinja"):
+        modeldir.read(path)
+    # a config whose tokenizer says "chat": "yes" is refused in one line
+    config = json.loads((path / "config.json").read_text())
+    config["tokenizer"]["chat"] = "yes"
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(modeldir.ModelDirError, match="'chat' must be true or false"):
         modeldir.read(path)
     # a model that does not chat has no template
     plain = CharTokenizer("helo wrd")
