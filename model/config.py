@@ -279,7 +279,7 @@ def _gpt2(
     )
 
 
-SFT_LR, SFT_ITERS = 1e-3, 400
+SFT_LR, SFT_ITERS = 1e-3, 800
 
 PRESETS: dict[str, Preset] = {
     # The reference CPU configuration: ~0.8M parameters with a 65-character vocabulary.
