@@ -68,10 +68,8 @@ def train(
         given = "--force" if force else "--init-from"
         raise UserError(f"--resume continues the run in --out; drop {given}")
     model_cfg, train_cfg = _configs(preset, config, resume, bool(init_from), settings)
-    from model.modeldir import check_not_input
-
-    starts = [Path(init_from)] if init_from and Path(init_from).expanduser().exists() else []
-    check_not_input(out, [data, *starts])  # a run written inside what it reads
+    start = resolve_model(init_from) if init_from else None  # a bundled model's name too
+    _check_paths(out, data, start)
     if nproc is not None:
         _check_nproc(nproc, int(train_cfg.get("grad_accum", 1)))
         _launch_torchrun(nproc, device)
@@ -91,7 +89,7 @@ def train(
         device=device,
         resume=resume,
         force=force,
-        init_from=str(resolve_model(init_from)) if init_from else None,  # a bundled name too
+        init_from=str(start) if start else None,
         preset=preset,
         bpe_dir=str(bpe_dir) if bpe_dir else None,
         text_data=text_data,
@@ -106,6 +104,14 @@ def train(
     view.finish(result, time.perf_counter() - t0)
     if result["reason"] == "interrupted":
         raise typer.Exit(130)
+
+
+def _check_paths(out: Path, data: Path, start: Path | None) -> None:
+    """A run written inside what it reads is refused."""
+    from model.modeldir import check_not_input
+
+    starts = [start] if start is not None and start.expanduser().exists() else []
+    check_not_input(out, [data, *starts])
 
 
 def _check_nproc(nproc: int, accum: int) -> None:
