@@ -104,6 +104,18 @@ def conversations(n: int, seed: int, exclude: frozenset[str] = frozenset()) -> l
     return out
 
 
+def kind_of(record: dict[str, Any]) -> str:
+    """Which kind a conversation is, from its first user message."""
+    messages = record["messages"]
+    user = next(m["content"] for m in messages if m["role"] == "user")
+    if messages[0]["role"] == "system":
+        return "case"
+    for kind, start in (("greet", "my name"), ("reverse", "reverse:"), ("add", "what is")):
+        if user.startswith(start):
+            return kind
+    return "recall"
+
+
 def write(path: Path, records: list[dict[str, Any]]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
 
