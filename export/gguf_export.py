@@ -79,6 +79,12 @@ def export_gguf(
     cfg, sd = weights.vocab_rows(info.config, weights.load(info), tokenizer.vocab_size)
     vocab = bpe_vocab(tokenizer)
     template = info.chat_template
+    if template is not None:
+        vocab.notes.append(
+            "a chat model: the file carries its chat template and ends a reply at <|end|>; "
+            "chat through llama.cpp's chat completion (llama-server --jinja, or "
+            "llama-cpp-python's create_chat_completion)"
+        )
     with modeldir.atomic_file(target) as tmp:
         n = write_gguf(tmp, cfg, sd, vocab, type, name=info.name, chat_template=template)
     return GGUFResult(

@@ -214,10 +214,11 @@ def test_export_hf_of_a_chat_model_converts_back(
 
 @pytest.mark.parametrize("name", MODELS)
 def test_gguf_carries_the_template_and_end_of_turn(
-    root: Path, name: str, models: dict[str, Path]
+    root: Path, name: str, models: dict[str, Path], capsys: Any
 ) -> None:
     out = root / f"{name}.gguf"
     assert cli("export", "gguf", models[name], "--out", out, "--type", "q8_0") == 0
+    assert "note: a chat model" in capsys.readouterr().err
     meta, tensors = read_gguf(out)
     info = modeldir.read(models[name])
     tok = info.tokenizer()
