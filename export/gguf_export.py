@@ -75,8 +75,9 @@ def export_gguf(
     else:
         target = Path(out).expanduser()
     modeldir.check_output(target, force=force)
+    sd = weights.load(info)
     tokenizer = info.tokenizer()
-    cfg, sd = weights.vocab_rows(info.config, weights.load(info), tokenizer.vocab_size)
+    cfg, sd = weights.vocab_rows(info.config, sd, tokenizer.vocab_size)
     vocab = bpe_vocab(tokenizer)
     template = info.chat_template
     if template is not None:

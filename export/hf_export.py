@@ -44,7 +44,6 @@ from export.options import ExportError
 from model import modeldir
 from model.config import GPTConfig
 from model.tokenizer import (
-    CHAT_TEXTS,
     END_TEXT,
     TEMPLATE_FILE,
     CharTokenizer,
@@ -80,8 +79,9 @@ def export_hf(
     modeldir.check_output(target, force=force, directory=True)
     if _is_our_model_dir(target):
         raise ExportError(f"{target} is a minigpt-tui model directory; choose another --out")
+    sd = weights.load(info)
     tokenizer = info.tokenizer()
-    cfg, sd = weights.vocab_rows(info.config, weights.load(info), tokenizer.vocab_size)
+    cfg, sd = weights.vocab_rows(info.config, sd, tokenizer.vocab_size)
     files = tokenizer_files(tokenizer, cfg.block_size, info.chat_template)
     if tokenizer.chat is not None:
         files[GENERATION_CONFIG] = _json(generation_config(tokenizer.chat))
@@ -183,7 +183,9 @@ def tokenizer_files(
     its special tokens and `chat_template` (see the module docstring)."""
     chat = tokenizer.chat
     if isinstance(tokenizer, CharTokenizer):
-        hf_json = char_tokenizer_json(tokenizer.chars, chat is not None)
+        hf_json = char_tokenizer_json(tokenizer.chars)
+        if chat is not None:
+            hf_json = with_special_tokens(hf_json, chat)
         files = {"tokenizer.json": hf_json.encode("utf-8")}
         cls, eot = "PreTrainedTokenizerFast", chat is not None
     elif tokenizer.kind == "gpt2":
@@ -236,31 +238,37 @@ def tokenizer_config(
     if chat is not None:
         config |= {"bos_token": EOT_TEXT, "eos_token": END_TEXT, "pad_token": EOT_TEXT}
         config["added_tokens_decoder"] = {
-            str(i): {
-                "content": text,
-                "lstrip": False,
-                "normalized": False,
-                "rstrip": False,
-                "single_word": False,
-                "special": True,
-            }
-            for text, i in chat.by_text().items()
+            str(i): _special_token(text) for text, i in chat.by_text().items()
         }
         if chat_template is not None:
             config["chat_template"] = chat_template
     return config
 
 
+def _special_token(text: str) -> dict[str, Any]:
+    """An added special token as the tokenizers library and transformers write it: matched
+    whole, as it is, wherever it appears in a rendered template."""
+    flags = ("single_word", "lstrip", "rstrip", "normalized")
+    return {"content": text, **dict.fromkeys(flags, False), "special": True}
+
+
+def with_special_tokens(hf_json: str, chat: ChatTokens) -> str:
+    """A tokenizer.json with a chat tokenizer's special tokens added at their ids."""
+    document = json.loads(hf_json)
+    added = [{"id": i, **_special_token(text)} for text, i in chat.by_text().items()]
+    document["added_tokens"] = [*document.get("added_tokens", []), *added]
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":"))
+
+
 def _json(obj: Any) -> bytes:
     return (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def char_tokenizer_json(chars: str, chat: bool = False) -> str:
-    """A Hugging Face tokenizer.json that maps each character to its index in `chars`; with
-    `chat`, the chat format's special tokens follow the characters, as CharTokenizer has them."""
+def char_tokenizer_json(chars: str) -> str:
+    """A Hugging Face tokenizer.json that maps each character to its index in `chars`."""
     try:
-        from tokenizers import AddedToken, decoders
         from tokenizers import Tokenizer as HFTokenizer
+        from tokenizers import decoders
         from tokenizers.models import BPE
     except ImportError:
         raise ExportError(
@@ -269,8 +277,4 @@ def char_tokenizer_json(chars: str, chat: bool = False) -> str:
         ) from None
     hf = HFTokenizer(BPE(vocab={ch: i for i, ch in enumerate(chars)}, merges=[]))
     hf.decoder = decoders.Fuse()  # the characters, joined with nothing between them
-    if chat:
-        hf.add_special_tokens(
-            [AddedToken(text, special=True, normalized=False) for text in CHAT_TEXTS]
-        )
     return str(hf.to_str())
