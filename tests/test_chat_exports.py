@@ -217,7 +217,8 @@ def test_gguf_carries_the_template_and_end_of_turn(
     root: Path, name: str, models: dict[str, Path], capsys: Any
 ) -> None:
     out = root / f"{name}.gguf"
-    assert cli("export", "gguf", models[name], "--out", out, "--type", "q8_0") == 0
+    qtype = "q8_0" if name == "char" else "f32"  # quantising GPT-2's vocabulary takes seconds
+    assert cli("export", "gguf", models[name], "--out", out, "--type", qtype) == 0
     assert "note: a chat model" in capsys.readouterr().err
     meta, tensors = read_gguf(out)
     info = modeldir.read(models[name])
