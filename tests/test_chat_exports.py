@@ -251,6 +251,7 @@ def test_onnx_export_keeps_the_chat_format_and_stops_at_end_of_turn(
     quantize: str,
     models: dict[str, Path],
     tokenizers: dict[str, Tokenizer],
+    capsys: Any,
 ) -> None:
     out = root / f"onnx-{name}"
     assert cli("export", "onnx", models[name], "--out", out, "--quantize", quantize) == 0
@@ -262,6 +263,12 @@ def test_onnx_export_keeps_the_chat_format_and_stops_at_end_of_turn(
     for messages in CONVERSATIONS[:3]:
         assert our_reply(out, messages, "onnx") == our_reply(models[name], messages, "torch")
         assert our_reply(out, messages, "onnx") == expected
+    # The generation loop (`generate --chat`) ends the reply at <|end|> on either backend.
+    for model, backend in ((out, "onnx"), (models[name], "torch")):
+        capsys.readouterr()
+        args = ("--chat", "  Hello\n\n", "--system", "Be brief.", "-t", "0", "--backend", backend)
+        assert cli("generate", "--model", model, *args) == 0
+        assert capsys.readouterr().out == REPLY[name.split("-")[0]]
 
 
 def test_the_engines_reply_is_the_one_the_model_was_made_to_give(
