@@ -1,4 +1,5 @@
-"""Whole-split evaluation: mean loss over every token of a split, not a random sample."""
+"""Whole-split evaluation: mean loss over every token of a split, not a random sample (for
+chat data, over every assistant token: the ones training trains)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from model.gpt import GPT
+from model.chat import chat_tokens
+from model.data import Dataset
+from model.gpt import GPT, IGNORE
 
 
 @torch.no_grad()
@@ -54,3 +57,63 @@ def split_loss(
         count += row.shape[1] - 1
     model.train(was_training)
     return total / max(count, 1)
+
+
+@torch.no_grad()
+def chat_split_loss(
+    model: GPT,
+    tokens: np.ndarray,
+    mask: np.ndarray,
+    bos: int,
+    block_size: int,
+    batch_size: int = 32,
+    device: str = "cpu",
+    autocast: Any = None,
+) -> tuple[float, int]:
+    """The assistant-token loss of a chat split: mean cross-entropy (nats) over the trained
+    tokens (mask 1) of every conversation, packed into rows as training packs them (a
+    conversation longer than a row counts its first block_size + 1 tokens). Returns the loss
+    and the number of tokens it is over."""
+    from model.chat_batches import packed_rows
+
+    ctx = autocast if autocast is not None else contextlib.nullcontext()
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    rows = packed_rows(tokens, mask, bos, block_size)
+    while batch := [row for _, row in zip(range(batch_size), rows, strict=False)]:
+        x = torch.from_numpy(np.stack([r[0] for r in batch])).to(device)
+        y = torch.from_numpy(np.stack([r[1] for r in batch])).to(device)
+        with ctx:
+            logits, _ = model(x)
+        total += float(
+            F.cross_entropy(
+                logits.float().reshape(-1, logits.size(-1)),
+                y.reshape(-1),
+                ignore_index=IGNORE,
+                reduction="sum",
+            )
+        )
+        count += int((y != IGNORE).sum())
+    model.train(was_training)
+    return total / max(count, 1), count
+
+
+def dataset_loss(
+    model: GPT,
+    dataset: Dataset,
+    split: str,
+    block_size: int,
+    batch_size: int = 32,
+    device: str = "cpu",
+    autocast: Any = None,
+    max_tokens: int | None = None,
+) -> float:
+    """A split's whole loss: split_loss for plain text, chat_split_loss (the assistant's
+    tokens) for conversations. max_tokens: only the split's first tokens (plain text)."""
+    tokens, mask = dataset.split(split), dataset.mask(split)
+    if mask is None:
+        tokens = tokens if max_tokens is None else tokens[: max_tokens + 1]
+        return split_loss(model, tokens, block_size, batch_size, device, autocast)
+    bos = chat_tokens(dataset.tokenizer()).bos
+    return chat_split_loss(model, tokens, mask, bos, block_size, batch_size, device, autocast)[0]

@@ -29,8 +29,10 @@ import torch
 from torch import nn
 
 from model import checkpoint, modeldir, rundir, schedule, trainer_state
-from model.batches import Batches, StopFlag
+from model.batches import StopFlag, make_batches
+from model.chat_batches import ChatBatches
 from model.config import GPTConfig, TrainConfig
+from model.data import Dataset
 from model.device import (
     Dist,
     any_rank,
@@ -44,7 +46,7 @@ from model.device import (
     resolve_dtype,
 )
 from model.errors import TrainingError
-from model.evaluate import split_loss
+from model.evaluate import dataset_loss
 from model.events import (
     METRICS_FILE,
     CheckpointEvent,
@@ -61,6 +63,21 @@ from model.gpt import GPT, zero_init_projections
 from model.muon import Muon, muon_groups
 from model.startup import RunOptions, Start, prepare
 from model.tokenizer import Tokenizer
+
+
+def _chat_notices(dataset: Dataset, batches: ChatBatches, block_size: int) -> list[str]:
+    """What a run on conversations says at its start: what its losses are over, and how many
+    conversations are cut to fit a row (model/chat_batches.py)."""
+    trained = dataset.meta.get("trained_tokens", {}).get("train")
+    share = f" ({trained:,} of the {len(dataset.train):,} training tokens)" if trained else ""
+    notices = ["chat data: the train and val losses are over the assistant's tokens only" + share]
+    cut, total = batches.truncated, len(batches.conversations)
+    if cut:
+        notices.append(
+            f"{cut:,} of the {total:,} training conversations are longer than the context "
+            f"({block_size + 1} tokens): only their first {block_size + 1} tokens are trained"
+        )
+    return notices
 
 
 def train(
@@ -224,8 +241,14 @@ class Checkpointer:
 
     def record_final_loss(self, val_loss_full: float) -> None:
         """Add the whole-split validation loss to the latest checkpoint's summary."""
+        self.record_summary({"val_loss_full": val_loss_full})
+
+    def record_summary(self, values: dict[str, Any]) -> None:
+        """Add values to the latest checkpoint's summary (config.json)."""
+        if not (self.out / modeldir.LATEST).exists():
+            return
         info = modeldir.read(self.out)
-        info.meta["summary"]["val_loss_full"] = val_loss_full
+        info.meta["summary"].update(values)
         modeldir.write_json(info.path / modeldir.CONFIG_FILE, info.meta)
 
 
@@ -259,9 +282,13 @@ class Trainer:
         )
         prepare_for_training(device)
         self.optimizer = build_optimizer(self.raw_model, cfg, device)
-        self.batches = Batches(
-            start.dataset.train, cfg.batch_size, model_cfg.block_size, device, cfg.seed
+        self.batches = make_batches(
+            start.dataset, "train", cfg.batch_size, model_cfg.block_size, device, cfg.seed
         )
+        self.text_data = start.text_data
+        self.text_loss: dict[str, float] = {}  # --text-data: "before" and "after" training
+        if isinstance(self.batches, ChatBatches):
+            self.notices += _chat_notices(start.dataset, self.batches, model_cfg.block_size)
         self.step, self.elapsed_before, self.best_val = 0, 0.0, float("inf")
         if start.state is not None:
             self._resume(start.state)
@@ -348,9 +375,11 @@ class Trainer:
         if self.dist.master:
             self.opts.out.mkdir(parents=True, exist_ok=True)
         self._announce()
+        self.measure_text("before")
         self.t_start = self.t_log = time.perf_counter()
         reason = self.loop()
         final_val = self.final_eval() if reason == "done" else None
+        self.measure_text("after")
         end = EndEvent(
             event="end",
             iter=self.step,
@@ -502,9 +531,8 @@ class Trainer:
         """Mean loss over eval_iters random batches, with its own generator (no effect on
         the training RNG, so evaluation never changes what the run learns)."""
         cfg = self.cfg
-        batches = Batches(
-            self.dataset.split(split), cfg.batch_size, self.model_cfg.block_size, self.device, seed
-        )
+        block = self.model_cfg.block_size
+        batches = make_batches(self.dataset, split, cfg.batch_size, block, self.device, seed)
         self.raw_model.eval()
         total = 0.0
         with torch.no_grad():
@@ -530,6 +558,36 @@ class Trainer:
         )
         if not self.cfg.sample_interval:
             self.sample(at)
+
+    def measure_text(self, when: str) -> None:
+        """--text-data: the plain-text loss before the first step and after the last (rank 0),
+        on the first eval_iters x batch_size windows of its val split, recorded in the latest
+        checkpoint's summary, so that what fine-tuning forgot shows."""
+        if self.text_data is None or not self.dist.master:
+            return
+        cfg, block = self.cfg, self.model_cfg.block_size
+        loss = dataset_loss(
+            self.raw_model,
+            self.text_data,
+            "val",
+            block,
+            cfg.batch_size,
+            self.device,
+            self.autocast,
+            max_tokens=cfg.eval_iters * cfg.batch_size * block,
+        )
+        self.text_loss[when] = loss
+        where = self.text_data.path
+        if when == "before":
+            text = f"plain-text loss on {where} before training: {loss:.4f}"
+        else:
+            before = self.text_loss["before"]
+            text = (
+                f"plain-text loss on {where}: {before:.4f} before training, {loss:.4f} after "
+                f"({loss - before:+.4f})"
+            )
+            self.checkpointer.record_summary({"text_loss_before": before, "text_loss_after": loss})
+        self.log.emit(NoticeEvent(event="notice", iter=self.step, text=text))
 
     def sample(self, at: int) -> None:
         if self.dist.master and self.opts.sample is not None:
@@ -566,9 +624,10 @@ class Trainer:
         if not (self.opts.final_eval and self.dist.master):
             return None
         cfg = self.cfg
-        val = split_loss(
+        val = dataset_loss(
             self.raw_model,
-            self.dataset.val,
+            self.dataset,
+            "val",
             self.model_cfg.block_size,
             cfg.batch_size,
             self.device,

@@ -15,6 +15,7 @@ import typer
 
 from minigpt_tui import invocation
 from minigpt_tui.errors import UserError
+from minigpt_tui.models import resolve_model
 from model.config import GPTConfig, TrainConfig, resolve_preset
 
 # Every field of these configs is also a flag (`--n-layer`, `--lr`, ...), built from the field's
@@ -28,7 +29,9 @@ def train(
     data: Path = typer.Option(..., "--data", "-d", help="Prepared data directory."),
     out: Path = typer.Option(Path("runs/latest-run"), "--out", "-o", help="Run directory."),
     preset: str = typer.Option(
-        "cpu", help="cpu, cpu-fast, cpu-10min, gpt2, gpt2-medium, gpt2-large, gpt2-xl."
+        "cpu",
+        help="cpu, cpu-fast, cpu-10min, gpt2, gpt2-medium, gpt2-large, gpt2-xl, or sft "
+        "(fine-tuning on conversations, with --init-from).",
     ),
     config: Path | None = typer.Option(
         None, "--config", help="TOML file of \\[model]/\\[train] keys."
@@ -37,12 +40,20 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
     force: bool = typer.Option(False, "--force", help="Start over in an --out that holds a run."),
     init_from: str | None = typer.Option(
-        None, help="Start from this model's weights and shape (fine-tune)."
+        None,
+        help="Start from this model's weights and shape (fine-tune): a model or run directory, "
+        "or a bundled model's name.",
     ),
     nproc: int | None = typer.Option(
         None, help="Launch this many processes on this machine through torchrun (DDP)."
     ),
     bpe_dir: Path | None = typer.Option(None, help="Directory with GPT-2's BPE files."),
+    text_data: Path | None = typer.Option(
+        None,
+        help="Prepared plain-text data whose loss is measured before the first step and after "
+        "the last (fine-tuning on conversations: what it forgot). Its tokenizer is the data's, "
+        "or the one a chat tokenizer grew from.",
+    ),
     final_eval: bool = typer.Option(True, help="Whole-split validation loss at the end."),
     samples: bool = typer.Option(
         True, help="Generate text samples (at each evaluation, or every --sample-interval steps)."
@@ -57,19 +68,10 @@ def train(
         given = "--force" if force else "--init-from"
         raise UserError(f"--resume continues the run in --out; drop {given}")
     model_cfg, train_cfg = _configs(preset, config, resume, bool(init_from), settings)
-    from model.modeldir import check_not_input
-
-    starts = [Path(init_from)] if init_from and Path(init_from).expanduser().exists() else []
-    check_not_input(out, [data, *starts])  # a run written inside what it reads
+    start = resolve_model(init_from) if init_from else None  # a bundled model's name too
+    _check_paths(out, data, start)
     if nproc is not None:
-        accum = int(train_cfg.get("grad_accum", 1))
-        if nproc < 1:
-            raise UserError(f"--nproc must be >= 1, got {nproc}")
-        if accum % nproc and accum > nproc:
-            raise UserError(
-                f"--grad-accum ({accum}) must be divisible by --nproc ({nproc}) so that every "
-                "process runs the same number of micro-batches"
-            )
+        _check_nproc(nproc, int(train_cfg.get("grad_accum", 1)))
         _launch_torchrun(nproc, device)
         return
 
@@ -87,9 +89,10 @@ def train(
         device=device,
         resume=resume,
         force=force,
-        init_from=init_from,
+        init_from=str(start) if start else None,
         preset=preset,
         bpe_dir=str(bpe_dir) if bpe_dir else None,
+        text_data=text_data,
         final_eval=final_eval,
         command=shlex.join(["minigpt-tui", *invocation.args()]),
         on_event=view.handle,
@@ -103,6 +106,24 @@ def train(
         raise typer.Exit(130)
 
 
+def _check_paths(out: Path, data: Path, start: Path | None) -> None:
+    """A run written inside what it reads is refused."""
+    from model.modeldir import check_not_input
+
+    starts = [start] if start is not None and start.expanduser().exists() else []
+    check_not_input(out, [data, *starts])
+
+
+def _check_nproc(nproc: int, accum: int) -> None:
+    if nproc < 1:
+        raise UserError(f"--nproc must be >= 1, got {nproc}")
+    if accum % nproc and accum > nproc:
+        raise UserError(
+            f"--grad-accum ({accum}) must be divisible by --nproc ({nproc}) so that every "
+            "process runs the same number of micro-batches"
+        )
+
+
 def _configs(
     preset: str, config: Path | None, resume: bool, init_from: bool, settings: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -112,6 +133,8 @@ def _configs(
     --init-from another model has that model's shape, not the preset's: the file's and the
     flags' model settings may only shorten its block, change its dropout or repeat it."""
     p = resolve_preset(preset)
+    if preset == "sft" and not (init_from or resume):
+        raise UserError("--preset sft fine-tunes a model: give --init-from MODEL")
     file_model, file_train = _read_toml(config) if config is not None else ({}, {})
     model_over = {k: settings[k] for k in MODEL_FLAGS if settings[k] is not None}
     train_over = {k: settings[k] for k in TRAIN_FLAGS if settings[k] is not None}
