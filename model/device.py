@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from model import jobs
+from model.backend import available_cpus
 from model.config import ConfigError
 
 
@@ -97,6 +99,19 @@ def keep_freed_memory() -> None:
     m_trim_threshold, m_mmap_threshold = -1, -3
     mallopt(m_trim_threshold, 1 << 30)
     mallopt(m_mmap_threshold, 32 << 20)  # glibc's largest mmap threshold on 64-bit
+
+
+def cpu_thread_share(device: str) -> jobs.ThreadShare | None:
+    """For a CPU training process: its entry in the job registry (model/jobs.py) and its
+    threads kept at a fair share of the CPUs (what it would use alone when it is alone).
+    None on GPUs, whose threads only feed the device."""
+    if device.split(":")[0] != "cpu":
+        return None
+    share = jobs.ThreadShare(
+        jobs.join("train"), torch.get_num_threads(), available_cpus(), torch.set_num_threads
+    )
+    share.update()
+    return share
 
 
 # Peak dense tensor-core FLOP/s of common GPUs, from the vendors' datasheets (no sparsity):

@@ -36,6 +36,7 @@ from model.device import (
     any_rank,
     autocast,
     close_distributed,
+    cpu_thread_share,
     gather,
     init_distributed,
     peak_flops,
@@ -258,6 +259,7 @@ class Trainer:
             device.split(":")[0], enabled=(self.dtype == torch.float16)
         )
         prepare_for_training(device)
+        self.threads = cpu_thread_share(device)  # a fair share of the CPUs (model/jobs.py)
         self.optimizer = build_optimizer(self.raw_model, cfg, device)
         self.batches = Batches(
             start.dataset.train, cfg.batch_size, model_cfg.block_size, device, cfg.seed
@@ -403,6 +405,8 @@ class Trainer:
                 if any_rank(stop.requested, self.dist, self.device):
                     reason = "interrupted"
                     break
+                if self.threads is not None:
+                    self.threads.update()
                 lr = learning_rate(cfg, self.step, None if budget is None else elapsed / budget)
                 loss = self.optimize(lr)
                 self.after_step(lr, loss)
