@@ -155,6 +155,7 @@ class Dist:
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
+    patient: Any = None  # a gloo group that waits as long as rank 0's evaluation takes
 
     @property
     def enabled(self) -> bool:
@@ -186,7 +187,11 @@ def init_distributed(device: str) -> tuple[Dist, str]:
         backend = "gloo"
     timeout = datetime.timedelta(seconds=int(os.environ.get("MINIGPT_DIST_TIMEOUT", "600")))
     dist.init_process_group(backend=backend, timeout=timeout)
-    return Dist(rank, local, world), device
+    # Rank 0 alone evaluates and samples while the others wait; that may take longer than
+    # the collective timeout (a large split, a slow sampler), so they wait in a group of
+    # their own with a timeout of a day, not in the job's next all-reduce.
+    patient = dist.new_group(backend="gloo", timeout=datetime.timedelta(days=1))
+    return Dist(rank, local, world, patient), device
 
 
 def close_distributed(dist_info: Dist) -> None:
@@ -206,6 +211,25 @@ def any_rank(flag: bool, dist_info: Dist, device: str = "cpu") -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
+
+
+def wait_for_master(dist_info: Dist) -> None:
+    """Every rank waits here until rank 0 has done its own work (evaluation, a sample)."""
+    if dist_info.enabled:
+        import torch.distributed as dist
+
+        dist.barrier(group=dist_info.patient)
+
+
+def sum_ranks(values: list[float], dist_info: Dist) -> list[float]:
+    """`values` summed over the ranks, on every rank, waiting as long as the slowest takes."""
+    if not dist_info.enabled:
+        return values
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t, group=dist_info.patient)
+    return [float(v) for v in t]
 
 
 def gather(value: Any, dist_info: Dist) -> list[Any]:

@@ -43,9 +43,11 @@ from model.device import (
     prepare_for_training,
     resolve_device,
     resolve_dtype,
+    sum_ranks,
+    wait_for_master,
 )
 from model.errors import TrainingError
-from model.evaluate import split_loss
+from model.evaluate import EvaluationStopped, loss_sum, predicted, windows
 from model.events import (
     METRICS_FILE,
     CheckpointEvent,
@@ -277,6 +279,7 @@ class Trainer:
         self.loss: float | None = None  # the last logged training loss
         self.train_loss: float | None = None  # the last evaluation's estimates
         self.val_loss: float | None = None
+        self.evaluated_at: int | None = None
         self.t_start = self.t_log = time.perf_counter()
         self.tokens_since_log = 0
 
@@ -412,7 +415,7 @@ class Trainer:
                 self.after_step(lr, loss)
             if self.step:
                 self.require_finite()
-            if self.step and (self.val_loss is None or self.step % cfg.eval_interval):
+            if self.step and self.evaluated_at != self.step:  # the same on every rank
                 self.evaluate(self.step)
             if self.step:
                 self.save(reason)
@@ -522,23 +525,27 @@ class Trainer:
         return total / cfg.eval_iters
 
     def evaluate(self, at: int) -> None:
-        """Estimate both splits' loss (rank 0 only); sample too unless sample_interval is set."""
-        if not self.dist.master:
-            return
-        seed = self.cfg.seed + 7 * at
-        self.train_loss = self.estimate("train", seed + 1)
-        self.val_loss = self.estimate("val", seed + 2)
-        self.best_val = min(self.best_val, self.val_loss)
-        self.log.emit(
-            EvalEvent(event="eval", iter=at, train_loss=self.train_loss, val_loss=self.val_loss)
-        )
+        """Estimate both splits' loss (rank 0; the others wait for it however long it takes);
+        sample too unless sample_interval is set."""
+        if self.dist.master:
+            seed = self.cfg.seed + 7 * at
+            self.train_loss = self.estimate("train", seed + 1)
+            self.val_loss = self.estimate("val", seed + 2)
+            self.best_val = min(self.best_val, self.val_loss)
+            event = EvalEvent(
+                event="eval", iter=at, train_loss=self.train_loss, val_loss=self.val_loss
+            )
+            self.log.emit(event)
+        self.evaluated_at = at
         if not self.cfg.sample_interval:
             self.sample(at)
+        wait_for_master(self.dist)
 
     def sample(self, at: int) -> None:
         if self.dist.master and self.opts.sample is not None:
             text = self.opts.sample(self.raw_model, self.tokenizer, at)
             self.log.emit(SampleEvent(event="sample", iter=at, text=text))
+        wait_for_master(self.dist)
 
     def save(self, reason: str) -> None:
         """Checkpoint now. Every process calls it: each one's RNG state is saved."""
@@ -566,18 +573,47 @@ class Trainer:
         self.checkpointer.save(self.raw_model, self.step, state, summary, reason)
 
     def final_eval(self) -> float | None:
-        """The validation loss over the whole split (rank 0), recorded in the checkpoint."""
-        if not (self.opts.final_eval and self.dist.master):
+        """The validation loss over the whole split, or over evenly spaced windows of at most
+        opts.final_eval_tokens tokens of it, recorded in the checkpoint. Every rank evaluates
+        its share of the windows. Ctrl+C skips it (the checkpoint is already saved)."""
+        if not self.opts.final_eval:
             return None
-        cfg = self.cfg
-        val = split_loss(
-            self.raw_model,
-            self.dataset.val,
-            self.model_cfg.block_size,
-            cfg.batch_size,
-            self.device,
-            self.autocast,
+        val_tokens = self.dataset.val
+        plan = windows(
+            len(val_tokens), self.model_cfg.block_size, None, self.opts.final_eval_tokens
         )
+        total = predicted(plan)
+        if total < len(val_tokens) - 1:
+            self._notice(
+                f"the final validation covers {total:,} of the split's {len(val_tokens) - 1:,} "
+                "tokens, in evenly spaced windows (--final-eval-tokens 0 evaluates all)"
+            )
+        done = [0]
+
+        def progress(n: int) -> None:
+            done[0] += n * self.dist.world_size  # every rank goes at about the same pace
+            if self.opts.on_progress is not None and self.dist.master:
+                self.opts.on_progress(min(done[0], total), total)
+
+        mine = plan[self.dist.rank :: self.dist.world_size]
+        with StopFlag() as stop:
+            try:
+                loss, count = loss_sum(
+                    self.raw_model, val_tokens, mine, self.cfg.batch_size, self.device,
+                    self.autocast, progress, lambda: stop.requested,
+                )  # fmt: skip
+                stopped = 0.0
+            except EvaluationStopped:
+                loss, count, stopped = 0.0, 0, 1.0
+        loss, count_all, stopped = sum_ranks([loss, float(count), stopped], self.dist)
+        if stopped:
+            self._notice("final validation skipped (Ctrl+C); the checkpoint is kept")
+            return None
+        val = loss / max(count_all, 1.0)
         self.log.emit(FullEvalEvent(event="eval", iter=self.step, val_loss_full=val))
-        self.checkpointer.record_final_loss(val)
+        if self.dist.master:
+            self.checkpointer.record_final_loss(val)
         return val
+
+    def _notice(self, text: str) -> None:
+        self.log.emit(NoticeEvent(event="notice", iter=self.step, text=text))

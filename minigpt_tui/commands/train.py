@@ -44,7 +44,15 @@ def train(
         None, help="Launch this many processes on this machine through torchrun (DDP)."
     ),
     bpe_dir: Path | None = typer.Option(None, help="Directory with GPT-2's BPE files."),
-    final_eval: bool = typer.Option(True, help="Whole-split validation loss at the end."),
+    final_eval: bool = typer.Option(
+        True, help="Whole-split validation loss at the end (Ctrl+C skips it)."
+    ),
+    final_eval_tokens: int = typer.Option(
+        1_000_000,
+        min=0,
+        help="The final validation predicts at most this many tokens, in evenly spaced "
+        "windows of a larger split; 0: the whole split, however long.",
+    ),
     samples: bool = typer.Option(
         True, help="Generate text samples (at each evaluation, or every --sample-interval steps)."
     ),
@@ -88,8 +96,10 @@ def train(
         preset=preset,
         bpe_dir=str(bpe_dir) if bpe_dir else None,
         final_eval=final_eval,
+        final_eval_tokens=final_eval_tokens or None,
         command=shlex.join(["minigpt-tui", *invocation.args()]),
         on_event=view.handle,
+        on_progress=view.final_eval_progress,
         sample=_sampler() if samples else None,
     )
     t0 = time.perf_counter()
