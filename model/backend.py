@@ -72,6 +72,16 @@ class Streams(Protocol):
 
 
 @runtime_checkable
+class WindowScorer(Protocol):
+    """A backend that runs a context once and returns every position's logits, so that
+    scoring a text costs one pass per window, not one per token (minigpt_tui/scoring.py)."""
+
+    def logits_all(self, ids: Sequence[int]) -> np.ndarray:
+        """The logits (len(ids), vocab) of every position of `ids`, without a cache."""
+        ...
+
+
+@runtime_checkable
 class MultiStream(Protocol):
     """A backend that decodes several streams of its model together."""
 

@@ -3,6 +3,7 @@ skip; `eval` and `score` progress and --stride; windows of model/evaluate.py."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -19,7 +20,7 @@ from model.evaluate import split_loss, windows
 from model.gpt import GPT
 from model.startup import RunOptions
 from model.train import train
-from tests.helpers import cli, make_data
+from tests.helpers import cli, expect_one_line_error, make_data
 
 TINY = {"block_size": 16, "n_layer": 1, "n_head": 2, "n_embd": 16}
 SHORT = {"batch_size": 2, "max_iters": 4, "eval_interval": 4, "eval_iters": 1}
@@ -122,3 +123,87 @@ def test_train_shows_the_final_validations_progress(tmp_path: Path, capsys: Any)
     done = re.findall(r"final validation: (\d+)/(\d+) tokens \(Ctrl\+C skips it\)", err)
     assert done and done[-1][0] == done[-1][1] and 16 <= int(done[-1][1]) <= 32
     assert f"covers {done[-1][1]} of the split's" in err
+
+
+class TokenByToken:
+    """A torch backend without WindowScorer: scoring runs token by token through its cache."""
+
+    def __init__(self, backend: Any) -> None:
+        self.inner, self.name, self.info = backend, backend.name, backend.info
+        self.block_size = backend.block_size
+
+    def prefill(self, ids: Any) -> Any:
+        return self.inner.prefill(ids)
+
+    def decode(self, token: int) -> Any:
+        return self.inner.decode(token)
+
+
+@pytest.mark.parametrize("stride", [None, 1, 13, 31])
+def test_scoring_in_passes_equals_token_by_token(tmp_path: Path, stride: int | None) -> None:
+    from minigpt_tui.generation import load_backend
+    from minigpt_tui.scoring import score_text
+    from tests.helpers import TEXT, make_model
+
+    backend = load_backend(make_model(tmp_path), backend="torch")
+    tok, text = backend.info.tokenizer(), TEXT[:300]
+    fast = score_text(backend, tok, text, stride=stride)
+    slow = score_text(TokenByToken(backend), tok, text, stride=stride)  # type: ignore[arg-type]
+    assert fast.n == slow.n == 299 and fast.windows == slow.windows > 1
+    np.testing.assert_allclose(fast.bits, slow.bits, atol=1e-4)
+    np.testing.assert_array_equal(fast.top_ids[:, 0], slow.top_ids[:, 0])
+    assert fast.min_context == 32 - (stride or 8)
+
+
+def test_score_stride_and_progress_on_the_command_line(tmp_path: Path, capsys: Any) -> None:
+    from minigpt_tui import progress
+    from tests.helpers import TEXT, make_model
+
+    model = make_model(tmp_path)
+    text = tmp_path / "t.txt"
+    text.write_text(TEXT[:400])
+    figures = {}
+    for stride in ("8", "24"):
+        assert cli("score", str(text), "-m", str(model), "--stride", stride, "--json") == 0
+        figures[stride] = json.loads(capsys.readouterr().out)
+    assert figures["8"]["windows"] > figures["24"]["windows"]
+    assert figures["8"]["total_bits"] != figures["24"]["total_bits"]
+    err = expect_one_line_error(capsys, "score", str(text), "-m", str(model), "--stride", "32")
+    assert "--stride must be between 1 and 31" in err
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(progress, "LINE_SECONDS", 0.0)
+        assert cli("score", str(text), "-m", str(model), "--backend", "torch") == 0
+    assert re.search(r"scoring: [\d,]+/399 tokens", capsys.readouterr().err)
+
+
+def test_eval_stride_and_progress(tmp_path: Path, capsys: Any) -> None:
+    from minigpt_tui import progress
+    from tests.helpers import make_model
+
+    model, data = make_model(tmp_path), make_data(tmp_path)
+    losses = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(progress, "LINE_SECONDS", 0.0)
+        for stride in ("32", "8"):
+            assert cli("eval", str(model), "--data", str(data), "--stride", stride) == 0
+            out, err = capsys.readouterr()
+            losses.append(float(re.search(r"val loss ([\d.]+)", out)[1]))  # type: ignore[index]
+            assert re.search(r"val loss: [\d,]+/[\d,]+ tokens", err)
+    assert losses[0] != losses[1]
+    err = expect_one_line_error(capsys, "eval", str(model), "--data", str(data), "--stride", "33")
+    assert "--stride must be at most the block size 32" in err
+
+
+def test_the_progress_bar_on_a_terminal() -> None:
+    import io
+
+    from rich.console import Console
+
+    from minigpt_tui.progress import work_progress
+
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=True, width=100)
+    with work_progress("scoring", 10, "tokens", console=console) as update:
+        update(5)
+        update(10)
+    assert "scoring" in buf.getvalue() and "10/10 tokens" in buf.getvalue()

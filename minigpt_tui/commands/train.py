@@ -21,6 +21,11 @@ from model.config import GPTConfig, TrainConfig, resolve_preset
 # Every field of these configs is also a flag (`--n-layer`, `--lr`, ...), built from the field's
 # type, help text and flag names (model/config.py); None means "not given".
 SETTINGS = ((GPTConfig, "Model"), (TrainConfig, "Training"))
+FINAL_EVAL_TOKENS = 1_000_000
+FINAL_EVAL_HELP = (
+    "The final validation predicts at most this many tokens, in evenly spaced windows of a "
+    "larger split; 0: the whole split, however long. Ctrl+C skips it (the checkpoint is kept)."
+)
 MODEL_FLAGS = tuple(f.name for f in dataclasses.fields(GPTConfig))
 TRAIN_FLAGS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
@@ -44,15 +49,8 @@ def train(
         None, help="Launch this many processes on this machine through torchrun (DDP)."
     ),
     bpe_dir: Path | None = typer.Option(None, help="Directory with GPT-2's BPE files."),
-    final_eval: bool = typer.Option(
-        True, help="Whole-split validation loss at the end (Ctrl+C skips it)."
-    ),
-    final_eval_tokens: int = typer.Option(
-        1_000_000,
-        min=0,
-        help="The final validation predicts at most this many tokens, in evenly spaced "
-        "windows of a larger split; 0: the whole split, however long.",
-    ),
+    final_eval: bool = typer.Option(True, help="Whole-split validation loss at the end."),
+    final_eval_tokens: int = typer.Option(FINAL_EVAL_TOKENS, min=0, help=FINAL_EVAL_HELP),
     samples: bool = typer.Option(
         True, help="Generate text samples (at each evaluation, or every --sample-interval steps)."
     ),
