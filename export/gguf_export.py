@@ -67,7 +67,7 @@ def export_gguf(
         target = Path(f"{re.sub(r'[^A-Za-z0-9._-]+', '-', info.name)}-{type}.gguf")
     else:
         target = Path(out).expanduser()
-    modeldir.check_output(target, force=force)
+    modeldir.check_output(target, force=force, inputs=[info.path])
     sd = weights.load(info)
     tokenizer = info.tokenizer()
     vocab = bpe_vocab(tokenizer, info.config.vocab_size)

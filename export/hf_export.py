@@ -30,7 +30,7 @@ from safetensors.numpy import save_file
 
 from export import weights
 from export.options import ExportError
-from model import modeldir
+from model import modeldir, userfile
 from model.config import GPTConfig
 from model.tokenizer import CharTokenizer, HasHFJson, Tokenizer, gpt2_bpe_files
 
@@ -56,9 +56,9 @@ def export_hf(
     t0 = time.perf_counter()
     info = modeldir.read(model_path)
     target = Path(out).expanduser()
-    modeldir.check_output(target, force=force, directory=True)
     if _is_our_model_dir(target):
         raise ExportError(f"{target} is a minigpt-tui model directory; choose another --out")
+    modeldir.check_output(target, force=force, directory=True, inputs=[info.path])
     sd = weights.load(info)
     tokenizer = info.tokenizer()
     files = tokenizer_files(tokenizer, info.config.block_size)
@@ -87,8 +87,9 @@ def write_hf(
 
 def _is_our_model_dir(path: Path) -> bool:
     try:
-        meta = json.loads((path / modeldir.CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        text = userfile.read_text(path / modeldir.CONFIG_FILE, modeldir.MAX_CONFIG_BYTES)
+        meta = json.loads(text)
+    except (OSError, ValueError, RecursionError):
         return False
     return isinstance(meta, dict) and meta.get("format") == modeldir.FORMAT
 
@@ -175,16 +176,31 @@ def _tokenizer_config(cls: str, block_size: int, eot: bool) -> dict[str, bytes]:
 
 
 def char_tokenizer_json(chars: str) -> str:
-    """A Hugging Face tokenizer.json that maps each character to its index in `chars`."""
-    try:
-        from tokenizers import Tokenizer as HFTokenizer
-        from tokenizers import decoders
-        from tokenizers.models import BPE
-    except ImportError:
-        raise ExportError(
-            "exporting a character-level model needs the tokenizers package "
-            "(pip install tokenizers)"
-        ) from None
-    hf = HFTokenizer(BPE(vocab={ch: i for i, ch in enumerate(chars)}, merges=[]))
-    hf.decoder = decoders.Fuse()  # the characters, joined with nothing between them
-    return str(hf.to_str())
+    """A Hugging Face tokenizer.json that maps each character to its index in `chars`: a BPE
+    with no merges and a Fuse decoder (the characters joined with nothing between them).
+    Written out here, field for field as the tokenizers library writes it (a test checks),
+    so that the inference install, which lacks that library, can export character models."""
+    model: dict[str, Any] = {
+        "type": "BPE",
+        "dropout": None,
+        "unk_token": None,
+        "continuing_subword_prefix": None,
+        "end_of_word_suffix": None,
+        "fuse_unk": False,
+        "byte_fallback": False,
+        "ignore_merges": False,
+        "vocab": {ch: i for i, ch in enumerate(chars)},
+        "merges": [],
+    }
+    document: dict[str, Any] = {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": [],
+        "normalizer": None,
+        "pre_tokenizer": None,
+        "post_processor": None,
+        "decoder": {"type": "Fuse"},
+        "model": model,
+    }
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":"))

@@ -135,9 +135,10 @@ def _plan_output(
         parent = target.parent
         if not parent.is_dir():
             raise ExportError(f"cannot write {target}: directory {parent} does not exist")
+        modeldir.check_not_input(target, [info.path])
         writable = parent
         if target.exists() or target.is_symlink():
-            if not target.is_dir():
+            if target.is_symlink() or not target.is_dir():
                 raise ExportError(f"{target} exists and is not a directory")
             contents = {p.name for p in target.iterdir()}
             if contents and modeldir.CONFIG_FILE not in contents:

@@ -8,17 +8,20 @@
 Command-line flags win over the file. `MINIGPT_TUI_CONFIG` names another file (tests use it).
 A file that cannot be used (bad TOML, an unknown key, a wrong type) is reported in ONE line
 naming the key, and the defaults are used instead: a typo never stops the app from starting.
-Reading is cheap (one small file, tomllib); nothing here imports Textual or torch.
+Reading is bounded (model/userfile.py: a regular file, MAX_BYTES, TOML structure limits) and
+cheap; Textual is imported only to check a theme or a [keys] table, torch never.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from model import userfile
 
 ENV_VAR = "MINIGPT_TUI_CONFIG"
 FILE_NAME = "config.toml"
@@ -91,26 +94,34 @@ def config_path() -> Path:
 
 
 def read_text(path: Path) -> str | None:
-    """The file's text, None when there is no file; ConfigFileError when it cannot be read."""
+    """The file's text, None when there is no file; ConfigFileError when it cannot be read (not
+    a regular file: /dev/zero, a FIFO; over MAX_BYTES; not UTF-8)."""
     try:
-        if path.stat().st_size > MAX_BYTES:
-            raise ConfigFileError(f"config file {path} is over {MAX_BYTES // 1024} KiB")
-        return path.read_text(encoding="utf-8")
+        return userfile.read_text(path, MAX_BYTES)
     except FileNotFoundError:
         return None
-    except UnicodeDecodeError:
-        raise ConfigFileError(f"config file {path} is not UTF-8 text") from None
+    except userfile.UserFileError as e:
+        raise ConfigFileError(f"config file {e}") from None
     except OSError as e:
         raise ConfigFileError(f"cannot read config file {path}: {e.strerror or e}") from None
 
 
-def parse(text: str, path: Path, binding_ids: set[str] | None = None) -> Config:
-    """The settings in `text`; ConfigFileError (one line, naming the key) when unusable."""
+def parse(text: str, path: Path, bindings: Iterable[Any] | None = None) -> Config:
+    """The settings in `text`; ConfigFileError (one line, naming the key) when unusable.
+
+    `bindings` are the chat app's (Textual Binding objects, or just their ids): with them the
+    [keys] table is checked the way the app will apply it (check_keys). Every value is checked
+    as `chat` uses it (check_values), so `config show` refuses exactly what `chat` would.
+    """
     where = f"config file {path}"
+    binding_list = list(bindings) if bindings is not None else None
+    binding_ids = (
+        {b if isinstance(b, str) else b.id for b in binding_list} if binding_list else None
+    )
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigFileError(f"{where} is not valid TOML ({e})") from None
+        data = userfile.parse_toml(text, where)
+    except userfile.UserFileError as e:
+        raise ConfigFileError(str(e)) from None
     config = Config()
     for key, value in data.items():
         if key in TOP:
@@ -140,7 +151,121 @@ def parse(text: str, path: Path, binding_ids: set[str] | None = None) -> Config:
         else:
             known = ", ".join([*TOP, *TABLES, "keys"])
             raise ConfigFileError(f"{where}: unknown key '{key}' (known: {known})")
+    check_values(config, where)
+    if binding_list and not all(isinstance(b, str) for b in binding_list):
+        check_keys(config.keys, binding_list, where)
     return config
+
+
+def check_values(config: Config, where: str) -> None:
+    """Values of the right type that `chat` still cannot use: ConfigFileError naming the key."""
+    from minigpt_tui.dialogue import SPEAKER_NAME_RULE, valid_speaker_name
+    from minigpt_tui.sampling import SamplingError, SamplingSettings
+    from model.backend import BACKENDS
+    from model.errors import one_of
+
+    if config.backend is not None and config.backend not in BACKENDS:
+        raise ConfigFileError(
+            f"{where}: 'backend' must be {one_of(BACKENDS)}, got {config.backend!r}"[:300]
+        )
+    for key, name in config.speakers.items():
+        if not valid_speaker_name(name):
+            raise ConfigFileError(f"{where}: 'speakers.{key}' must be {SPEAKER_NAME_RULE}")
+    try:
+        SamplingSettings(**sampling_fields(config.sampling)).validate()
+    except SamplingError as e:
+        raise ConfigFileError(f"{where}: [sampling] {e}") from None
+    if config.theme is not None:
+        from textual.theme import BUILTIN_THEMES
+
+        if config.theme not in BUILTIN_THEMES:
+            raise ConfigFileError(
+                f"{where}: 'theme' {config.theme!r} is not a Textual theme "
+                "(F10 in chat lists them)"[:300]
+            )
+
+
+def sampling_fields(values: dict[str, Any]) -> dict[str, Any]:
+    """The file's [sampling] table as SamplingSettings fields (max_tokens -> max_new_tokens)."""
+    out = dict(values)
+    if "max_tokens" in out:
+        out["max_new_tokens"] = out.pop("max_tokens")
+    return out
+
+
+# Keys must be ones a keyboard can send, and the app must keep a way to quit and to send.
+MODIFIERS = ("ctrl", "alt", "shift", "meta", "super", "hyper")
+PLAIN_MODIFIERS = {"ctrl", "alt", "shift"}  # every terminal can send these
+KEPT_ACTIONS = ("quit", "send")
+
+
+def key_name_problem(key: str) -> str | None:
+    """Why `key` (Textual's "ctrl+shift+a" form) is no key a keyboard has, or None."""
+    from textual.keys import Keys
+
+    *mods, base = key.split("+")
+    if not base:
+        return f"{key!r} names no key"
+    bad = [m for m in mods if m not in MODIFIERS]
+    if bad or len(set(mods)) != len(mods):
+        what = repr(bad[0]) if bad else "a repeated"
+        return f"{key!r}: {what} modifier is not one of {', '.join(MODIFIERS)}"
+    if len(base) == 1 and base.isprintable():
+        return None
+    if base in {k.value for k in Keys} or _unicode_key(base):
+        return None
+    return f"{key!r}: {base!r} is not a key name (e.g. a, f9, enter, escape, ctrl+g)"
+
+
+def _unicode_key(name: str) -> bool:
+    """Textual names a printable character's key by its Unicode name (left_square_bracket)."""
+    import unicodedata
+
+    try:
+        return len(unicodedata.lookup(name.replace("_", " "))) == 1
+    except KeyError:
+        return False
+
+
+def check_keys(keymap: dict[str, str], bindings: list[Any], where: str) -> None:
+    """Refuse a [keys] table whose key names no keyboard has, or that leaves `quit` or `send`
+    with no key a plain terminal sends once the app applies it (Textual's own keymap rules:
+    a key given to one binding is taken from the others)."""
+    from textual.binding import BindingsMap
+
+    given: dict[str, str] = {}
+    for action, keys in keymap.items():
+        for key in keys.split(","):
+            if problem := key_name_problem(key):
+                raise ConfigFileError(f"{where}: 'keys.{action}' {problem}")
+            if given.setdefault(key, action) != action:
+                raise ConfigFileError(
+                    f"{where}: 'keys.{action}' and 'keys.{given[key]}' both take {key}"
+                )
+    applied = BindingsMap(bindings)
+    applied.apply_keymap(keymap)
+    for action in KEPT_ACTIONS:
+        kept = [
+            key
+            for key, bound in applied.key_to_bindings.items()
+            for b in bound
+            if b.id == action and set(key.split("+")[:-1]) <= PLAIN_MODIFIERS
+        ]
+        if not kept:
+            culprit = next(
+                (a for a, k in keymap.items() if a != action and _takes(k, bindings, action)),
+                action,
+            )
+            raise ConfigFileError(
+                f"{where}: 'keys.{culprit}' leaves no key that a terminal sends for "
+                f"'{action}' (keys.{action} must keep one, e.g. ctrl+q for quit)"
+            )
+
+
+def _takes(keys: str, bindings: list[Any], action: str) -> bool:
+    """Whether `keys` include a default key of `action`'s binding."""
+    defaults = {k for b in bindings if b.id == action for k in b.key.split(",")}
+    return bool(defaults & set(keys.split(",")))
 
 
 def _check(value: Any, kind: type, key: str, where: str) -> Any:
@@ -155,12 +280,12 @@ def _check(value: Any, kind: type, key: str, where: str) -> Any:
     return value
 
 
-def load(binding_ids: set[str] | None = None) -> tuple[Config, str | None]:
+def load(bindings: Iterable[Any] | None = None) -> tuple[Config, str | None]:
     """The settings in effect, and the one line saying why the file was not used (if so)."""
     path = config_path()
     try:
         text = read_text(path)
-        return (parse(text, path, binding_ids) if text is not None else Config()), None
+        return (parse(text, path, bindings) if text is not None else Config()), None
     except ConfigFileError as e:
         return Config(), str(e)
 

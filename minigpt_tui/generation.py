@@ -1,8 +1,8 @@
 """The generation loop: one loop for every backend and front end, and `load_backend`.
 
 A backend (the protocol is in model/backend.py) only runs the network. Everything else
-(windowing past block_size, sampling, stop strings, incremental detokenisation, cancellation)
-lives here once.
+(windowing past block_size, sampling, stop tokens and stop strings, incremental
+detokenisation, cancellation) lives here once.
 
 Torch-free: the PyTorch backend is imported only when asked for.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +21,15 @@ from minigpt_tui.sampling import Sampler, SamplingSettings
 from model import jobs, modeldir
 from model.backend import Backend, EngineError, check_backend
 from model.tokenizer import StreamDecoder, Tokenizer, TokenizerError
+
+
+def stop_ids(tokenizer: Tokenizer) -> frozenset[int]:
+    """The tokens a generation stops at (never shown, never part of the text): end-of-text,
+    and a chat model's end of turn (`<|end|>`, model/chat.py)."""
+    ids = {tokenizer.eot} if tokenizer.eot is not None else set()
+    if tokenizer.chat is not None:
+        ids |= {tokenizer.chat.bos, tokenizer.chat.end}
+    return frozenset(ids)
 
 
 def window(context: Sequence[int], block_size: int) -> list[int]:
@@ -59,7 +68,8 @@ class GenerationStats:
     slides: int = 0
     time_to_first_token: float = 0.0
     decode_seconds: float = 0.0
-    stop_reason: str = ""  # "length", "stop", "cancelled", "eot"
+    # "length", "stop" (a stop string), "cancelled", "eot" (end-of-text), "end" (end of turn)
+    stop_reason: str = ""
     started: float = field(default_factory=time.perf_counter)
 
     @property
@@ -76,6 +86,10 @@ class Generation:
     longer than block_size keeps its last block_size tokens (`stats.prompt_truncated`). A
     final event with token -1 carries text that was held back until the end (an incomplete
     character, or the start of a stop string that never completed).
+
+    A stop token (`stop_ids`; by default end-of-text and a chat model's `<|end|>`) ends the
+    generation: it is in `generated` and the context (the model made it) but no event carries
+    it and it is not in `text`, so no front end shows or keeps it.
     """
 
     def __init__(
@@ -87,9 +101,11 @@ class Generation:
         cancel: threading.Event | None = None,
         sampler: Sampler | None = None,
         alternatives: int = 5,
+        stops: Collection[int] | None = None,
     ) -> None:
         """alternatives: how many of the likeliest tokens each TokenEvent lists (0: none, which
-        saves their ranking when nobody shows them)."""
+        saves their ranking when nobody shows them). stops: the stop tokens (None: the
+        tokenizer's, `stop_ids`)."""
         settings.validate()
         self.alternatives = alternatives
         self.backend = backend
@@ -97,6 +113,7 @@ class Generation:
         self.settings = settings
         self.sampler = sampler or Sampler(settings)
         self.cancel = cancel or threading.Event()
+        self.stops = frozenset(stops) if stops is not None else stop_ids(tokenizer)
         ids = list(prompt_ids)
         if not ids:
             ids = _start_ids(tokenizer)
@@ -152,7 +169,8 @@ class Generation:
 
     def take(self, logits: np.ndarray) -> TokenEvent | None:
         """Sample the next token from the network's output for the last step; None when the
-        generation ended before it (cancelled, or no tokens left to make)."""
+        generation ended before it (cancelled, or no tokens left to make) or with it (a stop
+        token, which no event carries)."""
         s, stats = self.settings, self.stats
         if stats.new_tokens:
             stats.decode_seconds = time.perf_counter() - self._t_first
@@ -170,9 +188,9 @@ class Generation:
         if stats.new_tokens == 1:
             self._t_first = time.perf_counter()
             stats.time_to_first_token = self._t_first - stats.started
-        if tok == self.tokenizer.eot:
-            stats.stop_reason = "eot"
-            return TokenEvent(tok, "", choice.prob, choice.alternatives)
+        if tok in self.stops:
+            stats.stop_reason = "eot" if tok == self.tokenizer.eot else "end"
+            return None
         self._pending += self._decoder.push(tok)
         out, self._pending, stopped = _split_stop(self._pending, s.stop)
         self.text += out
@@ -183,7 +201,7 @@ class Generation:
     def next_step(self) -> Step | None:
         """What the network runs for the token just taken; None when the generation is over."""
         stats = self.stats
-        if stats.stop_reason:  # "eot" or "stop"
+        if stats.stop_reason:  # "stop" (a stop token ends in take())
             return None
         if self.cancel.is_set():  # no need to run the network for a token nobody will sample
             stats.stop_reason = "cancelled"

@@ -26,6 +26,7 @@ database can be made (read-only, /proc, a file) leaves history in memory. Each c
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -37,11 +38,13 @@ from pathlib import Path
 from typing import Any
 
 from minigpt_tui.branches import Branches
-from minigpt_tui.dialogue import Turn
-from model.modeldir import atomic_write_bytes
+from minigpt_tui.dialogue import Turn, messages_of
+from model.errors import first_line
+from model.modeldir import ModelDirError, atomic_write_bytes
 
 DB_NAME = "history.db"
 SCHEMA_VERSION = 2
+QUIT_RETRY_SECONDS = 5.0  # how long flush() waits for another writer at quit
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
     id INTEGER PRIMARY KEY,
@@ -129,6 +132,16 @@ def title_for(turns: list[Turn], limit: int = 60) -> str:
     return (line[: limit - 1] + "…" if len(line) > limit else line) or "(empty)"
 
 
+class HistorySaveError(sqlite3.Error):
+    """A conversation that could not be written (the database locked by another program, the
+    disk full): one line naming the database. The store keeps the conversation as unsaved:
+    flush() tries again, unsaved_error() says why it is not saved."""
+
+
+class NewerSchema(sqlite3.DatabaseError):
+    """A database written by a newer version of this app: read it, never write or move it."""
+
+
 class HistoryStore:
     """Conversations on disk, or in memory when `path` is None (--no-history, locked db)."""
 
@@ -139,6 +152,8 @@ class HistoryStore:
         self.read_only = False  # a database we may read but not write: nothing is saved
         self.want_fts = fts  # False: search with LIKE even where FTS5 exists (tests)
         self.fts = False  # whether search uses the FTS5 index (set when the db is opened)
+        self._unsaved: dict[int, tuple[Conversation, str]] = {}  # id(conv) -> (conv, why)
+        self.fallback: tuple[Path, str] | None = None  # (database, why) when kept in memory
         self.db = self._open()
 
     @classmethod
@@ -164,6 +179,8 @@ class HistoryStore:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             return self._init(self._connect(str(self.path)))
+        except NewerSchema as e:  # a downgrade: never move it aside, never write it
+            return self._open_read_only(e)
         except sqlite3.OperationalError as e:
             if "locked" in str(e) or "busy" in str(e):
                 return self._in_memory("is locked by another program")
@@ -178,6 +195,8 @@ class HistoryStore:
             return self._in_memory(f"cannot be created ({e.strerror or e})")
 
     def _in_memory(self, why: str) -> sqlite3.Connection:
+        assert self.path is not None
+        self.fallback = (self.path, why)
         self.notice = (
             f"history database {self.path} {why}; this session's conversations are kept "
             "in memory only"
@@ -186,28 +205,21 @@ class HistoryStore:
         return self._init(self._connect(":memory:"))
 
     def _open_read_only(self, error: Exception) -> sqlite3.Connection:
-        """A database we may not write: read it as it is (immutable: a read-only filesystem
-        has no room for SQLite's lock files), never move it aside."""
+        """A database we may not write: read it as it is, never move it aside."""
         assert self.path is not None
-        from urllib.parse import quote
-
         try:
-            db = sqlite3.connect(
-                f"file:{quote(str(self.path))}?mode=ro&immutable=1",
-                uri=True,
-                timeout=self.timeout,
-                check_same_thread=False,
-            )
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise sqlite3.DatabaseError(f"schema version {version} is newer than this app")
-            _touch_tables(db)
+            db = _connect_read_only(self.path, self.timeout)
         except sqlite3.Error as e:
             return self._in_memory(f"cannot be written ({error}) nor read ({e})")
         self.read_only = True
+        why = (
+            f"was written by a newer minigpt-tui ({error})"
+            if isinstance(error, NewerSchema)
+            else f"is read-only ({error})"
+        )
         self.notice = (
-            f"history database {self.path} is read-only ({error}): saved conversations can be "
-            "opened, but this session's are not saved"
+            f"history database {self.path} {why}: opened read-only, saved conversations can "
+            "be opened, but this session's are not saved"
         )
         return db
 
@@ -227,11 +239,11 @@ class HistoryStore:
 
     def _init(self, db: sqlite3.Connection) -> sqlite3.Connection:
         try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]  # before any write
+            if version > SCHEMA_VERSION:
+                raise NewerSchema(f"schema version {version}; this one knows {SCHEMA_VERSION}")
             if self.path is not None:
                 db.execute("PRAGMA journal_mode = WAL")
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise sqlite3.DatabaseError(f"schema version {version} is newer than this app")
             migrate(db)
             db.executescript(SCHEMA)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -265,74 +277,57 @@ class HistoryStore:
 
     def save(self, conv: Conversation) -> int:
         """Insert or update a conversation with all its turns (and branches); returns its id (0
-        when the database is read-only: nothing is written)."""
+        when the database is read-only: nothing is written). HistorySaveError (one line) when
+        it cannot be written: the conversation is then kept as unsaved (see flush)."""
         conv.updated = time.time()
         conv.title = title_for(conv.turns)
         if self.read_only:
             return conv.id or 0
-        settings = json.dumps(conv.settings)
-        with self.db:
-            if conv.id is None:
-                cur = self.db.execute(
-                    "INSERT INTO conversations (title, mode, model, created, updated, settings) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (conv.title, conv.mode, conv.model, conv.created, conv.updated, settings),
-                )
-                assert cur.lastrowid is not None
-                conv.id = cur.lastrowid
-            else:
-                self.db.execute(
-                    "UPDATE conversations SET title=?, mode=?, model=?, updated=?, settings=? "
-                    "WHERE id=?",
-                    (conv.title, conv.mode, conv.model, conv.updated, settings, conv.id),
-                )
-                self.db.execute("DELETE FROM messages WHERE conversation_id=?", (conv.id,))
-            tree = conv.tree if conv.tree is not None else Branches()
-            tree.follow(conv.turns)  # the turns shown are the tree's shown path
-            rows = list(tree.rows())
-            self.db.executemany(
-                "INSERT INTO messages (conversation_id, seq, role, text, parent, shown) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [(conv.id, seq, role, text, up, int(on)) for seq, up, role, text, on in rows],
-            )
-            if self.fts:  # every branch's messages, by the same seq as the messages table
-                self.db.execute(f"DELETE FROM {FTS_TABLE} WHERE conversation_id=?", (conv.id,))
-                self.db.executemany(
-                    f"INSERT INTO {FTS_TABLE} (text, conversation_id, seq) VALUES (?, ?, ?)",
-                    [(text, conv.id, seq) for seq, _, _, text, _ in rows],
-                )
+        new = conv.id is None
+        try:
+            _write(self.db, conv, self.fts)
+        except sqlite3.Error as e:
+            if new:
+                conv.id = None  # the insert was rolled back: that id may be another's later
+            why = f"the conversation was not saved to {self.path or 'memory'} ({first_line(e)})"
+            self._unsaved[id(conv)] = (conv, why)
+            raise HistorySaveError(why) from None
+        self._unsaved.pop(id(conv), None)
+        assert conv.id is not None
         return conv.id
+
+    def unsaved_error(self) -> str | None:
+        """Why a conversation this session changed is not saved (the last failure; or the
+        database it was meant for could not be used, so it is in memory only), or None."""
+        if self._unsaved:
+            return next(reversed(self._unsaved.values()))[1]
+        if self.fallback is not None and self.list(limit=1):
+            where, why = self.fallback
+            return f"this session's conversations were kept in memory only ({where} {why})"
+        return None
+
+    def flush(self, timeout: float | None = None) -> str | None:
+        """At the end of a session: try again to save every unsaved conversation, waiting up
+        to `timeout` seconds (QUIT_RETRY_SECONDS) for another writer, and write a session
+        kept in memory to the database it was meant for if that can be opened now. Returns
+        what is still not saved, or None. `chat` calls it at quit, so that a lost exchange
+        ends in an error line, not in silence."""
+        wait = QUIT_RETRY_SECONDS if timeout is None else timeout
+        self.db.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
+        try:
+            for conv, _ in list(self._unsaved.values()):
+                with contextlib.suppress(HistorySaveError):
+                    self.save(conv)
+        finally:
+            self.db.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+        if self.fallback is not None and self.list(limit=1):
+            _copy_to_disk(self, self.fallback[0], wait)
+        return self.unsaved_error()
 
     def search(self, query: str, limit: int = 200) -> list[SearchHit]:
         """Messages holding every word of `query` (as a word prefix with FTS5, anywhere with
         the LIKE fallback), best match first; any text is a valid query."""
-        terms = query.split()[:MAX_SEARCH_TERMS]
-        if not terms:
-            return []
-        if self.fts:
-            match = " ".join('"' + t.replace('"', '""') + '"*' for t in terms)
-            rows = self.db.execute(
-                f"SELECT f.conversation_id, f.seq, c.title, c.updated, f.text FROM {FTS_TABLE} f "
-                f"JOIN conversations c ON c.id = f.conversation_id WHERE {FTS_TABLE} MATCH ? "
-                "ORDER BY rank, c.updated DESC LIMIT ?",
-                (match, limit),
-            ).fetchall()
-        else:
-
-            def like(t: str) -> str:
-                return "%" + t.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-            where = " AND ".join(["m.text LIKE ? ESCAPE '\\'"] * len(terms))
-            rows = self.db.execute(
-                "SELECT m.conversation_id, m.seq, c.title, c.updated, m.text FROM messages m "
-                f"JOIN conversations c ON c.id = m.conversation_id WHERE {where} "
-                "ORDER BY c.updated DESC, m.seq LIMIT ?",
-                (*(like(t) for t in terms), limit),
-            ).fetchall()
-        return [
-            SearchHit(int(cid), int(seq), title, updated, snippet(text, terms))
-            for cid, seq, title, updated, text in rows
-        ]
+        return _search(self.db, self.fts, query, limit)
 
     def list(self, limit: int = 500) -> list[Conversation]:
         """Conversations, newest first, without their turns."""
@@ -361,16 +356,139 @@ class HistoryStore:
         conv.turns = conv.tree.turns()
         return conv
 
-    def delete(self, conv_id: int) -> None:
+    def delete(self, conv_id: int) -> Conversation | None:
+        """Remove a conversation; returns it whole (turns and branches), for restore() to put
+        back (an undo), or None when there was none or nothing may be written."""
         if self.read_only:
-            return
+            return None
+        gone = self.load(conv_id)
         with self.db:
             self.db.execute("DELETE FROM conversations WHERE id=?", (conv_id,))
             if self.fts:
                 self.db.execute(f"DELETE FROM {FTS_TABLE} WHERE conversation_id=?", (conv_id,))
+        return gone
+
+    def restore(self, conv: Conversation) -> int:
+        """Put back a conversation delete() returned, under its id and time (undo)."""
+        updated = conv.updated
+        conv_id = self.save(conv)
+        conv.updated = updated
+        with self.db:
+            self.db.execute("UPDATE conversations SET updated=? WHERE id=?", (updated, conv_id))
+        return conv_id
 
     def close(self) -> None:
         self.db.close()
+
+
+def _write(db: sqlite3.Connection, conv: Conversation, fts: bool) -> None:
+    """Insert or update `conv` and all its messages in one transaction."""
+    settings = json.dumps(conv.settings)
+    with db:
+        row = (conv.title, conv.mode, conv.model, conv.updated, settings)
+        updated = conv.id is not None and (
+            db.execute(
+                "UPDATE conversations SET title=?, mode=?, model=?, updated=?, settings=? "
+                "WHERE id=?",
+                (*row, conv.id),
+            ).rowcount
+        )
+        if not updated:  # new, or deleted meanwhile (from the history list): insert it
+            cur = db.execute(
+                "INSERT INTO conversations (id, title, mode, model, created, updated, "
+                "settings) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (conv.id, conv.title, conv.mode, conv.model, conv.created, *row[3:]),
+            )
+            assert cur.lastrowid is not None
+            conv.id = cur.lastrowid
+        db.execute("DELETE FROM messages WHERE conversation_id=?", (conv.id,))
+        tree = conv.tree if conv.tree is not None else Branches()
+        tree.follow(conv.turns)  # the turns shown are the tree's shown path
+        rows = list(tree.rows())
+        db.executemany(
+            "INSERT INTO messages (conversation_id, seq, role, text, parent, shown) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [(conv.id, seq, role, text, up, int(on)) for seq, up, role, text, on in rows],
+        )
+        if fts:  # every branch's messages, by the same seq as the messages table
+            db.execute(f"DELETE FROM {FTS_TABLE} WHERE conversation_id=?", (conv.id,))
+            db.executemany(
+                f"INSERT INTO {FTS_TABLE} (text, conversation_id, seq) VALUES (?, ?, ?)",
+                [(text, conv.id, seq) for seq, _, _, text, _ in rows],
+            )
+
+
+def _connect_read_only(path: Path, timeout: float) -> sqlite3.Connection:
+    """`path` opened read-only, its tables checked: read-only mode first, immutable where that
+    cannot work (a read-only filesystem has no room for SQLite's lock files)."""
+    from urllib.parse import quote
+
+    last: sqlite3.Error | None = None
+    for flags in ("mode=ro", "mode=ro&immutable=1"):
+        db = sqlite3.connect(
+            f"file:{quote(str(path))}?{flags}", uri=True, timeout=timeout, check_same_thread=False
+        )
+        try:
+            _touch_tables(db)
+            return db
+        except sqlite3.Error as e:
+            db.close()
+            last = e
+    assert last is not None
+    raise last
+
+
+def _search(db: sqlite3.Connection, fts: bool, query: str, limit: int) -> list[SearchHit]:
+    """Messages holding every word of `query` (as a word prefix with FTS5, anywhere with
+    the LIKE fallback), best match first; any text is a valid query."""
+    terms = query.split()[:MAX_SEARCH_TERMS]
+    if not terms:
+        return []
+    if fts:
+        match = " ".join('"' + t.replace('"', '""') + '"*' for t in terms)
+        rows = db.execute(
+            f"SELECT f.conversation_id, f.seq, c.title, c.updated, f.text FROM {FTS_TABLE} f "
+            f"JOIN conversations c ON c.id = f.conversation_id WHERE {FTS_TABLE} MATCH ? "
+            "ORDER BY rank, c.updated DESC LIMIT ?",
+            (match, limit),
+        ).fetchall()
+    else:
+
+        def like(t: str) -> str:
+            return "%" + t.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+        where = " AND ".join(["m.text LIKE ? ESCAPE '\\'"] * len(terms))
+        rows = db.execute(
+            "SELECT m.conversation_id, m.seq, c.title, c.updated, m.text FROM messages m "
+            f"JOIN conversations c ON c.id = m.conversation_id WHERE {where} "
+            "ORDER BY c.updated DESC, m.seq LIMIT ?",
+            (*(like(t) for t in terms), limit),
+        ).fetchall()
+    return [
+        SearchHit(int(cid), int(seq), title, updated, snippet(text, terms))
+        for cid, seq, title, updated, text in rows
+    ]
+
+
+def _copy_to_disk(memory: HistoryStore, path: Path, timeout: float) -> None:
+    """Move an in-memory session's conversations to the database at `path`, if it can be
+    opened for writing now (each one leaves memory once written; `fallback` is cleared when
+    all have)."""
+    disk = HistoryStore(path, timeout=timeout, fts=memory.want_fts)
+    try:
+        if disk.path is None or disk.read_only:
+            return
+        with contextlib.suppress(HistorySaveError):
+            for listed in reversed(memory.list()):
+                assert listed.id is not None
+                conv = memory.load(listed.id)
+                if conv is not None:
+                    conv.id = None
+                    disk.save(conv)
+                    memory.delete(listed.id)
+            memory.fallback = None
+    finally:
+        disk.close()
 
 
 def _touch_tables(db: sqlite3.Connection) -> None:
@@ -415,13 +533,39 @@ def export_text(conv: Conversation, names: dict[str, str], markdown: bool) -> st
     return "\n".join(parts)
 
 
+JSON_SUFFIXES = (".json", ".jsonl")
+
+
+def export_json(conv: Conversation) -> str:
+    """A conversation as one JSON record on one line (so exports concatenate into JSON
+    Lines): a chat as `{"messages": [{"role", "content"}]}`, the shape `data prepare` reads
+    (the system text as the system turn, your messages as user turns, replies as assistant
+    turns; model/chat.py), a document as `{"text": ...}`."""
+    if conv.mode == "complete":
+        record: dict[str, Any] = {"text": "".join(t.text for t in conv.turns)}
+    else:
+        system = conv.settings.get("system")
+        found = messages_of(conv.turns, system if isinstance(system, str) else "")
+        record = {"messages": [{"role": m.role, "content": m.content} for m in found]}
+    return json.dumps(record, ensure_ascii=False) + "\n"
+
+
 def export(conv: Conversation, path: Path, names: dict[str, str]) -> Path:
-    """Write a conversation to `path` (.md means Markdown, anything else plain text). The
-    directory must exist: none is created (a mistyped path must not make folders)."""
+    """Write a conversation to `path` (.md means Markdown, .json or .jsonl a JSON record
+    (`export_json`), anything else plain text). The directory must exist: none is created (a
+    mistyped path must not make folders). OSError when it cannot be written, also when `path`
+    is not a regular file (a FIFO, /dev/null)."""
     if not path.parent.is_dir():
         raise FileNotFoundError(errno.ENOENT, "no such directory", str(path.parent))
-    markdown = path.suffix.lower() in (".md", ".markdown")
-    atomic_write_bytes(path, export_text(conv, names, markdown).encode("utf-8"))
+    suffix = path.suffix.lower()
+    if suffix in JSON_SUFFIXES:
+        text = export_json(conv)
+    else:
+        text = export_text(conv, names, markdown=suffix in (".md", ".markdown"))
+    try:
+        atomic_write_bytes(path, text.encode("utf-8"))
+    except ModelDirError as e:  # a FIFO or a device there: never replaced
+        raise OSError(errno.EEXIST, str(e)) from None
     return path
 
 

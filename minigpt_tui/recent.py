@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from minigpt_tui.history import data_dir
+from model import userfile
 
 FILE_NAME = "recent-models.json"
 KEEP = 12
@@ -24,10 +25,8 @@ def recent_path() -> Path:
 def load() -> list[str]:
     path = recent_path()
     try:
-        if path.stat().st_size > MAX_BYTES:
-            return []
-        items = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        items = json.loads(userfile.read_text(path, MAX_BYTES))
+    except (OSError, ValueError, RecursionError):  # UserFileError: a FIFO, too large, not UTF-8
         return []
     if not isinstance(items, list):
         return []
@@ -44,5 +43,5 @@ def remember(model: Path) -> None:
     if model.absolute().is_relative_to(BUNDLED_DIR):
         return
     items = [path, *(p for p in load() if p != path)][:KEEP]
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError, ValueError):  # ModelDirError: not a regular file there
         write_json(recent_path(), items)

@@ -294,19 +294,20 @@ def _score_in_passes(
 
 
 def read_text_file(path: Path) -> str:
-    """The text of a file to score, or one ScoreError line saying why it is not one."""
-    if path.is_dir():
-        raise ScoreError(f"{path} is a directory, not a text file")
+    """The text of a file to score, or one ScoreError line saying why it is not one: a regular
+    file of at most MAX_BYTES, read with that limit (a device's stat size says nothing)."""
+    from model import userfile
+
     try:
-        size = path.stat().st_size
+        data = userfile.read_bytes(path, MAX_BYTES)
     except FileNotFoundError:
         raise ScoreError(f"{path}: no such file") from None
-    if size > MAX_BYTES:
-        raise ScoreError(
-            f"{path} is {size / 1e6:.1f} MB: score at most {MAX_BYTES / 1e6:.0f} MB at once "
-            "(split it)"
-        )
-    data = path.read_bytes()
+    except userfile.TooLarge as e:
+        raise ScoreError(f"{e}: score at most that much text at once (split it)") from None
+    except userfile.UserFileError as e:
+        raise ScoreError(str(e)) from None
+    except OSError as e:
+        raise ScoreError(f"cannot read {path}: {e.strerror or e}") from None
     return decode_text(data, str(path))
 
 

@@ -16,7 +16,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from model import checkpoint, modeldir
+from model import checkpoint, modeldir, userfile
 from model.config import ConfigError, GPTConfig
 from model.gpt import GPT
 from model.modeldir import ModelDirError
@@ -30,10 +30,8 @@ _HF_BUFFER = re.compile(r"h\.\d+\.attn\.(bias|masked_bias)")  # masks older expo
 def _read_hf_config(src: Path) -> dict[str, Any]:
     path = src / "config.json"
     try:
-        if path.stat().st_size > modeldir.MAX_CONFIG_BYTES:
-            raise ValueError("too large")
-        hf = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as e:
+        hf = json.loads(userfile.read_text(path, modeldir.MAX_CONFIG_BYTES))
+    except (OSError, ValueError, RecursionError) as e:  # UserFileError is a ValueError
         raise ModelDirError(f"{path} is not a GPT-2 Hugging Face config: {e!s}") from None
     if not isinstance(hf, dict):
         raise ModelDirError(f"{path} is not a GPT-2 Hugging Face config: not a JSON object")
@@ -67,14 +65,51 @@ def gpt_config(src: Path, hf: dict[str, Any]) -> GPTConfig:
         raise ModelDirError(f"{path} is not a GPT-2 Hugging Face config: {e!s}") from None
     if hf.get("model_type", "gpt2") != "gpt2":
         raise ModelDirError(f"{path}: model_type {hf.get('model_type')!r} is not gpt2")
-    act = hf.get("activation_function", "gelu_new")
-    if act not in ("gelu_new", "gelu_pytorch_tanh"):
-        raise ModelDirError(f"{path}: activation {act!r} is not GPT-2's tanh GELU")
+    _check_implemented(path, hf, cfg)
     try:
         cfg.validate()
     except ConfigError as e:
         raise ModelDirError(f"{path}: {e}") from None
     return cfg
+
+
+# GPT2Config's keys that change what the model computes, and the values model/gpt.py
+# implements (transformers' defaults, or their equivalents). Anything else is refused: the
+# converted model would compute something other than what transformers computes.
+IMPLEMENTED: dict[str, tuple[Any, ...]] = {
+    "activation_function": ("gelu_new", "gelu_pytorch_tanh"),  # the tanh GELU of model/gpt.py
+    "layer_norm_epsilon": (1e-5,),  # nn.LayerNorm's default, which model/gpt.py uses
+    "scale_attn_weights": (True,),  # scores divided by sqrt(head size)
+    "scale_attn_by_inverse_layer_idx": (False,),
+    "reorder_and_upcast_attn": (False,),
+    "add_cross_attention": (False,),
+}
+
+
+def _check_implemented(path: Path, hf: dict[str, Any], cfg: GPTConfig) -> None:
+    """Refuse, naming the key, any config value this converter does not implement."""
+    for key, values in IMPLEMENTED.items():
+        if key in hf and not any(_same(hf[key], v) for v in values):
+            allowed = " or ".join(json.dumps(v) for v in values)
+            raise ModelDirError(
+                f"{path}: {key} {json.dumps(hf[key])[:60]} is not implemented here "
+                f"(only {allowed}); this model cannot be converted"
+            )
+    if hf.get("n_inner") is not None and not _same(hf["n_inner"], 4 * cfg.n_embd):
+        raise ModelDirError(
+            f"{path}: n_inner {json.dumps(hf['n_inner'])[:60]} is not implemented here (only "
+            f"null or 4 * n_embd = {4 * cfg.n_embd}); this model cannot be converted"
+        )
+    if "n_ctx" in hf and "n_positions" in hf and not _same(hf["n_ctx"], hf["n_positions"]):
+        raise ModelDirError(
+            f"{path}: n_ctx {json.dumps(hf['n_ctx'])[:60]} contradicts n_positions "
+            f"{hf['n_positions']}; this model cannot be converted"
+        )
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as JSON values: True is not 1, and 1e-5 is 1e-05."""
+    return type(a) is type(b) and a == b if isinstance(b, bool) or isinstance(a, bool) else a == b
 
 
 def load_hf(src: Path, hf: dict[str, Any]) -> GPT:
@@ -146,6 +181,7 @@ def _tokenizer(src: Path, hf: dict[str, Any]) -> Tokenizer:
 def convert_hf(src: Path, out: Path, force: bool = False) -> Path:
     if not src.is_dir():
         raise ModelDirError(f"not a directory: {src}")
+    modeldir.check_not_input(out, [src])
     hf = _read_hf_config(src)
     model = load_hf(src, hf)
     tokenizer = _tokenizer(src, hf)

@@ -18,6 +18,7 @@ import gzip
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections import Counter
@@ -26,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from model import modeldir
+from model.events import METRICS_FILE
 from model.tokenizer import safe_cut
 
 CHUNK_CHARS = 4 * 1024 * 1024
@@ -89,9 +92,13 @@ def find_files(
         return [source]
     if not source.is_dir():
         raise DataError(f"corpus not found: {source}")
+    if (what := made_here(source)) is not None:
+        raise DataError(f"{source} is {what}, not a corpus")
     found = []
     for root, dirs, names in os.walk(source):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        dirs[:] = sorted(
+            d for d in dirs if not d.startswith(".") and made_here(Path(root) / d) is None
+        )
         for name in sorted(names):
             path = Path(root) / name
             rel = path.relative_to(source).as_posix()
@@ -103,6 +110,23 @@ def find_files(
         what = f"matching {', '.join(include)}" if include else "of a known format"
         raise DataError(f"no files {what} in {source}")
     return found
+
+
+def made_here(path: Path) -> str | None:
+    """What this tool made `path` into (prepared data, a model, a training run), in words, or
+    None. Such directories are never read as corpus: `data prepare DIR --out DIR/data` would
+    otherwise read its own earlier output, and a model's config.json, as documents."""
+    if (path / "meta.json").is_file() and (path / "train.bin").exists():  # model/data.py's
+        return "a prepared data directory"
+    if (path / modeldir.CONFIG_FILE).is_file() and any(
+        (path / name).exists() for name in (modeldir.WEIGHTS_FILE, modeldir.ONNX_FILE)
+    ):
+        return "a model directory"
+    if (path / modeldir.LATEST).is_symlink() or (
+        (path / METRICS_FILE).is_file() and any(path.glob("step-[0-9]*"))
+    ):
+        return "a training run directory"
+    return None
 
 
 # ---------------------------------------------------------------------------- reading
@@ -169,12 +193,52 @@ def _open(path: Path, compression: str | None) -> io.BufferedIOBase:
             import zstandard
         except ImportError:
             raise DataError(f"reading {path.name} needs zstandard: {EXTRA_HINT}") from None
-        raw = open(path, "rb")  # noqa: SIM115 (closed with the reader)
-        reader = zstandard.ZstdDecompressor().stream_reader(
-            raw, read_across_frames=True, closefd=True
-        )
-        return io.BufferedReader(reader, buffer_size=1 << 20)
+        return io.BufferedReader(_ZstdFrames(path, zstandard), buffer_size=1 << 20)
     return open(path, "rb")
+
+
+class _ZstdFrames(io.RawIOBase):
+    """The frames of a .zst file, decompressed one after another; EOFError when the file
+    ends inside a frame (zstandard's own stream reader ends there silently, so a cut file
+    would pass for a shorter corpus)."""
+
+    def __init__(self, path: Path, zstandard: Any) -> None:
+        self._raw = open(path, "rb")  # noqa: SIM115 (closed in close)
+        self._new = zstandard.ZstdDecompressor().decompressobj
+        self._frame = self._new()
+        self._started = False  # the current frame has received input
+        self._out = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._out:
+            block = self._raw.read(1 << 20)
+            if not block:
+                if self._started and not self._frame.eof:
+                    raise EOFError("the compressed data ends inside a zstd frame")
+                return 0
+            while block:
+                if self._frame.eof:  # the next frame starts in what the last one left
+                    self._frame, self._started = self._new(), False
+                self._started = True
+                self._out += self._frame.decompress(block)
+                block = self._frame.unused_data if self._frame.eof else b""
+        n = min(len(buffer), len(self._out))
+        buffer[:n] = self._out[:n]
+        self._out = self._out[n:]
+        return n
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+def _damaged(path: Path, e: BaseException) -> DataError:
+    """The one line for a corrupt or cut compressed file (gzip and zstd raise EOFError or
+    their own errors, which are OSError or ValueError subclasses)."""
+    return DataError(f"cannot read {path}: it is truncated or damaged ({e})")
 
 
 def _plain_size(path: Path, compression: str | None) -> int:
@@ -182,10 +246,22 @@ def _plain_size(path: Path, compression: str | None) -> int:
     if compression is None:
         return path.stat().st_size
     n = 0
-    with _open(path, compression) as f:
-        while block := f.read(CHUNK_CHARS):
-            n += len(block)
+    try:
+        with _open(path, compression) as f:
+            while block := f.read(CHUNK_CHARS):
+                n += len(block)
+    except (OSError, EOFError, _zstd_error()) as e:
+        raise _damaged(path, e) from None
     return n
+
+
+def _zstd_error() -> type[BaseException]:
+    """zstandard's error type where the library is installed (else one never raised)."""
+    try:
+        import zstandard
+    except ImportError:
+        return EOFError
+    return zstandard.ZstdError
 
 
 def _read_text(
@@ -219,8 +295,8 @@ def _read_text(
                 first = False
     except UnicodeDecodeError as e:
         raise DataError(f"{path} is not UTF-8 text ({e.reason})") from None
-    except (OSError, EOFError) as e:  # a corrupt or truncated .gz / .zst
-        raise DataError(f"cannot read {path}: {e}") from None
+    except (OSError, EOFError, _zstd_error()) as e:  # a corrupt or truncated .gz / .zst
+        raise _damaged(path, e) from None
 
 
 def _read_jsonl(
@@ -244,15 +320,38 @@ def _read_jsonl(
                     continue
                 stats.records += 1
                 try:
-                    record = json.loads(line)
+                    record = _json_record(line)
+                except NotText:
+                    stats.bad["not UTF-8 text"] += 1
+                    continue
                 except (ValueError, RecursionError):  # bad JSON or bad UTF-8
                     stats.bad["not JSON"] += 1
                     continue
                 text = _field_text(record, field, stats)
                 if text:
                     yield text, True, done / total
-    except (OSError, EOFError) as e:
-        raise DataError(f"cannot read {path}: {e}") from None
+    except (OSError, EOFError, _zstd_error()) as e:  # a corrupt or truncated .gz / .zst
+        raise _damaged(path, e) from None
+
+
+class NotText(ValueError):
+    """A JSON record holding half a surrogate pair ("\\ud800"): valid JSON, but no text."""
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _json_record(line: bytes) -> Any:
+    """One JSON Lines record; ValueError for bad JSON, NotText for a lone surrogate (which
+    would end tokenizing in a UnicodeEncodeError). Escaped pairs are checked only where the
+    line holds one, so plain records cost nothing more."""
+    record = json.loads(line)
+    if _SURROGATE_ESCAPE.search(line):
+        try:
+            json.dumps(record, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise NotText("a lone surrogate") from None
+    return record
 
 
 def _field_text(record: Any, field: str, stats: ReadStats) -> str | None:
@@ -321,8 +420,8 @@ def _seekable(path: Path, compression: str | None) -> Iterator[Any]:
         try:
             with _open(path, compression) as f:
                 shutil.copyfileobj(f, tmp, 1 << 20)
-        except (OSError, EOFError) as e:
-            raise DataError(f"cannot read {path}: {e}") from None
+        except (OSError, EOFError, _zstd_error()) as e:
+            raise _damaged(path, e) from None
         tmp.seek(0)
         yield tmp
 
@@ -349,11 +448,11 @@ def looks_like_chat(files: Sequence[Path]) -> bool:
                         if not line:
                             break
                         with contextlib.suppress(ValueError, RecursionError):
-                            record = json.loads(line)
+                            record = _json_record(line)
                             if isinstance(record, dict):
                                 return any(name in record for name in CHAT_FIELDS)
-            except (OSError, EOFError) as e:
-                raise DataError(f"cannot read {path}: {e}") from None
+            except (OSError, EOFError, _zstd_error()) as e:
+                raise _damaged(path, e) from None
             return False
     return False
 
@@ -408,13 +507,16 @@ def _jsonl_records(
                     continue
                 stats.records += 1
                 try:
-                    record = json.loads(line)
+                    record = _json_record(line)
+                except NotText:
+                    stats.bad["not UTF-8 text"] += 1
+                    continue
                 except (ValueError, RecursionError):  # bad JSON or bad UTF-8
                     stats.bad["not JSON"] += 1
                     continue
                 yield record, done / total
-    except (OSError, EOFError) as e:
-        raise DataError(f"cannot read {path}: {e}") from None
+    except (OSError, EOFError, _zstd_error()) as e:  # a corrupt or truncated .gz / .zst
+        raise _damaged(path, e) from None
 
 
 def _parquet_records(

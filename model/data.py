@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from model import chat, corpus, modeldir
+from model import chat, corpus, modeldir, userfile
 from model.chat import ChatFormatError, Message
 from model.corpus import DataError, ReadStats
 from model.tokenizer import (
@@ -569,7 +569,7 @@ def load_dataset(path: str | os.PathLike[str], block_size: int | None = None) ->
     if not meta_path.is_file():
         raise DataError(f"{p} has no {META_FILE}; is it a prepared data directory?")
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads(userfile.read_text(meta_path, modeldir.MAX_CONFIG_BYTES))
         dtype = np.dtype(meta["dtype"])
         meta["tokenizer"]["kind"]
         int(meta["vocab_size"])

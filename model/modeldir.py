@@ -22,12 +22,14 @@ import contextlib
 import json
 import os
 import shutil
+import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from model import userfile
 from model.config import ConfigError, GPTConfig
 from model.tokenizer import (
     GPT2_EOT,
@@ -108,36 +110,39 @@ def resolve(path: str | os.PathLike[str]) -> Path:
     if (p / CONFIG_FILE).is_file():
         return p
     if (p / LATEST / CONFIG_FILE).is_file():
-        return (p / LATEST).resolve()
+        return latest_target(p)
     if (p / CONFIG_FILE).exists():  # a FIFO or a device would block or stream forever
         raise ModelDirError(f"{p / CONFIG_FILE} is {_kind(p / CONFIG_FILE)}, not a regular file")
     raise ModelDirError(f"{path} is not a model directory (no {CONFIG_FILE})")
 
 
+def latest_target(run: Path) -> Path:
+    """Where run/latest leads, resolved. ModelDirError unless it names an entry of the run
+    directory itself (what training writes: `latest -> step-NNNNNN`): a link to another
+    model or run would be loaded, and labelled, as this run's checkpoint."""
+    link = run / LATEST
+    if link.is_symlink():
+        name = os.path.normpath(os.readlink(link))
+        if os.path.isabs(name) or os.sep in name or name in (os.curdir, os.pardir):
+            raise ModelDirError(
+                f"{link} points at {name}, outside the run directory; a run's latest must "
+                "name one of its own checkpoints"
+            )
+    return link.resolve()
+
+
 def _kind(path: Path) -> str:
     """What a path that is not a regular file is, in words."""
-    import stat
-
-    mode = path.stat().st_mode
-    for test, name in (
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISSOCK, "a socket"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-    ):
-        if test(mode):
-            return name
-    return "not a regular file"
+    return userfile.kind(path.stat().st_mode)
 
 
 def read(path: str | os.PathLike[str]) -> ModelInfo:
     p = resolve(path)
     cfg_path = p / CONFIG_FILE
     try:
-        if cfg_path.stat().st_size > MAX_CONFIG_BYTES:
-            raise ModelDirError(f"{cfg_path} is too large to be a model config")
-        meta = json.loads(cfg_path.read_text(encoding="utf-8"))
+        meta = json.loads(userfile.read_text(cfg_path, MAX_CONFIG_BYTES))
+    except userfile.UserFileError as e:
+        raise ModelDirError(f"{e}; it cannot be a model config") from None
     except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON, UTF-8, numbers
         raise ModelDirError(f"cannot read {cfg_path}: {e}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
@@ -244,7 +249,10 @@ def atomic_file(path: Path) -> Iterator[Path]:
 
     The file is fsynced before the rename, so readers see the old content or the new, never a
     mix; if the block fails the temporary file is removed. The parent directory must exist.
+    Only a regular file is ever replaced: a device, FIFO, socket or directory at `path` is
+    refused (ModelDirError), and a link to a regular file is written through (the link stays).
     """
+    path = replaceable(path)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -253,6 +261,7 @@ def atomic_file(path: Path) -> Iterator[Path]:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; keep the usual mode
+        replaceable(path)  # checked again: the path may have changed while we wrote
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -268,19 +277,37 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
-def check_output(path: Path, *, force: bool, directory: bool = False) -> None:
-    """Refuse, before any work, an output whose parent directory is missing, or that exists
-    and would be replaced without `force`. A directory output may only replace an empty
-    directory or a model directory (one with config.json), never arbitrary files."""
+def replaceable(path: Path) -> Path:
+    """The file to write for `path`: itself, or the regular file a link at it points to.
+    ModelDirError when what is there is not a regular file (nothing else is ever replaced)."""
+    if path.is_symlink():
+        path = path.resolve()
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return path
+    if not stat.S_ISREG(mode):
+        raise ModelDirError(f"{path} is {userfile.kind(mode)}; only a regular file is replaced")
+    return path
+
+
+def check_output(
+    path: Path, *, force: bool, directory: bool = False, inputs: Sequence[Path] = ()
+) -> None:
+    """Refuse, before any work, an output whose parent directory is missing, that is or lies
+    inside one of the command's `inputs` (or holds one), or that exists and would be replaced
+    without `force`. A file output may only replace a regular file; a directory output only an
+    empty directory or a model directory (one with config.json), never arbitrary files."""
     parent = path.parent
     if not parent.is_dir():
         raise ModelDirError(f"cannot write {path}: directory {parent} does not exist")
     if not os.access(parent, os.W_OK):
         raise ModelDirError(f"cannot write to {parent}: permission denied")
+    check_not_input(path, inputs)
     if not (path.exists() or path.is_symlink()):
         return
     if directory:
-        if not path.is_dir():
+        if path.is_symlink() or not path.is_dir():
             raise ModelDirError(f"{path} exists and is not a directory")
         contents = {p.name for p in path.iterdir()}
         if not contents:
@@ -289,8 +316,21 @@ def check_output(path: Path, *, force: bool, directory: bool = False) -> None:
             raise ModelDirError(f"{path} exists and is not a model directory; choose another --out")
     elif path.is_dir():
         raise ModelDirError(f"{path} is a directory; --out takes a file name")
+    else:
+        replaceable(path)
     if not force:
         raise ModelDirError(f"{path} already exists; pass --force to replace it")
+
+
+def check_not_input(out: Path, inputs: Sequence[Path]) -> None:
+    """Refuse an output that is one of the inputs, lies inside one, or holds one: writing it
+    would replace what the command is reading."""
+    for source in inputs:
+        if userfile.is_inside(out, source) or userfile.is_inside(source, out):
+            raise ModelDirError(
+                f"--out {out} would replace or go inside {source}, which this command reads; "
+                "choose an --out elsewhere"
+            )
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -307,12 +347,15 @@ def staged_dir(final: Path, *, replace: bool = False) -> Iterator[Path]:
     final.parent.mkdir(parents=True, exist_ok=True)
     if final.exists() and not replace:
         raise ModelDirError(f"{final} already exists")
+    if (final.exists() or final.is_symlink()) and (final.is_symlink() or not final.is_dir()):
+        raise ModelDirError(f"{final} exists and is not a directory; only a directory is replaced")
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the result is a normal dir
     try:
         yield tmp
         for f in tmp.iterdir():
             if f.is_file():
+                os.chmod(f, 0o666 & ~_umask())  # the same mode for every file, whoever wrote it
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
         fsync_dir(tmp)

@@ -41,6 +41,17 @@ def checkpoints(out: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(STEP_DIR.match(p.name).group(1)))  # type: ignore[union-attr]
 
 
+def latest(out: Path) -> Path | None:
+    """The complete checkpoint RUN/latest points at, None when there is none (no link yet, or
+    it names a checkpoint pruned meanwhile); ModelDirError when the link leads outside the
+    run directory: a checkpoint of another run or model is never taken for this run's."""
+    link = out / modeldir.LATEST
+    if not (link.exists() or link.is_symlink()):
+        return None
+    target = modeldir.latest_target(out)
+    return target if (target / modeldir.CONFIG_FILE).is_file() else None
+
+
 def holds_run(out: Path) -> bool:
     return out.is_dir() and (
         bool(checkpoints(out)) or (out / METRICS_FILE).exists() or (out / modeldir.LATEST).exists()

@@ -26,6 +26,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from model import userfile
+
 
 class TokenizerError(ValueError):
     """Text or a spec that a tokenizer cannot handle."""
@@ -242,13 +244,27 @@ def _bpe_dirs(bpe_dir: str | os.PathLike[str] | None) -> list[Path]:
     return dirs
 
 
+GPT2_FILE_BYTES = 4 << 20  # encoder.json is 1.0 MB, vocab.bpe 0.5 MB
+MAX_TOKENIZER_BYTES = 256 << 20  # a trained tokenizer.json (a 50k vocabulary is ~3 MB)
+
+
+def _read_bounded(path: Path, limit: int) -> bytes:
+    """A tokenizer file's bytes (model/userfile.py: a regular file, at most `limit` bytes)."""
+    try:
+        return userfile.read_bytes(path, limit)
+    except userfile.UserFileError as e:
+        raise TokenizerError(f"{e}; it cannot be a tokenizer file") from None
+    except OSError as e:
+        raise TokenizerError(f"cannot read the tokenizer {path}: {e.strerror or e}") from None
+
+
 def gpt2_bpe_files(bpe_dir: str | None = None) -> tuple[Path, Path]:
     """GPT-2's published encoder.json and vocab.bpe, checked against their known SHA-256."""
     for d in _bpe_dirs(bpe_dir):
         encoder, vocab = d / "encoder.json", d / "vocab.bpe"
         if encoder.is_file() and vocab.is_file():
             for f, sha in ((encoder, _ENCODER_JSON_SHA256), (vocab, _VOCAB_BPE_SHA256)):
-                if hashlib.sha256(f.read_bytes()).hexdigest() != sha:
+                if hashlib.sha256(_read_bounded(f, GPT2_FILE_BYTES)).hexdigest() != sha:
                     raise TokenizerError(f"{f} is not GPT-2's published file (SHA-256 differs)")
             return encoder, vocab
     raise TokenizerError(
@@ -466,10 +482,7 @@ class BPETokenizer(HasHFJson):
 
     @classmethod
     def from_file(cls, path: Path, sha256: str | None = None, chat: bool = False) -> BPETokenizer:
-        try:
-            data = path.read_bytes()
-        except OSError as e:
-            raise TokenizerError(f"cannot read the tokenizer {path}: {e.strerror or e}") from None
+        data = _read_bounded(path, MAX_TOKENIZER_BYTES)
         if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
             raise TokenizerError(f"{path} is not the tokenizer its config names (checksum)")
         return cls.from_json(data.decode("utf-8", errors="replace"), chat)

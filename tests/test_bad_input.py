@@ -11,6 +11,7 @@ tests/README.md lists the matrix by command.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zstandard
 from safetensors.numpy import load_file, save_file
 from test_convert import write_hf_gpt2
 
@@ -67,6 +69,10 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("data prepare", "--field with conversations", ["data", "prepare", "{chat}", "-o", "{tmp}/d", "--field", "text"]),
     ("data prepare", "chat BPE vocabulary too small", ["data", "prepare", "{chat}", "-o", "{tmp}/d", "--tokenizer", "bpe:260"]),
     ("data prepare", "shakespeare from a missing file", ["data", "prepare", "shakespeare", "-o", "{tmp}/d", "--from-file", "{tmp}/nope.txt"]),
+    ("data prepare", "a truncated .gz", ["data", "prepare", "{tmp}/cut.txt.gz", "-o", "{tmp}/d"]),
+    ("data prepare", "a truncated .zst", ["data", "prepare", "{tmp}/cut.txt.zst", "-o", "{tmp}/d"]),
+    ("data prepare", "out is a FIFO", ["data", "prepare", "{text}", "-o", "{tmp}/fifo", "--force"]),
+    ("data prepare", "out is /dev/null", ["data", "prepare", "{text}", "-o", "/dev/null", "--force"]),
     # train
     ("train", "missing --data", ["train", "--out", "{tmp}/r"]),
     ("train", "data not found", ["train", "--data", "{tmp}/nope", "--out", "{tmp}/r"]),
@@ -102,6 +108,10 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("train", "unknown preset", ["train", "--data", "{data}", "--out", "{tmp}/r", "--preset", "gpt5"]),
     ("train", "config not found", ["train", "--data", "{data}", "--out", "{tmp}/r", "--config", "{tmp}/nope.toml"]),
     ("train", "config not TOML", ["train", "--data", "{data}", "--out", "{tmp}/r", "--config", "{binary}"]),
+    ("train", "config is /dev/zero", ["train", "--data", "{data}", "--out", "{tmp}/r", "--config", "/dev/zero"]),
+    ("train", "config is a FIFO", ["train", "--data", "{data}", "--out", "{tmp}/r", "--config", "{tmp}/fifo"]),
+    ("train", "config nested 20000 deep", ["train", "--data", "{data}", "--out", "{tmp}/r", "--config", "{tmp}/deep.toml"]),
+    ("train", "config of 30000 dotted keys", ["train", "--data", "{data}", "--out", "{tmp}/r", "--config", "{tmp}/dotted.toml"]),
     ("train", "config unknown key", ["train", "--data", "{data}", "--out", "{tmp}/r", "--config", "{tmp}/unknown.toml"]),
     ("train", "config wrong type", ["train", "--data", "{data}", "--out", "{tmp}/r", "--config", "{tmp}/wrongtype.toml"]),
     ("train", "config string learning rate", ["train", "--data", "{data}", "--out", "{tmp}/r", "--config", "{tmp}/strlr.toml"]),
@@ -110,6 +120,9 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("train", "out holds a run", ["train", "--data", "{data}", "--out", "{run}"]),
     ("train", "out is a model", ["train", "--data", "{data}", "--out", "{model}", "--force"]),
     ("train", "out is data", ["train", "--data", "{data}", "--out", "{data}", "--force"]),
+    ("train", "out is a FIFO", ["train", "--data", "{data}", "--out", "{tmp}/fifo", "--force", "--max-iters", "1", "--device", "cpu"]),
+    ("train", "out inside the data", ["train", "--data", "{data}", "--out", "{data}/run", "--max-iters", "1", "--block-size", "8", "--n-layer", "1", "--n-embd", "16", "--n-head", "2", "--device", "cpu"]),
+    ("train", "out inside the model it starts from", ["train", "--data", "{data}", "--init-from", "{model}", "--out", "{model}/run", "--max-iters", "1", "--device", "cpu"]),
     ("train", "out is a file", ["train", "--data", "{data}", "--out", "{text}", "--max-iters", "1", "--block-size", "8", "--n-layer", "1", "--n-embd", "16", "--n-head", "2", "--device", "cpu"]),
     ("train", "resume with nothing to resume", ["train", "--data", "{data}", "--out", "{tmp}/r", "--resume"]),
     ("train", "resume with model flags", ["train", "--data", "{data}", "--out", "{run}", "--resume", "--n-layer", "4"]),
@@ -139,6 +152,7 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("info", "a text file", ["info", "{text}"]),
     ("info", "an empty directory", ["info", "{empty}"]),
     ("info", "unknown bundled name", ["info", "no-such-model"]),
+    ("info", "a run whose latest points outside it", ["info", "{tmp}/escaped"]),
     # convert hf
     ("convert hf", "missing source", ["convert", "hf", "--out", "{tmp}/c"]),
     ("convert hf", "missing --out", ["convert", "hf", "{empty}"]),
@@ -152,8 +166,12 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("convert hf", "--force over a run", ["convert", "hf", "{hfgood}", "--out", "{run}", "--force"]),
     ("convert hf", "n_layer 2.7", ["convert", "hf", "{hffloat}", "--out", "{tmp}/c"]),
     ("convert hf", "NaN weights", ["convert", "hf", "{hfnan}", "--out", "{tmp}/c"]),
+    ("convert hf", "out inside the source", ["convert", "hf", "{hfgood}", "--out", "{hfgood}/ours", "--force"]),
+    ("convert hf", "out is a FIFO", ["convert", "hf", "{hfgood}", "--out", "{tmp}/fifo", "--force"]),
+    ("convert hf", "unimplemented activation", ["convert", "hf", "{hfgelu}", "--out", "{tmp}/c"]),
     # generate
     ("generate", "model not found", ["generate", "-m", "{tmp}/nope", "hi"]),
+    ("generate", "a run whose latest points outside it", ["generate", "-m", "{tmp}/escaped", "hi"]),
     ("generate", "negative max tokens", ["generate", "-m", "{model}", "-n", "-1", "hi"]),
     ("generate", "max tokens not a number", ["generate", "-m", "{model}", "-n", "lots", "hi"]),
     ("generate", "negative temperature", ["generate", "-m", "{model}", "-t", "-1", "hi"]),
@@ -190,6 +208,8 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("chat", "follow a missing run", ["chat", "-m", "{tmp}/nope", "--follow"]),
     ("chat", "follow a run without checkpoints", ["chat", "-m", "{tmp}/norun", "--follow"]),
     ("chat", "follow an empty directory", ["chat", "-m", "{empty}", "--follow"]),
+    ("chat", "follow a run whose latest points outside it", ["chat", "-m", "{tmp}/escaped", "--follow"]),
+    ("chat", "a run whose latest points outside it", ["chat", "-m", "{tmp}/escaped"]),
     # config
     ("config", "unknown subcommand", ["config", "frob"]),
     ("config path", "unexpected argument", ["config", "path", "{text}"]),
@@ -205,6 +225,8 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("score", "file not found", ["score", "{tmp}/nope.txt", "-m", "{model}"]),
     ("score", "a binary file", ["score", "{binary}", "-m", "{model}"]),
     ("score", "a directory", ["score", "{empty}", "-m", "{model}"]),
+    ("score", "/dev/urandom", ["score", "/dev/urandom", "-m", "{model}"]),
+    ("score", "a FIFO", ["score", "{tmp}/fifo", "-m", "{model}"]),
     ("score", "an empty file", ["score", "{emptyfile}", "-m", "{model}"]),
     ("score", "characters the model lacks", ["score", "{odd}", "-m", "{model}"]),
     ("score", "model not found", ["score", "{text}", "-m", "{tmp}/nope"]),
@@ -212,6 +234,8 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("score", "onnx backend without an export", ["score", "{text}", "-m", "{model}", "--backend", "onnx"]),
     ("score", "threads 0", ["score", "{text}", "-m", "{model}", "--threads", "0"]),
     # export onnx
+    ("export onnx", "out inside the model", ["export", "onnx", "{model}", "--out", "{model}/onnx", "--force"]),
+    ("export onnx", "out is a FIFO", ["export", "onnx", "{model}", "--out", "{tmp}/fifo", "--force"]),
     ("export onnx", "missing model", ["export", "onnx"]),
     ("export onnx", "model not found", ["export", "onnx", "{tmp}/nope"]),
     ("export onnx", "unknown quantization", ["export", "onnx", "{model}", "--quantize", "int3", "--out", "{tmp}/x"]),
@@ -230,6 +254,10 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("export gguf", "out is a directory", ["export", "gguf", "{model}", "--out", "{empty}"]),
     ("export gguf", "out exists", ["export", "gguf", "{model}", "--out", "{text}"]),
     ("export gguf", "model is data", ["export", "gguf", "{data}", "--out", "{tmp}/x.gguf"]),
+    ("export gguf", "out is the model's own weights", ["export", "gguf", "{model}", "--out", "{model}/model.safetensors", "--force"]),
+    ("export gguf", "out inside the model", ["export", "gguf", "{model}", "--out", "{model}/x.gguf", "--force"]),
+    ("export gguf", "out is a FIFO", ["export", "gguf", "{model}", "--out", "{tmp}/fifo", "--force"]),
+    ("export gguf", "out is a link to a FIFO", ["export", "gguf", "{model}", "--out", "{tmp}/fifolink", "--force"]),
     # export hf
     ("export hf", "missing model", ["export", "hf", "--out", "{tmp}/hf"]),
     ("export hf", "missing --out", ["export", "hf", "{model}"]),
@@ -238,6 +266,8 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("export hf", "out is a file", ["export", "hf", "{model}", "--out", "{text}"]),
     ("export hf", "out holds other files", ["export", "hf", "{model}", "--out", "{data}", "--force"]),
     ("export hf", "out is our own model", ["export", "hf", "{model}", "--out", "{run}/step-000001", "--force"]),
+    ("export hf", "out inside the model", ["export", "hf", "{model}", "--out", "{model}/hf", "--force"]),
+    ("export hf", "out is a FIFO", ["export", "hf", "{model}", "--out", "{tmp}/fifo", "--force"]),
 ]
 # fmt: on
 
@@ -267,6 +297,9 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     write_hf_gpt2(hffloat)
     hf_config = json.loads((hffloat / "config.json").read_text())
     (hffloat / "config.json").write_text(json.dumps({**hf_config, "n_layer": 2.7}))
+    hfgelu = base / "hf-gelu"  # the exact GELU, which the converter does not implement
+    write_hf_gpt2(hfgelu)
+    (hfgelu / "config.json").write_text(json.dumps({**hf_config, "activation_function": "gelu"}))
     write_hf_gpt2(hfnan)
     weights = load_file(str(hfnan / "model.safetensors"))
     weights["h.0.ln_1.bias"][0] = float("nan")
@@ -299,6 +332,7 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "hffloat": hffloat,
         "hfnan": hfnan,
         "hfgood": hfgood,
+        "hfgelu": hfgelu,
         "model": model,
         "data": make_data(base),
         "otherdata": make_data(other, text="a completely different alphabet: xyz 0123456789" * 40),
@@ -342,6 +376,20 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(
     (tmp_path / "strlr.toml").write_text("[train]\nlearning_rate = 'fast'\n")
     (tmp_path / "strbias.toml").write_text("[model]\nbias = 'yes'\n")
     (tmp_path / "shape.toml").write_text("[model]\nn_layer = 4\n")
+    os.mkfifo(tmp_path / "fifo")  # opening it to read or write would wait forever
+    text = ("ROMEO: to be or not to be\n" * 2000).encode()
+    for name, packed in (
+        ("cut.txt.gz", gzip.compress(text)),
+        ("cut.txt.zst", zstandard.ZstdCompressor().compress(text)),
+    ):
+        (tmp_path / name).write_bytes(packed[: len(packed) // 2])  # cut in the middle
+    (tmp_path / "fifolink").symlink_to(tmp_path / "fifo")
+    (tmp_path / "deep.toml").write_text("a = " + "[" * 20_000 + "]" * 20_000 + "\n")
+    (tmp_path / "dotted.toml").write_text("a" + ".a" * 30_000 + " = 1\n")
+    escaped = tmp_path / "escaped"  # a run whose `latest` resolves to a model elsewhere
+    escaped.mkdir()
+    (escaped / "metrics.jsonl").write_text("")
+    (escaped / "latest").symlink_to(places["model"])
     monkeypatch.setenv("MINIGPT_TUI_DATA_DIR", str(tmp_path / "user-data"))
     monkeypatch.chdir(tmp_path)
     before = _state(places)
@@ -409,7 +457,19 @@ CONFIG_FILES: list[tuple[str, bytes, str]] = [
     ("sampling not a table", b"sampling = 1\n", "[sampling]"),
     ("speakers not a table", b"speakers = 'x'\n", "[speakers]"),
     ("not UTF-8", b"model = '\xff\xfe'\n", "not UTF-8"),
-    ("over 1 MiB", b"# " + b"x" * (1024 * 1024) + b"\n", "over 1024 KiB"),
+    ("over 1 MiB", b"# " + b"x" * (1024 * 1024) + b"\n", "over 1 MiB"),
+    ("nested 20000 deep", b"a = " + b"[" * 20000 + b"]" * 20000 + b"\n", "deeper than"),
+    ("30000 dotted keys", b"a" + b".a" * 30000 + b" = 1\n", "deeper than"),
+    ("5000 tables", b"[[a]]\n" * 5000, "more than"),
+    ("a key name no keyboard has", b"[keys]\nhelp = 'ctrl+bananas'\n", "'keys.help'"),
+    ("a modifier no keyboard has", b"[keys]\nhelp = 'shift+wobble+a'\n", "'keys.help'"),
+    ("no key left that quits", b"[keys]\nquit = 'hyper+banana'\n", "'keys.quit'"),
+    ("send takes quit's key", b"[keys]\nsend = 'ctrl+q'\n", "'keys.send'"),
+    ("quit takes send's only key", b"[keys]\nsend = 'f9'\nquit = 'f9'\n", "'keys."),
+    ("backend chat rejects", b"backend = 'tpu'\n", "'backend'"),
+    ("temperature chat rejects", b"[sampling]\ntemperature = -1\n", "temperature"),
+    ("speaker chat rejects", b"[speakers]\nuser = 'A: B'\n", "'speakers.user'"),
+    ("theme chat rejects", b"theme = 'no-such-theme'\n", "'theme'"),
 ]
 # fmt: on
 
@@ -432,13 +492,41 @@ def test_bad_config_file_is_one_line(
     assert path.read_bytes() == content  # never rewritten
 
 
+@pytest.mark.parametrize("special", ["/dev/zero", "fifo"])
+def test_config_file_that_is_a_device_or_fifo_is_one_line_at_once(
+    special: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """/dev/zero used to be read until memory ran out (its stat size is 0), a FIFO blocked."""
+    path = Path(special) if special.startswith("/") else tmp_path / special
+    if not path.exists():
+        os.mkfifo(path)
+    monkeypatch.setenv("MINIGPT_TUI_CONFIG", str(path))
+    with _deadline(10):
+        assert "not a regular file" in expect_one_line_error(capsys, "config", "show")
+        monkeypatch.setenv("EDITOR", "true")
+        assert "not a regular file" in expect_one_line_error(capsys, "config", "edit")
+
+
+def test_editor_with_an_unbalanced_quote_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MINIGPT_TUI_CONFIG", str(tmp_path / "config.toml"))
+    monkeypatch.delenv("VISUAL", raising=False)
+    monkeypatch.setenv("EDITOR", "vi 'unclosed")
+    assert "EDITOR" in expect_one_line_error(capsys, "config", "edit")
+    assert not (tmp_path / "config.toml").exists()
+
+
 def test_config_path_that_is_a_directory_is_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MINIGPT_TUI_CONFIG", str(tmp_path))
-    assert "cannot read" in expect_one_line_error(capsys, "config", "show")
+    assert "a directory, not a regular file" in expect_one_line_error(capsys, "config", "show")
     monkeypatch.setenv("EDITOR", "true")
-    assert "not a file" in expect_one_line_error(capsys, "config", "edit")
+    assert "not a regular file" in expect_one_line_error(capsys, "config", "edit")
 
 
 def test_cosmetic_refusals_and_fixes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

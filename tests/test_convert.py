@@ -116,6 +116,61 @@ def test_convert_refuses_bad_sources(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert not (tmp_path / "ours").exists()
 
 
+# GPT2Config values that change what the model computes, which this converter does not
+# implement: each is refused in one line naming the key (they were accepted, and the converted
+# model's logits then differed from transformers').
+UNSUPPORTED = [
+    ("activation_function", "gelu"),
+    ("activation_function", "relu"),
+    ("layer_norm_epsilon", 1e-3),
+    ("n_inner", 7),
+    ("scale_attn_weights", False),
+    ("scale_attn_by_inverse_layer_idx", True),
+    ("reorder_and_upcast_attn", True),
+    ("add_cross_attention", True),
+    ("n_ctx", 12),
+]
+
+
+@pytest.mark.parametrize(("key", "value"), UNSUPPORTED, ids=[f"{k}={v}" for k, v in UNSUPPORTED])
+def test_config_values_the_converter_does_not_implement_are_refused(
+    tmp_path: Path, key: str, value: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.helpers import expect_one_line_error
+
+    write_hf_gpt2(tmp_path / "hf")
+    cfg = json.loads((tmp_path / "hf" / "config.json").read_text())
+    (tmp_path / "hf" / "config.json").write_text(json.dumps({**cfg, key: value}))
+    line = expect_one_line_error(capsys, "convert", "hf", tmp_path / "hf", "--out", tmp_path / "m")
+    assert key in line, line
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"n_inner": 4 * C, "activation_function": "gelu_pytorch_tanh", "n_ctx": T},
+        {"scale_attn_weights": True, "reorder_and_upcast_attn": False, "resid_pdrop": 0.3},
+    ],
+    ids=["defaults", "explicit-equivalents", "dropout-only"],
+)
+def test_what_convert_accepts_gives_transformers_logits(tmp_path: Path, extra: dict) -> None:
+    """Every config convert accepts computes what transformers' GPT2LMHeadModel computes."""
+    transformers = pytest.importorskip("transformers")
+    write_hf_gpt2(tmp_path / "hf")
+    cfg = json.loads((tmp_path / "hf" / "config.json").read_text())
+    (tmp_path / "hf" / "config.json").write_text(json.dumps({**cfg, **extra}))
+    hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "hf").eval()
+    assert cli("convert", "hf", tmp_path / "hf", "--out", tmp_path / "m") == 0
+    ours, _ = checkpoint.load(tmp_path / "m")
+    ids = torch.tensor([[1, 50256, 7, 300, 2, 9]])
+    with torch.no_grad():
+        want = hf(ids).logits
+        got, _ = ours.eval()(ids, targets=ids)  # targets: logits at every position
+    assert torch.allclose(got, want, atol=1e-4), (got - want).abs().max()
+
+
 # ---------------------------------------------- hostile Hugging Face directories
 
 

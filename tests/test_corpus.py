@@ -234,3 +234,76 @@ def test_train_and_val_of_a_jsonl_corpus_hold_whole_records(tmp_path: Path) -> N
     )
     assert 0.15 < res.val_tokens / (res.train_tokens + res.val_tokens) < 0.35
     assert ds.meta["train_chars"] + ds.meta["val_chars"] == sum(map(len, DOCS))
+
+
+@pytest.mark.parametrize("name", ["c.txt.gz", "c.txt.zst", "c.jsonl.gz", "c.jsonl.zst"])
+def test_a_truncated_compressed_file_is_one_error_naming_it(
+    tmp_path: Path, name: str, capsys: Any
+) -> None:
+    """A cut .gz used to end as `aborted` (exit 130, as if Ctrl+C); a cut .zst was accepted
+    with the part before the cut."""
+    if name.startswith("c.txt"):
+        whole = tmp_path / ("whole" + name[1:])
+        write_jsonl(whole, ["".join(DOCS) * 20])  # text: the same compressors
+    else:
+        whole = write_jsonl(tmp_path / ("whole" + name[1:]), [{"text": d} for d in DOCS * 20])
+    data = whole.read_bytes()
+    cut = tmp_path / name
+    cut.write_bytes(data[: len(data) // 3])
+    line = expect_one_line_error(capsys, "data", "prepare", cut, "--out", tmp_path / "d")
+    assert str(cut) in line and "truncated" in line, line
+    assert not (tmp_path / "d").exists()
+
+
+def test_a_lone_surrogate_in_json_lines_is_a_bad_record(tmp_path: Path, capsys: Any) -> None:
+    """'\\ud800' is valid JSON but no text: it used to end data prepare in a traceback."""
+    records: list[Any] = [{"text": d} for d in DOCS]
+    records[2] = '{"text": "half a pair \\ud800 here"}'
+    path = write_jsonl(tmp_path / "c.jsonl", records)
+    stats = ReadStats()
+    assert len([p.text for p in read_corpus([path], "text", stats)]) == 39
+    assert stats.bad == {"not UTF-8 text": 1}
+    capsys.readouterr()
+    for kind in ("char", "gpt2"):
+        out = tmp_path / kind
+        assert cli("data", "prepare", path, "--out", out, "--tokenizer", kind) == 0
+        assert "1 bad records of 40 (not UTF-8 text 1)" in capsys.readouterr().err
+
+
+def test_prepared_data_models_and_runs_are_never_read_as_corpus(tmp_path: Path) -> None:
+    """`data prepare DIR --out DIR/data --force` used to read its own earlier output (and any
+    model or run directory under DIR) as documents."""
+    from tests.helpers import make_model
+
+    root = tmp_path / "corpus"
+    root.mkdir()
+    (root / "a.txt").write_text("".join(DOCS))
+    assert cli("data", "prepare", root, "--out", root / "data") == 0
+    first = load_dataset(root / "data").meta
+    model = make_model(root)  # a model directory inside the corpus
+    (root / "run" / "step-000001").mkdir(parents=True)
+    (root / "run" / "metrics.jsonl").write_text('{"text": "not a document"}\n')
+    (root / "run" / "notes.txt").write_text("a run's file, not a document\n")
+    assert model.parent == root
+    assert [p.name for p in find_files(root)] == ["a.txt"]
+    assert cli("data", "prepare", root, "--out", root / "data", "--force") == 0
+    again = load_dataset(root / "data").meta
+    assert again["documents"] == first["documents"] == 1
+    assert again["train_tokens"] == first["train_tokens"]
+
+
+def test_a_lone_surrogate_in_a_conversation_record_is_a_bad_record(
+    tmp_path: Path, capsys: Any
+) -> None:
+    """The same decoding serves conversation records: '\\ud800' in a message used to end
+    `data prepare --tokenizer gpt2` in a UnicodeEncodeError traceback."""
+    talk = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok \ud83d\ude00"}]
+    records: list[Any] = [{"messages": talk} for _ in range(20)]
+    records.append(
+        '{"messages": [{"role": "user", "content": "bad \\ud800"}, '
+        '{"role": "assistant", "content": "ok"}]}'
+    )
+    path = write_jsonl(tmp_path / "c.jsonl", records)
+    capsys.readouterr()
+    assert cli("data", "prepare", path, "--out", tmp_path / "d", "--tokenizer", "gpt2") == 0
+    assert "(not UTF-8 text 1)" in capsys.readouterr().err

@@ -433,3 +433,43 @@ def test_disk_full_keeps_the_previous_exports(
         assert "No space left on device" in err
     assert {p: p.read_bytes() for p in [gguf_file, *hf_dir.iterdir()]} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "m.gguf"]  # no temporary left
+
+
+def test_export_hf_files_all_get_the_umask_mode(tmp_path: Path) -> None:
+    """model.safetensors used to be 0600 (a private temporary file renamed) beside 0644 files."""
+    model = make_model(tmp_path)
+    old = os.umask(0o022)
+    try:
+        assert cli("export", "hf", model, "--out", tmp_path / "hf") == 0
+        assert cli("export", "gguf", model, "--out", tmp_path / "m.gguf") == 0
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "hf").iterdir()}
+    assert set(modes.values()) == {0o644}, modes
+    assert (tmp_path / "m.gguf").stat().st_mode & 0o777 == 0o644
+
+
+def test_char_tokenizer_json_is_written_without_the_tokenizers_library(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The inference install has no `tokenizers`: export hf of a character model works there,
+    and its tokenizer.json is the one the library itself writes."""
+    import sys
+
+    from export.hf_export import char_tokenizer_json
+
+    chars = "\n !'ab\u00e9\u20ac\U0001f600\\\""
+    tokenizers = pytest.importorskip("tokenizers")
+    from tokenizers import decoders
+    from tokenizers.models import BPE
+
+    reference = tokenizers.Tokenizer(BPE(vocab={c: i for i, c in enumerate(chars)}, merges=[]))
+    reference.decoder = decoders.Fuse()
+    monkeypatch.setitem(sys.modules, "tokenizers", None)  # import tokenizers now fails
+    assert json.loads(char_tokenizer_json(chars)) == json.loads(reference.to_str())
+    model = make_model(tmp_path)
+    assert cli("export", "hf", model, "--out", tmp_path / "hf") == 0
+    monkeypatch.delitem(sys.modules, "tokenizers")
+    loaded = tokenizers.Tokenizer.from_file(str(tmp_path / "hf" / "tokenizer.json"))
+    ids = loaded.encode("ROMEO: hi").ids
+    assert loaded.decode(ids) == "ROMEO: hi"

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minigpt_tui.dialogue import DialogueTemplate, Turn
-from minigpt_tui.generation import Generation, load_backend, window
+from minigpt_tui.generation import Generation, load_backend, stop_ids, window
 from minigpt_tui.sampling import SamplingSettings
 from model import checkpoint, modeldir
 from model.backend import EngineError
@@ -307,6 +307,27 @@ def test_end_of_text_stops_and_padded_vocabulary_is_never_sampled(gpt2: GPT2Toke
     assert gen.generated[-1] == gpt2.eot
     assert gen.stats.stop_reason == "eot"
     assert max(gen.generated) < gpt2.vocab_size
+    assert all(e.token != gpt2.eot for e in gen.events)  # type: ignore[attr-defined]
+
+
+def test_a_chat_model_stops_at_end_of_turn_and_no_event_carries_it() -> None:
+    tok = CharTokenizer("abcdefghijklmnopqrstuvwxyz ", chat=True)
+    assert tok.chat is not None
+    script = [*tok.encode("ok then"), tok.chat.end, *tok.encode("never")]
+    gen = run(ScriptedBackend(script, tok.vocab_size), tok, [tok.chat.bos], max_new_tokens=50)
+    assert gen.text == "ok then" and gen.stats.stop_reason == "end"
+    assert [e.token for e in gen.events] == tok.encode("ok then")  # type: ignore[attr-defined]
+    assert gen.generated[-1] == tok.chat.end  # the model made it: it is in the context
+    assert stop_ids(tok) == {tok.chat.bos, tok.chat.end}
+    script = [*tok.encode("ab"), tok.chat.bos, *tok.encode("cd")]  # <|endoftext|> stops too
+    gen = run(ScriptedBackend(script, tok.vocab_size), tok, [0], max_new_tokens=50)
+    assert gen.text == "ab" and gen.stats.stop_reason == "eot"
+    # Stop tokens are the caller's to choose: none, and the marker is text like any other.
+    backend = ScriptedBackend([*tok.encode("ok"), tok.chat.end, 0], tok.vocab_size)
+    settings = SamplingSettings(temperature=0.0, max_new_tokens=4)
+    gen = Generation(backend, tok, [0], settings, stops=[])
+    list(gen)
+    assert gen.text == "ok<|end|>a" and gen.stats.stop_reason == "length"
 
 
 def test_settings_change_mid_stream(char_tok: CharTokenizer) -> None:

@@ -42,7 +42,10 @@ def chat(
     top_p: float | None = typer.Option(None, help="Nucleus sampling mass; 1.0 is off."),
     max_tokens: int | None = typer.Option(None, help="Longest reply, in tokens. [default: 256]"),
     seed: int | None = typer.Option(None, help="Random seed, for repeatable replies."),
-    user: str | None = typer.Option(None, help="Your speaker name. [default: ROMEO]"),
+    user: str | None = typer.Option(
+        None,
+        help="Your speaker name (a chat model's turns are You and Assistant). [default: ROMEO]",
+    ),
     bot: str | None = typer.Option(None, help="The model's speaker name. [default: JULIET]"),
     follow: bool = typer.Option(
         False,
@@ -92,12 +95,17 @@ def chat(
     )
     try:
         app.run()
+        # A save that failed (another program holding the database): one more try, waiting
+        # for it, and if that fails too an error line and a non-zero exit, never silence.
+        unsaved = history.flush() if history.unsaved_error() else None
     finally:
         history.close()
         if checkpoints is not None:
             checkpoints.close()
     if app.load_error:
         raise UserError(f"could not load the model: {app.load_error}")
+    if unsaved:
+        raise UserError(f"{unsaved}: what this session said since is lost")
     if app.return_code:
         raise SystemExit(app.return_code)
 
@@ -105,11 +113,9 @@ def chat(
 def _settings_file() -> tuple[Config, str | None]:
     """The settings file, or the defaults with the one-line problem that kept it out."""
     from minigpt_tui import config as settings_file
-    from minigpt_tui.tui.keys import BINDING_IDS
+    from minigpt_tui.tui.keys import BINDINGS
 
-    cfg, problem = settings_file.load(BINDING_IDS)
-    if problem is None:
-        problem = _check_file_values(cfg)
+    cfg, problem = settings_file.load(BINDINGS)  # every value checked, as `config show` does
     if problem is not None:  # one line, and the app starts with the defaults
         print(f"warning: {problem}; using the defaults", file=sys.stderr)
         cfg = settings_file.Config()
@@ -130,10 +136,11 @@ def _speakers(cfg: Config, user: str | None, bot: str | None) -> tuple[str, str]
 
 def _sampling_settings(cfg: Config, **flags: Any) -> SamplingSettings:
     """The flags given (not None) over the file's [sampling] table, checked."""
+    from minigpt_tui.config import sampling_fields
     from minigpt_tui.sampling import SamplingSettings
 
     given = {k: v for k, v in flags.items() if v is not None}
-    settings = SamplingSettings(**{**_sampling(cfg.sampling), **given})
+    settings = SamplingSettings(**{**sampling_fields(cfg.sampling), **given})
     settings.validate()
     return settings
 
@@ -173,38 +180,6 @@ def _start_loading(
         loading = pool.submit(load_backend, path, backend)
     pool.shutdown(wait=False)
     return loading
-
-
-def _sampling(values: dict[str, Any]) -> dict[str, Any]:
-    """The file's [sampling] table as SamplingSettings fields."""
-    out = dict(values)
-    if "max_tokens" in out:
-        out["max_new_tokens"] = out.pop("max_tokens")
-    return out
-
-
-def _check_file_values(cfg: Any) -> str | None:
-    """Values of the right type that still cannot be used: one line naming the key."""
-    from minigpt_tui import config as settings_file
-    from minigpt_tui.dialogue import SPEAKER_NAME_RULE, valid_speaker_name
-    from minigpt_tui.sampling import SamplingError, SamplingSettings
-
-    where = f"config file {settings_file.config_path()}"
-    if cfg.backend is not None and cfg.backend not in BACKENDS:
-        return f"{where}: 'backend' must be {one_of(BACKENDS)}, got {cfg.backend!r}"
-    for key, name in cfg.speakers.items():
-        if not valid_speaker_name(name):
-            return f"{where}: 'speakers.{key}' must be {SPEAKER_NAME_RULE}"
-    try:
-        SamplingSettings(**_sampling(cfg.sampling)).validate()
-    except SamplingError as e:
-        return f"{where}: [sampling] {e}"
-    if cfg.theme is not None:
-        from textual.theme import BUILTIN_THEMES
-
-        if cfg.theme not in BUILTIN_THEMES:
-            return f"{where}: 'theme' {cfg.theme!r} is not a Textual theme (F10 in chat lists them)"
-    return None
 
 
 def register(app: typer.Typer) -> None:

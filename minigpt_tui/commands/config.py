@@ -29,7 +29,7 @@ def path() -> None:
 def show() -> None:
     """Print the settings file, after checking it (a bad file is one error line)."""
     from minigpt_tui.config import ConfigFileError, config_path, parse, read_text
-    from minigpt_tui.tui.keys import BINDING_IDS
+    from minigpt_tui.tui.keys import BINDINGS
 
     p = config_path()
     try:
@@ -37,7 +37,7 @@ def show() -> None:
         if text is None:
             typer.echo(f"# no settings file at {p}: the defaults are in effect")
             return
-        parse(text, p, BINDING_IDS)
+        parse(text, p, BINDINGS)
     except ConfigFileError as e:
         raise UserError(str(e)) from None
     typer.echo(f"# {p}")
@@ -48,13 +48,17 @@ def show() -> None:
 def edit() -> None:
     """Open the settings file in $VISUAL / $EDITOR (a commented default file if there is none)."""
     from minigpt_tui.config import ConfigFileError, config_path, create_default, parse, read_text
-    from minigpt_tui.tui.keys import BINDING_IDS
+    from minigpt_tui.tui.keys import BINDINGS
 
     p = config_path()
     if p.exists() and not p.is_file():
-        raise UserError(f"config file {p} is not a file")
-    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or ""
-    command = shlex.split(editor) if editor.strip() else []
+        raise UserError(f"config file {p} is not a regular file")
+    variable = "VISUAL" if os.environ.get("VISUAL") else "EDITOR"
+    editor = os.environ.get(variable) or ""
+    try:
+        command = shlex.split(editor) if editor.strip() else []
+    except ValueError as e:  # an unbalanced quote
+        raise UserError(f"${variable} {editor!r} cannot be split into a command ({e})") from None
     if not command:
         command = [next((e for e in ("nano", "vi") if shutil.which(e)), "")]
     if not command[0] or not shutil.which(command[0]):
@@ -68,7 +72,7 @@ def edit() -> None:
     if code:
         raise UserError(f"the editor {command[0]} exited with status {code}")
     try:  # say now, not at the next chat, when the edit left the file unusable
-        parse(read_text(p) or "", p, BINDING_IDS)
+        parse(read_text(p) or "", p, BINDINGS)
     except ConfigFileError as e:
         raise UserError(f"{e}; run `minigpt-tui config edit` again to fix it") from None
 

@@ -1,9 +1,11 @@
-"""`minigpt-tui generate`: stream a model's continuation of a prompt to stdout."""
+"""`minigpt-tui generate`: stream a model's continuation of a prompt to stdout, or (`--chat`,
+`--messages`) a chat model's next assistant reply to a conversation."""
 
 from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -16,7 +18,17 @@ if TYPE_CHECKING:
     from minigpt_tui.generation import Generation
     from minigpt_tui.sampling import SamplingSettings
     from model.backend import Backend
+    from model.chat import Message
     from model.tokenizer import Tokenizer
+
+MAX_MESSAGES_BYTES = 16 << 20
+STOP_WORDS = {  # GenerationStats.stop_reason, for --stats
+    "length": "length",
+    "stop": "stop",
+    "cancelled": "cancelled",
+    "eot": "eot",
+    "end": "end of turn",
+}  # a --messages file: a conversation, not a corpus
 
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
 
@@ -45,6 +57,24 @@ def read_prompt(prompt: str | None) -> str:
                 f"the prompt on stdin is not UTF-8 text ({e.reason} at byte {e.start})"
             ) from None
     return prompt or ""
+
+
+CHAT_OPTION = typer.Option(
+    None,
+    "--chat",
+    help="A chat model's next reply to this message (printed alone, ends at end of turn).",
+    show_default=False,
+)
+SYSTEM_OPTION = typer.Option(
+    None, "--system", help="The system turn for --chat / --messages.", show_default=False
+)
+MESSAGES_OPTION = typer.Option(
+    None,
+    "--messages",
+    help='A JSON file with the conversation so far ({"messages": [{"role", "content"}]} or '
+    "the list): print the next assistant reply (after --chat's message, if given).",
+    show_default=False,
+)
 
 
 def generate(
@@ -92,13 +122,17 @@ def generate(
         help="Prompt characters a character-level model does not know: error or drop.",
     ),
     device: str = typer.Option("cpu", "--device", help="Torch device (cpu, cuda, mps)."),
+    chat: str | None = CHAT_OPTION,
+    system: str | None = SYSTEM_OPTION,
+    messages: Path | None = MESSAGES_OPTION,
 ) -> None:
     """Continue PROMPT with a model, streaming tokens to stdout as they are made.
 
     Only the generated continuation is printed (add --echo to print the prompt first).
-    """
+    --chat or --messages: a chat model's next reply instead, printed alone."""
     from minigpt_tui.generation import Generation
 
+    talk = _conversation(prompt, chat, system, messages, echo)
     settings = _checked_flags(
         backend,
         unknown_chars,
@@ -110,10 +144,13 @@ def generate(
         seed=seed,
         stop=[unescape(s) for s in stop],
     )
-    text = read_prompt(prompt)
+    text = read_prompt(prompt) if talk is None else ""
     engine, load_seconds = _load(model, backend, device, threads)
     tokenizer = engine.info.tokenizer()
-    ids, dropped = _encode(tokenizer, text, unknown_chars)
+    if talk is None:
+        ids, dropped = _encode(tokenizer, text, unknown_chars)
+    else:
+        ids, dropped = _chat_ids(tokenizer, talk, unknown_chars, engine.block_size, settings)
     if dropped:
         text = tokenizer.decode(ids)  # what the model was given: --echo shows no dropped chars
     gen = Generation(engine, tokenizer, ids, settings, alternatives=0)  # text only
@@ -132,6 +169,102 @@ def _checked_flags(backend: str, unknown_chars: str, **sampling: Any) -> Samplin
     settings = SamplingSettings(**sampling)
     settings.validate()
     return settings
+
+
+def _conversation(
+    prompt: str | None, chat: str | None, system: str | None, path: Path | None, echo: bool
+) -> list[Message] | None:
+    """The conversation to answer (--system, the --messages file, then --chat's message), or
+    None to continue PROMPT; one error line for flags that do not go together, a file that
+    cannot be read or a conversation that is not one (model.chat.check)."""
+    from model.chat import ChatFormatError, Message, check
+
+    if chat is None and path is None:
+        if system is not None:
+            raise UserError("--system is the system turn of --chat or --messages; give one")
+        return None
+    if prompt is not None:
+        raise UserError("give a PROMPT to continue, or --chat/--messages to answer, not both")
+    if echo:
+        raise UserError("--echo prints a prompt to continue; --chat and --messages print the reply")
+    found = read_messages(path) if path is not None else []
+    if system is not None:
+        if found and found[0].role == "system":
+            raise UserError(f"{path} has its own system turn: leave out --system")
+        found.insert(0, Message("system", system))
+    if chat is not None:
+        found.append(Message("user", chat))
+    where = f"the conversation in {path}" if path is not None else "the conversation"
+    try:
+        check(found, prompt=True)
+    except ChatFormatError as e:
+        raise UserError(f"{where} cannot be answered: {e}") from None
+    return found
+
+
+def read_messages(path: Path) -> list[Message]:
+    """The messages of a --messages file: a JSON object with a "messages" list, or the list
+    itself, of {"role", "content"} objects (at most MAX_MESSAGES_BYTES, a regular file)."""
+    import json
+
+    from model.chat import ChatFormatError, messages_from
+
+    if not path.is_file():
+        what = "no such file" if not path.exists() else "not a regular file"
+        raise UserError(f"--messages {path}: {what}")
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_MESSAGES_BYTES + 1)
+    except OSError as e:
+        raise UserError(f"--messages {path}: {e.strerror or e}") from None
+    if len(data) > MAX_MESSAGES_BYTES:
+        raise UserError(f"--messages {path} is over {MAX_MESSAGES_BYTES >> 20} MB")
+    try:
+        record = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise UserError(f"--messages {path} is not JSON ({str(e)[:100]})") from None
+    items = record.get("messages") if isinstance(record, dict) else record
+    if not isinstance(items, list):
+        raise UserError(f'--messages {path}: expected {{"messages": [...]}} or a list of messages')
+    try:
+        return messages_from(items)
+    except ChatFormatError as e:
+        raise UserError(f"--messages {path}: {e}") from None
+
+
+def _chat_ids(
+    tokenizer: Tokenizer,
+    messages: list[Message],
+    unknown_chars: str,
+    block_size: int,
+    settings: SamplingSettings,
+) -> tuple[list[int], list[str]]:
+    """The prompt ids of a conversation (model.chat.fit: the oldest exchanges dropped to fit
+    the context with room for the reply, as the chat app leaves it, never the system turn),
+    and the characters --unknown-chars drop left out."""
+    from model.chat import ChatFormatError, Message, fit
+    from model.tokenizer import TokenizerError
+
+    if tokenizer.chat is None:
+        raise UserError(
+            "this model has no chat template (its tokenizer has no chat tokens): --chat and "
+            "--messages need a chat model; leave them out to continue a text"
+        )
+    dropped: list[str] = []
+    if unknown_chars == "drop":
+        kept = []
+        for m in messages:
+            ids, unknown = _encode(tokenizer, m.content, "drop")
+            dropped += [c for c in unknown if c not in dropped]
+            kept.append(Message(m.role, tokenizer.decode(ids)) if unknown else m)
+        messages = kept
+    budget = max(1, block_size - min(settings.max_new_tokens, block_size // 4))
+    try:
+        return fit(tokenizer, messages, budget).ids, dropped
+    except TokenizerError as e:
+        raise UserError(f"{e}; pass --unknown-chars drop to leave such characters out") from None
+    except ChatFormatError as e:  # a message with no character the model knows
+        raise UserError(f"the conversation cannot be answered: {e}") from None
 
 
 def _load(
@@ -192,7 +325,7 @@ def _print_stats(
         f"{prompt}; backend {backend}; model loaded in {load_seconds:.2f}s",
         f"time to first token {st.time_to_first_token * 1000:.1f} ms; "
         f"{st.new_tokens} new tokens at {st.tokens_per_second:.1f} tokens/s; "
-        f"{st.slides} window slides; stopped by {st.stop_reason or 'nothing'}",
+        f"{st.slides} window slides; stopped by {STOP_WORDS.get(st.stop_reason, 'nothing')}",
     ]
     if dropped:
         lines.append(f"dropped unknown characters: {''.join(dropped)!r}")

@@ -7,7 +7,6 @@ import inspect
 import shlex
 import sys
 import time
-import tomllib
 import typing
 from pathlib import Path
 from typing import Any
@@ -64,6 +63,10 @@ def train(
         given = "--force" if force else "--init-from"
         raise UserError(f"--resume continues the run in --out; drop {given}")
     model_cfg, train_cfg = _configs(preset, config, resume, bool(init_from), settings)
+    from model.modeldir import check_not_input
+
+    starts = [Path(init_from)] if init_from and Path(init_from).expanduser().exists() else []
+    check_not_input(out, [data, *starts])  # a run written inside what it reads
     if nproc is not None:
         accum = int(train_cfg.get("grad_accum", 1))
         if nproc < 1:
@@ -191,9 +194,11 @@ train = _with_settings(train)
 
 
 def _read_toml(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    from model import userfile
+
     try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        doc = userfile.read_toml(path, userfile.TOML_MAX_BYTES)
+    except (OSError, userfile.UserFileError) as e:
         raise UserError(f"cannot read config {path}: {e}") from None
     model: dict[str, Any] = dict(doc.pop("model", {}))
     train: dict[str, Any] = dict(doc.pop("train", {}))

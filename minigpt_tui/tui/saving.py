@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from minigpt_tui.dialogue import DialogueTemplate
+from minigpt_tui.dialogue import RoleTemplate, Template
 from minigpt_tui.history import Conversation, HistoryStore, default_export_name, export
 from minigpt_tui.tui.session import ChatSession
 
@@ -30,7 +30,7 @@ class ConversationSaver:
         self,
         mode: str,
         model: str,
-        template: DialogueTemplate,
+        template: Template,
         session: ChatSession | None,
         document: str,
     ) -> Conversation:
@@ -39,6 +39,8 @@ class ConversationSaver:
         conv.mode = mode
         conv.model = self.model_label or model
         conv.settings = {"user": template.user, "bot": template.model}
+        if isinstance(template, RoleTemplate):  # a chat model's turns: roles
+            conv.settings["layout"] = "roles"
         if template.system:
             conv.settings["system"] = template.system
         if session is not None:
@@ -59,6 +61,7 @@ class ConversationSaver:
     def export_name(self) -> str:
         return default_export_name(self.conversation)
 
-    def export(self, path: Path, template: DialogueTemplate) -> Path:
-        """Write the record to `path` (.md: Markdown, else plain text); OSError if it cannot."""
+    def export(self, path: Path, template: Template) -> Path:
+        """Write the record to `path` (.md: Markdown, .json/.jsonl: a `{"messages": [...]}`
+        record, else plain text); OSError if it cannot."""
         return export(self.conversation, path, {"user": template.user, "model": template.model})

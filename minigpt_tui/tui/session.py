@@ -4,10 +4,11 @@ The chat widget keeps one ChatSession, the one owner of the conversation's state
 included): every change to the turns goes through its methods (`add_turn`, `cut_at`,
 `drop_last_reply`, `switch_branch`, `restore`, `reset`), which keep the branch tree in step, so
 `turns` is always the tree's shown path. The prompt it builds is what the model sees next. In
-chat mode that is the dialogue transcript rendered by `DialogueTemplate`, oldest turns dropped
-until it fits the model's block (with room left for the reply); in complete mode it is the
-document. The tokenizer and block size are the
-loaded model's: another model can take over a session by replacing them.
+chat mode that is the conversation laid out by its template (minigpt_tui/dialogue.py: the
+dialogue transcript for a text continuer, the chat format's turns for a chat model), oldest
+turns dropped until it fits the model's block (with room left for the reply); in complete mode
+it is the document. The tokenizer, block size and template are the loaded model's: another
+model can take over a session by replacing them.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from minigpt_tui.branches import Branches
-from minigpt_tui.dialogue import DialogueTemplate, Turn
+from minigpt_tui.dialogue import DialogueTemplate, Template, Turn
 from minigpt_tui.generation import Backend, Generation, TokenEvent
 from minigpt_tui.sampling import Sampler, SamplingSettings
 from model.tokenizer import Tokenizer, encode_lenient
@@ -45,7 +46,7 @@ class ChatSession:
     tokenizer: Tokenizer
     block_size: int
     settings: SamplingSettings
-    template: DialogueTemplate = field(default_factory=DialogueTemplate)
+    template: Template = field(default_factory=DialogueTemplate)
     mode: str = "chat"  # one of dialogue.MODES: "chat" or "complete"
     document: str = ""  # complete mode: the text the model continues
     # Complete mode: the document before the last continuation, and right after it (Ctrl+R
@@ -99,25 +100,19 @@ class ChatSession:
         return max(0, min(self.settings.max_new_tokens, self.block_size // 4))
 
     def prompt(self) -> Prompt:
+        """What the model sees next. dialogue.LayoutError when a chat model's conversation
+        cannot be laid out (a message with no character the model knows)."""
         if self.mode == "complete":
             ids, dropped = encode_lenient(self.tokenizer, self.document)
             return Prompt(ids, dropped, 0, len(ids) > self.block_size)
         budget = max(1, self.block_size - self.reserve())
-
-        def encode(first: int) -> tuple[list[int], list[str]]:
-            return encode_lenient(self.tokenizer, self.template.render(self._turns[first:]))
-
-        # The fewest oldest turns to drop so that the rest fits: a binary search, since the
-        # prompt only gets shorter as turns are dropped (keep at least the last turn).
-        lo, hi = 0, max(0, len(self._turns) - 1)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if len(encode(mid)[0]) <= budget:
-                hi = mid
-            else:
-                lo = mid + 1
-        ids, dropped = encode(lo)
-        return Prompt(ids, dropped, lo, len(ids) > self.block_size)
+        fitted = self.template.fit(self.tokenizer, self._turns, budget)
+        return Prompt(
+            fitted.ids,
+            fitted.dropped_chars,
+            fitted.dropped_turns,
+            len(fitted.ids) > self.block_size,
+        )
 
     def generation(self, backend: Backend, prompt: Prompt) -> Generation:
         """The reply to `prompt`, ready to stream (it reads `settings` on every token)."""

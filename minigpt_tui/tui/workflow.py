@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from textual.app import App
 
+from minigpt_tui.dialogue import RoleTemplate
 from minigpt_tui.tui.chat.chat import Chat
 from minigpt_tui.tui.loading import LoadedModel, ModelLoader
 
@@ -209,13 +210,21 @@ class Workflow:
 
         session = self.chat.session
         char = session is not None and session.tokenizer.kind == "char"
-        hint = (
-            "This character-level model knows only its training characters and keeps the play "
-            "layout; a system text works best with GPT-2-BPE models."
-            if char
-            else "The dialogue starts with this text: a persona, instructions, a few example "
-            "turns. It is always in the prompt and saved with the conversation."
-        )
+        if session is not None and session.tokenizer.chat is not None:
+            hint = (
+                "The system turn of this chat model: instructions or a persona it answers "
+                "under. It is always in the prompt and saved with the conversation."
+            )
+        elif char:
+            hint = (
+                "This character-level model knows only its training characters and keeps the "
+                "play layout; a system text works best with GPT-2-BPE models."
+            )
+        else:
+            hint = (
+                "The dialogue starts with this text: a persona, instructions, a few example "
+                "turns. It is always in the prompt and saved with the conversation."
+            )
         screen = SystemTextScreen(self.chat.template.system, hint)
         self.app.push_screen(screen, self._system_set)
 
@@ -223,10 +232,12 @@ class Workflow:
         if text is None:
             return
         self.chat.template.system = text.strip("\n")
+        roles = isinstance(self.chat.template, RoleTemplate)
+        cleared = "no system turn" if roles else "the plain play layout"
         self.chat.say(
             f"System text set ({len(text.strip())} characters)."
             if text.strip()
-            else "System text cleared: the plain play layout.",
+            else f"System text cleared: {cleared}.",
             timeout=3,
         )
         self.chat.sync_context()

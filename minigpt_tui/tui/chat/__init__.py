@@ -11,8 +11,11 @@
                               values (status.py: state, model, backend, context, speed). Its parts
                               sending.py, branching.py, conversations.py, inspecting.py (F8, F9)
     ChatSession (../session)  the one writer of the turns and their branch tree; no UI
-    Chat.template             how turns are laid out for the model (prompt, names, stop strings,
-                              cleaning a reply): the one place another layout plugs in
+    Chat.template             how turns are laid out for the model (prompt ids, names, stop
+                              strings, cleaning a reply), chosen when a model loads
+                              (Chat.use_layout): the dialogue (speaker names) for a text
+                              continuer, roles (model/chat.py) for a chat model; dialogue.py
 
-Chat posts Ready, ModeShown, Steering, TokenShown and ReplyEnded up; siblings never touch.
+Chat posts Ready, ModeShown, LayoutShown, Steering, TokenShown and ReplyEnded up; siblings
+never touch.
 """

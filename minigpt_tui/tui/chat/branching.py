@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from minigpt_tui.generation import TokenEvent
+from minigpt_tui.dialogue import LayoutError
+from minigpt_tui.generation import TokenEvent, stop_ids
 from minigpt_tui.tui.session import Prompt
 from minigpt_tui.tui.widgets.transcript import MessageView
 
@@ -105,13 +106,18 @@ class Branching:
         if session is None or backend is None or chat.generating:
             chat.say("Still replying: Esc stops it.", timeout=2)
             return
-        if token == session.tokenizer.eot:
-            chat.say("That alternative ends the text: pick another.", timeout=3)
+        if token in stop_ids(session.tokenizer):
+            what = "text" if token == session.tokenizer.eot else "reply"
+            chat.say(f"That alternative ends the {what}: pick another.", timeout=3)
             return
         old = chat.transcript.messages[index].tokens
         session.cut_at(index)  # the old reply stays in the tree beside the new one
         self.show()
-        prompt = session.prompt()
+        try:
+            prompt = session.prompt()
+        except LayoutError as e:
+            chat.say(f"Cannot ask the model: {e}", severity="error", timeout=8)
+            return
         kept = [t for t in old[:position] if t.token >= 0]
         chosen = TokenEvent(
             token,

@@ -9,6 +9,7 @@ watches, and posts messages up.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +18,13 @@ from textual.app import ComposeResult
 from textual.message import Message
 from textual.widgets import ContentSwitcher, TextArea
 
-from minigpt_tui.dialogue import DialogueTemplate
+from minigpt_tui.dialogue import (
+    DialogueTemplate,
+    LayoutError,
+    RoleTemplate,
+    Template,
+    layout_for,
+)
 from minigpt_tui.generation import Generation, GenerationStats, TokenEvent
 from minigpt_tui.history import HistoryStore
 from minigpt_tui.safe_text import plain
@@ -54,6 +61,11 @@ class Chat(ChatStatus):
             self.token = token
             self.decode = decode
 
+    class LayoutShown(Message):
+        def __init__(self, roles: bool) -> None:  # a chat model talks now (roles), or not
+            super().__init__()
+            self.roles = roles
+
     class Ready(Message):
         """The chat is on screen: models may come."""
 
@@ -70,9 +82,10 @@ class Chat(ChatStatus):
     ) -> None:
         super().__init__(id="left")
         self.settings = settings
-        # How turns are laid out for the model (rendered prompt, speaker names, stop strings,
-        # cleaning a reply): the one place another layout plugs in.
-        self.template = template
+        self.dialogue = template  # the settings' speaker names and the system text
+        # How turns are laid out for the model (prompt ids, speaker names, stop strings,
+        # cleaning a reply): the dialogue, or roles for a chat model (`use_layout`).
+        self.template: Template = template
         self.default_system = template.system  # the settings file's, for reopened chats
         self.history = history
         self.model_label = model_label  # the name the user gave the model, if any
@@ -158,7 +171,8 @@ class Chat(ChatStatus):
         if prompt is not None:
             self.prompt_len = min(prompt, self.session.block_size)
         elif not self.generating:
-            self.prompt_len = len(self.session.prompt().ids)
+            with contextlib.suppress(LayoutError):  # said when a reply is asked for
+                self.prompt_len = len(self.session.prompt().ids)
         self.context = min(self.prompt_len + extra, self.session.block_size)
 
     def change_mode(self, mode: str) -> None:
@@ -170,7 +184,7 @@ class Chat(ChatStatus):
         self.sync_context()
 
     def names_changed(self) -> None:
-        """The speakers' names changed in the settings panel."""
+        """The speakers' names (or the layout) changed: the transcript shows them."""
         for view in self.transcript.messages:
             view.speaker = self.template.speaker(view.role)
             view.refresh_text()
@@ -194,6 +208,7 @@ class Chat(ChatStatus):
         self.session = ChatSession(
             model.tokenizer, model.backend.block_size, self.settings, self.template, self.mode
         )
+        self.use_layout(model)
         self.model = self.model_label or model.backend.info.name
         self.show_backend(model.backend)
         self.state = "ready"
@@ -209,6 +224,7 @@ class Chat(ChatStatus):
         self.backend = model.backend
         self.session.tokenizer = model.tokenizer
         self.session.block_size = model.backend.block_size
+        self.use_layout(model)
         self.show_backend(model.backend)
         if name is not None:
             self.model = self.model_label = self.saver.model_label = name
@@ -216,6 +232,16 @@ class Chat(ChatStatus):
         self.transcript.scroll_end(animate=False)
         self.state = "ready"
         self.sync_context()
+
+    def use_layout(self, model: LoadedModel) -> None:
+        """Lay turns out as `model` needs (roles for a chat model, else the dialogue)."""
+        assert self.session is not None
+        layout = layout_for(model.tokenizer, self.dialogue)
+        if type(layout) is type(self.template):
+            return  # the same layout as now
+        self.template = self.session.template = layout
+        self.names_changed()
+        self.post_message(self.LayoutShown(isinstance(self.template, RoleTemplate)))
 
     def steered(self, what: str) -> None:
         """A key changed a sampling setting (`what`, in words): the status says so."""

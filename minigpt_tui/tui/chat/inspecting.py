@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from minigpt_tui.dialogue import LayoutError, RoleTemplate, Turn
+
 if TYPE_CHECKING:
     from minigpt_tui.tui.chat.chat import Chat
+    from minigpt_tui.tui.widgets.compare_pane import PromptLayout
+    from model.tokenizer import Tokenizer
 
 
 def _ready(chat: Chat) -> bool:
@@ -44,5 +48,27 @@ def open_compare(chat: Chat) -> None:
         chat.replies.backend_lock,
         chat.settings,
         prompt=prompt,
+        prompt_layout=compare_layout(chat),
     )
     chat.app.push_screen(screen)
+
+
+def compare_layout(chat: Chat) -> PromptLayout:
+    """How the panes lay out their prompt: in the chat with a chat model, the conversation so
+    far (system turn included) with the prompt as your next message, so that each pane gives
+    the assistant's next reply; otherwise the prompt as text to continue."""
+    from minigpt_tui.tui.widgets.compare_pane import plain_prompt
+
+    session = chat.session
+    if session is None or chat.mode != "chat":
+        return plain_prompt
+    turns, budget, roles = session.turns, session.block_size - session.reserve(), chat.dialogue
+
+    def layout(tokenizer: Tokenizer, text: str) -> list[int]:
+        if tokenizer.chat is None:
+            return plain_prompt(tokenizer, text)
+        if not text.strip():
+            raise LayoutError("write a message for the panes to answer")
+        return RoleTemplate(roles).fit(tokenizer, [*turns, Turn("user", text)], budget).ids
+
+    return layout

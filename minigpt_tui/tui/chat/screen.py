@@ -105,6 +105,10 @@ class ChatScreen(Screen[None]):
         self.query_one(SettingsPanel).set_mode(event.mode)
         self.refresh_bindings()
 
+    @on(Chat.LayoutShown)
+    def _layout_shown(self, event: Chat.LayoutShown) -> None:
+        self.query_one(SettingsPanel).show_names(not event.roles)
+
     @on(Chat.Steering)
     def _steering(self) -> None:
         self.refresh_bindings()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from minigpt_tui.dialogue import Turn
+from minigpt_tui.dialogue import LayoutError, Turn
 from minigpt_tui.tui.loading import describe
 from minigpt_tui.tui.reply import DocumentTarget, ReplyController, ReplyTarget
 from minigpt_tui.tui.widgets.transcript import MessageView
@@ -57,7 +57,12 @@ class MessageSender:
         chat = self.chat
         session, backend = chat.session, chat.backend
         assert session is not None and backend is not None
-        prompt = session.prompt()
+        try:
+            prompt = session.prompt()
+        except LayoutError as e:  # your message stays; Ctrl+R asks again after a change
+            chat.say(f"Cannot ask the model: {e}", severity="error", timeout=8)
+            chat.conversations.save()
+            return
         for notice in session.notices(prompt):
             chat.say(notice.text, severity=notice.severity, timeout=notice.timeout)
         generation = session.generation(backend, prompt)

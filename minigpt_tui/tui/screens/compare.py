@@ -25,7 +25,12 @@ from textual.widgets import Footer, Input
 from minigpt_tui.sampling import SamplingSettings
 from minigpt_tui.streams import Lockstep, StreamSlot, lockstep, stream_slots
 from minigpt_tui.tui.reply import Reply
-from minigpt_tui.tui.widgets.compare_pane import ComparePane, describe_settings
+from minigpt_tui.tui.widgets.compare_pane import (
+    ComparePane,
+    PromptLayout,
+    describe_settings,
+    plain_prompt,
+)
 from model.backend import Backend
 from model.tokenizer import Tokenizer
 
@@ -58,8 +63,12 @@ class CompareScreen(ModalScreen[None]):
         prompt: str = "",
         specs: list[str] | None = None,
         batched: bool = True,
+        prompt_layout: PromptLayout = plain_prompt,
     ) -> None:
+        """prompt_layout: the prompt's ids for a pane's model (a chat model: the conversation with
+        the prompt as your next message)."""
         super().__init__()
+        self.prompt_layout = prompt_layout
         self.backend = backend
         self.tokenizer = tokenizer
         self.backend_lock = lock  # the chat's: held by whoever runs on `backend`
@@ -87,7 +96,7 @@ class CompareScreen(ModalScreen[None]):
         yield Footer(compact=True)
 
     def _pane(self, i: int, spec: str) -> ComparePane:
-        pane = ComparePane(i + 1, spec, self.slots[i], self.tokenizer)
+        pane = ComparePane(i + 1, spec, self.slots[i], self.tokenizer, self.prompt_layout)
         pane.base = self.base
         return pane
 

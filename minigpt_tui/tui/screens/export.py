@@ -1,4 +1,5 @@
-"""Ctrl+S: write the conversation to a Markdown (.md) or plain text file.
+"""Ctrl+S: write the conversation to a Markdown (.md), JSON (.json or .jsonl: the
+`{"messages": [...]}` record `data prepare` reads) or plain text file.
 
 Nothing is overwritten without asking (an existing file needs a second Enter) and no
 directory is created: a path in a directory that does not exist is refused here.
@@ -38,7 +39,7 @@ class ExportScreen(ModalScreen[Path | None]):
         with Vertical(id="export-box") as box:
             box.border_title = "Export conversation"
             box.border_subtitle = "Enter write · Esc cancel"
-            yield Label("File (.md for Markdown, anything else plain text):")
+            yield Label("File (.md Markdown, .json/.jsonl a messages record, else plain text):")
             yield Input(self.default, id="export-path")
             yield Label("", id="export-note", markup=False)
 

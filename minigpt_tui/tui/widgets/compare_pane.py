@@ -20,6 +20,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Input, Static
 
+from minigpt_tui.dialogue import LayoutError
 from minigpt_tui.generation import Generation, TokenEvent
 from minigpt_tui.sampling import Choice, Sampler, SamplingError, SamplingSettings
 from minigpt_tui.scoring import surprisal_bits
@@ -69,6 +70,15 @@ def parse_spec(text: str, base: SamplingSettings) -> tuple[SamplingSettings, str
     return settings, model
 
 
+# A prompt's ids for a pane's model: the text itself (the default), or, for a chat model in
+# the chat, the conversation with the text as your next message (tui/chat/inspecting.py).
+PromptLayout = Callable[[Tokenizer, str], list[int]]
+
+
+def plain_prompt(tokenizer: Tokenizer, text: str) -> list[int]:
+    return encode_lenient(tokenizer, text)[0]
+
+
 def describe_settings(s: SamplingSettings, model: str | None = None) -> str:
     seed = "none" if s.seed is None else str(s.seed)
     line = (
@@ -109,8 +119,16 @@ class PaneText(Static):
 
 
 class ComparePane(Vertical):
-    def __init__(self, number: int, spec: str, slot: StreamSlot, tokenizer: Tokenizer) -> None:
+    def __init__(
+        self,
+        number: int,
+        spec: str,
+        slot: StreamSlot,
+        tokenizer: Tokenizer,
+        prompt_layout: PromptLayout = plain_prompt,
+    ) -> None:
         super().__init__(classes="compare-pane")
+        self.prompt_layout = prompt_layout
         self.number = number
         self.spec = spec
         self.slot = slot  # the shared model's backend and lock for this pane
@@ -177,7 +195,12 @@ class ComparePane(Vertical):
         backend, tokenizer, lock = self.slot.backend, self.tokenizer, self.slot.lock
         if model and self.other is not None:
             _, backend, tokenizer, lock = self.other
-        ids, _ = encode_lenient(tokenizer, prompt)
+        try:
+            ids = self.prompt_layout(tokenizer, prompt)
+        except LayoutError as e:
+            self._say(str(e))
+            self.finished.set()
+            return None
         self.sampler = SurprisalSampler(settings)  # a fresh sampler: same seed, same text
         generation = Generation(backend, tokenizer, ids, settings, sampler=self.sampler)
         self.query_one(PaneText).reset()

@@ -113,10 +113,10 @@ class SettingsPanel(VerticalScroll, can_focus=False):
                 compact=True,
                 id="mode",
             )
-        with Horizontal(classes="setting"):
+        with Horizontal(classes="setting speaker-name"):
             yield Label("you")
             yield Input(self.template.user, id="user_name", compact=True)
-        with Horizontal(classes="setting"):
+        with Horizontal(classes="setting speaker-name"):
             yield Label("bot")
             yield Input(self.template.model, id="bot_name", compact=True)
         yield Label("selected token", id="inspector-title", classes="-hidden")
@@ -164,6 +164,12 @@ class SettingsPanel(VerticalScroll, can_focus=False):
         event.stop()
         if event.select.id == "mode" and isinstance(event.value, str):
             self.post_message(self.ModeChanged(event.value))  # the app ignores its own mode
+
+    def show_names(self, on: bool) -> None:
+        """Show the speaker names (a text continuer's dialogue), or not (a chat model's
+        turns are roles: You and Assistant)."""
+        for row in self.query(".speaker-name"):
+            row.display = on
 
     def set_mode(self, mode: str) -> None:
         """Show the mode the app is in now (not a change the user asked for)."""
