@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import tempfile
 import threading
 import time
@@ -59,14 +60,25 @@ def registry_dir() -> Path:
     return Path(tempfile.gettempdir()) / f"minigpt-tui-{uid}" / "jobs"
 
 
+def usable(directory: Path) -> bool:
+    """Whether `directory` is a real directory of this user's (in a shared temporary directory
+    another user could have made it first, to feed us entries)."""
+    try:
+        st = directory.lstat()
+    except OSError:
+        return False
+    mine = not hasattr(os, "getuid") or st.st_uid == os.getuid()
+    return stat.S_ISDIR(st.st_mode) and mine
+
+
 def process_start(pid: int) -> str:
     """When process `pid` started, in the kernel's clock ticks since boot ("" where /proc is
     missing, or the process is gone); a reused pid has a different start."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        line = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return ""
-    fields = stat[stat.rfind(")") + 2 :].split()  # the name may hold spaces and parentheses
+    fields = line[line.rfind(")") + 2 :].split()  # the name may hold spaces and parentheses
     return fields[19] if len(fields) > 19 else ""
 
 
@@ -96,7 +108,9 @@ def others(directory: Path | None = None, me: int | None = None) -> list[Job]:
     """The live jobs in the registry other than this process; stale entries are removed."""
     directory = directory or registry_dir()
     me = os.getpid() if me is None else me
-    found = []
+    found: list[Job] = []
+    if not usable(directory):
+        return found
     try:
         paths = sorted(directory.glob("*.json"))
     except OSError:
@@ -142,7 +156,11 @@ class Registration:
 
     def write(self) -> None:
         try:
-            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.directory.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.directory.mkdir(exist_ok=True, mode=0o700)
+            if not usable(self.directory):
+                self.written = False
+                return
             fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".job-", suffix=".tmp")
             with os.fdopen(fd, "w") as f:
                 json.dump(asdict(self.job), f)

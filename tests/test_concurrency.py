@@ -165,3 +165,16 @@ def test_training_drops_to_its_share_beside_another(
             reg.remove()
     assert seen and set(seen) == {1}
     assert [p.name for p in registry.iterdir()] == [f"{sleeper.pid}.json"]
+
+
+def test_a_registry_that_is_not_a_directory_of_ours_is_not_used(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    link = tmp_path / "jobs"
+    link.symlink_to(target)  # e.g. made first by another user in a shared /tmp
+    (target / "1.json").write_text(json.dumps({"pid": 1, "started": "", "kind": "train"}))
+    assert not jobs.usable(link)
+    assert jobs.others(link) == []
+    reg = Registration("train", link)
+    reg.write()
+    assert not reg.written and [p.name for p in target.iterdir()] == ["1.json"]
