@@ -24,7 +24,7 @@ Repeats are interleaved (ours, nanoGPT, ours, ...), and every run prints `uptime
 figures are only meaningful when the load before a run is < 1.
 
     python benchmarks/concurrency.py --repeats 3            # the issue's settings
-    python benchmarks/concurrency.py --iters 20 --repeats 1 # a quick check that it works
+    python benchmarks/concurrency.py --iters 5 --repeats 1 --no-final-eval  # a quick check
 """
 
 from __future__ import annotations
@@ -63,8 +63,10 @@ def minigpt(*args: str) -> list[str]:
 class Setup:
     """The prepared data and commands of both systems, in a scratch directory."""
 
-    def __init__(self, work: Path, iters: int, text: Path, nanogpt: Path) -> None:
-        self.work, self.iters = work, iters
+    def __init__(
+        self, work: Path, iters: int, text: Path, nanogpt: Path, final_eval: bool = True
+    ) -> None:
+        self.work, self.iters, self.final_eval = work, iters, final_eval
         self.data = work / "data"
         if not self.data.exists():
             subprocess.run(
@@ -86,7 +88,8 @@ class Setup:
     def ours(self, out: Path, iters: int | None = None) -> list[str]:
         n = str(iters or self.iters)
         return minigpt("train", "--data", str(self.data), "--out", str(out), "--force",
-                       "--preset", "cpu", "--max-iters", n, "--device", "cpu")  # fmt: skip
+                       "--preset", "cpu", "--max-iters", n, "--device", "cpu",
+                       "--final-eval" if self.final_eval else "--no-final-eval")  # fmt: skip
 
     def theirs(self, out: Path) -> list[str]:
         n = str(self.iters)
@@ -187,6 +190,12 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--reply-gap", type=float, default=0.0, help="seconds between two replies")
     p.add_argument("--reply-tokens", type=int, default=200)
+    p.add_argument(
+        "--no-final-eval",
+        dest="final_eval",
+        action="store_false",
+        help="ours without its final validation (quick checks; the issue's figures include it)",
+    )
     p.add_argument("--today", action="store_true", help="also two of ours, registry off")
     p.add_argument("--text", type=Path, default=SHARED / "data" / "tinyshakespeare.txt")
     p.add_argument("--nanogpt", type=Path, default=SHARED / "anchors" / "nanoGPT")
@@ -198,7 +207,7 @@ def main() -> None:
         return
     work = args.work or Path(tempfile.mkdtemp(prefix="concurrency-"))
     print(f"CPU: {cpu_name()}, {os.cpu_count()} CPUs; --max-iters {args.iters}; work in {work}")
-    setup = Setup(work, args.iters, args.text, args.nanogpt)
+    setup = Setup(work, args.iters, args.text, args.nanogpt, args.final_eval)
     times: dict[tuple[str, str], list[float]] = {}
     for r in range(args.repeats):
         for scenario, system in scenarios(args.today):
