@@ -32,6 +32,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from model import userfile
+
 ENV_DIR = "MINIGPT_JOBS_DIR"  # where the registry lives (tests, or several users' own choice)
 RECHECK_SECONDS = 1.0
 KINDS = ("train", "infer")
@@ -75,8 +77,8 @@ def process_start(pid: int) -> str:
     """When process `pid` started, in the kernel's clock ticks since boot ("" where /proc is
     missing, or the process is gone); a reused pid has a different start."""
     try:
-        line = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        line = userfile.read_text(f"/proc/{pid}/stat", 4096)
+    except (OSError, ValueError):
         return ""
     fields = line[line.rfind(")") + 2 :].split()  # the name may hold spaces and parentheses
     return fields[19] if len(fields) > 19 else ""
@@ -97,9 +99,9 @@ def alive(job: Job) -> bool:
 
 def _read(path: Path) -> Job | None:
     try:
-        raw = json.loads(path.read_bytes()[:4096])
+        raw = json.loads(userfile.read_bytes(path, 4096))  # a FIFO or device is refused
         job = Job(int(raw["pid"]), str(raw["started"]), str(raw["kind"]), bool(raw["busy"]))
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError):  # UserFileError is a ValueError
         return None
     return job if job.kind in KINDS else None
 

@@ -178,3 +178,8 @@ def test_a_registry_that_is_not_a_directory_of_ours_is_not_used(tmp_path: Path) 
     reg = Registration("train", link)
     reg.write()
     assert not reg.written and [p.name for p in target.iterdir()] == ["1.json"]
+
+
+def test_a_fifo_in_the_registry_is_skipped_without_waiting(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "7.json")
+    assert jobs.others(tmp_path) == []
