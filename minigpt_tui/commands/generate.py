@@ -208,20 +208,19 @@ def read_messages(path: Path) -> list[Message]:
     import json
 
     from model.chat import ChatFormatError, messages_from
+    from model.userfile import UserFileError, read_text
 
-    if not path.is_file():
-        what = "no such file" if not path.exists() else "not a regular file"
-        raise UserError(f"--messages {path}: {what}")
     try:
-        with path.open("rb") as f:
-            data = f.read(MAX_MESSAGES_BYTES + 1)
+        text = read_text(path, MAX_MESSAGES_BYTES)
+    except FileNotFoundError:
+        raise UserError(f"--messages {path}: no such file") from None
+    except UserFileError as e:
+        raise UserError(f"--messages {e}") from None
     except OSError as e:
         raise UserError(f"--messages {path}: {e.strerror or e}") from None
-    if len(data) > MAX_MESSAGES_BYTES:
-        raise UserError(f"--messages {path} is over {MAX_MESSAGES_BYTES >> 20} MB")
     try:
-        record = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        record = json.loads(text)
+    except (ValueError, RecursionError) as e:
         raise UserError(f"--messages {path} is not JSON ({str(e)[:100]})") from None
     items = record.get("messages") if isinstance(record, dict) else record
     if not isinstance(items, list):

@@ -127,6 +127,8 @@ class ChatApp(App[None]):
         return True
 
     async def action_quit(self) -> None:
+        # The last save; one that fails stays with the history store, which `chat` tries
+        # again once the screen is gone and otherwise ends in one error line (exit 1).
         self.chat.close()
         self.exit()
 

@@ -62,6 +62,15 @@ BINDINGS = [
 ]
 BINDING_IDS = {b.id for b in BINDINGS if isinstance(b, Binding) and b.id}
 
+
+def closed_by(opener: str, action: str = "dismiss(None)") -> Binding:
+    """A dialog's binding that closes it with the key that opened it (the chat's binding
+    `opener`, by id). It shares that binding's id, so that a key moved in the settings file's
+    [keys] table moves both; priority, so that a focused text box cannot take it."""
+    key = next(b.key for b in BINDINGS if isinstance(b, Binding) and b.id == opener)
+    return Binding(key, action, "Close", id=opener, show=False, priority=True)
+
+
 # Every key, for the help screen and the README (BINDINGS above are the source of truth for
 # what each key does; this is how they are explained).
 HELP_KEYS = [
@@ -87,6 +96,7 @@ HELP_KEYS = [
     ("F4 / F5", "top-k down/up (always)"),
     ("Ctrl+P", "show/hide the settings panel"),
     ("Tab / Shift+Tab", "move between message box, conversation and settings"),
+    ("Enter on a setting", "edit it: Enter keeps, Esc undoes (typed before Enter: nothing)"),
     ("F8", "score a text: surprisal per token, bits/char, alternatives (Ctrl+G scores)"),
     ("F9", "compare: 2-4 panes with their own settings/model stream one prompt side by side"),
     ("  in compare", "Enter/Ctrl+G run all · Ctrl+N add pane · Ctrl+R remove · Esc stop/back"),
@@ -94,15 +104,18 @@ HELP_KEYS = [
     ("F7", "system text: what the dialogue starts with (persona, instructions, examples)"),
     ("F10", "theme (remembered in the config file)"),
     ("Ctrl+F", "search every saved conversation; Enter opens it at the message"),
-    ("F1", "this help"),
+    ("F1", "this help (each dialog closes with Esc or the key that opened it)"),
     ("Ctrl+Q", "quit (the conversation is saved)"),
 ]
 HELP_NOTES = (
     "Settings apply from the next token, even mid-reply; a new seed from the next reply "
     "(a seed makes the whole conversation repeatable, Ctrl+R still gives a new reply). "
-    "In History: Enter opens, Del deletes. Conversations are saved after every reply "
-    "(not with --no-history). Keys can be remapped in the config file's [keys] table "
-    "(`minigpt-tui config edit`) by binding id: " + ", ".join(sorted(BINDING_IDS)) + "."
+    "In History: Enter opens, Del twice deletes (not the open conversation). Conversations "
+    "are saved after every reply (not with --no-history); a save that fails stays in the "
+    "status bar until one works, and quitting tries again, else says so and exits 1. Keys can be "
+    "remapped in the config file's [keys] table (`minigpt-tui config edit`) by binding id: "
+    + ", ".join(sorted(BINDING_IDS))
+    + "."
 )
 
 

@@ -3,10 +3,17 @@ switch and on quit; written to a file on Ctrl+S. No UI here: failures come back 
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from minigpt_tui.dialogue import RoleTemplate, Template
-from minigpt_tui.history import Conversation, HistoryStore, default_export_name, export
+from minigpt_tui.history import (
+    Conversation,
+    HistorySaveError,
+    HistoryStore,
+    default_export_name,
+    export,
+)
 from minigpt_tui.tui.session import ChatSession
 
 
@@ -49,13 +56,18 @@ class ConversationSaver:
         return conv
 
     def save(self) -> str | None:
-        """Save the record (once it has turns); why that failed, if it did."""
+        """Save the record (once it has turns); why that failed, in one line, if it did. The
+        store keeps a conversation it could not write and tries again at quit (`chat` then
+        ends in one error line if that fails too: HistoryStore.flush); one deleted meanwhile
+        (by another chat) is written again."""
         if not self.conversation.turns:
             return None
         try:
             self.store.save(self.conversation)
-        except Exception as e:  # sqlite3.Error or OSError: the caller keeps chatting
-            return f"Could not save history: {e}"
+        except HistorySaveError as e:  # "the conversation was not saved to ... (why)"
+            return str(e)
+        except (sqlite3.Error, OSError) as e:  # the caller keeps chatting
+            return f"the conversation was not saved ({e})"
         return None
 
     def export_name(self) -> str:

@@ -38,7 +38,8 @@ class Conversations:
 
     def pick(self) -> None:
         """The history screen; the conversation picked there is reopened."""
-        self.chat.app.push_screen(HistoryScreen(self.chat.history), self.reopen)
+        screen = HistoryScreen(self.chat.history, self.chat.saver.conversation.id)
+        self.chat.app.push_screen(screen, self.reopen)
 
     def reopen(self, conv_id: int | None) -> None:
         if conv_id is None:
@@ -89,10 +90,14 @@ class Conversations:
         return chat.saver.record(chat.mode, model, chat.template, chat.session, chat.document.text)
 
     def save(self) -> None:
+        """Save now; a failure is said in a toast and stays in the status bar until a save
+        works (and at quit: ChatApp.action_quit)."""
         self.record()
         problem = self.chat.saver.save()
-        if problem:  # keep chatting, say so
-            self.chat.say(problem, severity="warning")
+        if problem and problem != self.chat.unsaved:  # keep chatting, say so (once)
+            self.chat.say(problem, severity="error", timeout=10)
+        # Also an earlier conversation the store still holds unsaved (it retries at quit).
+        self.chat.unsaved = problem or self.chat.history.unsaved_error() or ""
 
     def export(self) -> None:
         if not self.record().turns:

@@ -38,6 +38,7 @@ STATUS = {
     "ttft": "ttft",
     "tokens_per_sec": "tokens_per_sec",
     "checkpoint": "checkpoint",
+    "unsaved": "unsaved",
 }
 
 

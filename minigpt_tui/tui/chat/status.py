@@ -20,6 +20,7 @@ class ChatStatus(Vertical):
     ttft = var(-1.0)  # the last reply's time to first token (< 0: no reply yet)
     tokens_per_sec = var(-1.0)
     checkpoint = var("")  # chat --follow: the checkpoint talking now (step, val loss)
+    unsaved = var("")  # why the conversation is not saved in history ("": it is, or is empty)
 
     def show_backend(self, backend: Backend) -> None:
         """The backend talking now: its name, size and block size."""

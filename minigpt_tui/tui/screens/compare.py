@@ -24,12 +24,15 @@ from textual.widgets import Footer, Input
 
 from minigpt_tui.sampling import SamplingSettings
 from minigpt_tui.streams import Lockstep, StreamSlot, lockstep, stream_slots
+from minigpt_tui.tui import keys
 from minigpt_tui.tui.reply import Reply
 from minigpt_tui.tui.widgets.compare_pane import (
     ComparePane,
     PromptLayout,
+    another_spec,
     describe_settings,
     plain_prompt,
+    same_output,
 )
 from model.backend import Backend
 from model.tokenizer import Tokenizer
@@ -38,11 +41,12 @@ MIN_PANES, MAX_PANES = 2, 4
 
 
 def default_specs(base: SamplingSettings) -> list[str]:
-    """Two panes to start: the chat's settings, and the same greedy."""
+    """Two panes to start: the chat's settings, and the same greedy (or, when the chat is
+    greedy already, sampled at 0.8: two panes never start out writing the same text)."""
     seed = base.seed if base.seed is not None else 1
     first = dataclasses.replace(base, seed=seed, stop=[])
-    greedy = dataclasses.replace(first, temperature=0.0)
-    return [describe_settings(first), describe_settings(greedy)]
+    other = dataclasses.replace(first, temperature=0.0 if first.temperature > 0 else 0.8)
+    return [describe_settings(first), describe_settings(other)]
 
 
 class CompareScreen(ModalScreen[None]):
@@ -52,6 +56,7 @@ class CompareScreen(ModalScreen[None]):
         Binding("ctrl+n", "add", "Add pane"),
         Binding("ctrl+r", "remove", "Remove pane"),
         Binding("escape", "stop_or_close", "Stop/Back"),
+        keys.closed_by("compare", "close"),
     ]
 
     def __init__(
@@ -89,8 +94,10 @@ class CompareScreen(ModalScreen[None]):
             self.prompt,
             id="compare-prompt",
             placeholder="Prompt for every pane (Enter runs them all)",
+            select_on_focus=False,
         )
-        with VerticalScroll(id="compare-grid"):
+        with VerticalScroll(id="compare-grid") as grid:
+            grid.can_focus = False  # no Tab stop of its own: each pane's text scrolls
             for i, spec in enumerate(self.specs):
                 yield self._pane(i, spec)
         yield Footer(compact=True)
@@ -103,6 +110,7 @@ class CompareScreen(ModalScreen[None]):
     def on_mount(self) -> None:
         self.query_one("#compare-prompt").focus()
         self._layout(self.app.size.width)
+        self.call_after_refresh(self._mark_same)  # specs given alike say so from the start
 
     def on_resize(self, event: events.Resize) -> None:
         self._layout(event.size.width)
@@ -146,10 +154,27 @@ class CompareScreen(ModalScreen[None]):
         panes = self.panes
         if len(panes) >= MAX_PANES or self.running:
             return
-        spec = panes[-1].query_one(".pane-spec", Input).value if panes else ""
-        pane = self._pane(len(panes), _next_seed(spec))
+        specs = [p.query_one(".pane-spec", Input).value for p in panes]
+        pane = self._pane(len(panes), another_spec(specs, self.base))
         self.query_one("#compare-grid").mount(pane)
         self.call_after_refresh(self._layout, self.app.size.width)
+
+    @on(ComparePane.Changed)
+    def _mark_same(self) -> None:
+        """Each pane that writes the same text as an earlier one says so in its header."""
+        seen: list[tuple[int, tuple[SamplingSettings, str | None]]] = []
+        for pane in self.panes:
+            try:
+                mine = pane.settings()
+            except ValueError:
+                pane.mark_same(None)
+                continue
+            same = [(n, why) for n, other in seen if (why := same_output(other, mine))]
+            if same:
+                pane.mark_same(*same[0])
+            else:
+                pane.mark_same(None)
+            seen.append((pane.number, mine))
 
     def action_remove(self) -> None:
         panes = self.panes
@@ -157,26 +182,20 @@ class CompareScreen(ModalScreen[None]):
             return
         panes[-1].remove()
         self.call_after_refresh(self._layout, self.app.size.width)
+        self.call_after_refresh(self._mark_same)
 
     def action_stop_or_close(self) -> None:
         if self.running:
             for pane in self.panes:
                 pane.stop()
             return
+        self.action_close()
+
+    def action_close(self) -> None:
+        """F9 again (or Esc with nothing running): back to the chat, the panes cancelled."""
         for pane in self.panes:
             pane.cancel()
         self.dismiss(None)
-
-
-def _next_seed(spec: str) -> str:
-    """The same settings line with the next seed (a new pane shows another sample)."""
-    words = spec.split()
-    for i, word in enumerate(words):
-        key, _, value = word.partition("=")
-        if key == "seed" and value.isdigit():
-            words[i] = f"seed={int(value) + 1}"
-            return " ".join(words)
-    return " ".join([*words, "seed=1"])
 
 
 def _decode_together(batch: Lockstep, replies: list[tuple[ComparePane, Reply]]) -> None:

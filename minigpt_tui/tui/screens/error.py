@@ -6,7 +6,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import Screen
-from textual.widgets import Static
+from textual.widgets import Footer, Static
 
 from minigpt_tui.safe_text import plain
 
@@ -24,6 +24,7 @@ class ErrorScreen(Screen[None]):
             box.border_title = self.title_text
             box.border_subtitle = "q quits"
             yield Static(plain(self.message), id="error-message", markup=False)
+        yield Footer(compact=True)
 
     def action_leave(self) -> None:
         # Exit non-zero; the command then repeats the reason as its one-line error.

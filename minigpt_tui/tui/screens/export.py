@@ -13,9 +13,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Input, Label
+from textual.widgets import Footer, Input, Label
 
 from minigpt_tui.safe_text import plain
+from minigpt_tui.tui import keys
 
 
 def check_target(path: Path) -> str:
@@ -28,7 +29,10 @@ def check_target(path: Path) -> str:
 
 
 class ExportScreen(ModalScreen[Path | None]):
-    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]  # noqa: RUF012
+    BINDINGS = [  # noqa: RUF012
+        Binding("escape", "dismiss(None)", "Cancel"),
+        keys.closed_by("export"),
+    ]
 
     def __init__(self, default: str) -> None:
         super().__init__()
@@ -40,8 +44,9 @@ class ExportScreen(ModalScreen[Path | None]):
             box.border_title = "Export conversation"
             box.border_subtitle = "Enter write · Esc cancel"
             yield Label("File (.md Markdown, .json/.jsonl a messages record, else plain text):")
-            yield Input(self.default, id="export-path")
+            yield Input(self.default, id="export-path", select_on_focus=False)
             yield Label("", id="export-note", markup=False)
+        yield Footer(compact=True)
 
     def on_input_changed(self, event: Input.Changed) -> None:
         self._replace = None  # another name: ask again

@@ -7,12 +7,15 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Static
+from textual.widgets import Footer, Static
+
+from minigpt_tui.tui import keys
 
 
 class HelpScreen(ModalScreen[None]):
     BINDINGS = [  # noqa: RUF012
-        Binding("escape,f1,q,question_mark", "dismiss", "Close"),
+        Binding("escape,q,question_mark", "dismiss", "Close"),
+        keys.closed_by("help", "dismiss"),
     ]
 
     def __init__(self, keys: list[tuple[str, str]], notes: str = "") -> None:
@@ -32,3 +35,4 @@ class HelpScreen(ModalScreen[None]):
             yield Static(table)
             if self.notes:
                 yield Static(self.notes, id="help-notes", markup=False)
+        yield Footer(compact=True)

@@ -11,14 +11,19 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Input, Label, OptionList
+from textual.widgets import Footer, Input, Label, OptionList
 from textual.widgets.option_list import Option
+
+from minigpt_tui.tui import keys
 
 MAX_PATH_CHARS = 4096  # longer than any real path: refused as typed
 
 
 class ModelPickerScreen(ModalScreen[str | None]):
-    BINDINGS = [Binding("escape", "dismiss(None)", "Close")]  # noqa: RUF012
+    BINDINGS = [  # noqa: RUF012
+        Binding("escape", "dismiss(None)", "Close"),
+        keys.closed_by("switch_model"),
+    ]
 
     def __init__(self, bundled: list[str], recent: list[str], current: str) -> None:
         super().__init__()
@@ -35,8 +40,10 @@ class ModelPickerScreen(ModalScreen[str | None]):
                 placeholder="a model directory, a run directory, or a bundled model's name",
                 max_length=MAX_PATH_CHARS,
                 id="picker-path",
+                select_on_focus=False,
             )
             yield OptionList(id="picker-list")
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         options = self.query_one(OptionList)

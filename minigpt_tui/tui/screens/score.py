@@ -18,6 +18,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, Input, Static, TextArea
 
 from minigpt_tui.scoring import Score, ScoreError, read_text_file, score_text
+from minigpt_tui.tui import keys
 from minigpt_tui.tui.widgets.score_view import ScoreView
 from minigpt_tui.tui.widgets.settings_panel import token_label
 from model.backend import Backend
@@ -44,6 +45,7 @@ class ScoreScreen(ModalScreen[None]):
     BINDINGS = [  # noqa: RUF012
         Binding("ctrl+g", "score", "Score", priority=True),
         Binding("escape", "close", "Back"),
+        keys.closed_by("score", "close"),
     ]
 
     def __init__(self, backend: Backend, tokenizer: Tokenizer, lock: threading.Lock) -> None:
@@ -63,6 +65,7 @@ class ScoreScreen(ModalScreen[None]):
                     id="score-file",
                     placeholder="…or a file path (Enter loads it)",
                     compact=True,
+                    select_on_focus=False,
                 )
                 yield ScoreView(id="score-view")
             with Vertical(id="score-side"):

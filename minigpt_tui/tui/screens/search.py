@@ -9,10 +9,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Input, Label, OptionList
+from textual.widgets import Footer, Input, Label, OptionList
 from textual.widgets.option_list import Option
 
 from minigpt_tui.history import HistoryStore, SearchHit
+from minigpt_tui.tui import keys
 
 MAX_QUERY_CHARS = 500
 
@@ -32,7 +33,10 @@ def describe(hit: SearchHit) -> Text:
 class SearchScreen(ModalScreen[tuple[int, int] | None]):
     """Returns (conversation id, message index) of the chosen hit."""
 
-    BINDINGS = [Binding("escape", "dismiss(None)", "Close")]  # noqa: RUF012
+    BINDINGS = [  # noqa: RUF012
+        Binding("escape", "dismiss(None)", "Close"),
+        keys.closed_by("search"),
+    ]
 
     def __init__(self, store: HistoryStore) -> None:
         super().__init__()
@@ -43,9 +47,15 @@ class SearchScreen(ModalScreen[tuple[int, int] | None]):
         with Vertical(id="search-box") as box:
             box.border_title = "Search history"
             box.border_subtitle = "Enter search / open · Tab results · Esc close"
-            yield Input(placeholder="words to find", max_length=MAX_QUERY_CHARS, id="search-query")
+            yield Input(
+                placeholder="words to find",
+                max_length=MAX_QUERY_CHARS,
+                id="search-query",
+                select_on_focus=False,
+            )
             yield Label("", id="search-note", markup=False)
             yield OptionList(id="search-results")
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         how = "full-text (FTS5)" if self.store.fts else "substring (no FTS5 in this Python)"

@@ -10,7 +10,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Label, TextArea
+from textual.widgets import Footer, Label, TextArea
+
+from minigpt_tui.tui import keys
 
 MAX_CHARS = 20_000  # a prompt, not a book: longer text is cut, and the app says so
 
@@ -19,6 +21,7 @@ class SystemTextScreen(ModalScreen[str | None]):
     BINDINGS = [  # noqa: RUF012
         Binding("ctrl+s", "keep", "Keep", priority=True),
         Binding("escape", "dismiss(None)", "Cancel"),
+        keys.closed_by("system_text"),
     ]
 
     def __init__(self, text: str, hint: str) -> None:
@@ -32,6 +35,7 @@ class SystemTextScreen(ModalScreen[str | None]):
             box.border_subtitle = "Ctrl+S keep · Esc cancel"
             yield Label(self.hint, id="system-hint", markup=False)
             yield TextArea(self.text, id="system-text", soft_wrap=True)
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         area = self.query_one(TextArea)

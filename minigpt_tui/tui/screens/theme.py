@@ -6,12 +6,17 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import OptionList
+from textual.widgets import Footer, OptionList
 from textual.widgets.option_list import Option
+
+from minigpt_tui.tui import keys
 
 
 class ThemeScreen(ModalScreen[str | None]):
-    BINDINGS = [Binding("escape,f8", "dismiss(None)", "Close")]  # noqa: RUF012
+    BINDINGS = [  # noqa: RUF012
+        Binding("escape", "dismiss(None)", "Close"),
+        keys.closed_by("theme"),
+    ]
 
     def __init__(self, themes: list[str], current: str) -> None:
         super().__init__()
@@ -23,6 +28,7 @@ class ThemeScreen(ModalScreen[str | None]):
             box.border_title = "Theme"
             box.border_subtitle = "↑↓ preview · Enter keep · Esc undo"
             yield OptionList(*(Option(name, id=name) for name in self.themes), id="theme-list")
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         options = self.query_one(OptionList)

@@ -18,6 +18,7 @@ import numpy as np
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
+from textual.message import Message
 from textual.widgets import Input, Static
 
 from minigpt_tui.dialogue import LayoutError
@@ -70,6 +71,41 @@ def parse_spec(text: str, base: SamplingSettings) -> tuple[SamplingSettings, str
     return settings, model
 
 
+def another_spec(specs: list[str], base: SamplingSettings) -> str:
+    """A settings line for a new pane whose text differs from the panes' `specs`: the last
+    sampled pane's settings (or the chat's, sampled) with a seed none of them uses."""
+    parsed = []
+    for spec in specs:
+        try:
+            parsed.append(parse_spec(spec, base))
+        except ValueError:
+            continue  # a line being typed: its seed is not taken
+    sampled = [(s, model) for s, model in parsed if s.temperature > 0]
+    if sampled:
+        settings, model = sampled[-1]
+    else:  # greedy panes all: a sampled one, since a seed changes nothing greedy
+        settings = dataclasses.replace(base, temperature=base.temperature or 0.8)
+        model = None
+    seed = max((s.seed for s, _ in parsed if s.seed is not None), default=0) + 1
+    return describe_settings(dataclasses.replace(settings, seed=seed), model)
+
+
+def same_output(
+    a: tuple[SamplingSettings, str | None], b: tuple[SamplingSettings, str | None]
+) -> str:
+    """Why two panes (settings, model) write the same text ("" when they need not)."""
+    (sa, ma), (sb, mb) = a, b
+    if ma != mb or sa.max_new_tokens != sb.max_new_tokens:
+        return ""
+    if sa.repetition_penalty != sb.repetition_penalty:
+        return ""
+    if sa.temperature == 0 and sb.temperature == 0:
+        return "greedy: the seed and top-k/top-p change nothing"
+    if sa.seed is not None and describe_settings(sa) == describe_settings(sb):
+        return "the same settings and seed"
+    return ""
+
+
 # A prompt's ids for a pane's model: the text itself (the default), or, for a chat model in
 # the chat, the conversation with the text as your next message (tui/chat/inspecting.py).
 PromptLayout = Callable[[Tokenizer, str], list[int]]
@@ -119,6 +155,9 @@ class PaneText(Static):
 
 
 class ComparePane(Vertical):
+    class Changed(Message):
+        """The pane's settings line changed (the screen checks which panes write alike)."""
+
     def __init__(
         self,
         number: int,
@@ -143,13 +182,25 @@ class ComparePane(Vertical):
         self.error = ""
 
     def compose(self) -> ComposeResult:
-        yield Input(self.spec, id=f"spec-{self.number}", classes="pane-spec", compact=True)
+        yield Input(
+            self.spec,
+            id=f"spec-{self.number}",
+            classes="pane-spec",
+            compact=True,
+            select_on_focus=False,  # Tab in, and a typed key adds to the line, never replaces it
+        )
         with VerticalScroll(classes="pane-body"):
             yield PaneText(classes="pane-text")
         yield Static("", classes="pane-stats", markup=False)
 
     def on_mount(self) -> None:
         self.border_title = f"{self.number}"
+
+    def mark_same(self, other: int | None, why: str = "") -> None:
+        """Say in the header that pane `other` writes the same text, and why (None: none)."""
+        self.border_title = f"{self.number}" + (
+            f" · same output as {other} ({why})" if other is not None else ""
+        )
 
     @property
     def text(self) -> str:
@@ -169,10 +220,12 @@ class ComparePane(Vertical):
             self.settings()
         except ValueError as e:
             event.input.add_class("-invalid")
-            self.border_subtitle = str(e)
+            self._say(str(e), error=True)
             return
+        finally:
+            self.post_message(self.Changed())
         event.input.remove_class("-invalid")
-        self.border_subtitle = ""
+        self._say("")
 
     def run(self, prompt: str, together: bool = False) -> Reply | None:
         """Stream a continuation of `prompt` with this pane's settings (and model), in a worker
@@ -185,7 +238,7 @@ class ComparePane(Vertical):
         try:
             settings, model = self.settings()
         except ValueError as e:
-            self._say(str(e))
+            self._say(str(e), error=True)
             return None
         if model and (self.other is None or self.other[0] != model):
             self.pending_prompt = prompt
@@ -217,8 +270,11 @@ class ComparePane(Vertical):
         self.replies.cancel()
         self.pending_prompt = None
 
-    def _say(self, text: str) -> None:
-        self.query_one(".pane-stats", Static).update(text)
+    def _say(self, text: str, error: bool = False) -> None:
+        """The line under the text: its speed, or (wrapped, whole) why it cannot run."""
+        stats = self.query_one(".pane-stats", Static)
+        stats.set_class(error, "-error")
+        stats.update(text)
 
     @on(ModelLoader.Loaded)
     def _loaded(self, event: ModelLoader.Loaded) -> None:
@@ -239,7 +295,7 @@ class ComparePane(Vertical):
         event.stop()
         self.pending_prompt = None
         self.error = event.reason
-        self._say(f"cannot load the model: {event.reason}")
+        self._say(f"cannot load the model: {event.reason}", error=True)
         self.finished.set()
 
     @on(ReplyController.Started)
@@ -261,7 +317,7 @@ class ComparePane(Vertical):
         self._show_stats(event.reply.generation)
         if event.error is not None:
             self.error = describe(event.error)
-            self._say(f"failed: {self.error}")
+            self._say(f"failed: {self.error}", error=True)
         self.finished.set()
 
     def mean_bits(self) -> float:

@@ -1,5 +1,6 @@
-"""The side panel: sampling settings, editable at any time (also while a reply streams),
-and the alternatives the model weighed for the selected token."""
+"""The side panel: sampling settings, editable at any time (also while a reply streams; Enter
+on a field edits it, see setting_input.py), and the alternatives the model weighed for the
+selected token."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from textual.widgets import Input, Label, Select, Static
 from minigpt_tui.dialogue import MODES, DialogueTemplate, valid_speaker_name
 from minigpt_tui.generation import TokenEvent
 from minigpt_tui.sampling import SamplingError, SamplingSettings
+from minigpt_tui.tui.widgets.setting_input import SettingInput
 
 
 def _seed(text: str) -> int | None:
@@ -97,12 +99,11 @@ class SettingsPanel(VerticalScroll, can_focus=False):
         for field_id, (label, attr, _) in FIELDS.items():
             with Horizontal(classes="setting"):
                 yield Label(label)
-                yield Input(
+                yield SettingInput(
                     show(getattr(self.settings, attr)),
+                    label,
                     id=field_id,
-                    compact=True,
                     restrict=r"[0-9.\-]*",
-                    select_on_focus=True,
                 )
         with Horizontal(classes="setting"):
             yield Label("mode")
@@ -115,10 +116,10 @@ class SettingsPanel(VerticalScroll, can_focus=False):
             )
         with Horizontal(classes="setting speaker-name"):
             yield Label("you")
-            yield Input(self.template.user, id="user_name", compact=True)
+            yield SettingInput(self.template.user, "your name", id="user_name")
         with Horizontal(classes="setting speaker-name"):
             yield Label("bot")
-            yield Input(self.template.model, id="bot_name", compact=True)
+            yield SettingInput(self.template.model, "the bot's name", id="bot_name")
         yield Label("selected token", id="inspector-title", classes="-hidden")
         yield TokenInspector(id="inspector", classes="-hidden", markup=False)
 

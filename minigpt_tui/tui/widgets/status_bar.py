@@ -28,10 +28,13 @@ class StatusBar(Static):
     tokens_per_sec = reactive(-1.0)
     state = reactive("loading…")
     checkpoint = reactive("")  # chat --follow: the checkpoint talking now (step, val loss)
+    unsaved = reactive("")  # why the conversation is not saved: shown until a save works
 
     def render(self) -> Text:
         # The state leads, so that a narrow terminal truncates details, never "ready".
         parts = [self.state, self.model or "no model"]
+        if self.unsaved:  # second, so that a narrow terminal still shows it
+            parts.insert(1, self.unsaved)  # "the conversation was not saved to ... (why)"
         if self.checkpoint:
             parts.append(self.checkpoint)
         if self.backend:
