@@ -37,8 +37,12 @@ class RunOptions:
     preset: str | None = None
     bpe_dir: str | None = None
     final_eval: bool = True
+    # The final validation predicts at most this many tokens (evenly spaced windows; a split
+    # that fits is evaluated whole); None: the whole split, however long.
+    final_eval_tokens: int | None = 1_000_000
     command: str = ""  # the command line, recorded in config.json
     on_event: Callable[[Event], None] | None = None
+    on_progress: Callable[[int, int], None] | None = None  # the final validation's (done, total)
     sample: Callable[[GPT, Any, int], str] | None = None  # (model, tokenizer, iter) -> text
     text_data: Path | None = None  # plain-text data evaluated before and after (forgetting)
     extra_meta: dict[str, Any] = field(default_factory=dict)

@@ -30,6 +30,7 @@ from torch import nn
 
 from model import checkpoint, modeldir, rundir, schedule, trainer_state
 from model.batches import StopFlag, make_batches
+from model.chat import chat_tokens
 from model.chat_batches import ChatBatches
 from model.config import GPTConfig, TrainConfig
 from model.data import Dataset
@@ -38,15 +39,25 @@ from model.device import (
     any_rank,
     autocast,
     close_distributed,
+    cpu_thread_share,
     gather,
     init_distributed,
     peak_flops,
     prepare_for_training,
     resolve_device,
     resolve_dtype,
+    sum_ranks,
+    wait_for_master,
 )
 from model.errors import TrainingError
-from model.evaluate import dataset_loss
+from model.evaluate import (
+    EvaluationStopped,
+    chat_loss_sum,
+    dataset_loss,
+    loss_sum,
+    predicted,
+    windows,
+)
 from model.events import (
     METRICS_FILE,
     CheckpointEvent,
@@ -281,6 +292,7 @@ class Trainer:
             device.split(":")[0], enabled=(self.dtype == torch.float16)
         )
         prepare_for_training(device)
+        self.threads = cpu_thread_share(device)  # a fair share of the CPUs (model/jobs.py)
         self.optimizer = build_optimizer(self.raw_model, cfg, device)
         self.batches = make_batches(
             start.dataset, "train", cfg.batch_size, model_cfg.block_size, device, cfg.seed
@@ -302,6 +314,7 @@ class Trainer:
         self.loss: float | None = None  # the last logged training loss
         self.train_loss: float | None = None  # the last evaluation's estimates
         self.val_loss: float | None = None
+        self.evaluated_at: int | None = None
         self.t_start = self.t_log = time.perf_counter()
         self.tokens_since_log = 0
 
@@ -432,12 +445,14 @@ class Trainer:
                 if any_rank(stop.requested, self.dist, self.device):
                     reason = "interrupted"
                     break
+                if self.threads is not None:
+                    self.threads.update()
                 lr = learning_rate(cfg, self.step, None if budget is None else elapsed / budget)
                 loss = self.optimize(lr)
                 self.after_step(lr, loss)
             if self.step:
                 self.require_finite()
-            if self.step and (self.val_loss is None or self.step % cfg.eval_interval):
+            if self.step and self.evaluated_at != self.step:  # the same on every rank
                 self.evaluate(self.step)
             if self.step:
                 self.save(reason)
@@ -546,18 +561,21 @@ class Trainer:
         return total / cfg.eval_iters
 
     def evaluate(self, at: int) -> None:
-        """Estimate both splits' loss (rank 0 only); sample too unless sample_interval is set."""
-        if not self.dist.master:
-            return
-        seed = self.cfg.seed + 7 * at
-        self.train_loss = self.estimate("train", seed + 1)
-        self.val_loss = self.estimate("val", seed + 2)
-        self.best_val = min(self.best_val, self.val_loss)
-        self.log.emit(
-            EvalEvent(event="eval", iter=at, train_loss=self.train_loss, val_loss=self.val_loss)
-        )
+        """Estimate both splits' loss (rank 0; the others wait for it however long it takes);
+        sample too unless sample_interval is set."""
+        if self.dist.master:
+            seed = self.cfg.seed + 7 * at
+            self.train_loss = self.estimate("train", seed + 1)
+            self.val_loss = self.estimate("val", seed + 2)
+            self.best_val = min(self.best_val, self.val_loss)
+            event = EvalEvent(
+                event="eval", iter=at, train_loss=self.train_loss, val_loss=self.val_loss
+            )
+            self.log.emit(event)
+        self.evaluated_at = at
         if not self.cfg.sample_interval:
             self.sample(at)
+        wait_for_master(self.dist)
 
     def measure_text(self, when: str) -> None:
         """--text-data: the plain-text loss before the first step and after the last (rank 0),
@@ -593,6 +611,7 @@ class Trainer:
         if self.dist.master and self.opts.sample is not None:
             text = self.opts.sample(self.raw_model, self.tokenizer, at)
             self.log.emit(SampleEvent(event="sample", iter=at, text=text))
+        wait_for_master(self.dist)
 
     def save(self, reason: str) -> None:
         """Checkpoint now. Every process calls it: each one's RNG state is saved."""
@@ -620,19 +639,68 @@ class Trainer:
         self.checkpointer.save(self.raw_model, self.step, state, summary, reason)
 
     def final_eval(self) -> float | None:
-        """The validation loss over the whole split (rank 0), recorded in the checkpoint."""
-        if not (self.opts.final_eval and self.dist.master):
+        """The validation loss over the whole split, or over evenly spaced windows of at most
+        opts.final_eval_tokens tokens of it, recorded in the checkpoint. Every rank evaluates
+        its share of the windows. Ctrl+C skips it (the checkpoint is already saved)."""
+        if not self.opts.final_eval:
             return None
-        cfg = self.cfg
-        val = dataset_loss(
-            self.raw_model,
-            self.dataset,
-            "val",
-            self.model_cfg.block_size,
-            cfg.batch_size,
-            self.device,
-            self.autocast,
-        )
+        run, total = self._final_eval_plan()
+        done = [0]
+
+        def progress(n: int) -> None:
+            done[0] += n * self.dist.world_size  # every rank goes at about the same pace
+            if self.opts.on_progress is not None and self.dist.master:
+                self.opts.on_progress(min(done[0], total), total)
+
+        with StopFlag() as stop:
+            try:
+                loss, count = run(progress, lambda: stop.requested)
+                stopped = 0.0
+            except EvaluationStopped:
+                loss, count, stopped = 0.0, 0, 1.0
+        loss, count_all, stopped = sum_ranks([loss, float(count), stopped], self.dist)
+        if stopped:
+            self._notice("final validation skipped (Ctrl+C); the checkpoint is kept")
+            return None
+        val = loss / max(count_all, 1.0)
         self.log.emit(FullEvalEvent(event="eval", iter=self.step, val_loss_full=val))
-        self.checkpointer.record_final_loss(val)
+        if self.dist.master:
+            self.checkpointer.record_final_loss(val)
         return val
+
+    def _final_eval_plan(self) -> tuple[Callable[..., tuple[float, int]], int]:
+        """This rank's share of the final validation, as a call (progress, stop) -> (summed
+        loss, tokens), and about how many tokens all ranks score: plain text in evenly spaced
+        windows of at most opts.final_eval_tokens; conversations over every assistant token."""
+        val_tokens, mask = self.dataset.val, self.dataset.mask("val")
+        block, batch, rank, world = (
+            self.model_cfg.block_size, self.cfg.batch_size, self.dist.rank, self.dist.world_size
+        )  # fmt: skip
+        if mask is not None:
+            bos = chat_tokens(self.dataset.tokenizer()).bos
+
+            def run_chat(progress: Callable[[int], None], stop: Callable[[], bool]) -> Any:
+                return chat_loss_sum(
+                    self.raw_model, val_tokens, mask, bos, block, batch, self.device,
+                    self.autocast, shard=(rank, world), progress=progress, stop=stop,
+                )  # fmt: skip
+
+            return run_chat, int(mask.sum())
+        plan = windows(len(val_tokens), block, None, self.opts.final_eval_tokens)
+        total = predicted(plan)
+        if total < len(val_tokens) - 1:
+            self._notice(
+                f"the final validation covers {total:,} of the split's {len(val_tokens) - 1:,} "
+                "tokens, in evenly spaced windows (--final-eval-tokens 0 evaluates all)"
+            )
+        mine = plan[rank::world]
+
+        def run_plain(progress: Callable[[int], None], stop: Callable[[], bool]) -> Any:
+            return loss_sum(
+                self.raw_model, val_tokens, mine, batch, self.device, self.autocast, progress, stop
+            )
+
+        return run_plain, total
+
+    def _notice(self, text: str) -> None:
+        self.log.emit(NoticeEvent(event="notice", iter=self.step, text=text))

@@ -133,6 +133,7 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("train", "init from a missing model", ["train", "--data", "{data}", "--out", "{tmp}/r", "--init-from", "{tmp}/nope"]),
     ("train", "init from with a longer block", ["train", "--data", "{data}", "--out", "{tmp}/r", "--init-from", "{model}", "--block-size", "64"]),
     ("train", "nproc 0", ["train", "--data", "{data}", "--out", "{tmp}/r", "--nproc", "0"]),
+    ("train", "negative final eval tokens", ["train", "--data", "{data}", "--out", "{tmp}/r", "--final-eval-tokens", "-1"]),
     ("train", "nproc over the cores", ["train", "--data", "{data}", "--out", "{tmp}/r", "--nproc", "4096", "--device", "cpu"]),
     ("train", "init from non-finite weights", ["train", "--data", "{data}", "--out", "{tmp}/r", "--init-from", "{nanmodel}", "--device", "cpu"]),
     ("train", "sft preset without --init-from", ["train", "--data", "{chatdata}", "--out", "{tmp}/r", "--preset", "sft"]),
@@ -155,6 +156,8 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("eval", "data of another tokenizer", ["eval", "{model}", "--data", "{otherdata}"]),
     ("eval", "non-finite weights", ["eval", "{nanmodel}", "--data", "{data}", "--device", "cpu"]),
     ("eval", "block size beyond the weights", ["eval", "{hugemodel}", "--data", "{data}", "--device", "cpu"]),
+    ("eval", "stride 0", ["eval", "{model}", "--data", "{data}", "--stride", "0"]),
+    ("eval", "stride beyond the block size", ["eval", "{model}", "--data", "{data}", "--stride", "100000"]),
     # info
     ("info", "model not found", ["info", "{tmp}/nope"]),
     ("info", "a text file", ["info", "{text}"]),
@@ -241,6 +244,8 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("score", "unknown backend", ["score", "{text}", "-m", "{model}", "--backend", "tpu"]),
     ("score", "onnx backend without an export", ["score", "{text}", "-m", "{model}", "--backend", "onnx"]),
     ("score", "threads 0", ["score", "{text}", "-m", "{model}", "--threads", "0"]),
+    ("score", "stride 0", ["score", "{text}", "-m", "{model}", "--stride", "0"]),
+    ("score", "stride of the block size or more", ["score", "{text}", "-m", "{model}", "--stride", "100000"]),
     # export onnx
     ("export onnx", "out inside the model", ["export", "onnx", "{model}", "--out", "{model}/onnx", "--force"]),
     ("export onnx", "out is a FIFO", ["export", "onnx", "{model}", "--out", "{tmp}/fifo", "--force"]),

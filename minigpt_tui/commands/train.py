@@ -21,6 +21,11 @@ from model.config import GPTConfig, TrainConfig, resolve_preset
 # Every field of these configs is also a flag (`--n-layer`, `--lr`, ...), built from the field's
 # type, help text and flag names (model/config.py); None means "not given".
 SETTINGS = ((GPTConfig, "Model"), (TrainConfig, "Training"))
+FINAL_EVAL_TOKENS = 1_000_000
+FINAL_EVAL_HELP = (
+    "The final validation predicts at most this many tokens, in evenly spaced windows of a "
+    "larger split; 0: the whole split, however long. Ctrl+C skips it (the checkpoint is kept)."
+)
 MODEL_FLAGS = tuple(f.name for f in dataclasses.fields(GPTConfig))
 TRAIN_FLAGS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
@@ -55,6 +60,7 @@ def train(
         "or the one a chat tokenizer grew from.",
     ),
     final_eval: bool = typer.Option(True, help="Whole-split validation loss at the end."),
+    final_eval_tokens: int = typer.Option(FINAL_EVAL_TOKENS, min=0, help=FINAL_EVAL_HELP),
     samples: bool = typer.Option(
         True, help="Generate text samples (at each evaluation, or every --sample-interval steps)."
     ),
@@ -94,8 +100,10 @@ def train(
         bpe_dir=str(bpe_dir) if bpe_dir else None,
         text_data=text_data,
         final_eval=final_eval,
+        final_eval_tokens=final_eval_tokens or None,
         command=shlex.join(["minigpt-tui", *invocation.args()]),
         on_event=view.handle,
+        on_progress=view.final_eval_progress,
         sample=_sampler() if samples else None,
     )
     t0 = time.perf_counter()
