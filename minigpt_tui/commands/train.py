@@ -9,7 +9,7 @@ import sys
 import time
 import typing
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -17,6 +17,9 @@ from minigpt_tui import invocation
 from minigpt_tui.errors import UserError
 from minigpt_tui.models import resolve_model
 from model.config import GPTConfig, TrainConfig, resolve_preset
+
+if TYPE_CHECKING:
+    from minigpt_tui.train_view import TrainView
 
 # Every field of these configs is also a flag (`--n-layer`, `--lr`, ...), built from the field's
 # type, help text and flag names (model/config.py); None means "not given".
@@ -81,14 +84,7 @@ def train(
         _launch_torchrun(nproc, device)
         return
 
-    import os
-
-    from minigpt_tui.train_view import TrainView
-
-    view = TrainView(quiet=os.environ.get("RANK", "0") != "0")  # rank 0 speaks for the job
-    if not resume:  # a resumed run's settings are its checkpoint's, read later
-        for note in _unused_flags(settings, train_cfg, samples):
-            view.note(note)
+    view = _view(None if resume else _unused_flags(settings, train_cfg, samples))
     opts = RunOptions(
         data=data,
         out=out,
@@ -130,6 +126,19 @@ def _check_nproc(nproc: int, accum: int) -> None:
             f"--grad-accum ({accum}) must be divisible by --nproc ({nproc}) so that every "
             "process runs the same number of micro-batches"
         )
+
+
+def _view(notes: list[str] | None) -> TrainView:
+    """The training view (rank 0 speaks for the job), with its notes about unused flags (None
+    for a resumed run: its settings are its checkpoint's, read later)."""
+    import os
+
+    from minigpt_tui.train_view import TrainView
+
+    view = TrainView(quiet=os.environ.get("RANK", "0") != "0")
+    for note in notes or []:
+        view.note(note)
+    return view
 
 
 def _configs(
