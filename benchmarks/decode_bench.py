@@ -1,8 +1,13 @@
 """Side by side: one random-weight GPT-2 124M through this project and other CPU engines.
 
     python benchmarks/decode_bench.py [--work-dir /tmp/decode-bench] [--rounds 3]
-        [--threads N] [--prompt-tokens 256] [--new-tokens 128] [--engines ...]
-        [--context] [--streams 4]
+        [--threads N[,M...]] [--prompt-tokens 256] [--new-tokens 128] [--engines ...]
+        [--context] [--streams 4] [--llama-python PATH]
+
+Issue 25's comparison with llama.cpp, at 1 and 2 threads, in one command:
+
+    python benchmarks/decode_bench.py --engines onnx-int8,llama-q8_0 --threads 1,2 \
+        --rounds 5 --context --streams 4 --llama-python /work/llama-venv/bin/python
 
 The same weights (a seeded random transformers GPT2LMHeadModel, saved once in --work-dir and
 converted from there) run through:
@@ -13,6 +18,9 @@ converted from there) run through:
     onnx-int4      `--quantize int4`
     ct2-int8       CTranslate2, `ct2-transformers-converter --quantization int8`
     hf             Hugging Face transformers, fp32, its own KV cache
+    llama-q8_0     llama.cpp (llama-cpp-python) on this project's own `export gguf --type
+                   q8_0`, in a subprocess (benchmarks/llama_worker.py) run by --llama-python,
+                   a Python with llama_cpp installed (default: this one)
 
 The project's engines run through the one generation loop (Generation, with the sampler) at
 temperature 0; CTranslate2 through generate_tokens (greedy); transformers through a plain
@@ -24,7 +32,8 @@ Read bandwidth is measured in the same run (numpy sums over a 512 MB buffer, one
 all threads) and each engine's limit is bandwidth / (bytes of weights it reads per token);
 `share` is its decode tokens/s over that limit. The KV cache it also reads is printed, not
 counted. `--context` also times the fast path at positions 256-384 and 900-1000 of the
-1024 context; `--streams N` times one batched step of N streams against one stream's step.
+1024 context (llama.cpp's too, when it runs); `--streams N` times one batched step of N
+streams against one stream's step. `--threads 1,2` runs it all once per thread count.
 
 CTranslate2 and transformers come from the `bench` extra: pip install minigpt-tui[bench].
 """
@@ -32,6 +41,7 @@ CTranslate2 and transformers come from the `bench` extra: pip install minigpt-tu
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -51,9 +61,10 @@ from minigpt_tui.generation import Backend, Generation, load_backend  # noqa: E4
 from minigpt_tui.sampling import SamplingSettings  # noqa: E402
 from model import modeldir  # noqa: E402
 
-ENGINES = ("torch", "onnx-fp32", "onnx-int8", "onnx-int4", "ct2-int8", "hf")
-# (time to first token in s, decode tokens/s, decode tokens per CPU-second of the process)
-Timing = tuple[float, float, float]
+ENGINES = ("torch", "onnx-fp32", "onnx-int8", "onnx-int4", "ct2-int8", "hf", "llama-q8_0")
+# (time to first token in s, decode tokens/s, decode tokens per CPU-second of the process,
+#  CPU seconds of the process to the first token)
+Timing = tuple[float, float, float, float]
 
 
 def read_bandwidth(
@@ -77,8 +88,9 @@ def read_bandwidth(
     return best
 
 
-def build_models(work: Path) -> dict[str, Path]:
-    """The random HF model, our model directory with its exports, and CTranslate2's copy."""
+def build_models(work: Path, names: list[str]) -> dict[str, Path]:
+    """The random HF model, our model directory with its exports, CTranslate2's copy and the
+    q8_0 GGUF file (the last two only when those engines are asked for)."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -104,7 +116,12 @@ def build_models(work: Path) -> dict[str, Path]:
         paths[name] = work / name
         if not (paths[name] / modeldir.ONNX_FILE).exists():
             export_onnx(paths["ours"], paths[name], quantize=q, force=True)
-    if not (paths["ct2-int8"] / "model.bin").exists():
+    paths["llama-q8_0"] = work / "gpt2-q8_0.gguf"
+    if "llama-q8_0" in names and not paths["llama-q8_0"].exists():
+        from export.gguf_export import export_gguf
+
+        export_gguf(paths["ours"], paths["llama-q8_0"], type="q8_0", force=True)
+    if "ct2-int8" in names and not (paths["ct2-int8"] / "model.bin").exists():
         subprocess.run(
             [
                 sys.executable,
@@ -149,6 +166,7 @@ class NoEndOfText:
 
 def ours(backend: Backend) -> Callable[[list[int], int], Timing]:
     def run(prompt: list[int], new: int) -> Timing:
+        start = time.process_time()
         tok = NoEndOfText(backend.info.tokenizer())
         gen = Generation(
             backend,
@@ -160,7 +178,7 @@ def ours(backend: Backend) -> Callable[[list[int], int], Timing]:
             if i == 0:
                 cpu = time.process_time()
         rate = (new - 1) / (time.process_time() - cpu)
-        return gen.stats.time_to_first_token, gen.stats.tokens_per_second, rate
+        return gen.stats.time_to_first_token, gen.stats.tokens_per_second, rate, cpu - start
 
     return run
 
@@ -171,7 +189,7 @@ def ct2(path: Path, threads: int) -> Callable[[list[int], int], Timing]:
     gen = ctranslate2.Generator(str(path), device="cpu", intra_threads=threads)
 
     def run(prompt: list[int], new: int) -> Timing:
-        t0 = time.perf_counter()
+        t0, start = time.perf_counter(), time.process_time()
         first = 0.0
         steps = gen.generate_tokens(
             [str(i) for i in prompt], max_length=new, sampling_topk=1, end_token=[]
@@ -180,7 +198,7 @@ def ct2(path: Path, threads: int) -> Callable[[list[int], int], Timing]:
             if i == 0:
                 first, cpu = time.perf_counter(), time.process_time()
         rate = (new - 1) / (time.process_time() - cpu)
-        return first - t0, (new - 1) / (time.perf_counter() - first), rate
+        return first - t0, (new - 1) / (time.perf_counter() - first), rate, cpu - start
 
     return run
 
@@ -193,7 +211,7 @@ def hf(path: Path) -> Callable[[list[int], int], Timing]:
 
     @torch.inference_mode()
     def run(prompt: list[int], new: int) -> Timing:
-        t0 = time.perf_counter()
+        t0, start = time.perf_counter(), time.process_time()
         out = model(torch.tensor([prompt]), use_cache=True)
         tok = out.logits[:, -1:].argmax(-1)
         first, cpu = time.perf_counter(), time.process_time()
@@ -202,9 +220,51 @@ def hf(path: Path) -> Callable[[list[int], int], Timing]:
             out = model(tok, past_key_values=past, use_cache=True)
             past, tok = out.past_key_values, out.logits[:, -1:].argmax(-1)
         rate = (new - 1) / (time.process_time() - cpu)
-        return first - t0, (new - 1) / (time.perf_counter() - first), rate
+        return first - t0, (new - 1) / (time.perf_counter() - first), rate, cpu - start
 
     return run
+
+
+class Llama:
+    """llama.cpp in a subprocess (benchmarks/llama_worker.py), one request per run."""
+
+    def __init__(self, python: str, path: Path, threads: int, context: int = 1024) -> None:
+        worker = Path(__file__).with_name("llama_worker.py")
+        self.proc = subprocess.Popen(
+            [python, str(worker), str(path), str(threads), str(context)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self._reply()  # {"ready": true} once the model is loaded
+
+    def _reply(self) -> dict[str, float]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"llama.cpp worker exited ({self.proc.wait()})")
+        return dict(json.loads(line))
+
+    def __call__(self, prompt: list[int], new: int) -> Timing:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"prompt": prompt, "new": new}) + "\n")
+        self.proc.stdin.flush()
+        r = self._reply()
+        return r["ttft"], r["tps"], r["cpu_rate"], r["cpu_ttft"]
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.proc.wait()
+
+
+def llama_python(choice: str | None) -> str | None:
+    """The Python that runs llama.cpp: --llama-python, else this one if it has llama_cpp."""
+    if choice:
+        return choice
+    import importlib.util
+
+    return sys.executable if importlib.util.find_spec("llama_cpp") else None
 
 
 def context_rates(
@@ -252,19 +312,31 @@ def main() -> None:
     ap.add_argument("--work-dir", type=Path, default=Path("/tmp/decode-bench"))
     ap.add_argument("--engines", default=",".join(ENGINES))
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=min(os.cpu_count() or 1, 4))
+    ap.add_argument(
+        "--threads",
+        default=str(min(os.cpu_count() or 1, 4)),
+        help="threads per engine; a list (1,2) runs everything once per count",
+    )
     ap.add_argument("--prompt-tokens", type=int, default=256)
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--context", action="store_true", help="also positions 256-384 vs 900-1000")
     ap.add_argument("--streams", type=int, default=0, help="also N streams vs 1, batched")
+    ap.add_argument("--llama-python", default=None, help="a Python with llama_cpp installed")
     args = ap.parse_args()
+    paths = build_models(args.work_dir, args.engines.split(","))
+    for threads in [int(t) for t in args.threads.split(",")]:
+        bench(args, paths, threads)
 
+
+def bench(args: argparse.Namespace, paths: dict[str, Path], threads: int) -> None:
+    """Every engine of --engines at this many threads, interleaved, and the extra checks."""
     import torch
 
+    args.threads = threads
     torch.set_num_threads(args.threads)
     names = args.engines.split(",")
-    paths = build_models(args.work_dir)
     runners: dict[str, Callable[[list[int], int], Timing]] = {}
+    llama: Llama | None = None
     weight_bytes: dict[str, int] = {}
     params = modeldir.read(paths["ours"]).config
     fp32_bytes = 4 * (params.num_params() - params.block_size * params.n_embd)
@@ -281,6 +353,13 @@ def main() -> None:
         elif name == "hf":
             runners[name] = hf(paths["hf"])
             weight_bytes[name] = fp32_bytes
+        elif name == "llama-q8_0":
+            python = llama_python(args.llama_python)
+            if python is None:
+                print("llama-q8_0 left out: no llama_cpp here; pass --llama-python")
+                continue
+            runners[name] = llama = Llama(python, paths[name], args.threads)
+            weight_bytes[name] = paths[name].stat().st_size
     prompt = np.random.default_rng(0).integers(0, 50257, args.prompt_tokens).tolist()
     bw = {1: read_bandwidth(1), args.threads: read_bandwidth(args.threads)}
     bw_cpu = read_bandwidth(1, clock=time.process_time)
@@ -292,8 +371,10 @@ def main() -> None:
     bw_cpu = max(bw_cpu, read_bandwidth(1, clock=time.process_time))
     by_cpu = args.threads == 1  # CPU-time rates mean something for one thread only
 
-    cpu = _cpu_name()
-    print(f"CPU {cpu}, {os.cpu_count()} logical CPUs, {args.threads} threads per engine")
+    print(
+        f"CPU {_cpu_name()} ({_cpu_flags()}), {os.cpu_count()} logical CPUs, "
+        f"{args.threads} threads per engine"
+    )
     print(f"python {platform.python_version()}, load average {os.getloadavg()[0]:.1f}")
     print(
         f"read bandwidth: {bw[1] / 1e9:.1f} GB/s one thread, "
@@ -314,9 +395,13 @@ def main() -> None:
     print(
         "| engine | weights read per token (MB) | time to first token (ms) | decode tokens/s "
         "| limit tokens/s | share of limit |"
-        + (" tokens per CPU-second | limit per CPU-second | share |" if by_cpu else "")
+        + (
+            " tokens per CPU-second | limit per CPU-second | share | CPU ms to first token |"
+            if by_cpu
+            else ""
+        )
     )
-    print("|---|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if by_cpu else ""))
+    print("|---|---:|---:|---:|---:|---:|" + ("---:|---:|---:|---:|" if by_cpu else ""))
     best_tps, best_cpu = {}, {}
     for name, rows in results.items():
         ttft = min(r[0] for r in rows)
@@ -332,6 +417,7 @@ def main() -> None:
         if by_cpu:
             limit_cpu = bw_cpu / weight_bytes[name]
             line += f" {best_cpu[name]:.1f} | {limit_cpu:.0f} | {best_cpu[name] / limit_cpu:.0%} |"
+            line += f" {min(r[3] for r in rows) * 1e3:.0f} |"
         print(line)
     if "onnx-int8" in best_tps and "ct2-int8" in best_tps:
         print(
@@ -342,6 +428,20 @@ def main() -> None:
                 else ""
             )
         )
+    if "onnx-int8" in best_tps and "llama-q8_0" in best_tps:
+        pair = ("onnx-int8", "llama-q8_0")
+        ttft = {n: min(r[0] for r in results[n]) for n in pair}
+        print(
+            f"onnx-int8 / llama-q8_0: decode {best_tps['onnx-int8'] / best_tps['llama-q8_0']:.2f}x"
+            f" (target >= 1.15x), time to first token "
+            f"{ttft['onnx-int8'] / ttft['llama-q8_0']:.2f}x (target <= 0.8x)"
+        )
+        if by_cpu:
+            cpu_ttft = {n: min(r[3] for r in results[n]) for n in pair}
+            print(
+                f"per CPU-second: decode {best_cpu['onnx-int8'] / best_cpu['llama-q8_0']:.2f}x, "
+                f"CPU time to first token {cpu_ttft['onnx-int8'] / cpu_ttft['llama-q8_0']:.2f}x"
+            )
     clock = time.process_time if by_cpu else time.perf_counter
     unit = "per CPU-second" if by_cpu else "wall clock"
     if args.context:
@@ -350,12 +450,41 @@ def main() -> None:
             f"onnx-int8 decode at positions 256-384: {early:.1f} tokens/s, 900-1000: "
             f"{late:.1f} tokens/s ({late / early:.0%}; {unit})"
         )
+        if llama is not None:  # wall clock: its CPU time is not this process's
+            early, late = llama_context_rates(llama, args.rounds)
+            print(
+                f"llama-q8_0 decode at positions 256-384: {early:.1f} tokens/s, 900-1000: "
+                f"{late:.1f} tokens/s ({late / early:.0%}; wall clock)"
+            )
     if args.streams > 1:
         one, many = stream_costs(paths["onnx-int8"], args.threads, args.streams, args.rounds, clock)
         print(
             f"onnx-int8 batched step: 1 stream {one * 1e3:.1f} ms, {args.streams} streams "
             f"{many * 1e3:.1f} ms ({many / one:.2f}x; {unit})"
         )
+    if llama is not None:
+        llama.close()
+
+
+def llama_context_rates(llama: Llama, rounds: int) -> tuple[float, float]:
+    """llama.cpp's decode tokens/s over positions 256-384 and 900-1000 (best rounds)."""
+    rng = np.random.default_rng(0)
+    best = [0.0, 0.0]
+    for _ in range(rounds):
+        for k, (start, end) in enumerate([(256, 384), (900, 1000)]):
+            prompt = rng.integers(0, 50257, start).tolist()
+            best[k] = max(best[k], llama(prompt, end - start + 1)[1])
+    return best[0], best[1]
+
+
+def _cpu_flags() -> str:
+    """The CPU features the int8 kernels care about, from /proc/cpuinfo."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return "flags unknown"
+    wanted = ["avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8"]
+    return " ".join(f for f in wanted if f in flags) or "no AVX2"
 
 
 def _cpu_name() -> str:

@@ -29,8 +29,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from export import weights
 from export.gguf_export import export_gguf, write_gguf
-from export.vocab import from_hf_json, padded
+from export.vocab import from_hf_json
 from minigpt_tui.models import resolve_model
 from model import checkpoint, modeldir
 from model.config import GPTConfig
@@ -117,9 +118,11 @@ def build_cases(work: Path, train_text: str, passage: str) -> list[Case]:
 
     bpe = random_model(1024, seed=2)
     sd = {k: v.numpy() for k, v in checkpoint.state_for_saving(bpe).items()}
+    vocab = from_hf_json(bpe_json)
+    cfg, sd = weights.vocab_rows(bpe.config, sd, len(vocab.tokens))
     for t in TYPES:
         path = work / f"bpe-{t}.gguf"
-        write_gguf(path, bpe.config, sd, padded(from_hf_json(bpe_json), 1024), t, "bpe-random")
+        write_gguf(path, cfg, sd, vocab, t, "bpe-random")
         cases.append(Case("random, trained BPE 1024", t, path, bpe_encode, bpe, passage))
     return cases
 

@@ -7,7 +7,14 @@ The tensor names and metadata keys come from the `gguf` package (the ggml projec
 writer), so they are the ones llama.cpp's gpt2 loader asks for. This model is GPT-2's
 equations, so nothing is converted but names: PyTorch's (out, in) Linear weights are
 already the layout ggml wants, and a model without biases gets zero biases. The tokenizer is
-written as llama.cpp's byte-level BPE (export/vocab.py).
+written as llama.cpp's byte-level BPE (export/vocab.py), with the tokenizer's own vocabulary
+(rows a model was padded with beyond it are dropped).
+
+A chat model (model/chat.py) also carries its template as `tokenizer.chat_template` (the Jinja
+source of chat_template.jinja) and `<|end|>` as `tokenizer.ggml.eot_token_id`, its special
+tokens typed CONTROL: llama.cpp's chat completion (llama-server / llama-cli `--jinja`,
+llama-cpp-python's Jinja2ChatFormatter) renders the template, tokenizes the special tokens out
+of it, and ends the reply at `<|end|>`. `<|endoftext|>` stays the bos/eos token, as for GPT-2.
 
 Types: f32 is exact; f16 stores the matrices in half precision; q8_0 stores them in blocks of
 32 int8 values with one scale. Norms, biases and the position table stay f32 in every type,
@@ -70,9 +77,17 @@ def export_gguf(
     modeldir.check_output(target, force=force, inputs=[info.path])
     sd = weights.load(info)
     tokenizer = info.tokenizer()
-    vocab = bpe_vocab(tokenizer, info.config.vocab_size)
+    cfg, sd = weights.vocab_rows(info.config, sd, tokenizer.vocab_size)
+    vocab = bpe_vocab(tokenizer)
+    template = info.chat_template
+    if template is not None:
+        vocab.notes.append(
+            "a chat model: the file carries its chat template and ends a reply at <|end|>; "
+            "chat through llama.cpp's chat completion (llama-server --jinja, or "
+            "llama-cpp-python's create_chat_completion)"
+        )
     with modeldir.atomic_file(target) as tmp:
-        n = write_gguf(tmp, info.config, sd, vocab, type, name=info.name)
+        n = write_gguf(tmp, cfg, sd, vocab, type, name=info.name, chat_template=template)
     return GGUFResult(
         path=target,
         type=type,
@@ -137,8 +152,11 @@ def write_gguf(
     vocab: BPEVocab,
     type: str,
     name: str,
+    chat_template: str | None = None,
 ) -> int:
     """Write the GGUF file at `path` (not atomically: callers pass a temporary name)."""
+    if len(vocab.tokens) != cfg.vocab_size:
+        raise ExportError(f"{len(vocab.tokens)} tokens for a model of {cfg.vocab_size} rows")
     tensors = gguf_tensors(cfg, sd)
     w = gguf.GGUFWriter(str(path), gguf.MODEL_ARCH_NAMES[ARCH])
     w.add_type(gguf.GGUFType.MODEL)
@@ -160,7 +178,11 @@ def write_gguf(
     if vocab.eot is not None:
         w.add_bos_token_id(vocab.eot)
         w.add_eos_token_id(vocab.eot)
-    w.add_add_bos_token(False)  # GPT-2 starts from the text itself
+    w.add_add_bos_token(False)  # GPT-2 starts from the text itself; a chat template writes it
+    if vocab.end is not None:
+        w.add_eot_token_id(vocab.end)
+    if chat_template is not None:
+        w.add_chat_template(chat_template)
 
     for tname, array in tensors.items():
         qtype = storage_type(tname, array, type)

@@ -12,8 +12,19 @@ PyTorch's (out, in); a model without biases gets zero biases. The tokenizer file
     char   a tokenizer.json of one token per character (a BPE with no merges, and a decoder
            that joins the characters), giving this project's ids
 
-config.json also carries a `minigpt_tui` section (the tokenizer spec and the bias flag), so
-that `convert hf` brings back exactly this model: the round trip is exact. Torch-free.
+A chat model (model/chat.py) also gets what transformers' chat API reads: its special tokens
+as special added tokens (in tokenizer.json, or for gpt2 in tokenizer_config.json's
+`added_tokens_decoder`, ids 50257..50260), `bos_token` `<|endoftext|>`, `eos_token` `<|end|>`
+(the end of a turn), `pad_token` `<|endoftext|>`, and the template as chat_template.jinja (the
+file transformers v5 saves) and as tokenizer_config.json's `chat_template` (what older versions
+read); `apply_chat_template(messages, add_generation_prompt=True)` then gives exactly
+`model.chat.prompt_ids`. generation_config.json's `eos_token_id` is [<|end|>, <|endoftext|>], so
+`generate` ends a reply where this project's engine does.
+
+The vocabulary is the tokenizer's own size: rows a model was padded with beyond it
+(`--vocab-size 50304`) are dropped. config.json also carries a `minigpt_tui` section (the
+tokenizer spec and the bias flag), so that `convert hf` brings back exactly this model (less
+any padding rows). Torch-free.
 """
 
 from __future__ import annotations
@@ -32,11 +43,20 @@ from export import weights
 from export.options import ExportError
 from model import modeldir, userfile
 from model.config import GPTConfig
-from model.tokenizer import CharTokenizer, HasHFJson, Tokenizer, gpt2_bpe_files
+from model.tokenizer import (
+    END_TEXT,
+    TEMPLATE_FILE,
+    CharTokenizer,
+    ChatTokens,
+    HasHFJson,
+    Tokenizer,
+    gpt2_bpe_files,
+)
 
 # Hugging Face's Conv1D layers: stored (in_features, out_features).
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 HF_WEIGHTS = "model.safetensors"
+GENERATION_CONFIG = "generation_config.json"
 EOT_TEXT = "<|endoftext|>"
 
 
@@ -61,8 +81,11 @@ def export_hf(
     modeldir.check_output(target, force=force, directory=True, inputs=[info.path])
     sd = weights.load(info)
     tokenizer = info.tokenizer()
-    files = tokenizer_files(tokenizer, info.config.block_size)
-    config = hf_config(info.config, tokenizer.eot, tokenizer.spec())
+    cfg, sd = weights.vocab_rows(info.config, sd, tokenizer.vocab_size)
+    files = tokenizer_files(tokenizer, cfg.block_size, info.chat_template)
+    if tokenizer.chat is not None:
+        files[GENERATION_CONFIG] = _json(generation_config(tokenizer.chat))
+    config = hf_config(cfg, tokenizer.eot, tokenizer.spec(), tokenizer.chat)
     write_hf(target, config, hf_state_dict(sd), files)
     names = sorted(p.name for p in target.iterdir())
     return HFResult(
@@ -107,8 +130,14 @@ def hf_state_dict(sd: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def hf_config(cfg: GPTConfig, eot: int | None, tokenizer_spec: dict[str, Any]) -> dict[str, Any]:
+def hf_config(
+    cfg: GPTConfig,
+    eot: int | None,
+    tokenizer_spec: dict[str, Any],
+    chat: ChatTokens | None = None,
+) -> dict[str, Any]:
     """GPT2LMHeadModel's config.json for `cfg`, with our own section for the round trip."""
+    eos: int | list[int] | None = generation_config(chat)["eos_token_id"] if chat else eot
     return {
         "architectures": ["GPT2LMHeadModel"],
         "model_type": "gpt2",
@@ -128,7 +157,7 @@ def hf_config(cfg: GPTConfig, eot: int | None, tokenizer_spec: dict[str, Any]) -
         "scale_attn_weights": True,
         "tie_word_embeddings": cfg.tie_weights,
         "bos_token_id": eot,
-        "eos_token_id": eot,
+        "eos_token_id": eos,
         "use_cache": True,
         "dtype": "float32",
         modeldir.HF_SECTION: {
@@ -139,31 +168,66 @@ def hf_config(cfg: GPTConfig, eot: int | None, tokenizer_spec: dict[str, Any]) -
     }
 
 
-def tokenizer_files(tokenizer: Tokenizer, block_size: int) -> dict[str, bytes]:
-    """The files AutoTokenizer loads this tokenizer from, by name."""
+def generation_config(chat: ChatTokens) -> dict[str, Any]:
+    """generation_config.json of a chat model: a reply ends at <|end|> (or <|endoftext|>)."""
+    return {
+        "bos_token_id": chat.bos,
+        "eos_token_id": [chat.end, chat.bos],
+        "pad_token_id": chat.bos,
+    }
+
+
+def tokenizer_files(
+    tokenizer: Tokenizer, block_size: int, chat_template: str | None = None
+) -> dict[str, bytes]:
+    """The files AutoTokenizer loads this tokenizer from, by name; a chat tokenizer's carry
+    its special tokens and `chat_template` (see the module docstring)."""
+    chat = tokenizer.chat
     if isinstance(tokenizer, CharTokenizer):
-        files = {"tokenizer.json": char_tokenizer_json(tokenizer.chars).encode("utf-8")}
-        return files | _tokenizer_config("PreTrainedTokenizerFast", block_size, eot=False)
-    if tokenizer.kind == "gpt2":
+        hf_json = char_tokenizer_json(tokenizer.chars)
+        if chat is not None:
+            hf_json = with_special_tokens(hf_json, chat)
+        files = {"tokenizer.json": hf_json.encode("utf-8")}
+        cls, eot = "PreTrainedTokenizerFast", chat is not None
+    elif tokenizer.kind == "gpt2":
         encoder, merges = gpt2_bpe_files()
         files = {"vocab.json": encoder.read_bytes(), "merges.txt": merges.read_bytes()}
-        return files | _tokenizer_config("GPT2Tokenizer", block_size, eot=True)
-    if not isinstance(tokenizer, HasHFJson):  # only a trained BPE ("bpe" kind) is left
+        cls, eot = "GPT2Tokenizer", True
+    elif isinstance(tokenizer, HasHFJson):  # a trained BPE ("bpe" kind)
+        hf_json = tokenizer.hf_json()
+        files = {"tokenizer.json": hf_json.encode("utf-8")}
+        cls, eot = "PreTrainedTokenizerFast", EOT_TEXT in _added_tokens(hf_json)
+    else:
         raise ExportError(f"tokenizer kind {tokenizer.kind!r} cannot be exported")
-    return bpe_tokenizer_files(tokenizer.hf_json(), block_size)
+    config = tokenizer_config(cls, block_size, eot, chat, chat_template)
+    if chat is not None and chat_template is not None:
+        files[TEMPLATE_FILE] = chat_template.encode("utf-8")
+    return files | {"tokenizer_config.json": _json(config)}
 
 
 def bpe_tokenizer_files(hf_json: str, block_size: int) -> dict[str, bytes]:
-    """A trained tokenizer, from its Hugging Face tokenizer.json."""
+    """A trained tokenizer (not a chat one), from its Hugging Face tokenizer.json."""
+    config = tokenizer_config(
+        "PreTrainedTokenizerFast", block_size, EOT_TEXT in _added_tokens(hf_json)
+    )
+    return {"tokenizer.json": hf_json.encode("utf-8"), "tokenizer_config.json": _json(config)}
+
+
+def _added_tokens(hf_json: str) -> list[str]:
     try:
-        added = [t.get("content") for t in json.loads(hf_json).get("added_tokens") or []]
+        return [t.get("content") for t in json.loads(hf_json).get("added_tokens") or []]
     except (ValueError, AttributeError, TypeError) as e:
         raise ExportError(f"not a Hugging Face tokenizer.json: {e}") from None
-    files = {"tokenizer.json": hf_json.encode("utf-8")}
-    return files | _tokenizer_config("PreTrainedTokenizerFast", block_size, EOT_TEXT in added)
 
 
-def _tokenizer_config(cls: str, block_size: int, eot: bool) -> dict[str, bytes]:
+def tokenizer_config(
+    cls: str,
+    block_size: int,
+    eot: bool,
+    chat: ChatTokens | None = None,
+    chat_template: str | None = None,
+) -> dict[str, Any]:
+    """tokenizer_config.json: the class, the context, the special tokens."""
     config: dict[str, Any] = {
         "tokenizer_class": cls,
         "model_max_length": block_size,
@@ -172,7 +236,33 @@ def _tokenizer_config(cls: str, block_size: int, eot: bool) -> dict[str, bytes]:
     }
     if eot:
         config |= {"bos_token": EOT_TEXT, "eos_token": EOT_TEXT, "unk_token": EOT_TEXT}
-    return {"tokenizer_config.json": (json.dumps(config, indent=2) + "\n").encode("utf-8")}
+    if chat is not None:
+        config |= {"bos_token": EOT_TEXT, "eos_token": END_TEXT, "pad_token": EOT_TEXT}
+        config["added_tokens_decoder"] = {
+            str(i): _special_token(text) for text, i in chat.by_text().items()
+        }
+        if chat_template is not None:
+            config["chat_template"] = chat_template
+    return config
+
+
+def _special_token(text: str) -> dict[str, Any]:
+    """An added special token as the tokenizers library and transformers write it: matched
+    whole, as it is, wherever it appears in a rendered template."""
+    flags = ("single_word", "lstrip", "rstrip", "normalized")
+    return {"content": text, **dict.fromkeys(flags, False), "special": True}
+
+
+def with_special_tokens(hf_json: str, chat: ChatTokens) -> str:
+    """A tokenizer.json with a chat tokenizer's special tokens added at their ids."""
+    document = json.loads(hf_json)
+    added = [{"id": i, **_special_token(text)} for text, i in chat.by_text().items()]
+    document["added_tokens"] = [*document.get("added_tokens", []), *added]
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":"))
+
+
+def _json(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
 def char_tokenizer_json(chars: str) -> str:

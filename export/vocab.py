@@ -12,6 +12,13 @@ join neighbouring symbols by rank. All three tokenizer kinds of this project fit
            two different characters, and every known character becomes exactly its own token;
            an all-ASCII vocabulary needs no merge at all, and gets one that can never fire)
 
+A chat tokenizer's special tokens (`<|endoftext|>`, `<|system|>`, `<|user|>`, `<|assistant|>`,
+`<|end|>`; model/chat.py) are written as their text with type CONTROL, at their ids (gpt2:
+50257..50260 after GPT-2's 50,257 tokens; char: after the characters; bpe: already in its
+tokenizer.json), so llama.cpp splits them out of a rendered chat template and never out of
+ordinary text; `<|end|>` is the end-of-turn token. The vocabulary is the tokenizer's own size:
+rows a model was padded with beyond it are dropped by the exporters (`weights.vocab_rows`).
+
 Torch-free: needs only the `gguf` package (for its token type constants).
 """
 
@@ -24,13 +31,19 @@ from typing import Any
 
 from gguf import TokenType
 
-from model.tokenizer import CharTokenizer, HasHFJson, Tokenizer, TokenizerError, gpt2_bpe_files
+from model.tokenizer import (
+    CharTokenizer,
+    ChatTokens,
+    HasHFJson,
+    Tokenizer,
+    TokenizerError,
+    gpt2_bpe_files,
+)
 
-NORMAL, CONTROL, USER_DEFINED, UNUSED = (
+NORMAL, CONTROL, USER_DEFINED = (
     int(TokenType.NORMAL),
     int(TokenType.CONTROL),
     int(TokenType.USER_DEFINED),
-    int(TokenType.UNUSED),
 )
 # llama.cpp's gpt2 tokenizer model ends generation at this token when the file names none.
 LLAMA_CPP_DEFAULT_EOS = 11
@@ -46,9 +59,10 @@ class VocabError(TokenizerError):
 @dataclass
 class BPEVocab:
     tokens: list[str]  # token id -> its text in byte-level form
-    types: list[int]  # token id -> NORMAL, CONTROL, USER_DEFINED or UNUSED
+    types: list[int]  # token id -> NORMAL, CONTROL or USER_DEFINED
     merges: list[str]  # "left right", by rank
     eot: int | None = None  # end-of-text token, if the vocabulary has one
+    end: int | None = None  # a chat vocabulary's end-of-turn token (<|end|>)
     pre: str = GPT2_PRE
     notes: list[str] = field(default_factory=list)  # what a user should know about the export
 
@@ -74,8 +88,9 @@ def byte_level(text: str) -> str:
     return "".join(table[b] for b in text.encode("utf-8"))
 
 
-def bpe_vocab(tokenizer: Tokenizer, n_vocab: int) -> BPEVocab:
-    """The vocabulary of `tokenizer` for a model with `n_vocab` output rows."""
+def bpe_vocab(tokenizer: Tokenizer) -> BPEVocab:
+    """The vocabulary of `tokenizer`: exactly its `vocab_size` tokens, a chat tokenizer's
+    special tokens included."""
     if isinstance(tokenizer, CharTokenizer):
         vocab = char_vocab(tokenizer.chars)
     elif tokenizer.kind == "gpt2":
@@ -84,6 +99,13 @@ def bpe_vocab(tokenizer: Tokenizer, n_vocab: int) -> BPEVocab:
         vocab = from_hf_json(tokenizer.hf_json())
     else:
         raise VocabError(f"tokenizer kind {tokenizer.kind!r} cannot be exported")
+    if tokenizer.chat is not None:
+        with_chat_tokens(vocab, tokenizer.chat)
+    if len(vocab.tokens) != tokenizer.vocab_size:
+        raise VocabError(
+            f"the {tokenizer.kind} tokenizer has {tokenizer.vocab_size} tokens but its "
+            f"vocabulary for llama.cpp {len(vocab.tokens)}"
+        )
     if vocab.eot is None and len(vocab.tokens) > LLAMA_CPP_DEFAULT_EOS:
         token = tokenizer.decode([LLAMA_CPP_DEFAULT_EOS])
         vocab.notes.append(
@@ -91,7 +113,7 @@ def bpe_vocab(tokenizer: Tokenizer, n_vocab: int) -> BPEVocab:
             f"token {LLAMA_CPP_DEFAULT_EOS} ({token!r}): pass --ignore-eos to llama-completion "
             "(llama-cli in older llama.cpp)"
         )
-    return padded(vocab, n_vocab)
+    return vocab
 
 
 def char_vocab(chars: str) -> BPEVocab:
@@ -172,11 +194,15 @@ def _by_id(vocab: dict[str, int]) -> list[str]:
     return tokens
 
 
-def padded(vocab: BPEVocab, n_vocab: int) -> BPEVocab:
-    """Fill the model's rows beyond the tokenizer's vocabulary with unused tokens."""
-    n = len(vocab.tokens)
-    if n > n_vocab:
-        raise VocabError(f"the tokenizer has {n} tokens but the model only {n_vocab}")
-    vocab.tokens += [f"[PAD{i}]" for i in range(n, n_vocab)]
-    vocab.types += [UNUSED] * (n_vocab - n)
+def with_chat_tokens(vocab: BPEVocab, chat: ChatTokens) -> BPEVocab:
+    """Mark a chat tokenizer's special tokens CONTROL, adding those after the vocabulary (gpt2's
+    turn markers, a character vocabulary's five) at their ids; <|end|> ends a turn."""
+    for text, i in sorted(chat.by_text().items(), key=lambda item: item[1]):
+        if i == len(vocab.tokens):
+            vocab.tokens.append(text)
+            vocab.types.append(CONTROL)
+        elif i > len(vocab.tokens) or vocab.tokens[i] != text:
+            raise VocabError(f"chat token {text} is not token {i} of the vocabulary")
+        vocab.types[i] = CONTROL
+    vocab.eot, vocab.end = chat.bos, chat.end
     return vocab

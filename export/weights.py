@@ -4,9 +4,14 @@ Names are this project's (model/gpt.py): wte, wpe, h.{i}.ln_1 / attn.c_attn / at
 ln_2 / mlp.c_fc / mlp.c_proj, ln_f, and lm_head when the head is not tied. Linear weights are
 (out_features, in_features), as PyTorch stores them. A model without biases (`bias: false`) gets
 zero biases, which is the same function, for formats that always have them.
+
+The GGUF and Hugging Face exports write the tokenizer's own vocabulary: `vocab_rows` drops the
+rows a model was padded with beyond it (`--vocab-size 50304`), which no token uses.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 from safetensors import SafetensorError
@@ -69,3 +74,21 @@ def load(info: ModelInfo) -> dict[str, np.ndarray]:
 
 def _with_bias(cfg: GPTConfig) -> GPTConfig:
     return GPTConfig(**{**cfg.to_dict(), "bias": True})
+
+
+def vocab_rows(
+    cfg: GPTConfig, sd: dict[str, np.ndarray], n_vocab: int
+) -> tuple[GPTConfig, dict[str, np.ndarray]]:
+    """The config and weights with only the first `n_vocab` rows of the token embedding and
+    the output head (a tokenizer's tokens; padding rows beyond them dropped)."""
+    if n_vocab > cfg.vocab_size:
+        raise ModelDirError(
+            f"the tokenizer has {n_vocab} tokens but the model only {cfg.vocab_size}"
+        )
+    if n_vocab == cfg.vocab_size:
+        return cfg, sd
+    out = dict(sd)
+    for name in ("wte.weight", "lm_head.weight"):
+        if name in out:
+            out[name] = np.ascontiguousarray(out[name][:n_vocab])
+    return dataclasses.replace(cfg, vocab_size=n_vocab), out

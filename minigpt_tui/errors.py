@@ -12,6 +12,7 @@ def known_errors() -> tuple[type[BaseException], ...]:
     from export.options import ExportError
     from minigpt_tui.sampling import SamplingError
     from model.backend import EngineError
+    from model.chat import ChatFormatError
     from model.config import ConfigError
     from model.data import DataError
     from model.errors import TrainingError
@@ -28,4 +29,5 @@ def known_errors() -> tuple[type[BaseException], ...]:
         SamplingError,
         ExportError,
         TrainingError,
+        ChatFormatError,
     )

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from minigpt_tui.sampling import Sampler, SamplingSettings
-from model import modeldir
+from model import jobs, modeldir
 from model.backend import Backend, EngineError, check_backend
 from model.tokenizer import StreamDecoder, Tokenizer, TokenizerError
 
@@ -135,21 +135,23 @@ class Generation:
         return logits[: self.tokenizer.vocab_size]
 
     def __iter__(self) -> Iterator[TokenEvent]:
-        """The whole generation on this Generation's backend, one network call per token."""
-        step: Step | None = self.start()
-        while step is not None:
-            if step.prefill:
-                logits = self.backend.prefill(step.ids)
-            else:
-                logits = self.backend.decode(step.ids[0])
-            event = self.take(logits)
-            if event is None:
-                break
-            yield event
-            step = self.next_step()
-        tail = self.finish()
-        if tail is not None:
-            yield tail
+        """The whole generation on this Generation's backend, one network call per token
+        (the process counts as busy meanwhile, for a training's share of the CPUs)."""
+        with jobs.busy():
+            step: Step | None = self.start()
+            while step is not None:
+                if step.prefill:
+                    logits = self.backend.prefill(step.ids)
+                else:
+                    logits = self.backend.decode(step.ids[0])
+                event = self.take(logits)
+                if event is None:
+                    break
+                yield event
+                step = self.next_step()
+            tail = self.finish()
+            if tail is not None:
+                yield tail
 
     # The loop above in four steps, so that a driver running several Generations on one model
     # (minigpt_tui/streams.py) makes the network calls for all of them and each still samples,
@@ -284,6 +286,7 @@ def load_backend(
     from minigpt_tui.models import DEFAULT_MODEL, resolve_model
 
     check_backend(backend)
+    jobs.join("infer")  # so that trainings leave it a CPU while it generates (model/jobs.py)
     path = resolve_model(model)
     if not model and not path.exists():
         raise EngineError(

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import re
 
-from rich.markup import escape
-
 # C0 controls except tab and newline, DEL, C1 controls, and the invisible Unicode controls
 # that reorder or hide text on screen (bidi overrides and isolates, line/paragraph separators).
 _CONTROL = re.compile(
@@ -38,6 +36,8 @@ def plain(text: object, *, one_line: bool = False) -> str:
 
 def markup(text: object, *, one_line: bool = False) -> str:
     """`plain(text)` with rich markup escaped, to put inside a rich markup string."""
+    from rich.markup import escape  # here: `generate` prints with plain() and never loads rich
+
     shown = plain(text, one_line=one_line)
     escaped = escape(shown)
     # rich doubles a final backslash (so it cannot escape a tag that follows), which would

@@ -1,17 +1,20 @@
 """Scoring a text: how surprised the model is by each of its tokens (torch-free).
 
-One implementation for `minigpt-tui score` and the chat app's score screen. The text is fed to
-the model through the engine's backends token by token, as if the model had written it: every
-step's logits give the surprisal of the token that really comes next,
+One implementation for `minigpt-tui score` and the chat app's score screen. The text is read by
+the model as if the model had written it: the logits at each position give the surprisal of
+the token that really comes next,
 
     surprisal(token) = -log2 p(token | the tokens before it)   (bits, temperature 1, no filter)
 
-A text longer than the model's context is scored in sliding windows exactly as the generation
-loop slides (`generation.window`): when the cache is full the last 3/4 of a block is
-prefilled again, so every token after the first block still sees at least that many tokens
-before it. The first token is predicted from end-of-text when the vocabulary has one;
-otherwise it has no context and is not scored (its characters do not count towards bits per
-character).
+A text longer than the model's context is scored in sliding windows, as the generation loop
+slides (`generation.window`): when the context holds a whole block, it slides to its last
+block - stride tokens (stride: a quarter block unless the caller says), so every token after
+the first block still sees at least that many tokens before it. A backend that returns every
+position's logits in one pass (`WindowScorer`: the torch backends) runs each window once for
+all the tokens it scores; the others (ONNX, whose graph returns the last position only) run it
+token by token through their KV cache, with the same result. The first token is predicted
+from end-of-text when the vocabulary has one; otherwise it has no context and is not scored
+(its characters do not count towards bits per character).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import numpy as np
 
 from minigpt_tui.errors import UserError
 from minigpt_tui.generation import window
-from model.backend import Backend
+from model.backend import Backend, WindowScorer
 from model.tokenizer import CharTokenizer, Tokenizer
 
 LN2 = math.log(2.0)
@@ -126,16 +129,45 @@ def score_text(
     tokenizer: Tokenizer,
     text: str,
     *,
+    stride: int | None = None,
     cancel: threading.Event | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Score:
     """Score `text` (see the module docstring); ScoreError for a text that cannot be scored."""
     ids = check_text(tokenizer, text)
     start = [tokenizer.eot] if tokenizer.eot is not None else []
-    score = score_ids(backend, ids, tokenizer.vocab_size, start, cancel=cancel, progress=progress)
+    score = score_ids(
+        backend,
+        ids,
+        tokenizer.vocab_size,
+        start,
+        stride=stride,
+        cancel=cancel,
+        progress=progress,
+    )
     unscored = tokenizer.decode(score.unscored_ids) if score.unscored_ids else ""
     score.characters = len(text) - len(unscored)
     return score
+
+
+def default_stride(block_size: int) -> int:
+    """Tokens scored per slide when the user does not say: a quarter block, as the generation
+    loop slides (`generation.window` keeps the last 3/4 of a block)."""
+    return block_size - len(window(list(range(block_size + 1)), block_size))
+
+
+def plan_windows(first: int, length: int, block: int, stride: int) -> list[tuple[int, int]]:
+    """The contexts that score seq[first:length]: (a, t) for each target index t, whose
+    context is seq[a:t]. It grows token by token; when it holds a whole block, it slides to
+    its last block - stride tokens (so `stride` tokens are scored per slide, and every one
+    after the first block sees at least block - stride tokens before it)."""
+    keep = block - stride
+    out, a = [], 0
+    for t in range(first, length):
+        out.append((a, t))
+        if t - a >= block:
+            a = t + 1 - keep
+    return out
 
 
 def score_ids(
@@ -145,64 +177,120 @@ def score_ids(
     start: list[int],
     *,
     n_alternatives: int = N_ALTERNATIVES,
+    stride: int | None = None,
     cancel: threading.Event | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Score:
     """Surprisal of every token of `ids` after `start` (empty: ids[0] is left unscored).
 
-    `progress(done, total)` is called every 256 tokens; setting `cancel` stops early (the
-    Score then covers the tokens done so far).
+    `stride`: tokens scored per slide of a context that no longer fits (default: a quarter
+    block). A backend that gives every position's logits in one pass (`WindowScorer`) runs
+    each context once for all the tokens it scores; others run it token by token through
+    their KV cache. `progress(done, total)` follows the work; setting `cancel` stops early
+    (the Score then covers the tokens done so far).
     """
     seq = list(start) + list(ids)
     first = len(start) if start else 1  # index in seq of the first scored token
-    n = len(seq) - first
     block = backend.block_size
+    stride = default_stride(block) if stride is None else stride
+    if not 1 <= stride < block:
+        raise ScoreError(f"--stride must be between 1 and {block - 1} (the block size - 1)")
+    plan = plan_windows(first, len(seq), block, stride)
     k = min(n_alternatives, vocab_size)
-    bits = np.zeros(n, dtype=np.float64)
-    top_ids = np.zeros((n, k), dtype=np.int64)
-    top_probs = np.zeros((n, k), dtype=np.float64)
-    context = seq[:first]
-    logits = backend.prefill(context)
-    cache_len = len(context)
-    windows, done = 1, 0
-    for j in range(n):
-        if cancel is not None and cancel.is_set():
-            break
-        target = seq[first + j]
-        z = np.asarray(logits[:vocab_size], dtype=np.float64)  # a padded vocabulary: cut
-        z = z - z.max()
-        logp = z - math.log(float(np.exp(z).sum()))  # (V,) natural log-probabilities
-        bits[j] = -logp[target] / LN2
-        best = np.argpartition(-logp, k - 1)[:k] if k < logp.size else np.arange(logp.size)
-        best = best[np.argsort(-logp[best], kind="stable")]
-        top_ids[j] = best
-        top_probs[j] = np.exp(logp[best])
-        done = j + 1
-        if progress is not None and done % 256 == 0:
-            progress(done, n)
-        if done == n:
-            break
-        context.append(target)
-        if cache_len >= block:  # the cache is full: slide as the generation loop does
-            context = window(context, block)
-            logits = backend.prefill(context)
-            cache_len = len(context)
-            windows += 1
-        else:
-            logits = backend.decode(target)
-            cache_len += 1
+    out = _Filler(len(plan), k, vocab_size)
+    run = _score_in_passes if isinstance(backend, WindowScorer) else _score_token_by_token
+    run(backend, seq, plan, out, cancel, progress)
+    done, windows = out.done, len({a for a, _ in plan[: out.done]}) or 1
     return Score(
         tokens=np.asarray(seq[first : first + done], dtype=np.int64),
-        bits=bits[:done],
-        top_ids=top_ids[:done],
-        top_probs=top_probs[:done],
+        bits=out.bits[:done],
+        top_ids=out.top_ids[:done],
+        top_probs=out.top_probs[:done],
         characters=0,
         block_size=block,
         windows=windows,
         first_unscored=not start,
-        min_context=len(window(list(range(block + 1)), block)) if windows > 1 else 0,
+        min_context=block - stride if windows > 1 else 0,
         unscored_ids=[] if start else seq[:1],
     )
+
+
+class _Filler:
+    """The per-token arrays of a Score, filled in order, a row or several at a time."""
+
+    def __init__(self, n: int, k: int, vocab_size: int) -> None:
+        self.bits = np.zeros(n, dtype=np.float64)
+        self.top_ids = np.zeros((n, k), dtype=np.int64)
+        self.top_probs = np.zeros((n, k), dtype=np.float64)
+        self.k, self.vocab_size, self.done = k, vocab_size, 0
+
+    def add(self, logits: np.ndarray, targets: list[int]) -> None:
+        """logits: (m, vocab or more) for the next m targets."""
+        z = np.asarray(logits[:, : self.vocab_size], dtype=np.float64)  # a padded vocabulary
+        z = z - z.max(axis=1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))  # (m, V) natural log-probs
+        m, k, rows = len(targets), self.k, np.arange(len(targets))
+        i = self.done
+        self.bits[i : i + m] = -logp[rows, targets] / LN2
+        if k < logp.shape[1]:
+            best = np.argpartition(-logp, k - 1, axis=1)[:, :k]
+        else:
+            best = np.broadcast_to(np.arange(logp.shape[1]), (m, logp.shape[1]))
+        order = np.argsort(-np.take_along_axis(logp, best, axis=1), axis=1, kind="stable")
+        best = np.take_along_axis(best, order, axis=1)
+        self.top_ids[i : i + m] = best
+        self.top_probs[i : i + m] = np.exp(np.take_along_axis(logp, best, axis=1))
+        self.done += m
+
+
+def _score_token_by_token(
+    backend: Backend,
+    seq: list[int],
+    plan: list[tuple[int, int]],
+    out: _Filler,
+    cancel: threading.Event | None,
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    """Prefill each context's start, then decode one target at a time through the cache."""
+    logits: np.ndarray | None = None
+    for j, (a, t) in enumerate(plan):
+        if cancel is not None and cancel.is_set():
+            return
+        if j == 0 or a != plan[j - 1][0]:
+            logits = backend.prefill(seq[a:t])
+        else:
+            logits = backend.decode(seq[t - 1])
+        assert logits is not None
+        out.add(np.asarray(logits)[None], [seq[t]])
+        if progress is not None and out.done % 256 == 0:
+            progress(out.done, len(plan))
+
+
+def _score_in_passes(
+    backend: Backend,
+    seq: list[int],
+    plan: list[tuple[int, int]],
+    out: _Filler,
+    cancel: threading.Event | None,
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    """One pass per context for all the targets it scores: the logits at position t - 1 - a
+    of seq[a:t_last] predict target t."""
+    assert isinstance(backend, WindowScorer)
+    j = 0
+    while j < len(plan):
+        if cancel is not None and cancel.is_set():
+            return
+        a = plan[j][0]
+        end = j
+        while end < len(plan) and plan[end][0] == a:
+            end += 1
+        targets = [t for _, t in plan[j:end]]
+        logits = backend.logits_all(seq[a : targets[-1]])  # (t_last - a, V)
+        out.add(logits[[t - 1 - a for t in targets]], [seq[t] for t in targets])
+        j = end
+        if progress is not None:
+            progress(out.done, len(plan))
 
 
 def read_text_file(path: Path) -> str:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from minigpt_tui.generation import Generation, TokenEvent
+from model import jobs
 from model.backend import Backend, Forkable, MultiStream, Streams
 
 
@@ -73,7 +74,7 @@ class Lockstep:
         raised, with the streams that had not ended left without their `on_end`."""
         if len(generations) > self.n:
             raise ValueError(f"{len(generations)} generations for {self.n} streams")
-        with self.lock:
+        with self.lock, jobs.busy():
             logits = []
             for i, gen in enumerate(generations):
                 ids = gen.start().ids

@@ -26,6 +26,7 @@ class TrainView:
         self.total = 0
         self.budget: float | None = None
         self._last_print = 0.0
+        self.eval_task: TaskID | None = None
 
     def __enter__(self) -> TrainView:
         return self
@@ -110,6 +111,29 @@ class TrainView:
                 f"iter {event['iter']}/{self.total}: loss {fields['loss']}, lr {event['lr']:.2e}, "
                 f"{fields['tps']} tok/s{fields['mfu']}"
             )
+
+    def final_eval_progress(self, done: int, total: int) -> None:
+        """The final validation's progress (the run's `on_progress` callback): its own bar on
+        a terminal, a line every 5 s otherwise."""
+        if self.live:
+            if self.eval_task is None:
+                if self.progress is not None:
+                    self.progress.stop()
+                self.progress = Progress(
+                    TextColumn("[bold]final validation"),
+                    BarColumn(),
+                    TextColumn("{task.completed:,.0f}/{task.total:,.0f} tokens"),
+                    TimeRemainingColumn(),
+                    TextColumn("[dim]Ctrl+C skips it"),
+                    console=self.console,
+                )
+                self.eval_task = self.progress.add_task("eval", total=total)
+                self.progress.start()
+            if self.progress is not None:
+                self.progress.update(self.eval_task, completed=done)
+        elif time.monotonic() - self._last_print > 5 or done == total:
+            self._last_print = time.monotonic()
+            self.console.print(f"final validation: {done:,}/{total:,} tokens (Ctrl+C skips it)")
 
     def note(self, text: str) -> None:
         self._print(f"[yellow]note:[/] {markup(text)}")

@@ -19,6 +19,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from model import jobs
 from model.errors import one_of
 
 if TYPE_CHECKING:
@@ -71,6 +72,16 @@ class Streams(Protocol):
 
 
 @runtime_checkable
+class WindowScorer(Protocol):
+    """A backend that runs a context once and returns every position's logits, so that
+    scoring a text costs one pass per window, not one per token (minigpt_tui/scoring.py)."""
+
+    def logits_all(self, ids: Sequence[int]) -> np.ndarray:
+        """The logits (len(ids), vocab) of every position of `ids`, without a cache."""
+        ...
+
+
+@runtime_checkable
 class MultiStream(Protocol):
     """A backend that decodes several streams of its model together."""
 
@@ -103,8 +114,9 @@ def default_threads(num_params: int) -> int:
     """CPU threads a backend uses when the user does not say: 1 for small models, where a
     token costs less than waking a second thread; else one per CPU, at most 4, since decoding
     one token is memory-bound (GPT-2 124M int8 on 2 idle cores: 151 tokens/s on 2 threads,
-    84 on 1)."""
-    if num_params < SINGLE_THREAD_PARAMS:
+    84 on 1). While one of this user's trainings runs, 1: the training needs the CPUs, and a
+    second thread would only wait on a core it holds (model/jobs.py)."""
+    if num_params < SINGLE_THREAD_PARAMS or jobs.training_running():
         return 1
     return min(available_cpus(), 4)
 

@@ -3,6 +3,8 @@
 - `Batches` draws the windows, reproducibly from one torch.Generator (whose state trainer.pt
   stores, model/trainer_state.py), and is the one place a batch is fetched: the loop's
   micro-batches (`step`) and the evaluation estimates (`next`) both come from `gather`;
+  `make_batches` picks it, or for chat data model/chat_batches.py's rows of whole
+  conversations, which have the same interface;
 - `StopFlag` turns the first Ctrl+C into a request to stop after the current step and save.
 """
 
@@ -15,6 +17,10 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from model.chat import chat_tokens
+from model.chat_batches import ChatBatches, Conversations
+from model.data import Dataset
 
 
 class Batches:
@@ -83,3 +89,19 @@ class StopFlag:
     def __exit__(self, *exc: object) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
+
+
+def make_batches(
+    dataset: Dataset, split: str, batch_size: int, block_size: int, device: str, seed: int
+) -> Batches | ChatBatches:
+    """The batches of a split: random windows of plain text, or for chat data rows of whole
+    conversations whose targets are the assistant's tokens only. Where a split's
+    conversations lie is found once per dataset (dataset.cache)."""
+    tokens, mask = dataset.split(split), dataset.mask(split)
+    if mask is None:
+        return Batches(tokens, batch_size, block_size, device, seed)
+    bos = chat_tokens(dataset.tokenizer()).bos
+    key = f"conversations:{split}"
+    if key not in dataset.cache:
+        dataset.cache[key] = Conversations.find(tokens, bos)
+    return ChatBatches(tokens, mask, dataset.cache[key], batch_size, block_size, device, seed)

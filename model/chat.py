@@ -30,7 +30,7 @@ The API every runtime builds on (torch-free):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,8 +101,9 @@ def messages_from(items: Iterable[Message | dict[str, Any]]) -> list[Message]:
 def check(messages: Sequence[Message], *, prompt: bool = False) -> None:
     """Raise ChatFormatError unless `messages` is a conversation the format holds.
 
-    Both kinds: known roles, string content that is not empty, an optional system turn only
-    first, then user and assistant alternating, starting with the user.
+    Both kinds: known roles, string content that is not empty (and is text: no lone
+    surrogate), an optional system turn only first, then user and assistant alternating,
+    starting with the user.
     A training conversation (prompt=False) needs an assistant turn and must not hold a
     marker's text (`<|end|>`...) in its content: Jinja runtimes (transformers, llama.cpp) would
     read it as the special token, so the template would no longer give our ids.
@@ -116,6 +117,13 @@ def check(messages: Sequence[Message], *, prompt: bool = False) -> None:
             raise ChatFormatError("content not a string", f"message {i + 1}")
         if not m.content:
             raise ChatFormatError("empty content", f"message {i + 1} ({m.role})")
+        if not m.content.isascii():
+            try:
+                m.content.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate from a JSON "\ud800" escape
+                raise ChatFormatError(
+                    "not text", f"message {i + 1} holds a lone surrogate"
+                ) from None
         if not prompt and any(marker in m.content for marker in CHAT_TEXTS):
             marker = next(marker for marker in CHAT_TEXTS if marker in m.content)
             raise ChatFormatError("marker in content", f"message {i + 1} holds {marker}")
@@ -223,15 +231,17 @@ def prompt_ids(
     tokenizer: Tokenizer,
     messages: Sequence[Message | dict[str, Any]],
     add_generation_prompt: bool = True,
+    encode: Callable[[str], list[int]] | None = None,
 ) -> list[int]:
     """The ids to generate the next assistant reply from: the conversation (ending with a
     user turn) and, with add_generation_prompt, `<|assistant|>`. Generate until
     `tokenizer.chat.end`. A marker's text typed by the user is encoded as ordinary text.
     Raises ChatFormatError for a conversation out of order, TokenizerError for a tokenizer
-    without chat tokens (or, for a character vocabulary, characters it lacks)."""
+    without chat tokens (or, for a character vocabulary, characters it lacks: pass
+    encode=lambda text: encode_lenient(tokenizer, text)[0] to drop them instead)."""
     found = messages_from(messages)
     check(found, prompt=True)
-    contents = [tokenizer.encode(m.content) for m in found]
+    contents = [(encode or tokenizer.encode)(m.content) for m in found]
     return assemble(chat_tokens(tokenizer), found, contents, add_generation_prompt)[0].tolist()
 
 
@@ -250,15 +260,16 @@ def fit(
     messages: Sequence[Message | dict[str, Any]],
     budget: int,
     add_generation_prompt: bool = True,
+    encode: Callable[[str], list[int]] | None = None,
 ) -> Fitted:
-    """The prompt of a conversation (as `prompt_ids`) within `budget` tokens: the oldest
-    user/assistant exchanges are dropped, two messages at a time, never the system turn and
-    never the last user turn. When even those two are over the budget they are kept whole
-    and `fits` is False. Each message is encoded once."""
+    """The prompt of a conversation (as `prompt_ids`, `encode` too) within `budget` tokens:
+    the oldest user/assistant exchanges are dropped, two messages at a time, never the system
+    turn and never the last user turn. When even those two are over the budget they are kept
+    whole and `fits` is False. Each message is encoded once."""
     found = messages_from(messages)
     check(found, prompt=add_generation_prompt)
     tokens = chat_tokens(tokenizer)
-    contents = [tokenizer.encode(m.content) for m in found]
+    contents = [(encode or tokenizer.encode)(m.content) for m in found]
     size = [len(c) + 2 for c in contents]  # the role marker, the content, <|end|>
     first = 1 if found and found[0].role == "system" else 0
     head = 1 + (size[0] if first else 0) + int(add_generation_prompt)  # <|endoftext|>, system

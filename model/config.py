@@ -279,6 +279,8 @@ def _gpt2(
     )
 
 
+SFT_LR, SFT_ITERS = 1e-3, 800
+
 PRESETS: dict[str, Preset] = {
     # The reference CPU configuration: ~0.8M parameters with a 65-character vocabulary.
     "cpu": Preset(
@@ -317,6 +319,24 @@ PRESETS: dict[str, Preset] = {
             "time_budget": 600.0,
             "warmup_iters": 100,
         },
+    ),
+    # Fine-tuning a model (--init-from: its shape, not a preset's) on conversations, measured
+    # on the bundled character model fine-tuned on benchmarks/chat_task.py's conversations
+    # (README, "Training on conversations").
+    "sft": Preset(
+        f"fine-tune a model (--init-from) on chat data: lr {SFT_LR:g}, cosine, {SFT_ITERS} steps",
+        train=dict(
+            batch_size=8,
+            learning_rate=SFT_LR,
+            min_lr=SFT_LR / 10,
+            max_iters=SFT_ITERS,
+            warmup_iters=20,
+            eval_interval=100,
+            eval_iters=20,
+            weight_decay=0.0,
+            beta2=0.99,
+            grad_clip=1.0,
+        ),
     ),
     # GPT-2 small (124M with the GPT-2 vocabulary) and the larger GPT-2 shapes.
     "gpt2": _gpt2("GPT-2 small: 768/12/12, block 1024", 768, 12, 12, 6e-4, 6e-5),

@@ -13,7 +13,7 @@ import os
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,6 +32,7 @@ from model.tokenizer import (
     Tokenizer,
     WithTokenizer,
     bpe_vocab_size,
+    chat_version,
     safe_cut,
 )
 
@@ -123,15 +124,24 @@ def _split(
 
 
 def _conversations(
-    files: Sequence[Path], field: str, split_at: float, stats: ReadStats
+    files: Sequence[Path],
+    field: str,
+    split_at: float,
+    stats: ReadStats,
+    vocabulary: CharTokenizer | None = None,
 ) -> Iterator[tuple[str, list[Message], float]]:
     """(split, messages, end) for every usable conversation; a conversation is never cut: it
     is train when it ends by split_at (the first one always is), else val. Bad records are
-    counted in stats.bad by reason (model/chat.py's ChatFormatError.reason)."""
+    counted in stats.bad by reason (model/chat.py's ChatFormatError.reason; with a given
+    character vocabulary, "unknown character" for text it lacks)."""
     first = True
     for record, end in corpus.read_records(files, stats):
         try:
             messages = chat.parse_record(record)
+            if vocabulary is not None and any(
+                vocabulary.unknown_chars(m.content) for m in messages
+            ):
+                raise ChatFormatError("unknown character")
         except ChatFormatError as e:
             if isinstance(record, dict) and field in record and not chat.is_chat_record(record):
                 raise DataError(
@@ -185,7 +195,7 @@ def _corpus_texts(
 
 
 def make_tokenizer(
-    kind: str,
+    kind: str | Tokenizer,
     files: Sequence[Path],
     field: str,
     split_at: float,
@@ -193,9 +203,12 @@ def make_tokenizer(
     fmt: str = "text",
 ) -> Tokenizer:
     """The tokenizer for a corpus: char and bpe:N learn theirs from it (bpe:N from the
-    training split only), in one streaming pass. For conversations (fmt="chat") it is a chat
-    tokenizer, with the chat format's special tokens."""
+    training split only), in one streaming pass; a Tokenizer (a model's, to fine-tune it) is
+    taken as it is. For conversations (fmt="chat") it is a chat tokenizer, with the chat
+    format's special tokens (a given tokenizer's chat version: model/tokenizer.py)."""
     is_chat = fmt == "chat"
+    if not isinstance(kind, str):
+        return chat_version(kind) if is_chat else kind
     if kind == "gpt2":
         return GPT2Tokenizer(bpe_dir, chat=is_chat)
     stats = ReadStats()
@@ -237,7 +250,7 @@ def _check_out(out: Path, force: bool) -> None:
 def prepare(
     files: list[Path],
     out: Path,
-    tokenizer_kind: str = "char",
+    tokenizer_kind: str | Tokenizer = "char",
     val_fraction: float = 0.1,
     bpe_dir: str | None = None,
     force: bool = False,
@@ -247,7 +260,7 @@ def prepare(
     fmt: str | None = None,
 ) -> PrepareResult:
     """Tokenize a corpus into out/{train,val}.bin + meta.json. The last val_fraction of it
-    (in bytes on disk) is val.
+    (in bytes on disk) is val. tokenizer_kind: char, gpt2, bpe:N, or a Tokenizer (a model's).
 
     Plain text (fmt "text"): documents are separated by end-of-text (by a blank line for a
     character vocabulary). Every split of the text obeys `safe_cut`, so the result is the
@@ -268,17 +281,20 @@ def prepare(
     split_at = total_bytes * (1 - val_fraction)
     tokenizer = make_tokenizer(tokenizer_kind, files, field, split_at, bpe_dir, fmt)
     notices = []
-    if tokenizer_kind.startswith("bpe:") and tokenizer.vocab_size < bpe_vocab_size(tokenizer_kind):
+    kind = tokenizer_kind if isinstance(tokenizer_kind, str) else ""
+    if kind.startswith("bpe:") and tokenizer.vocab_size < bpe_vocab_size(kind):
         notices.append(
             f"the training split allows only {tokenizer.vocab_size:,} tokens, fewer than "
-            f"{tokenizer_kind}: it has no more pairs to merge"
+            f"{kind}: it has no more pairs to merge"
         )
     dtype = token_dtype(tokenizer.vocab_size)
     stats = ReadStats()
     with modeldir.staged_dir(out, replace=force) as tmp:
         with _Splits(tmp, dtype, masked=fmt == "chat") as splits:
             if fmt == "chat":
-                chunks = _chat_chunks(_conversations(files, field, split_at, stats))
+                vocabulary = tokenizer if isinstance(tokenizer, CharTokenizer) else None
+                conversations = _conversations(files, field, split_at, stats, vocabulary)
+                chunks = _chat_chunks(conversations)
                 _write_chat(splits, tokenizer, chunks, progress)
                 _check_usable(stats, "conversation")
                 if val_fraction > 0 and not splits.counts["val"]:
@@ -514,6 +530,8 @@ class Dataset(WithTokenizer):
     # Conversations only: per token, 1 where it is trained (uint8 memmaps, as long as the splits)
     train_mask: np.ndarray | None = None
     val_mask: np.ndarray | None = None
+    # What readers derive from the splits once (model/batches.py: where conversations lie)
+    cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def vocab_size(self) -> int:
@@ -536,7 +554,10 @@ class Dataset(WithTokenizer):
         return self.train_mask if name == "train" else self.val_mask
 
     def require_windows(self, block_size: int) -> None:
-        """Both splits must hold at least one training window of block_size + 1 tokens."""
+        """Both splits must hold at least one training window of block_size + 1 tokens (plain
+        text; a row of conversations is padded, so chat data needs only its conversations)."""
+        if self.is_chat:
+            return
         for name in ("train", "val"):
             n = len(self.split(name))
             if n < block_size + 1:

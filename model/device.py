@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from model import jobs
+from model.backend import available_cpus
 from model.config import ConfigError
 
 
@@ -99,6 +101,19 @@ def keep_freed_memory() -> None:
     mallopt(m_mmap_threshold, 32 << 20)  # glibc's largest mmap threshold on 64-bit
 
 
+def cpu_thread_share(device: str) -> jobs.ThreadShare | None:
+    """For a CPU training process: its entry in the job registry (model/jobs.py) and its
+    threads kept at a fair share of the CPUs (what it would use alone when it is alone).
+    None on GPUs, whose threads only feed the device."""
+    if device.split(":")[0] != "cpu":
+        return None
+    share = jobs.ThreadShare(
+        jobs.join("train"), torch.get_num_threads(), available_cpus(), torch.set_num_threads
+    )
+    share.update()
+    return share
+
+
 # Peak dense tensor-core FLOP/s of common GPUs, from the vendors' datasheets (no sparsity):
 # (name fragment, bfloat16/float16, float32 as TF32, which training enables on CUDA). Matched
 # in order against torch.cuda.get_device_name(), so longer names come before their prefixes.
@@ -140,6 +155,7 @@ class Dist:
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
+    patient: Any = None  # a gloo group that waits as long as rank 0's evaluation takes
 
     @property
     def enabled(self) -> bool:
@@ -171,7 +187,11 @@ def init_distributed(device: str) -> tuple[Dist, str]:
         backend = "gloo"
     timeout = datetime.timedelta(seconds=int(os.environ.get("MINIGPT_DIST_TIMEOUT", "600")))
     dist.init_process_group(backend=backend, timeout=timeout)
-    return Dist(rank, local, world), device
+    # Rank 0 alone evaluates and samples while the others wait; that may take longer than
+    # the collective timeout (a large split, a slow sampler), so they wait in a group of
+    # their own with a timeout of a day, not in the job's next all-reduce.
+    patient = dist.new_group(backend="gloo", timeout=datetime.timedelta(days=1))
+    return Dist(rank, local, world, patient), device
 
 
 def close_distributed(dist_info: Dist) -> None:
@@ -191,6 +211,25 @@ def any_rank(flag: bool, dist_info: Dist, device: str = "cpu") -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
+
+
+def wait_for_master(dist_info: Dist) -> None:
+    """Every rank waits here until rank 0 has done its own work (evaluation, a sample)."""
+    if dist_info.enabled:
+        import torch.distributed as dist
+
+        dist.barrier(group=dist_info.patient)
+
+
+def sum_ranks(values: list[float], dist_info: Dist) -> list[float]:
+    """`values` summed over the ranks, on every rank, waiting as long as the slowest takes."""
+    if not dist_info.enabled:
+        return values
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t, group=dist_info.patient)
+    return [float(v) for v in t]
 
 
 def gather(value: Any, dist_info: Dist) -> list[Any]:

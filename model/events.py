@@ -20,10 +20,14 @@ not written by this project.
 from __future__ import annotations
 
 import json
+import os
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, NotRequired, TypedDict, final
+
+from model.errors import TrainingError
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -144,8 +148,19 @@ class EventLog:
             return
         # `event` and `time` first, then the fields in the order they were given.
         stamped: Any = {"event": event["event"], "time": time.time(), **event}
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(stamped) + "\n")
+        line = (json.dumps(stamped) + "\n").encode("utf-8")
+        # Opened without waiting (a FIFO put there never blocks the run), appended only to a
+        # regular file: a device or FIFO named metrics.jsonl is refused, never written into.
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o666)
+        except OSError as e:  # ENXIO: a FIFO nobody reads
+            raise TrainingError(f"cannot write {self.path} ({e.strerror})") from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise TrainingError(f"{self.path} is not a regular file; move it out of the run")
+            os.write(fd, line)
+        finally:
+            os.close(fd)
         if self.on_event:
             self.on_event(stamped)
 

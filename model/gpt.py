@@ -20,6 +20,8 @@ from model.config import GPTConfig
 
 # Per layer, the cached keys and values: (B, nh, P, hs) each.
 LayerCache = tuple[torch.Tensor, torch.Tensor]
+# A target that is not trained (chat data: the system and user turns, the role markers, padding).
+IGNORE = -1
 
 
 def causal_attention(
@@ -163,7 +165,8 @@ class GPT(nn.Module):
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Training/eval pass. idx, targets: (B, T). Returns logits (B, T, V) and the loss."""
+        """Training/eval pass. idx, targets: (B, T). Returns logits (B, T, V) and the loss: the
+        mean cross-entropy over the targets that are not IGNORE (0 when all are)."""
         T = idx.shape[1]
         if self.config.block_size < T:
             raise ValueError(
@@ -176,7 +179,14 @@ class GPT(nn.Module):
         logits = self.lm_head(self.ln_f(x))  # (B, T, V)
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1))
+            flat = targets.reshape(-1)
+            total = F.cross_entropy(
+                logits.reshape(-1, logits.size(-1)).float(),
+                flat,
+                ignore_index=IGNORE,
+                reduction="sum",
+            )
+            loss = total / (flat != IGNORE).sum().clamp(min=1)
         return logits, loss
 
     def forward_cached(
@@ -220,6 +230,34 @@ class GPT(nn.Module):
         self.config = dataclasses.replace(self.config, block_size=block_size)
         self.wpe.weight = nn.Parameter(self.wpe.weight.detach()[:block_size].clone())
         self.wpe.num_embeddings = block_size
+
+    @torch.no_grad()
+    def grow_vocab(self, new_ids: range) -> None:
+        """Make room for the tokens a chat tokenizer adds after the ones trained so far (ids
+        `new_ids`): the token embedding, and the output head with it (tied, or its own
+        rows), grows to new_ids.stop rows when it has fewer (a padded vocabulary keeps its
+        size), and the new ids' rows start at the mean of the rows before them, plus a little
+        noise (a hundredth of their spread) so that the new tokens differ from one another."""
+        rows = max(self.config.vocab_size, new_ids.stop)
+        gen = torch.Generator().manual_seed(0)  # the same start for every run
+
+        def grown(weight: torch.Tensor) -> nn.Parameter:
+            old = weight.detach()
+            w = old.new_zeros(rows, old.shape[1])
+            w[: old.shape[0]] = old
+            known = old[: new_ids.start].float()
+            noise = torch.randn(len(new_ids), old.shape[1], generator=gen) * known.std(0) * 0.01
+            w[new_ids.start : new_ids.stop] = (known.mean(0) + noise.to(known.device)).to(w.dtype)
+            return nn.Parameter(w, requires_grad=weight.requires_grad)
+
+        self.wte.weight = grown(self.wte.weight)
+        self.wte.num_embeddings = rows
+        if self.config.tie_weights:
+            self.lm_head.weight = self.wte.weight
+        else:
+            self.lm_head.weight = grown(self.lm_head.weight)
+        self.lm_head.out_features = rows
+        self.config = dataclasses.replace(self.config, vocab_size=rows)
 
     def static_cache(self, batch: int = 1) -> list[LayerCache]:
         """A fixed-size KV cache for `forward_cached(..., cache_pos=...)`: per layer, zeroed

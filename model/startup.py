@@ -21,6 +21,7 @@ from model.device import Dist
 from model.errors import TrainingError
 from model.events import Event
 from model.gpt import GPT
+from model.tokenizer import reads
 
 
 @dataclass
@@ -36,9 +37,14 @@ class RunOptions:
     preset: str | None = None
     bpe_dir: str | None = None
     final_eval: bool = True
+    # The final validation predicts at most this many tokens (evenly spaced windows; a split
+    # that fits is evaluated whole); None: the whole split, however long.
+    final_eval_tokens: int | None = 1_000_000
     command: str = ""  # the command line, recorded in config.json
     on_event: Callable[[Event], None] | None = None
+    on_progress: Callable[[int, int], None] | None = None  # the final validation's (done, total)
     sample: Callable[[GPT, Any, int], str] | None = None  # (model, tokenizer, iter) -> text
+    text_data: Path | None = None  # plain-text data evaluated before and after (forgetting)
     extra_meta: dict[str, Any] = field(default_factory=dict)
     peak_flops: float | None = None  # the device's peak FLOP/s for MFU (default: PEAK_FLOPS)
 
@@ -53,6 +59,7 @@ class Start:
     model: GPT | None = None  # the weights of --init-from or --resume; None: a fresh model
     state: dict[str, Any] | None = None  # --resume: the checkpoint's trainer.pt
     notices: list[str] = field(default_factory=list)  # settings start-up changed, and why
+    text_data: Dataset | None = None  # --text-data: plain text the model is evaluated on
 
 
 def prepare(
@@ -78,8 +85,9 @@ def prepare(
         )
     dataset = load_dataset(opts.data)
     model: GPT | None = None
+    notices: list[str] = []
     if opts.init_from:
-        model, model_cfg = _init_from(opts.init_from, model_cfg_in, dataset)
+        model, model_cfg, notices = _init_from(opts.init_from, model_cfg_in, dataset)
     else:
         model_cfg = GPTConfig.from_dict({"vocab_size": dataset.vocab_size, **model_cfg_in})
     if dataset.vocab_size > model_cfg.vocab_size:
@@ -88,11 +96,12 @@ def prepare(
         )
     train_cfg = TrainConfig.from_dict(train_cfg_in)
     train_cfg.validate()
-    notices = fit_grad_accum(train_cfg, dist_info)
+    notices += fit_grad_accum(train_cfg, dist_info)
     dataset.require_windows(model_cfg.block_size)
+    text_data = _text_data(opts.text_data, dataset, model_cfg.block_size)
     if opts.force and dist_info.master and out.is_dir():
         rundir.clear(out)
-    return Start(model_cfg, train_cfg, dataset, model, notices=notices)
+    return Start(model_cfg, train_cfg, dataset, model, notices=notices, text_data=text_data)
 
 
 def _resumed(
@@ -120,9 +129,13 @@ def _resumed(
     notices = fit_grad_accum(train_cfg, dist_info)
     dataset = load_dataset(opts.data, info.config.block_size)
     if dataset.tokenizer_spec != info.tokenizer_spec:
-        raise TrainingError("--resume: the data's tokenizer differs from the checkpoint's")
+        hint = ""
+        if dataset.is_chat and not info.is_chat:
+            hint = f" (it has no chat tokens: fine-tune it on chat data with --init-from {out})"
+        raise TrainingError(f"--resume: the data's tokenizer differs from the checkpoint's{hint}")
+    text_data = _text_data(opts.text_data, dataset, info.config.block_size)
     model, _ = checkpoint.load(info.path)
-    return Start(info.config, train_cfg, dataset, model, state, notices)
+    return Start(info.config, train_cfg, dataset, model, state, notices, text_data)
 
 
 def _resumed_train_config(info: modeldir.ModelInfo, train_cfg_in: dict[str, Any]) -> TrainConfig:
@@ -145,12 +158,12 @@ def _resumed_train_config(info: modeldir.ModelInfo, train_cfg_in: dict[str, Any]
 
 def _init_from(
     source: str, model_cfg_in: dict[str, Any], dataset: Dataset
-) -> tuple[GPT, GPTConfig]:
-    """Another model's weights and shape; only the block size (shorter) and dropout may change."""
+) -> tuple[GPT, GPTConfig, list[str]]:
+    """Another model's weights and shape; only the block size (shorter) and dropout may change.
+    A plain model fine-tuned on chat data grows its vocabulary for the chat tokens."""
     model, info = checkpoint.load(source)
-    if info.tokenizer_spec != dataset.tokenizer_spec:
-        raise TrainingError(f"--init-from: {info.path}'s tokenizer does not match the data's")
-    base = info.config.to_dict()
+    notices = _fit_tokenizer(model, info, dataset)
+    base = model.config.to_dict()
     changed = sorted(
         k
         for k, v in model_cfg_in.items()
@@ -168,7 +181,54 @@ def _init_from(
     base.update(block_size=block, dropout=model_cfg_in.get("dropout", base["dropout"]))
     if block < info.config.block_size:
         model.crop_block_size(block)
-    return model, GPTConfig.from_dict(base)
+    return model, GPTConfig.from_dict(base), notices
+
+
+def _fit_tokenizer(model: GPT, info: modeldir.ModelInfo, dataset: Dataset) -> list[str]:
+    """--init-from needs the data in the model's tokenizer, or (chat data) in its chat version
+    (model/tokenizer.py chat_version: every id kept, the chat tokens after them), for which the
+    model's embedding and head grow (GPT.grow_vocab). Returns what it did, as notices."""
+    if info.tokenizer_spec == dataset.tokenizer_spec:
+        return []
+    plain, data = info.tokenizer(), dataset.tokenizer()
+    where = f"--init-from: {info.path}"
+    if data.chat is None or plain.chat is not None:
+        raise TrainingError(f"{where}'s tokenizer does not match the data's")
+    if plain.kind != data.kind:
+        raise TrainingError(
+            f"{where} has a {plain.kind} tokenizer, the chat data {data.kind}: a chat model is "
+            f"fine-tuned from a model of its own tokenizer (data prepare --tokenizer-from MODEL)"
+        )
+    if not reads(data, plain):
+        raise TrainingError(
+            f"{where}'s tokenizer is not the one the chat data was made with; prepare the data "
+            "with data prepare --tokenizer-from MODEL"
+        )
+    new = range(plain.vocab_size, data.vocab_size)
+    before = model.config.vocab_size
+    model.grow_vocab(new)
+    grown = (
+        f"grows from {before:,} to {model.config.vocab_size:,} tokens"
+        if model.config.vocab_size > before
+        else f"keeps its padded {before:,} rows"
+    )
+    return [
+        f"the model's vocabulary {grown} for the chat tokens (ids {new.start:,} to "
+        f"{new.stop - 1:,}), which start at the mean of the other tokens' embeddings"
+    ]
+
+
+def _text_data(path: Path | None, dataset: Dataset, block_size: int) -> Dataset | None:
+    """--text-data: plain text in the tokenizer of the data (or the one it grew from), whose
+    loss is measured before and after training, so that forgetting shows."""
+    if path is None:
+        return None
+    text = load_dataset(path, block_size)
+    if text.is_chat:
+        raise TrainingError(f"--text-data: {path} holds conversations; give plain-text data")
+    if not reads(dataset.tokenizer(), text.tokenizer()):
+        raise TrainingError(f"--text-data: {path} was tokenized differently from the training data")
+    return text
 
 
 def fit_grad_accum(cfg: TrainConfig, dist_info: Dist) -> list[str]:

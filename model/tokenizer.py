@@ -329,6 +329,7 @@ class GPT2Tokenizer:
     kind = "gpt2"
 
     def __init__(self, bpe_dir: str | None = None, chat: bool = False) -> None:
+        self.bpe_dir = bpe_dir
         self._enc = _gpt2_chat_encoding(bpe_dir) if chat else _gpt2_encoding(bpe_dir)
         self._chat = ChatTokens(GPT2_EOT, *range(GPT2_EOT + 1, GPT2_EOT + 5)) if chat else None
 
@@ -539,6 +540,39 @@ class BPETokenizer(HasHFJson):
 
     def files(self) -> dict[str, bytes]:
         return {BPE_FILE: self._json.encode("utf-8"), **_chat_files(self._chat)}
+
+
+def chat_version(tokenizer: Tokenizer) -> Tokenizer:
+    """The chat tokenizer made from a plain one, keeping every id it has: the chat tokens it
+    lacks come after them (gpt2: 50257..50260; char: <|endoftext|> and the turn tokens after
+    the characters; a trained BPE: the turn tokens appended as special tokens). A chat
+    tokenizer is its own chat version. A model fine-tuned on chat data from a plain model
+    grows its vocabulary by ids plain.vocab_size..chat.vocab_size - 1."""
+    if tokenizer.chat is not None:
+        return tokenizer
+    if isinstance(tokenizer, CharTokenizer):
+        return CharTokenizer(tokenizer.chars, chat=True)
+    if isinstance(tokenizer, GPT2Tokenizer):
+        return GPT2Tokenizer(tokenizer.bpe_dir, chat=True)
+    if isinstance(tokenizer, BPETokenizer):
+        from tokenizers import AddedToken
+        from tokenizers import Tokenizer as HFTokenizer
+
+        hf = HFTokenizer.from_str(tokenizer.hf_json())
+        hf.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in TURN_TEXTS])
+        return BPETokenizer(hf, chat=True)
+    raise TokenizerError(f"no chat version of the {tokenizer.kind} tokenizer")
+
+
+def reads(model: Tokenizer, data: Tokenizer) -> bool:
+    """Whether a model with tokenizer `model` reads data tokenized by `data` as it was meant:
+    the same tokenizer, or `model` is the chat version of `data` (a chat model fine-tuned from
+    a plain one reads the plain text it started from)."""
+    if model.spec() == data.spec():
+        return True
+    return (
+        model.chat is not None and data.chat is None and chat_version(data).spec() == model.spec()
+    )
 
 
 def spec_is_chat(spec: dict[str, Any]) -> bool:

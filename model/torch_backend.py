@@ -61,6 +61,14 @@ class _TorchModel:
             raise ValueError("cannot run the model on an empty context")
         return torch.tensor([list(ids)], dtype=torch.long, device=self.device)  # (1, T)
 
+    @torch.inference_mode()
+    def logits_all(self, ids: Sequence[int]) -> np.ndarray:
+        """Every position's logits (T, V) of `ids` in one pass, without a cache (WindowScorer:
+        scoring a text)."""
+        self._check_fits(len(ids))
+        logits, _ = self.model(self._tensor(ids))  # (1, T, V)
+        return logits[0].float().cpu().numpy()
+
 
 class TorchBackend(_TorchModel, Backend):
     """The KV-cache backend: O(context) work per new token.

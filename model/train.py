@@ -29,22 +29,35 @@ import torch
 from torch import nn
 
 from model import checkpoint, modeldir, rundir, schedule, trainer_state
-from model.batches import Batches, StopFlag
+from model.batches import StopFlag, make_batches
+from model.chat import chat_tokens
+from model.chat_batches import ChatBatches
 from model.config import GPTConfig, TrainConfig
+from model.data import Dataset
 from model.device import (
     Dist,
     any_rank,
     autocast,
     close_distributed,
+    cpu_thread_share,
     gather,
     init_distributed,
     peak_flops,
     prepare_for_training,
     resolve_device,
     resolve_dtype,
+    sum_ranks,
+    wait_for_master,
 )
 from model.errors import TrainingError
-from model.evaluate import split_loss
+from model.evaluate import (
+    EvaluationStopped,
+    chat_loss_sum,
+    dataset_loss,
+    loss_sum,
+    predicted,
+    windows,
+)
 from model.events import (
     METRICS_FILE,
     CheckpointEvent,
@@ -61,6 +74,21 @@ from model.gpt import GPT, zero_init_projections
 from model.muon import Muon, muon_groups
 from model.startup import RunOptions, Start, prepare
 from model.tokenizer import Tokenizer
+
+
+def _chat_notices(dataset: Dataset, batches: ChatBatches, block_size: int) -> list[str]:
+    """What a run on conversations says at its start: what its losses are over, and how many
+    conversations are cut to fit a row (model/chat_batches.py)."""
+    trained = dataset.meta.get("trained_tokens", {}).get("train")
+    share = f" ({trained:,} of the {len(dataset.train):,} training tokens)" if trained else ""
+    notices = ["chat data: the train and val losses are over the assistant's tokens only" + share]
+    cut, total = batches.truncated, len(batches.conversations)
+    if cut:
+        notices.append(
+            f"{cut:,} of the {total:,} training conversations are longer than the context "
+            f"({block_size + 1} tokens): only their first {block_size + 1} tokens are trained"
+        )
+    return notices
 
 
 def train(
@@ -224,8 +252,14 @@ class Checkpointer:
 
     def record_final_loss(self, val_loss_full: float) -> None:
         """Add the whole-split validation loss to the latest checkpoint's summary."""
+        self.record_summary({"val_loss_full": val_loss_full})
+
+    def record_summary(self, values: dict[str, Any]) -> None:
+        """Add values to the latest checkpoint's summary (config.json)."""
+        if not (self.out / modeldir.LATEST).exists():
+            return
         info = modeldir.read(self.out)
-        info.meta["summary"]["val_loss_full"] = val_loss_full
+        info.meta["summary"].update(values)
         modeldir.write_json(info.path / modeldir.CONFIG_FILE, info.meta)
 
 
@@ -258,10 +292,15 @@ class Trainer:
             device.split(":")[0], enabled=(self.dtype == torch.float16)
         )
         prepare_for_training(device)
+        self.threads = cpu_thread_share(device)  # a fair share of the CPUs (model/jobs.py)
         self.optimizer = build_optimizer(self.raw_model, cfg, device)
-        self.batches = Batches(
-            start.dataset.train, cfg.batch_size, model_cfg.block_size, device, cfg.seed
+        self.batches = make_batches(
+            start.dataset, "train", cfg.batch_size, model_cfg.block_size, device, cfg.seed
         )
+        self.text_data = start.text_data
+        self.text_loss: dict[str, float] = {}  # --text-data: "before" and "after" training
+        if isinstance(self.batches, ChatBatches):
+            self.notices += _chat_notices(start.dataset, self.batches, model_cfg.block_size)
         self.step, self.elapsed_before, self.best_val = 0, 0.0, float("inf")
         if start.state is not None:
             self._resume(start.state)
@@ -275,6 +314,7 @@ class Trainer:
         self.loss: float | None = None  # the last logged training loss
         self.train_loss: float | None = None  # the last evaluation's estimates
         self.val_loss: float | None = None
+        self.evaluated_at: int | None = None
         self.t_start = self.t_log = time.perf_counter()
         self.tokens_since_log = 0
 
@@ -348,9 +388,11 @@ class Trainer:
         if self.dist.master:
             self.opts.out.mkdir(parents=True, exist_ok=True)
         self._announce()
+        self.measure_text("before")
         self.t_start = self.t_log = time.perf_counter()
         reason = self.loop()
         final_val = self.final_eval() if reason == "done" else None
+        self.measure_text("after")
         end = EndEvent(
             event="end",
             iter=self.step,
@@ -403,12 +445,14 @@ class Trainer:
                 if any_rank(stop.requested, self.dist, self.device):
                     reason = "interrupted"
                     break
+                if self.threads is not None:
+                    self.threads.update()
                 lr = learning_rate(cfg, self.step, None if budget is None else elapsed / budget)
                 loss = self.optimize(lr)
                 self.after_step(lr, loss)
             if self.step:
                 self.require_finite()
-            if self.step and (self.val_loss is None or self.step % cfg.eval_interval):
+            if self.step and self.evaluated_at != self.step:  # the same on every rank
                 self.evaluate(self.step)
             if self.step:
                 self.save(reason)
@@ -502,9 +546,8 @@ class Trainer:
         """Mean loss over eval_iters random batches, with its own generator (no effect on
         the training RNG, so evaluation never changes what the run learns)."""
         cfg = self.cfg
-        batches = Batches(
-            self.dataset.split(split), cfg.batch_size, self.model_cfg.block_size, self.device, seed
-        )
+        block = self.model_cfg.block_size
+        batches = make_batches(self.dataset, split, cfg.batch_size, block, self.device, seed)
         self.raw_model.eval()
         total = 0.0
         with torch.no_grad():
@@ -518,23 +561,57 @@ class Trainer:
         return total / cfg.eval_iters
 
     def evaluate(self, at: int) -> None:
-        """Estimate both splits' loss (rank 0 only); sample too unless sample_interval is set."""
-        if not self.dist.master:
-            return
-        seed = self.cfg.seed + 7 * at
-        self.train_loss = self.estimate("train", seed + 1)
-        self.val_loss = self.estimate("val", seed + 2)
-        self.best_val = min(self.best_val, self.val_loss)
-        self.log.emit(
-            EvalEvent(event="eval", iter=at, train_loss=self.train_loss, val_loss=self.val_loss)
-        )
+        """Estimate both splits' loss (rank 0; the others wait for it however long it takes);
+        sample too unless sample_interval is set."""
+        if self.dist.master:
+            seed = self.cfg.seed + 7 * at
+            self.train_loss = self.estimate("train", seed + 1)
+            self.val_loss = self.estimate("val", seed + 2)
+            self.best_val = min(self.best_val, self.val_loss)
+            event = EvalEvent(
+                event="eval", iter=at, train_loss=self.train_loss, val_loss=self.val_loss
+            )
+            self.log.emit(event)
+        self.evaluated_at = at
         if not self.cfg.sample_interval:
             self.sample(at)
+        wait_for_master(self.dist)
+
+    def measure_text(self, when: str) -> None:
+        """--text-data: the plain-text loss before the first step and after the last (rank 0),
+        on the first eval_iters x batch_size windows of its val split, recorded in the latest
+        checkpoint's summary, so that what fine-tuning forgot shows."""
+        if self.text_data is None or not self.dist.master:
+            return
+        cfg, block = self.cfg, self.model_cfg.block_size
+        loss = dataset_loss(
+            self.raw_model,
+            self.text_data,
+            "val",
+            block,
+            cfg.batch_size,
+            self.device,
+            self.autocast,
+            max_tokens=cfg.eval_iters * cfg.batch_size * block,
+        )
+        self.text_loss[when] = loss
+        where = self.text_data.path
+        if when == "before":
+            text = f"plain-text loss on {where} before training: {loss:.4f}"
+        else:
+            before = self.text_loss["before"]
+            text = (
+                f"plain-text loss on {where}: {before:.4f} before training, {loss:.4f} after "
+                f"({loss - before:+.4f})"
+            )
+            self.checkpointer.record_summary({"text_loss_before": before, "text_loss_after": loss})
+        self.log.emit(NoticeEvent(event="notice", iter=self.step, text=text))
 
     def sample(self, at: int) -> None:
         if self.dist.master and self.opts.sample is not None:
             text = self.opts.sample(self.raw_model, self.tokenizer, at)
             self.log.emit(SampleEvent(event="sample", iter=at, text=text))
+        wait_for_master(self.dist)
 
     def save(self, reason: str) -> None:
         """Checkpoint now. Every process calls it: each one's RNG state is saved."""
@@ -562,18 +639,68 @@ class Trainer:
         self.checkpointer.save(self.raw_model, self.step, state, summary, reason)
 
     def final_eval(self) -> float | None:
-        """The validation loss over the whole split (rank 0), recorded in the checkpoint."""
-        if not (self.opts.final_eval and self.dist.master):
+        """The validation loss over the whole split, or over evenly spaced windows of at most
+        opts.final_eval_tokens tokens of it, recorded in the checkpoint. Every rank evaluates
+        its share of the windows. Ctrl+C skips it (the checkpoint is already saved)."""
+        if not self.opts.final_eval:
             return None
-        cfg = self.cfg
-        val = split_loss(
-            self.raw_model,
-            self.dataset.val,
-            self.model_cfg.block_size,
-            cfg.batch_size,
-            self.device,
-            self.autocast,
-        )
+        run, total = self._final_eval_plan()
+        done = [0]
+
+        def progress(n: int) -> None:
+            done[0] += n * self.dist.world_size  # every rank goes at about the same pace
+            if self.opts.on_progress is not None and self.dist.master:
+                self.opts.on_progress(min(done[0], total), total)
+
+        with StopFlag() as stop:
+            try:
+                loss, count = run(progress, lambda: stop.requested)
+                stopped = 0.0
+            except EvaluationStopped:
+                loss, count, stopped = 0.0, 0, 1.0
+        loss, count_all, stopped = sum_ranks([loss, float(count), stopped], self.dist)
+        if stopped:
+            self._notice("final validation skipped (Ctrl+C); the checkpoint is kept")
+            return None
+        val = loss / max(count_all, 1.0)
         self.log.emit(FullEvalEvent(event="eval", iter=self.step, val_loss_full=val))
-        self.checkpointer.record_final_loss(val)
+        if self.dist.master:
+            self.checkpointer.record_final_loss(val)
         return val
+
+    def _final_eval_plan(self) -> tuple[Callable[..., tuple[float, int]], int]:
+        """This rank's share of the final validation, as a call (progress, stop) -> (summed
+        loss, tokens), and about how many tokens all ranks score: plain text in evenly spaced
+        windows of at most opts.final_eval_tokens; conversations over every assistant token."""
+        val_tokens, mask = self.dataset.val, self.dataset.mask("val")
+        block, batch, rank, world = (
+            self.model_cfg.block_size, self.cfg.batch_size, self.dist.rank, self.dist.world_size
+        )  # fmt: skip
+        if mask is not None:
+            bos = chat_tokens(self.dataset.tokenizer()).bos
+
+            def run_chat(progress: Callable[[int], None], stop: Callable[[], bool]) -> Any:
+                return chat_loss_sum(
+                    self.raw_model, val_tokens, mask, bos, block, batch, self.device,
+                    self.autocast, shard=(rank, world), progress=progress, stop=stop,
+                )  # fmt: skip
+
+            return run_chat, int(mask.sum())
+        plan = windows(len(val_tokens), block, None, self.opts.final_eval_tokens)
+        total = predicted(plan)
+        if total < len(val_tokens) - 1:
+            self._notice(
+                f"the final validation covers {total:,} of the split's {len(val_tokens) - 1:,} "
+                "tokens, in evenly spaced windows (--final-eval-tokens 0 evaluates all)"
+            )
+        mine = plan[rank::world]
+
+        def run_plain(progress: Callable[[int], None], stop: Callable[[], bool]) -> Any:
+            return loss_sum(
+                self.raw_model, val_tokens, mine, batch, self.device, self.autocast, progress, stop
+            )
+
+        return run_plain, total
+
+    def _notice(self, text: str) -> None:
+        self.log.emit(NoticeEvent(event="notice", iter=self.step, text=text))

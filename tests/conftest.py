@@ -5,11 +5,15 @@ directories several test files spoil copies of (`good`, `evil`)."""
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Each test process (and what it starts) has its own job registry (model/jobs.py): the two
+# workers of pytest -n 2 must not halve each other's threads, nor a user's trainings ours.
+os.environ["MINIGPT_JOBS_DIR"] = tempfile.mkdtemp(prefix="minigpt-jobs-")
 
 
 import pytest

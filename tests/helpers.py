@@ -3,6 +3,7 @@ and the hostile text no output may pass on to a terminal."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ from model import checkpoint, modeldir
 from model.config import GPTConfig
 from model.data import prepare
 from model.gpt import GPT
-from model.tokenizer import CharTokenizer
+from model.tokenizer import CharTokenizer, Tokenizer
 
 TEXT = (
     "ROMEO:\nBut soft, what light through yonder window breaks?\n\n"
@@ -53,6 +54,44 @@ def make_model(
     )
     path = tmp / name
     checkpoint.save(path, GPT(cfg), modeldir.make_meta(cfg, tok, name=name))
+    return path
+
+
+def make_chat_model(
+    path: Path, tokenizer: Tokenizer, reply: str, vocab_pad: int = 0, seed: int = 0
+) -> Path:
+    """A tiny chat model whose greedy reply to any conversation is `reply` and then <|end|>.
+
+    Random weights (an untied head), except that the token embedding of <|assistant|>, of each
+    token of `reply` and of <|end|> is a large random vector, and the head's row of the token
+    that follows each of them points along what ln_f makes of it: each step's logit for the
+    next token of the chain is about 10 above every other. The blocks' small contribution
+    leaves the chain in charge, so every runtime decodes exactly this reply and stops.
+    `vocab_pad` extra rows stand for a vocabulary padded for training (--vocab-size 50304).
+    """
+    import torch
+
+    chat = tokenizer.chat
+    assert chat is not None, "a chat tokenizer is needed"
+    chain = [chat.assistant, *tokenizer.encode(reply), chat.end]
+    assert len(set(chain)) == len(chain), "the reply's tokens must differ from one another"
+    torch.manual_seed(seed)
+    cfg = GPTConfig(
+        vocab_size=tokenizer.vocab_size + vocab_pad,
+        block_size=256,
+        n_layer=2,
+        n_head=2,
+        n_embd=64,
+        tie_weights=False,
+    )
+    model = GPT(cfg)
+    with torch.no_grad():
+        for a, b in itertools.pairwise(chain):
+            v = torch.randn(cfg.n_embd)
+            model.wte.weight[a] = 4 * v
+            model.lm_head.weight[b] += 10 * (v - v.mean()) / v.std() / cfg.n_embd
+    meta = modeldir.make_meta(cfg, tokenizer, name=path.name)
+    checkpoint.save(path, model, meta, replace=True, tokenizer=tokenizer)
     return path
 
 

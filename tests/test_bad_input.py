@@ -68,6 +68,8 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("data prepare", "unknown --format", ["data", "prepare", "{chat}", "-o", "{tmp}/d", "--format", "xml"]),
     ("data prepare", "--field with conversations", ["data", "prepare", "{chat}", "-o", "{tmp}/d", "--field", "text"]),
     ("data prepare", "chat BPE vocabulary too small", ["data", "prepare", "{chat}", "-o", "{tmp}/d", "--tokenizer", "bpe:260"]),
+    ("data prepare", "--tokenizer-from with --tokenizer", ["data", "prepare", "{chat}", "-o", "{tmp}/d", "--tokenizer-from", "{model}", "--tokenizer", "gpt2"]),
+    ("data prepare", "--tokenizer-from a missing model", ["data", "prepare", "{chat}", "-o", "{tmp}/d", "--tokenizer-from", "{tmp}/nope"]),
     ("data prepare", "shakespeare from a missing file", ["data", "prepare", "shakespeare", "-o", "{tmp}/d", "--from-file", "{tmp}/nope.txt"]),
     ("data prepare", "a truncated .gz", ["data", "prepare", "{tmp}/cut.txt.gz", "-o", "{tmp}/d"]),
     ("data prepare", "a truncated .zst", ["data", "prepare", "{tmp}/cut.txt.zst", "-o", "{tmp}/d"]),
@@ -131,8 +133,15 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("train", "init from a missing model", ["train", "--data", "{data}", "--out", "{tmp}/r", "--init-from", "{tmp}/nope"]),
     ("train", "init from with a longer block", ["train", "--data", "{data}", "--out", "{tmp}/r", "--init-from", "{model}", "--block-size", "64"]),
     ("train", "nproc 0", ["train", "--data", "{data}", "--out", "{tmp}/r", "--nproc", "0"]),
+    ("train", "negative final eval tokens", ["train", "--data", "{data}", "--out", "{tmp}/r", "--final-eval-tokens", "-1"]),
     ("train", "nproc over the cores", ["train", "--data", "{data}", "--out", "{tmp}/r", "--nproc", "4096", "--device", "cpu"]),
     ("train", "init from non-finite weights", ["train", "--data", "{data}", "--out", "{tmp}/r", "--init-from", "{nanmodel}", "--device", "cpu"]),
+    ("train", "sft preset without --init-from", ["train", "--data", "{chatdata}", "--out", "{tmp}/r", "--preset", "sft"]),
+    ("train", "chat data from a model of another tokenizer kind", ["train", "--data", "{chatgpt2}", "--out", "{tmp}/r", "--init-from", "{model}", "--device", "cpu"]),
+    ("train", "chat data from a model of another vocabulary", ["train", "--data", "{chatdata}", "--out", "{tmp}/r", "--init-from", "{model}", "--device", "cpu"]),
+    ("train", "chat data into a plain run", ["train", "--data", "{chatdata}", "--out", "{run}", "--resume"]),
+    ("train", "--text-data holding conversations", ["train", "--data", "{chatdata}", "--out", "{tmp}/r", "--text-data", "{chatdata}", "--device", "cpu"]),
+    ("train", "--text-data of another tokenizer", ["train", "--data", "{chatdata}", "--out", "{tmp}/r", "--text-data", "{data}", "--device", "cpu"]),
     # eval
     ("eval", "missing model", ["eval", "--data", "{data}"]),
     ("eval", "missing --data", ["eval", "{model}"]),
@@ -147,6 +156,8 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("eval", "data of another tokenizer", ["eval", "{model}", "--data", "{otherdata}"]),
     ("eval", "non-finite weights", ["eval", "{nanmodel}", "--data", "{data}", "--device", "cpu"]),
     ("eval", "block size beyond the weights", ["eval", "{hugemodel}", "--data", "{data}", "--device", "cpu"]),
+    ("eval", "stride 0", ["eval", "{model}", "--data", "{data}", "--stride", "0"]),
+    ("eval", "stride beyond the block size", ["eval", "{model}", "--data", "{data}", "--stride", "100000"]),
     # info
     ("info", "model not found", ["info", "{tmp}/nope"]),
     ("info", "a text file", ["info", "{text}"]),
@@ -233,6 +244,8 @@ MATRIX: list[tuple[str, str, list[str]]] = [
     ("score", "unknown backend", ["score", "{text}", "-m", "{model}", "--backend", "tpu"]),
     ("score", "onnx backend without an export", ["score", "{text}", "-m", "{model}", "--backend", "onnx"]),
     ("score", "threads 0", ["score", "{text}", "-m", "{model}", "--threads", "0"]),
+    ("score", "stride 0", ["score", "{text}", "-m", "{model}", "--stride", "0"]),
+    ("score", "stride of the block size or more", ["score", "{text}", "-m", "{model}", "--stride", "100000"]),
     # export onnx
     ("export onnx", "out inside the model", ["export", "onnx", "{model}", "--out", "{model}/onnx", "--force"]),
     ("export onnx", "out is a FIFO", ["export", "onnx", "{model}", "--out", "{tmp}/fifo", "--force"]),
@@ -342,11 +355,20 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "odd": odd,
         "emptyfile": empty_file,
         "chat": chat,
+        "chatdata": _prepared(chat, base / "chatdata", "char"),
+        "chatgpt2": _prepared(chat, base / "chatgpt2", "gpt2"),
         "mixedchat": mixedchat,
         "chatdir": chatdir,
         "badchat": badchat,
         "onechat": onechat,
     }
+
+
+def _prepared(source: Path, out: Path, tokenizer: str) -> Path:
+    from model.data import prepare
+
+    prepare([source], out, tokenizer, val_fraction=0.2)
+    return out
 
 
 def _fill(arg: str, places: dict[str, Path], tmp: Path) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 from typing import Any
@@ -159,6 +160,19 @@ def test_prompt_ids_end_with_the_generation_prompt(gpt2: GPT2Tokenizer) -> None:
     assert typed.count(t.end) == 1 and typed.count(t.assistant) == 1
 
 
+def test_a_lenient_encoder_drops_what_a_character_vocabulary_lacks() -> None:
+    from model.tokenizer import encode_lenient
+
+    tok = CharTokenizer("hi ", chat=True)
+    messages = conv((USER, "hi Zoe"))
+    with pytest.raises(TokenizerError, match="'Z'"):
+        chat.prompt_ids(tok, messages)
+    ids = chat.prompt_ids(tok, messages, encode=lambda t: encode_lenient(tok, t)[0])
+    assert tok.decode(ids) == "<|endoftext|><|user|>hi <|end|><|assistant|>"
+    fitted = chat.fit(tok, messages, 100, encode=lambda t: encode_lenient(tok, t)[0])
+    assert fitted.ids == ids
+
+
 def test_prompts_are_checked(gpt2: GPT2Tokenizer) -> None:
     with pytest.raises(ChatFormatError, match="ends with a user turn"):
         chat.prompt_ids(gpt2, CHAT)
@@ -213,6 +227,7 @@ def test_fit_drops_the_oldest_exchanges_never_the_system_turn(gpt2: GPT2Tokenize
         ({"messages": conv((SYSTEM, ""), (USER, "a"), (ASSISTANT, "b"))}, "empty content"),
         ({"messages": [{"role": USER, "content": ["parts"]}]}, "content not a string"),
         ({"messages": [{"role": USER, "content": None}]}, "content not a string"),
+        ({"messages": conv((USER, "a \ud800 b"), (ASSISTANT, "c"))}, "not text"),
         ({"messages": conv((USER, "a <|end|> b"), (ASSISTANT, "c"))}, "marker in content"),
         ({"messages": conv((USER, "a"), (ASSISTANT, "<|endoftext|>"))}, "marker in content"),
         ({"messages": conv((USER, "a"), (ASSISTANT, "x<|user|>"))}, "marker in content"),
@@ -374,6 +389,12 @@ def test_a_chat_model_directory_carries_the_template(tmp_path: Path, gpt2: GPT2T
     # without its template the directory is incomplete
     (path / "chat_template.jinja").unlink()
     with pytest.raises(modeldir.ModelDirError, match=r"chat_template\.jinja"):
+        modeldir.read(path)
+    # a config whose tokenizer says "chat": "yes" is refused in one line
+    config = json.loads((path / "config.json").read_text())
+    config["tokenizer"]["chat"] = "yes"
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(modeldir.ModelDirError, match="'chat' must be true or false"):
         modeldir.read(path)
     # a model that does not chat has no template
     plain = CharTokenizer("helo wrd")

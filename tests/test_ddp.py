@@ -133,3 +133,48 @@ def test_a_killed_rank_ends_the_whole_job(tmp_path: Path) -> None:
             job.kill()
     assert job.returncode != 0
     assert "a process failed" in err
+
+
+SLOW_RANK0 = """
+import os, sys, time
+from pathlib import Path
+import model.train as mt
+from model.startup import RunOptions
+
+rank = int(os.environ["RANK"])
+real_loss_sum = mt.loss_sum
+
+def slow_loss_sum(*args, **kw):  # rank 0's share of the final validation is slow
+    if rank == 0:
+        time.sleep(float(sys.argv[3]))
+    return real_loss_sum(*args, **kw)
+
+def slow_sample(model, tokenizer, at):  # so is its sample at each evaluation
+    time.sleep(float(sys.argv[3]))
+    return "sample"
+
+mt.loss_sum = slow_loss_sum
+model_cfg = {"block_size": 16, "n_layer": 1, "n_head": 2, "n_embd": 16}
+train_cfg = {"batch_size": 2, "max_iters": 4, "eval_interval": 2, "eval_iters": 1}
+opts = RunOptions(data=Path(sys.argv[1]), out=Path(sys.argv[2]), device="cpu", sample=slow_sample)
+result = mt.train(model_cfg, train_cfg, opts)
+print(f"rank {rank} done: {result['val_loss_full']}")
+"""
+
+
+@pytest.mark.slow
+def test_a_slow_rank0_evaluation_never_times_the_others_out(tmp_path: Path) -> None:
+    """Rank 0 evaluates and samples for longer than the collective timeout (3 s): the other
+    rank waits for it instead of failing in its next all-reduce."""
+    data = make_data(tmp_path)
+    script = tmp_path / "slow_rank0.py"
+    script.write_text(SLOW_RANK0)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd += [str(script), str(data), str(tmp_path / "run"), "6"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MINIGPT_DIST_TIMEOUT="3")
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    finals = {line.split(":")[1] for line in proc.stdout.splitlines() if " done: " in line}
+    assert len(finals) == 1 and "None" not in finals  # both ranks: the same final loss
+    assert (modeldir.resolve(tmp_path / "run") / modeldir.WEIGHTS_FILE).exists()

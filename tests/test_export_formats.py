@@ -20,7 +20,8 @@ from safetensors.numpy import load_file
 from export import weights
 from export.gguf_export import gguf_tensors, write_gguf
 from export.hf_export import bpe_tokenizer_files, hf_config, hf_state_dict, write_hf
-from export.vocab import INERT_MERGE, VocabError, byte_level, char_vocab, from_hf_json, padded
+from export.options import ExportError
+from export.vocab import INERT_MERGE, VocabError, byte_level, char_vocab, from_hf_json
 from model import checkpoint, modeldir
 from model.config import GPTConfig
 from model.gpt import GPT
@@ -232,18 +233,19 @@ def test_gguf_bpe_from_tokenizer_json(root: Path, bpe_json: str) -> None:
     pattern = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
     ids = [token_id[s] for w in regex.findall(pattern, text) for s in apply_merges(w, vocab.merges)]
     assert ids == hf.encode(text).ids
-    # A model of that vocabulary (padded to 384 rows) written and read back.
+    # A model of that vocabulary padded to 384 rows: written with the tokenizer's 320.
     torch.manual_seed(4)
     cfg = GPTConfig(vocab_size=384, block_size=16, n_layer=1, n_head=2, n_embd=32)
     sd = {k: v.numpy() for k, v in checkpoint.state_for_saving(GPT(cfg)).items()}
     out = root / "bpe.gguf"
-    write_gguf(out, cfg, sd, padded(vocab, cfg.vocab_size), "f32", name="bpe")
+    with pytest.raises(ExportError, match="320 tokens for a model of 384 rows"):
+        write_gguf(out, cfg, sd, vocab, "f32", name="bpe")
+    write_gguf(out, *weights.vocab_rows(cfg, sd, 320), vocab, "f32", name="bpe")
     meta, tensors = read_gguf(out)
-    assert meta[gguf.Keys.Tokenizer.LIST][:320] == vocab.tokens[:320]
-    assert meta[gguf.Keys.Tokenizer.LIST][320] == "[PAD320]"
-    assert meta[gguf.Keys.Tokenizer.TOKEN_TYPE][383] == gguf.TokenType.UNUSED
+    assert meta[gguf.Keys.Tokenizer.LIST] == vocab.tokens
     assert meta[gguf.Keys.Tokenizer.EOS_ID] == eot
-    assert np.array_equal(tensors["token_embd.weight"].data, sd["wte.weight"])
+    assert tensors["token_embd.weight"].data.shape == (320, 32)
+    assert np.array_equal(tensors["token_embd.weight"].data, sd["wte.weight"][:320])
 
 
 def test_gguf_refuses_a_tokenizer_llama_cpp_would_split_differently(bpe_json: str) -> None:

@@ -67,6 +67,20 @@ def test_watcher_sees_only_complete_newer_checkpoints(tmp_path: Path) -> None:
     assert RunWatcher.open(run / "step-000020").run == run  # a checkpoint means its run
 
 
+def test_a_latest_retargeted_outside_the_run_is_never_followed(tmp_path: Path) -> None:
+    """Mid-session, `latest` pointed at another model: it is not this run's checkpoint."""
+    model = make_model(tmp_path)
+    run = tmp_path / "run"
+    add_checkpoint(run, model, 10, 2.5)
+    watcher = RunWatcher.open(run)
+    elsewhere = add_checkpoint(tmp_path / "other", model, 20, 1.0)
+    (run / modeldir.LATEST).unlink()
+    (run / modeldir.LATEST).symlink_to(elsewhere)
+    assert watcher.poll() is None  # never handed out as this run's
+    with pytest.raises(modeldir.ModelDirError, match="outside the run directory"):
+        RunWatcher.newest(run)
+
+
 def test_first_load_moves_on_when_train_pruned_the_checkpoint(tmp_path: Path) -> None:
     """`train` keeps its newest few checkpoints: the one chat picked can go before it is read."""
     model = make_model(tmp_path)

@@ -128,7 +128,12 @@ async def test_branch_from_an_alternative_token_keeps_the_old_reply() -> None:
         # Clicking an alternative in the inspector branches too.
         await pilot.press("home")
         await pilot.click("#inspector", offset=(4, 3))  # the second likeliest (row 2 + 1)
-        await wait_for(pilot, lambda: app.chat.session.branches.position(1)[1] == 3)
+        await wait_for(  # while the branch is made the reply is cut: turn 1 is not there yet
+            pilot,
+            lambda: (
+                len(app.chat.session.turns) == 2 and app.chat.session.branches.position(1)[1] == 3
+            ),
+        )
         await wait_for(pilot, lambda: not app.chat.generating)
         await pilot.pause()
         assert shown(app)[-1][2] == (3, 3)

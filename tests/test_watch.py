@@ -174,3 +174,23 @@ def test_watch_command_rejects_a_missing_directory(
         main(["watch", str(tmp_path / "nope" / "run")])
     assert e.value.code != 0
     assert "run directory not found" in capsys.readouterr().err
+
+
+def test_a_fifo_or_device_named_metrics_jsonl_never_blocks_or_takes_events(tmp_path: Path) -> None:
+    """train's event log appends only to a regular file: a FIFO put in its place is one
+    TrainingError at once (no reader, no wait), and `watch`'s follower reads nothing from it."""
+    import time
+
+    from model.errors import TrainingError
+    from model.events import EventLog
+
+    path = tmp_path / METRICS_FILE
+    os.mkfifo(path)
+    start = time.monotonic()
+    with pytest.raises(TrainingError, match=r"metrics\.jsonl"):
+        EventLog(path).emit({"event": "notice", "iter": 0, "text": "hi"})  # type: ignore[typeddict-item]
+    assert time.monotonic() - start < 5
+    assert MetricsFollower(path).poll() == ([], False)
+    log = EventLog(tmp_path / "ok.jsonl")
+    log.emit({"event": "notice", "iter": 0, "text": "hi"})  # type: ignore[typeddict-item]
+    assert json.loads((tmp_path / "ok.jsonl").read_text())["text"] == "hi"

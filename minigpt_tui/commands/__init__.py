@@ -25,15 +25,24 @@ MODULES = [
 ]
 
 
+# The top-level command each module registers (its own name, except evaluate's `eval`).
+COMMANDS = {("eval" if name == "evaluate" else name): name for name in MODULES}
+
+
 def register_all(app: typer.Typer) -> None:
     for name in MODULES:
-        try:
-            module = importlib.import_module(f"minigpt_tui.commands.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"minigpt_tui.commands.{name}":
-                continue  # not written yet
-            raise
-        module.register(app)
+        register_one(app, name)
+
+
+def register_one(app: typer.Typer, name: str) -> None:
+    """Attach the commands of the module `name` (one of MODULES) to the app."""
+    try:
+        module = importlib.import_module(f"minigpt_tui.commands.{name}")
+    except ModuleNotFoundError as e:
+        if e.name == f"minigpt_tui.commands.{name}":
+            return  # not written yet
+        raise
+    module.register(app)
 
 
 def require_terminal(command: str, instead: str) -> None:

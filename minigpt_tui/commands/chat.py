@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from concurrent.futures import Future
 
     from minigpt_tui.config import Config
+    from minigpt_tui.history import HistoryStore
     from minigpt_tui.sampling import SamplingSettings
     from minigpt_tui.tui.follow import CheckpointLoader, RunWatcher
     from model.modeldir import ModelInfo
@@ -93,6 +94,11 @@ def chat(
         follow=watcher,
         checkpoints=checkpoints,
     )
+    _run(app, history, checkpoints)
+
+
+def _run(app: Any, history: HistoryStore, checkpoints: CheckpointLoader | None) -> None:
+    """Run the app; then the quit-time word on what failed (loading, a save), and its exit."""
     try:
         app.run()
         # A save that failed (another program holding the database): one more try, waiting

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from model.data import PrepareResult
+    from model.tokenizer import Tokenizer
 
 data_app = typer.Typer(help="Prepare training data.", no_args_is_help=True)
 
@@ -27,10 +28,20 @@ def prepare(
         "them (recursive), or 'shakespeare' (Tiny Shakespeare).",
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Output data directory."),
-    tokenizer: str = typer.Option(
-        "char",
+    tokenizer: str | None = typer.Option(
+        None,
         help="char (vocabulary from the corpus), gpt2 (GPT-2's BPE) or bpe:N (a byte-level "
-        "BPE of N tokens trained on the training split).",
+        "BPE of N tokens trained on the training split).  [default: char]",
+        show_default=False,
+    ),
+    tokenizer_from: str | None = typer.Option(
+        None,
+        "--tokenizer-from",
+        metavar="MODEL",
+        help="Use MODEL's tokenizer (a model or run directory, or a bundled model's name), to "
+        "fine-tune MODEL on this data; for conversations, its chat version (every id kept, "
+        "the chat tokens added after them).",
+        show_default=False,
     ),
     field: str | None = typer.Option(
         None,
@@ -65,20 +76,32 @@ def prepare(
 
     from model import data
 
-    _check_options(source, tokenizer, bpe_dir, corpus_format)
+    _check_options(source, tokenizer, tokenizer_from, bpe_dir, corpus_format)
+    kind: str | Tokenizer = tokenizer or "char"
+    if tokenizer_from is not None:
+        kind = _model_tokenizer(tokenizer_from, bpe_dir)
     files, name = _corpus_files(source, include, exclude, from_file)
     fmt = data.data_format(files, corpus_format)
     _check_field(files, field, fmt)
     console = Console(stderr=True)
     t0 = time.perf_counter()
-    res = _run(console, files, out, tokenizer, val_fraction, bpe_dir, force, name, field, fmt)
+    res = _run(console, files, out, kind, val_fraction, bpe_dir, force, name, field, fmt)
     _report(console, res, time.perf_counter() - t0)
 
 
-def _check_options(source: str, tokenizer: str, bpe_dir: Path | None, fmt: str | None) -> None:
+def _check_options(
+    source: str,
+    tokenizer: str | None,
+    tokenizer_from: str | None,
+    bpe_dir: Path | None,
+    fmt: str | None,
+) -> None:
     """Options that are wrong whatever the corpus: one error line before any work."""
     if not source.strip():  # Path("") would silently mean the current directory
         raise UserError("SOURCE is empty: give a text file, a directory or 'shakespeare'")
+    if tokenizer is not None and tokenizer_from is not None:
+        raise UserError("--tokenizer-from takes the model's tokenizer: drop --tokenizer")
+    tokenizer = tokenizer or ("char" if tokenizer_from is None else "gpt2")
     if tokenizer not in ("char", "gpt2") and not tokenizer.startswith("bpe:"):
         raise UserError(f"--tokenizer must be char, gpt2 or bpe:N, got {tokenizer!r}")
     if tokenizer.startswith("bpe:"):
@@ -86,9 +109,20 @@ def _check_options(source: str, tokenizer: str, bpe_dir: Path | None, fmt: str |
 
         bpe_vocab_size(tokenizer)  # a bad N is one error line before any work
     if bpe_dir is not None and tokenizer != "gpt2":
-        raise UserError("--bpe-dir only goes with --tokenizer gpt2")
+        raise UserError("--bpe-dir only goes with --tokenizer gpt2 (or a GPT-2 --tokenizer-from)")
     if fmt not in (None, "text", "chat"):
         raise UserError(f"--format must be text or chat, got {fmt!r}")
+
+
+def _model_tokenizer(model: str, bpe_dir: Path | None) -> Tokenizer:
+    """The tokenizer of the model --tokenizer-from names."""
+    from minigpt_tui.models import resolve_model
+    from model import modeldir
+
+    tokenizer = modeldir.read(resolve_model(model)).tokenizer(str(bpe_dir) if bpe_dir else None)
+    if bpe_dir is not None and tokenizer.kind != "gpt2":
+        raise UserError(f"--bpe-dir only goes with GPT-2's tokenizer; {model} has {tokenizer.kind}")
+    return tokenizer
 
 
 def _corpus_files(
@@ -126,7 +160,7 @@ def _run(
     console: Console,
     files: list[Path],
     out: Path,
-    tokenizer: str,
+    tokenizer: str | Tokenizer,
     val_fraction: float,
     bpe_dir: Path | None,
     force: bool,

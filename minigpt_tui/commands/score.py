@@ -39,15 +39,28 @@ def score(
         None, "--threads", min=1, help="CPU threads for the model.", show_default=False
     ),
     device: str = typer.Option("cpu", "--device", help="Torch device (cpu, cuda, mps)."),
+    stride: int | None = typer.Option(
+        None,
+        "--stride",
+        min=1,
+        help="In a text longer than the model's context, tokens scored per slide of the window "
+        "(1 to block size - 1; every later token sees at least block size - stride before it). "
+        "Default: a quarter block.",
+        show_default=False,
+    ),
 ) -> None:
     """Score FILE with a model: total bits, bits per character, perplexity.
 
     Every token's surprisal is -log2 of the probability the model gave it (temperature 1, no
     filtering). A text longer than the model's context is scored in sliding windows (a note
-    says so). Compare two checkpoints by scoring the same file with each.
+    says so). With --backend torch each window runs once for all the tokens it scores; ONNX
+    runs token by token through its cache. Compare two checkpoints by scoring the same file
+    with each.
     """
     from minigpt_tui.generation import load_backend
+    from minigpt_tui.progress import work_progress
     from minigpt_tui.scoring import check_text, decode_text, read_text_file, score_text
+    from model import jobs
 
     check_backend(backend)
     if str(file) == "-":
@@ -56,9 +69,13 @@ def score(
         text, where = read_text_file(file), str(file)
     engine = load_backend(model, backend=backend, device=device, threads=threads)
     tokenizer = engine.info.tokenizer()
-    check_text(tokenizer, text, where)  # one line before the (maybe long) run
+    ids = check_text(tokenizer, text, where)  # one line before the (maybe long) run
     t0 = time.perf_counter()
-    result = score_text(engine, tokenizer, text)
+    scored = len(ids) if tokenizer.eot is not None else len(ids) - 1  # the first: no context
+    with jobs.busy(), work_progress("scoring", scored, "tokens") as update:
+        result = score_text(
+            engine, tokenizer, text, stride=stride, progress=lambda done, _: update(done)
+        )
     seconds = time.perf_counter() - t0
     if as_json:
         figures = _figures(engine, where, result)

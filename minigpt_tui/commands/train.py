@@ -9,17 +9,26 @@ import sys
 import time
 import typing
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from minigpt_tui import invocation
 from minigpt_tui.errors import UserError
+from minigpt_tui.models import resolve_model
 from model.config import GPTConfig, TrainConfig, resolve_preset
+
+if TYPE_CHECKING:
+    from minigpt_tui.train_view import TrainView
 
 # Every field of these configs is also a flag (`--n-layer`, `--lr`, ...), built from the field's
 # type, help text and flag names (model/config.py); None means "not given".
 SETTINGS = ((GPTConfig, "Model"), (TrainConfig, "Training"))
+FINAL_EVAL_TOKENS = 1_000_000
+FINAL_EVAL_HELP = (
+    "The final validation predicts at most this many tokens, in evenly spaced windows of a "
+    "larger split; 0: the whole split, however long. Ctrl+C skips it (the checkpoint is kept)."
+)
 MODEL_FLAGS = tuple(f.name for f in dataclasses.fields(GPTConfig))
 TRAIN_FLAGS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
@@ -28,7 +37,9 @@ def train(
     data: Path = typer.Option(..., "--data", "-d", help="Prepared data directory."),
     out: Path = typer.Option(Path("runs/latest-run"), "--out", "-o", help="Run directory."),
     preset: str = typer.Option(
-        "cpu", help="cpu, cpu-fast, cpu-10min, gpt2, gpt2-medium, gpt2-large, gpt2-xl."
+        "cpu",
+        help="cpu, cpu-fast, cpu-10min, gpt2, gpt2-medium, gpt2-large, gpt2-xl, or sft "
+        "(fine-tuning on conversations, with --init-from).",
     ),
     config: Path | None = typer.Option(
         None, "--config", help="TOML file of \\[model]/\\[train] keys."
@@ -37,13 +48,22 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
     force: bool = typer.Option(False, "--force", help="Start over in an --out that holds a run."),
     init_from: str | None = typer.Option(
-        None, help="Start from this model's weights and shape (fine-tune)."
+        None,
+        help="Start from this model's weights and shape (fine-tune): a model or run directory, "
+        "or a bundled model's name.",
     ),
     nproc: int | None = typer.Option(
         None, help="Launch this many processes on this machine through torchrun (DDP)."
     ),
     bpe_dir: Path | None = typer.Option(None, help="Directory with GPT-2's BPE files."),
+    text_data: Path | None = typer.Option(
+        None,
+        help="Prepared plain-text data whose loss is measured before the first step and after "
+        "the last (fine-tuning on conversations: what it forgot). Its tokenizer is the data's, "
+        "or the one a chat tokenizer grew from.",
+    ),
     final_eval: bool = typer.Option(True, help="Whole-split validation loss at the end."),
+    final_eval_tokens: int = typer.Option(FINAL_EVAL_TOKENS, min=0, help=FINAL_EVAL_HELP),
     samples: bool = typer.Option(
         True, help="Generate text samples (at each evaluation, or every --sample-interval steps)."
     ),
@@ -57,42 +77,29 @@ def train(
         given = "--force" if force else "--init-from"
         raise UserError(f"--resume continues the run in --out; drop {given}")
     model_cfg, train_cfg = _configs(preset, config, resume, bool(init_from), settings)
-    from model.modeldir import check_not_input
-
-    starts = [Path(init_from)] if init_from and Path(init_from).expanduser().exists() else []
-    check_not_input(out, [data, *starts])  # a run written inside what it reads
+    start = resolve_model(init_from) if init_from else None  # a bundled model's name too
+    _check_paths(out, data, start)
     if nproc is not None:
-        accum = int(train_cfg.get("grad_accum", 1))
-        if nproc < 1:
-            raise UserError(f"--nproc must be >= 1, got {nproc}")
-        if accum % nproc and accum > nproc:
-            raise UserError(
-                f"--grad-accum ({accum}) must be divisible by --nproc ({nproc}) so that every "
-                "process runs the same number of micro-batches"
-            )
+        _check_nproc(nproc, int(train_cfg.get("grad_accum", 1)))
         _launch_torchrun(nproc, device)
         return
 
-    import os
-
-    from minigpt_tui.train_view import TrainView
-
-    view = TrainView(quiet=os.environ.get("RANK", "0") != "0")  # rank 0 speaks for the job
-    if not resume:  # a resumed run's settings are its checkpoint's, read later
-        for note in _unused_flags(settings, train_cfg, samples):
-            view.note(note)
+    view = _view(None if resume else _unused_flags(settings, train_cfg, samples))
     opts = RunOptions(
         data=data,
         out=out,
         device=device,
         resume=resume,
         force=force,
-        init_from=init_from,
+        init_from=str(start) if start else None,
         preset=preset,
         bpe_dir=str(bpe_dir) if bpe_dir else None,
+        text_data=text_data,
         final_eval=final_eval,
+        final_eval_tokens=final_eval_tokens or None,
         command=shlex.join(["minigpt-tui", *invocation.args()]),
         on_event=view.handle,
+        on_progress=view.final_eval_progress,
         sample=_sampler() if samples else None,
     )
     t0 = time.perf_counter()
@@ -101,6 +108,37 @@ def train(
     view.finish(result, time.perf_counter() - t0)
     if result["reason"] == "interrupted":
         raise typer.Exit(130)
+
+
+def _check_paths(out: Path, data: Path, start: Path | None) -> None:
+    """A run written inside what it reads is refused."""
+    from model.modeldir import check_not_input
+
+    starts = [start] if start is not None and start.expanduser().exists() else []
+    check_not_input(out, [data, *starts])
+
+
+def _check_nproc(nproc: int, accum: int) -> None:
+    if nproc < 1:
+        raise UserError(f"--nproc must be >= 1, got {nproc}")
+    if accum % nproc and accum > nproc:
+        raise UserError(
+            f"--grad-accum ({accum}) must be divisible by --nproc ({nproc}) so that every "
+            "process runs the same number of micro-batches"
+        )
+
+
+def _view(notes: list[str] | None) -> TrainView:
+    """The training view (rank 0 speaks for the job), with its notes about unused flags (None
+    for a resumed run: its settings are its checkpoint's, read later)."""
+    import os
+
+    from minigpt_tui.train_view import TrainView
+
+    view = TrainView(quiet=os.environ.get("RANK", "0") != "0")
+    for note in notes or []:
+        view.note(note)
+    return view
 
 
 def _configs(
@@ -112,6 +150,8 @@ def _configs(
     --init-from another model has that model's shape, not the preset's: the file's and the
     flags' model settings may only shorten its block, change its dropout or repeat it."""
     p = resolve_preset(preset)
+    if preset == "sft" and not (init_from or resume):
+        raise UserError("--preset sft fine-tunes a model: give --init-from MODEL")
     file_model, file_train = _read_toml(config) if config is not None else ({}, {})
     model_over = {k: settings[k] for k in MODEL_FLAGS if settings[k] is not None}
     train_over = {k: settings[k] for k in TRAIN_FLAGS if settings[k] is not None}

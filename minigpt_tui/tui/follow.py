@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from minigpt_tui.errors import UserError
 from model import modeldir, rundir
+from model.modeldir import ModelDirError
 
 if TYPE_CHECKING:
     from model.backend import Backend
@@ -92,12 +92,10 @@ class RunWatcher:
 
     @staticmethod
     def newest(run: Path) -> Path | None:
-        """The checkpoint `latest` points at, if it is complete; else the newest step dir."""
-        try:
-            target = run / os.readlink(run / modeldir.LATEST)
-        except OSError:  # no link (yet), or not a link: a plain directory `latest`
-            target = run / modeldir.LATEST
-        if (target / modeldir.CONFIG_FILE).is_file():
+        """The checkpoint `latest` points at, if it is complete; else the newest step dir.
+        ModelDirError when `latest` leads outside the run (rundir.latest)."""
+        target = rundir.latest(run)
+        if target is not None:
             return target
         found = rundir.checkpoints(run)
         return found[-1] if found else None
@@ -117,16 +115,14 @@ class RunWatcher:
         return load(self.current)
 
     def poll(self) -> Path | None:
-        """A newer checkpoint than the last one handed out, or None."""
+        """A newer checkpoint than the last one handed out, or None. A `latest` retargeted
+        outside the run is never followed (it is not this run's checkpoint)."""
         try:
-            name = os.readlink(self.run / modeldir.LATEST)
-        except OSError:
+            target = rundir.latest(self.run)
+        except (OSError, ModelDirError):
             return None
-        if name == self.seen or Path(name).name == self.seen:
-            return None
-        target = self.run / name
-        if not (target / modeldir.CONFIG_FILE).is_file():
-            return None  # pruned meanwhile, or not what train writes: wait for the next
+        if target is None or target.name == self.seen:
+            return None  # no link, pruned meanwhile, or nothing new: wait for the next
         self.seen = target.name
         return target
 

@@ -1,0 +1,222 @@
+"""Concurrent runs on one machine (issue 24): how much a training slows beside another training
+or beside a chat that streams replies, for this project and for nanoGPT's own train.py.
+
+Scenarios, each timed as the wall time of every training process (start to exit):
+
+    alone        one training
+    alone-noreg  ours only: one training with the job registry switched off (the code as it
+                 was before model/jobs.py: a run alone must be as fast, within 3%)
+    pair         two trainings started together (each <= 2.3x alone)
+    chat         one training while a reply loop streams (training <= 1.3x alone)
+    pair-noreg   with --today: two of ours with the registry off (issue 24 measured 10x)
+
+The reply loop is `python benchmarks/concurrency.py --reply-loop CKPT`: what `chat --follow`
+does for each reply on its torch backend (minigpt_tui.generation.load_backend(path, "torch"),
+then a Generation of --reply-tokens tokens), one reply after another with --reply-gap seconds
+between them (0: replies back to back, the worst case), from a checkpoint of the cpu preset.
+The same loop runs beside nanoGPT's training.
+
+Ours: `minigpt-tui train --preset cpu --max-iters N` on Tiny Shakespeare prepared by
+`data prepare shakespeare --from-file`. nanoGPT: its train.py as it is, with the README's CPU
+command for the shakespeare_char configuration and --max_iters=N --lr_decay_iters=N, run in a
+copy of it (its prepare.py reads the same text as input.txt, so it downloads nothing).
+Repeats are interleaved (ours, nanoGPT, ours, ...), and every run prints `uptime` first:
+figures are only meaningful when the load before a run is < 1.
+
+    python benchmarks/concurrency.py --repeats 3            # the issue's settings
+    python benchmarks/concurrency.py --iters 5 --repeats 1 --no-final-eval  # a quick check
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# ../shared beside the checkout (a worktree one level deeper finds it too)
+SHARED = next((p / "shared" for p in ROOT.parents if (p / "shared").is_dir()), ROOT / "shared")
+NO_REGISTRY = "/dev/null/minigpt-jobs"  # a directory that cannot exist: registry off
+
+
+def sh(cmd: list[str]) -> str:
+    return subprocess.run(cmd, capture_output=True, text=True, check=False).stdout
+
+
+def cpu_name() -> str:
+    for line in sh(["lscpu"]).splitlines():
+        if line.startswith("Model name:"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+def minigpt(*args: str) -> list[str]:
+    return [sys.executable, "-m", "minigpt_tui", *args]
+
+
+class Setup:
+    """The prepared data and commands of both systems, in a scratch directory."""
+
+    def __init__(
+        self, work: Path, iters: int, text: Path, nanogpt: Path, final_eval: bool = True
+    ) -> None:
+        self.work, self.iters, self.final_eval = work, iters, final_eval
+        self.data = work / "data"
+        if not self.data.exists():
+            subprocess.run(
+                minigpt("data", "prepare", "shakespeare", "--from-file", str(text), "--out",
+                        str(self.data)),
+                check=True, capture_output=True,
+            )  # fmt: skip
+        self.nanogpt = work / "nanoGPT"
+        if not self.nanogpt.exists():
+            shutil.copytree(nanogpt, self.nanogpt)
+            char = self.nanogpt / "data" / "shakespeare_char"
+            shutil.copy(text, char / "input.txt")
+            subprocess.run([sys.executable, "prepare.py"], cwd=char, check=True,
+                           capture_output=True)  # fmt: skip
+        self.model = work / "reply-model"  # what the reply loop generates from
+        if not (self.model / "latest").exists():
+            subprocess.run(self.ours(self.model, 20), check=True, capture_output=True)
+
+    def ours(self, out: Path, iters: int | None = None) -> list[str]:
+        n = str(iters or self.iters)
+        return minigpt("train", "--data", str(self.data), "--out", str(out), "--force",
+                       "--preset", "cpu", "--max-iters", n, "--device", "cpu",
+                       "--final-eval" if self.final_eval else "--no-final-eval")  # fmt: skip
+
+    def theirs(self, out: Path) -> list[str]:
+        n = str(self.iters)
+        return [sys.executable, "train.py", "config/train_shakespeare_char.py", "--device=cpu",
+                "--compile=False", "--eval_iters=20", "--log_interval=1", "--block_size=64",
+                "--batch_size=12", "--n_layer=4", "--n_head=4", "--n_embd=128",
+                f"--max_iters={n}", f"--lr_decay_iters={n}", "--dropout=0.0",
+                f"--out_dir={out}"]  # fmt: skip
+
+
+def timed(
+    cmds: list[list[str]], cwd: Path, env: dict[str, str], reply: list[str] | None
+) -> list[float]:
+    """Start `cmds` together (and the reply loop, if any, first); each one's wall seconds."""
+    print(f"    uptime: {sh(['uptime']).strip()}", flush=True)
+    loop = None
+    if reply is not None:
+        loop = subprocess.Popen(reply, env=env, stdout=subprocess.DEVNULL)
+        time.sleep(3)  # loaded and streaming before the training starts
+    t0 = time.perf_counter()
+    procs = [subprocess.Popen(c, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for c in cmds]  # fmt: skip
+    seconds = []
+    for p in procs:
+        _, err = p.communicate()
+        if p.returncode:
+            raise SystemExit(f"a training failed ({p.args}):\n{err[-2000:]}")
+        seconds.append(time.perf_counter() - t0)
+    if loop is not None:
+        loop.terminate()
+        loop.wait()
+    return seconds
+
+
+def scenarios(today: bool) -> list[tuple[str, str]]:
+    out = [(s, "ours") for s in ("alone", "alone-noreg", "pair", "chat")]
+    out += [(s, "nanoGPT") for s in ("alone", "pair", "chat")]
+    if today:
+        out.append(("pair-noreg", "ours"))
+    return out
+
+
+def run_one(setup: Setup, scenario: str, system: str, args: argparse.Namespace) -> list[float]:
+    env = dict(os.environ)
+    if scenario.endswith("noreg"):
+        env["MINIGPT_JOBS_DIR"] = NO_REGISTRY
+    n = 2 if scenario.startswith("pair") else 1
+    outs = [setup.work / "runs" / f"{system}-{scenario}-{i}" for i in range(n)]
+    if system == "ours":
+        cmds, cwd = [setup.ours(o) for o in outs], ROOT
+    else:
+        cmds, cwd = [setup.theirs(o) for o in outs], setup.nanogpt
+    reply = None
+    if scenario == "chat":
+        reply = [sys.executable, __file__, "--reply-loop", str(setup.model), "--reply-gap",
+                 str(args.reply_gap), "--reply-tokens", str(args.reply_tokens)]  # fmt: skip
+    return timed(cmds, cwd, env, reply)
+
+
+def reply_loop(path: Path, gap: float, tokens: int) -> None:
+    """Replies one after another, as `chat --follow` makes each one (torch backend)."""
+    sys.path.insert(0, str(ROOT))
+    from minigpt_tui.generation import Generation, load_backend
+    from minigpt_tui.sampling import SamplingSettings
+
+    backend = load_backend(path, "torch")
+    tokenizer = backend.info.tokenizer()
+    prompt = tokenizer.encode("ROMEO:\n")
+    seed = 0
+    while True:
+        settings = SamplingSettings(temperature=0.8, top_k=40, max_new_tokens=tokens, seed=seed)
+        for _ in Generation(backend, tokenizer, prompt, settings, alternatives=5):
+            pass
+        seed += 1
+        time.sleep(gap)
+
+
+def report(times: dict[tuple[str, str], list[float]]) -> None:
+    print("\nmedian wall seconds per training (x: over the same system alone)")
+    print(f"{'scenario':<12} {'ours':>14} {'nanoGPT':>14}")
+    for scenario in ("alone", "alone-noreg", "pair", "chat", "pair-noreg"):
+        cells = []
+        for system in ("ours", "nanoGPT"):
+            got = times.get((scenario, system))
+            alone = times.get(("alone", system))
+            if not got:
+                cells.append(f"{'-':>14}")
+                continue
+            med = statistics.median(got)
+            ratio = f" {med / statistics.median(alone):.2f}x" if alone else ""
+            cells.append(f"{med:>8.1f}{ratio:>6}")
+        print(f"{scenario:<12} {cells[0]} {cells[1]}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--iters", type=int, default=300, help="--max-iters of every training")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--reply-gap", type=float, default=0.0, help="seconds between two replies")
+    p.add_argument("--reply-tokens", type=int, default=200)
+    p.add_argument(
+        "--no-final-eval",
+        dest="final_eval",
+        action="store_false",
+        help="ours without its final validation (quick checks; the issue's figures include it)",
+    )
+    p.add_argument("--today", action="store_true", help="also two of ours, registry off")
+    p.add_argument("--text", type=Path, default=SHARED / "data" / "tinyshakespeare.txt")
+    p.add_argument("--nanogpt", type=Path, default=SHARED / "anchors" / "nanoGPT")
+    p.add_argument("--work", type=Path, default=None, help="scratch directory (default: temp)")
+    p.add_argument("--reply-loop", type=Path, default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.reply_loop is not None:
+        reply_loop(args.reply_loop, args.reply_gap, args.reply_tokens)
+        return
+    work = args.work or Path(tempfile.mkdtemp(prefix="concurrency-"))
+    print(f"CPU: {cpu_name()}, {os.cpu_count()} CPUs; --max-iters {args.iters}; work in {work}")
+    setup = Setup(work, args.iters, args.text, args.nanogpt, args.final_eval)
+    times: dict[tuple[str, str], list[float]] = {}
+    for r in range(args.repeats):
+        for scenario, system in scenarios(args.today):
+            print(f"[{r + 1}/{args.repeats}] {system} {scenario}", flush=True)
+            secs = run_one(setup, scenario, system, args)
+            print(f"    {', '.join(f'{s:.1f}s' for s in secs)}", flush=True)
+            times.setdefault((scenario, system), []).extend(secs)
+    report(times)
+
+
+if __name__ == "__main__":
+    main()

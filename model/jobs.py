@@ -1,0 +1,260 @@
+"""This user's running minigpt-tui jobs, so that each process takes its fair share of the CPUs.
+
+Two CPU trainings on a 2-core machine, each with 2 OpenMP threads, once took 10x as long as
+one alone (issue 24): a thread that waits at a barrier spins on a core that the other process
+holds. With one thread a process runs no OpenMP team, so nothing spins. So every training and
+inference process registers itself in a per-user registry (one small JSON file per process,
+named by its pid), and takes
+
+- training: an even share of the CPUs that busy inference jobs leave, never more than it
+  would use alone (torch's default, or OMP_NUM_THREADS); re-checked every second of training,
+  since torch.set_num_threads applies from the next operation;
+- inference (generate, chat, score, eval): 1 thread while a training job runs.
+
+A process that is alone keeps exactly the threads it has today. Entries of processes that have
+ended (a crash, kill -9) are stale: a dead pid, or a live pid that belongs to a newer process
+(its start time differs), is ignored and removed. The registry never stops a job: a directory
+that cannot be written, or a file that cannot be read, only means a job counts no others.
+
+No torch here: the train command reads the registry before torch is imported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import stat
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from model import userfile
+
+ENV_DIR = "MINIGPT_JOBS_DIR"  # where the registry lives (tests, or several users' own choice)
+RECHECK_SECONDS = 1.0
+KINDS = ("train", "infer")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One registered process: its pid and start time (which tell a stale entry), what it
+    does, and whether it is computing now (an inference job between replies is idle)."""
+
+    pid: int
+    started: str
+    kind: str
+    busy: bool = True
+
+
+def registry_dir() -> Path:
+    """The per-user registry: $MINIGPT_JOBS_DIR, else $XDG_RUNTIME_DIR/minigpt-tui/jobs, else
+    a directory of this user's in the system's temporary directory."""
+    if os.environ.get(ENV_DIR):
+        return Path(os.environ[ENV_DIR])
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        return Path(runtime) / "minigpt-tui" / "jobs"
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    return Path(tempfile.gettempdir()) / f"minigpt-tui-{uid}" / "jobs"
+
+
+def usable(directory: Path) -> bool:
+    """Whether `directory` is a real directory of this user's (in a shared temporary directory
+    another user could have made it first, to feed us entries)."""
+    try:
+        st = directory.lstat()
+    except OSError:
+        return False
+    mine = not hasattr(os, "getuid") or st.st_uid == os.getuid()
+    return stat.S_ISDIR(st.st_mode) and mine
+
+
+def process_start(pid: int) -> str:
+    """When process `pid` started, in the kernel's clock ticks since boot ("" where /proc is
+    missing, or the process is gone); a reused pid has a different start."""
+    try:
+        line = userfile.read_text(f"/proc/{pid}/stat", 4096)
+    except (OSError, ValueError):
+        return ""
+    fields = line[line.rfind(")") + 2 :].split()  # the name may hold spaces and parentheses
+    return fields[19] if len(fields) > 19 else ""
+
+
+def alive(job: Job) -> bool:
+    """Whether the process that wrote `job` still runs (not a later one with its pid)."""
+    try:
+        os.kill(job.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process now holds the pid
+        return False
+    except OSError:
+        return False
+    return process_start(job.pid) == job.started
+
+
+def _read(path: Path) -> Job | None:
+    try:
+        raw = json.loads(userfile.read_bytes(path, 4096))  # a FIFO or device is refused
+        job = Job(int(raw["pid"]), str(raw["started"]), str(raw["kind"]), bool(raw["busy"]))
+    except (OSError, ValueError, KeyError, TypeError):  # UserFileError is a ValueError
+        return None
+    return job if job.kind in KINDS else None
+
+
+def others(directory: Path | None = None, me: int | None = None) -> list[Job]:
+    """The live jobs in the registry other than this process; stale entries are removed."""
+    directory = directory or registry_dir()
+    me = os.getpid() if me is None else me
+    found: list[Job] = []
+    if not usable(directory):
+        return found
+    try:
+        paths = sorted(directory.glob("*.json"))
+    except OSError:
+        return []
+    for path in paths[:4096]:  # bounded, whatever the directory holds
+        job = _read(path)
+        if job is None or job.pid == me:
+            continue
+        if not alive(job):
+            with contextlib.suppress(OSError):
+                path.unlink()
+            continue
+        found.append(job)
+    return found
+
+
+def fair_threads(kind: str, cpus: int, alone: int, jobs: list[Job]) -> int:
+    """Threads for a `kind` job among the other live `jobs` on `cpus` CPUs: at least 1, at
+    most `alone` (what it uses by itself) and never more than the CPUs.
+
+    Training splits the CPUs that busy inference jobs leave evenly among the trainings;
+    inference takes 1 thread while any training runs.
+    """
+    alone = max(1, min(alone, cpus))
+    trainings = sum(1 for j in jobs if j.kind == "train")
+    if kind == "infer":
+        return 1 if trainings else alone
+    busy_inference = sum(1 for j in jobs if j.kind == "infer" and j.busy)
+    free = max(1, cpus - busy_inference)
+    return max(1, min(alone, free // (trainings + 1)))
+
+
+class Registration:
+    """This process's entry in the registry, written atomically, removed when it ends."""
+
+    def __init__(self, kind: str, directory: Path | None = None) -> None:
+        self.directory = directory or registry_dir()
+        self.job = Job(os.getpid(), process_start(os.getpid()), kind, busy=kind == "train")
+        self.path = self.directory / f"{self.job.pid}.json"
+        self._busy = 0
+        self._lock = threading.Lock()
+        self.written = False
+
+    def write(self) -> None:
+        try:
+            self.directory.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.directory.mkdir(exist_ok=True, mode=0o700)
+            if not usable(self.directory):
+                self.written = False
+                return
+            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".job-", suffix=".tmp")
+            with os.fdopen(fd, "w") as f:
+                json.dump(asdict(self.job), f)
+            os.replace(tmp, self.path)
+            self.written = True
+        except OSError:
+            self.written = False  # a job without an entry runs exactly as before
+
+    def remove(self) -> None:
+        if self.written:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            self.written = False
+
+    @contextlib.contextmanager
+    def busy(self) -> Iterator[None]:
+        """Mark this inference job busy while the block runs (nested uses count once)."""
+        with self._lock:
+            self._busy += 1
+            if self._busy == 1:
+                self._set_busy(True)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._busy -= 1
+                if self._busy == 0:
+                    self._set_busy(False)
+
+    def _set_busy(self, busy: bool) -> None:
+        self.job = Job(self.job.pid, self.job.started, self.job.kind, busy)
+        if self.written:
+            self.write()
+
+
+class ThreadShare:
+    """A training process's thread count, kept at its fair share: `update()` (called every
+    step) re-reads the registry at most once a RECHECK_SECONDS and calls `set_threads` when
+    the share changed. `alone` is what the process uses by itself."""
+
+    def __init__(
+        self,
+        registration: Registration,
+        alone: int,
+        cpus: int,
+        set_threads: Callable[[int], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.registration, self.alone, self.cpus = registration, alone, cpus
+        self.set_threads, self.clock = set_threads, clock
+        self.threads = alone
+        self.checked = -float("inf")
+
+    def update(self) -> int:
+        now = self.clock()
+        if now - self.checked >= RECHECK_SECONDS:
+            self.checked = now
+            jobs = others(self.registration.directory, self.registration.job.pid)
+            share = fair_threads(self.registration.job.kind, self.cpus, self.alone, jobs)
+            if share != self.threads:
+                self.threads = share
+                self.set_threads(share)
+        return self.threads
+
+
+_current: Registration | None = None
+
+
+def join(kind: str) -> Registration:
+    """Register this process (once; later calls return the first registration), removed at
+    exit. Ranks of one torchrun job each register: they share the CPUs like any trainings. A
+    process that starts training after it registered as inference counts as training."""
+    global _current
+    if _current is None:
+        import atexit
+
+        _current = Registration(kind)
+        _current.write()
+        atexit.register(_current.remove)
+    elif kind == "train" and _current.job.kind != "train":  # a process that loaded a model
+        _current.job = Job(_current.job.pid, _current.job.started, "train", busy=True)
+        _current.write()
+    return _current
+
+
+def busy() -> contextlib.AbstractContextManager[None]:
+    """Mark this process busy for the block when it registered as inference; else nothing."""
+    if _current is None or _current.job.kind != "infer":
+        return contextlib.nullcontext()
+    return _current.busy()
+
+
+def training_running() -> bool:
+    """Whether another live process of this user's is training."""
+    return any(j.kind == "train" for j in others())

@@ -1,0 +1,75 @@
+"""What a command loads at startup (issue 25): `generate` builds only its own command and
+imports neither the other commands' modules nor rich (nor pydantic, which typer 0.29 pulled
+in); help, a bare call and a mistyped command still see every command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from minigpt_tui.cli import main
+from minigpt_tui.commands import COMMANDS, MODULES
+
+ROOT = Path(__file__).parent.parent
+
+
+def loaded_after(args: list[str]) -> list[str]:
+    """The modules of interest loaded by a fresh interpreter after main(args)."""
+    code = f"""
+import json, sys
+from minigpt_tui.cli import main
+try:
+    main({args!r})
+except SystemExit:
+    pass
+print(json.dumps(sorted(m for m in sys.modules
+                        if m.startswith(("minigpt_tui.commands.", "rich", "pydantic")))))
+"""
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert res.returncode == 0, res.stderr
+    return list(json.loads(res.stdout.splitlines()[-1]))
+
+
+def test_generate_loads_only_its_own_command() -> None:
+    loaded = loaded_after(["generate", "--max-tokens", "1", "-t", "0", "To be"])
+    assert loaded == ["minigpt_tui.commands.generate"]
+
+
+def test_every_module_has_its_command_name() -> None:
+    assert sorted(COMMANDS.values()) == sorted(MODULES)
+    assert COMMANDS["eval"] == "evaluate" and "evaluate" not in COMMANDS
+
+
+@pytest.mark.parametrize("args", [["--help"], ["generat"]])
+def test_help_and_typos_see_every_command(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    try:
+        main(args)
+    except SystemExit as e:
+        assert e.code == (0 if args == ["--help"] else 2)
+    out = capsys.readouterr()
+    text = out.out + out.err
+    if args == ["--help"]:
+        assert all(name in text for name in COMMANDS)
+    else:
+        assert "No such command 'generat'" in text and "generate" in text
+
+
+def test_one_command_app_keeps_the_command_name(capsys: pytest.CaptureFixture[str]) -> None:
+    """Through the one-command group, usage and errors still name `minigpt-tui generate`."""
+    with pytest.raises(SystemExit) as e:
+        main(["generate", "--no-such-option"])
+    assert e.value.code == 2
+    assert "No such option: --no-such-option" in capsys.readouterr().err
+    try:
+        main(["generate", "--help"])
+    except SystemExit as e:
+        assert e.code in (0, None)
+    assert "minigpt-tui generate" in capsys.readouterr().out
