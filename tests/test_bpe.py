@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,56 @@ def test_training_gives_n_tokens_with_end_of_text_and_round_trips() -> None:
     assert len(tok.encode("ROMEO: But soft")) < len("ROMEO: But soft")  # it learned merges
     again = BPETokenizer.from_json(tok.hf_json())
     assert again.encode(UNICODE) == tok.encode(UNICODE) and again.spec() == tok.spec()
+
+
+def test_training_is_the_librarys_own_byte_level_trainer() -> None:
+    """benchmarks/tokenizer_train.py compares `bpe:N` with the library's trainer set up as
+    here: the same text gives the same vocabulary and merges, whether it comes one text at a
+    time (as data prepare streams it) or in batches (the library's fastest iterator)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    texts = [TEXT[i : i + 300] for i in range(0, len(TEXT), 300)]
+    ours = BPETokenizer.train(iter(texts), 400)
+    hf = Tokenizer(models.BPE())
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    hf.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    hf.train_from_iterator([texts[:10], texts[10:]], trainer)
+    theirs = json.loads(hf.to_str())
+    assert json.loads(ours.hf_json())["model"] == theirs["model"]
+    assert json.loads(ours.hf_json())["pre_tokenizer"] == theirs["pre_tokenizer"]
+
+
+MEMORY_SCRIPT = """
+import random
+from model.tokenizer import BPETokenizer
+def kb(key):
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(key))
+rng = random.Random(0)
+words = ("".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=8)) for _ in range(100_000))
+texts = [" ".join(next(words) for _ in range(1000)) for _ in range(100)]
+start = kb("VmRSS:")
+BPETokenizer.train(iter(texts), 300)
+print(kb("VmHWM:") - start, kb("VmRSS:") - start)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
+def test_training_gives_back_the_memory_of_its_word_counts() -> None:
+    """data prepare tokenizes the corpus after training: the trainer's word counts (100k
+    distinct words here) must not stay resident under it, as glibc keeps freed memory
+    unless trimmed (model/tokenizer.py release_freed_memory)."""
+    run = subprocess.run(
+        [sys.executable, "-c", MEMORY_SCRIPT], capture_output=True, text=True, check=True
+    )
+    grown, kept = map(int, run.stdout.split())
+    assert grown > 20_000  # KB: the word counts took memory
+    assert kept < grown / 3
 
 
 def test_stream_decoding_joins_utf8_split_across_tokens() -> None:
