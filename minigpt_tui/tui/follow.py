@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -26,7 +27,6 @@ from typing import TYPE_CHECKING
 
 from minigpt_tui.errors import UserError
 from model import modeldir, rundir
-from model.modeldir import ModelDirError
 
 if TYPE_CHECKING:
     from model.backend import Backend
@@ -93,9 +93,13 @@ class RunWatcher:
     @staticmethod
     def newest(run: Path) -> Path | None:
         """The checkpoint `latest` points at, if it is complete; else the newest step dir.
-        ModelDirError when `latest` leads outside the run (rundir.latest)."""
-        target = rundir.latest(run)
-        if target is not None:
+        ModelDirError when `latest` leads outside the run (modeldir.latest_target)."""
+        modeldir.latest_target(run)
+        try:
+            target = run / os.readlink(run / modeldir.LATEST)
+        except OSError:  # no link (yet), or not a link: a plain directory `latest`
+            target = run / modeldir.LATEST
+        if (target / modeldir.CONFIG_FILE).is_file():
             return target
         found = rundir.checkpoints(run)
         return found[-1] if found else None
@@ -118,11 +122,15 @@ class RunWatcher:
         """A newer checkpoint than the last one handed out, or None. A `latest` retargeted
         outside the run is never followed (it is not this run's checkpoint)."""
         try:
-            target = rundir.latest(self.run)
-        except (OSError, ModelDirError):
+            modeldir.latest_target(self.run)
+            name = os.readlink(self.run / modeldir.LATEST)
+        except (OSError, modeldir.ModelDirError):
             return None
-        if target is None or target.name == self.seen:
-            return None  # no link, pruned meanwhile, or nothing new: wait for the next
+        if name == self.seen or Path(name).name == self.seen:
+            return None
+        target = self.run / name
+        if not (target / modeldir.CONFIG_FILE).is_file():
+            return None  # pruned meanwhile, or not what train writes: wait for the next
         self.seen = target.name
         return target
 
