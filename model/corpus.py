@@ -303,35 +303,10 @@ def _read_jsonl(
     path: Path, compression: str | None, field: str, stats: ReadStats
 ) -> Iterator[tuple[str, bool, float]]:
     """One document per line: the string at `field` of each JSON object."""
-    total = max(_plain_size(path, compression), 1)
-    done = 0
-    try:
-        with _open(path, compression) as f:
-            while line := f.readline(MAX_RECORD_BYTES + 1):
-                done += len(line)
-                if len(line) > MAX_RECORD_BYTES:
-                    while line and not line.endswith(b"\n"):  # skip the rest of the record
-                        line = f.readline(MAX_RECORD_BYTES)
-                        done += len(line)
-                    stats.records += 1
-                    stats.bad["too long"] += 1
-                    continue
-                if not line.strip():
-                    continue
-                stats.records += 1
-                try:
-                    record = _json_record(line)
-                except NotText:
-                    stats.bad["not UTF-8 text"] += 1
-                    continue
-                except (ValueError, RecursionError):  # bad JSON or bad UTF-8
-                    stats.bad["not JSON"] += 1
-                    continue
-                text = _field_text(record, field, stats)
-                if text:
-                    yield text, True, done / total
-    except (OSError, EOFError, _zstd_error()) as e:  # a corrupt or truncated .gz / .zst
-        raise _damaged(path, e) from None
+    for record, fraction in _jsonl_records(path, compression, stats):
+        text = _field_text(record, field, stats)
+        if text:
+            yield text, True, fraction
 
 
 class NotText(ValueError):
