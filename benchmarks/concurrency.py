@@ -37,12 +37,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # ../shared beside the checkout (a worktree one level deeper finds it too)
 SHARED = next((p / "shared" for p in ROOT.parents if (p / "shared").is_dir()), ROOT / "shared")
 NO_REGISTRY = "/dev/null/minigpt-jobs"  # a directory that cannot exist: registry off
+REPLY_ALONE = 2.0  # seconds of replies timed before the trainings start
 
 
 def sh(cmd: list[str]) -> str:
@@ -102,14 +104,25 @@ class Setup:
 
 def timed(
     cmds: list[list[str]], cwd: Path, env: dict[str, str], reply: list[str] | None
-) -> list[float]:
-    """Start `cmds` together (and the reply loop, if any, first); each one's wall seconds."""
+) -> tuple[list[float], Replies | None]:
+    """Start `cmds` together (and the reply loop, if any, first: once it streams, REPLY_ALONE
+    seconds of replies alone); each one's wall seconds, and the replies' speed alone and beside
+    the trainings."""
     print(f"    uptime: {sh(['uptime']).strip()}", flush=True)
-    loop = None
+    loop, log = None, None
     if reply is not None:
-        loop = subprocess.Popen(reply, env=env, stdout=subprocess.DEVNULL)
-        time.sleep(3)  # loaded and streaming before the training starts
-    t0 = time.perf_counter()
+        log = Path(tempfile.mkstemp(prefix="replies-", suffix=".log")[1])
+        # In a session of its own, as a chat in another terminal: with the kernel's autogroups
+        # (sched_autogroup_enabled) the CPUs are shared between sessions first, and a thread's
+        # priority only counts within its own session.
+        loop = subprocess.Popen([*reply, "--reply-log", str(log)], env=env,
+                                stdout=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        while not log.read_text().strip():  # loaded and streaming
+            if loop.poll() is not None:
+                raise SystemExit("the reply loop failed")
+            time.sleep(0.1)
+        time.sleep(REPLY_ALONE)
+    t0 = time.monotonic()
     procs = [subprocess.Popen(c, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True) for c in cmds]  # fmt: skip
     seconds = []
@@ -117,23 +130,60 @@ def timed(
         _, err = p.communicate()
         if p.returncode:
             raise SystemExit(f"a training failed ({p.args}):\n{err[-2000:]}")
-        seconds.append(time.perf_counter() - t0)
-    if loop is not None:
+        seconds.append(time.monotonic() - t0)
+    t1 = time.monotonic()
+    replies = None
+    if loop is not None and log is not None:
         loop.terminate()
         loop.wait()
-    return seconds
+        replies = reply_stats(log.read_text(), t0 - REPLY_ALONE, t0, t1)
+        log.unlink()
+    return seconds, replies
 
 
-def scenarios(today: bool) -> list[tuple[str, str]]:
+@dataclass
+class Replies:
+    """The reply loop's speed alone (the REPLY_ALONE seconds before the trainings) and beside
+    them: new tokens per second, and the longest wait for a token within a reply (from the
+    reply's start for its first token) in milliseconds."""
+
+    alone_tps: float
+    beside_tps: float
+    alone_gap_ms: float
+    beside_gap_ms: float
+
+
+def reply_stats(log: str, start: float, t0: float, t1: float) -> Replies:
+    """Replies from the loop's log (lines `reply kind time`, kind s: started, t: a token)."""
+    tokens = {"alone": 0, "beside": 0}
+    gaps = {"alone": 0.0, "beside": 0.0}
+    last: dict[str, float] = {}
+    for line in log.splitlines():
+        reply, kind, when = line.split()
+        t = float(when)
+        if kind == "t" and reply in last:
+            span = "alone" if start <= t < t0 else "beside" if t0 <= t <= t1 else ""
+            if span:
+                tokens[span] += 1
+                gaps[span] = max(gaps[span], t - last[reply])
+        last[reply] = t
+    return Replies(tokens["alone"] / (t0 - start), tokens["beside"] / (t1 - t0),
+                   gaps["alone"] * 1000, gaps["beside"] * 1000)  # fmt: skip
+
+
+def scenarios(today: bool, only: list[str], systems: list[str]) -> list[tuple[str, str]]:
     out = [(s, "ours") for s in ("alone", "alone-noreg", "pair", "chat")]
     out += [(s, "nanoGPT") for s in ("alone", "pair", "chat")]
     if today:
         out.append(("pair-noreg", "ours"))
-    return out
+    return [(s, y) for s, y in out if (not only or s in only) and y in systems]
 
 
-def run_one(setup: Setup, scenario: str, system: str, args: argparse.Namespace) -> list[float]:
+def run_one(
+    setup: Setup, scenario: str, system: str, args: argparse.Namespace
+) -> tuple[list[float], Replies | None]:
     env = dict(os.environ)
+    env["MINIGPT_JOBS_DIR"] = str(setup.work / "jobs")  # jobs of this benchmark's only
     if scenario.endswith("noreg"):
         env["MINIGPT_JOBS_DIR"] = NO_REGISTRY
     n = 2 if scenario.startswith("pair") else 1
@@ -149,8 +199,10 @@ def run_one(setup: Setup, scenario: str, system: str, args: argparse.Namespace) 
     return timed(cmds, cwd, env, reply)
 
 
-def reply_loop(path: Path, gap: float, tokens: int) -> None:
-    """Replies one after another, as `chat --follow` makes each one (torch backend)."""
+def reply_loop(path: Path, gap: float, tokens: int, log: Path | None) -> None:
+    """Replies one after another, as `chat --follow` makes each one (torch backend): its
+    worker iterates a Generation (minigpt_tui/tui/reply.py), as here. With `log`, a line per
+    reply start and per token (monotonic seconds, comparable across processes)."""
     sys.path.insert(0, str(ROOT))
     from minigpt_tui.generation import Generation, load_backend
     from minigpt_tui.sampling import SamplingSettings
@@ -158,16 +210,20 @@ def reply_loop(path: Path, gap: float, tokens: int) -> None:
     backend = load_backend(path, "torch")
     tokenizer = backend.info.tokenizer()
     prompt = tokenizer.encode("ROMEO:\n")
+    out = open(log, "a", buffering=1) if log else None  # noqa: SIM115 (written until killed)
     seed = 0
     while True:
         settings = SamplingSettings(temperature=0.8, top_k=40, max_new_tokens=tokens, seed=seed)
+        if out:
+            out.write(f"{seed} s {time.monotonic()}\n")
         for _ in Generation(backend, tokenizer, prompt, settings, alternatives=5):
-            pass
+            if out:
+                out.write(f"{seed} t {time.monotonic()}\n")
         seed += 1
         time.sleep(gap)
 
 
-def report(times: dict[tuple[str, str], list[float]]) -> None:
+def report(times: dict[tuple[str, str], list[float]], speeds: dict[str, list[Replies]]) -> None:
     print("\nmedian wall seconds per training (x: over the same system alone)")
     print(f"{'scenario':<12} {'ours':>14} {'nanoGPT':>14}")
     for scenario in ("alone", "alone-noreg", "pair", "chat", "pair-noreg"):
@@ -182,6 +238,17 @@ def report(times: dict[tuple[str, str], list[float]]) -> None:
             ratio = f" {med / statistics.median(alone):.2f}x" if alone else ""
             cells.append(f"{med:>8.1f}{ratio:>6}")
         print(f"{scenario:<12} {cells[0]} {cells[1]}")
+    if speeds:
+        print("\nthe replies in chat (median tokens/s; longest wait for a token, ms)")
+        print(f"{'system':<12} {'alone':>14} {'beside':>14}")
+        for system, got in speeds.items():
+            alone = statistics.median(r.alone_tps for r in got)
+            beside = statistics.median(r.beside_tps for r in got)
+            wait_alone = max(r.alone_gap_ms for r in got)
+            wait_beside = max(r.beside_gap_ms for r in got)
+            print(
+                f"{system:<12} {alone:>6.0f} {wait_alone:>7.0f} {beside:>6.0f} {wait_beside:>7.0f}"
+            )
 
 
 def main() -> None:
@@ -197,25 +264,39 @@ def main() -> None:
         help="ours without its final validation (quick checks; the issue's figures include it)",
     )
     p.add_argument("--today", action="store_true", help="also two of ours, registry off")
+    p.add_argument(
+        "--only", type=lambda v: v.split(","), default=[], help="these scenarios (a,b,...)"
+    )
+    p.add_argument(
+        "--systems", type=lambda v: v.split(","), default=["ours", "nanoGPT"], help="ours,nanoGPT"
+    )
     p.add_argument("--text", type=Path, default=SHARED / "data" / "tinyshakespeare.txt")
     p.add_argument("--nanogpt", type=Path, default=SHARED / "anchors" / "nanoGPT")
     p.add_argument("--work", type=Path, default=None, help="scratch directory (default: temp)")
     p.add_argument("--reply-loop", type=Path, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--reply-log", type=Path, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.reply_loop is not None:
-        reply_loop(args.reply_loop, args.reply_gap, args.reply_tokens)
+        reply_loop(args.reply_loop, args.reply_gap, args.reply_tokens, args.reply_log)
         return
     work = args.work or Path(tempfile.mkdtemp(prefix="concurrency-"))
     print(f"CPU: {cpu_name()}, {os.cpu_count()} CPUs; --max-iters {args.iters}; work in {work}")
     setup = Setup(work, args.iters, args.text, args.nanogpt, args.final_eval)
     times: dict[tuple[str, str], list[float]] = {}
+    speeds: dict[str, list[Replies]] = {}
     for r in range(args.repeats):
-        for scenario, system in scenarios(args.today):
+        for scenario, system in scenarios(args.today, args.only, args.systems):
             print(f"[{r + 1}/{args.repeats}] {system} {scenario}", flush=True)
-            secs = run_one(setup, scenario, system, args)
+            secs, replies = run_one(setup, scenario, system, args)
             print(f"    {', '.join(f'{s:.1f}s' for s in secs)}", flush=True)
             times.setdefault((scenario, system), []).extend(secs)
-    report(times)
+            if replies is not None:
+                print(f"    replies: {replies.alone_tps:.0f} tokens/s alone (longest wait "
+                      f"{replies.alone_gap_ms:.0f} ms), {replies.beside_tps:.0f} tokens/s "
+                      f"beside the training (longest wait {replies.beside_gap_ms:.0f} ms)",
+                      flush=True)  # fmt: skip
+                speeds.setdefault(system, []).append(replies)
+    report(times, speeds)
 
 
 if __name__ == "__main__":

@@ -136,14 +136,16 @@ class Generation:
 
     def __iter__(self) -> Iterator[TokenEvent]:
         """The whole generation on this Generation's backend, one network call per token
-        (the process counts as busy meanwhile, for a training's share of the CPUs)."""
-        with jobs.busy():
+        (the process counts as busy meanwhile, and while a training runs the calls run at idle
+        priority: model/jobs.py)."""
+        with jobs.Yielding() as yielding, jobs.busy():
+            run = yielding.call
             step: Step | None = self.start()
             while step is not None:
                 if step.prefill:
-                    logits = self.backend.prefill(step.ids)
+                    logits = run(self.backend.prefill, step.ids)
                 else:
-                    logits = self.backend.decode(step.ids[0])
+                    logits = run(self.backend.decode, step.ids[0])
                 event = self.take(logits)
                 if event is None:
                     break

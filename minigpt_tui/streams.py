@@ -74,12 +74,14 @@ class Lockstep:
         raised, with the streams that had not ended left without their `on_end`."""
         if len(generations) > self.n:
             raise ValueError(f"{len(generations)} generations for {self.n} streams")
-        with self.lock, jobs.busy():
+        # While a training runs, the network calls yield the CPUs to it (model/jobs.py).
+        with self.lock, jobs.Yielding() as yielding, jobs.busy():
+            run = yielding.call
             logits = []
             for i, gen in enumerate(generations):
                 ids = gen.start().ids
                 # One stopped before it began needs no prefill (take() ends it at once).
-                logits.append(NONE if gen.cancel.is_set() else self.streams.prefill(i, ids))
+                logits.append(NONE if gen.cancel.is_set() else run(self.streams.prefill, i, ids))
             live = list(range(len(generations)))
             while live:
                 tokens: list[int | None] = [None] * self.n
@@ -97,11 +99,11 @@ class Lockstep:
                         live.remove(i)
                         on_end(i)
                     elif step.prefill:  # a slide: this stream's next logits are ready now
-                        logits[i] = self.streams.prefill(i, step.ids)
+                        logits[i] = run(self.streams.prefill, i, step.ids)
                     else:
                         tokens[i] = step.ids[0]
                 if any(t is not None for t in tokens):
-                    batch = self.streams.decode_batch(tokens)
+                    batch = run(self.streams.decode_batch, tokens)
                     for i, t in enumerate(tokens):
                         if t is not None:
                             logits[i] = batch[i]

@@ -25,14 +25,19 @@ import contextlib
 import json
 import os
 import stat
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from model import userfile
+
+R = TypeVar("R")
 
 ENV_DIR = "MINIGPT_JOBS_DIR"  # where the registry lives (tests, or several users' own choice)
 RECHECK_SECONDS = 1.0
@@ -48,6 +53,7 @@ class Job:
     started: str
     kind: str
     busy: bool = True
+    yields: bool = False  # an inference job that computes at idle priority beside a training
 
 
 def registry_dir() -> Path:
@@ -100,7 +106,13 @@ def alive(job: Job) -> bool:
 def _read(path: Path) -> Job | None:
     try:
         raw = json.loads(userfile.read_bytes(path, 4096))  # a FIFO or device is refused
-        job = Job(int(raw["pid"]), str(raw["started"]), str(raw["kind"]), bool(raw["busy"]))
+        job = Job(
+            int(raw["pid"]),
+            str(raw["started"]),
+            str(raw["kind"]),
+            bool(raw["busy"]),
+            bool(raw.get("yields", False)),  # entries of older versions have no "yields"
+        )
     except (OSError, ValueError, KeyError, TypeError):  # UserFileError is a ValueError
         return None
     return job if job.kind in KINDS else None
@@ -140,7 +152,7 @@ def fair_threads(kind: str, cpus: int, alone: int, jobs: list[Job]) -> int:
     trainings = sum(1 for j in jobs if j.kind == "train")
     if kind == "infer":
         return 1 if trainings else alone
-    busy_inference = sum(1 for j in jobs if j.kind == "infer" and j.busy)
+    busy_inference = sum(1 for j in jobs if j.kind == "infer" and j.busy and not j.yields)
     free = max(1, cpus - busy_inference)
     return max(1, min(alone, free // (trainings + 1)))
 
@@ -193,9 +205,17 @@ class Registration:
                     self._set_busy(False)
 
     def _set_busy(self, busy: bool) -> None:
-        self.job = Job(self.job.pid, self.job.started, self.job.kind, busy)
+        self.job = Job(self.job.pid, self.job.started, self.job.kind, busy, self.job.yields)
         if self.written:
             self.write()
+
+    def set_yields(self, yields: bool) -> None:
+        """Say whether this job's computing yields to the trainings now (`Yielding`)."""
+        with self._lock:
+            if yields != self.job.yields and self.job.kind == "infer":
+                self.job = Job(self.job.pid, self.job.started, self.job.kind, self.job.busy, yields)
+                if self.written:
+                    self.write()
 
 
 class ThreadShare:
@@ -243,7 +263,7 @@ def join(kind: str) -> Registration:
         _current.write()
         atexit.register(_current.remove)
     elif kind == "train" and _current.job.kind != "train":  # a process that loaded a model
-        _current.job = Job(_current.job.pid, _current.job.started, "train", busy=True)
+        _current.job = Job(_current.job.pid, _current.job.started, "train")
         _current.write()
     return _current
 
@@ -258,3 +278,143 @@ def busy() -> contextlib.AbstractContextManager[None]:
 def training_running() -> bool:
     """Whether another live process of this user's is training."""
     return any(j.kind == "train" for j in others())
+
+
+# While a training runs, an inference job computes at this nice value (10: a weight of 110
+# against a normal thread's 1024). SCHED_IDLE, or nice 19, starved the replies: gaps of 1.7 s
+# and 0.6 s between tokens beside a training, against 84 ms at 10 (benchmarks/RESULTS.md).
+YIELD_NICE = 10
+# Per-thread priorities are Linux's: elsewhere setpriority takes a whole process, and an
+# inference job takes its thread from the training as before.
+YIELDS = sys.platform.startswith("linux") and hasattr(os, "setpriority")
+AUTOGROUP = Path("/proc/self/autogroup")  # this session's share of the CPUs: "/autogroup-N nice K"
+_lock = threading.Lock()
+_thread: ThreadPoolExecutor | None = None
+_group_users = 0  # Yieldings that hold this session's autogroup lowered
+_group_before: int | None = None  # its nice value before, restored when the last one ends
+
+
+def _lower_this_thread() -> None:
+    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), YIELD_NICE)
+
+
+def yielding_thread() -> ThreadPoolExecutor:
+    """This process's one thread at nice YIELD_NICE, started on first use. A thread of its own,
+    since with the usual RLIMIT_NICE of 0 a thread can lower its priority but never raise it
+    again: the calling thread (a pool thread of the UI's) keeps its priority."""
+    global _thread
+    with _lock:
+        if _thread is None:
+            _thread = ThreadPoolExecutor(1, "minigpt-yield", initializer=_lower_this_thread)
+        return _thread
+
+
+def _autogroup_nice() -> int | None:
+    try:
+        return int(userfile.read_text(AUTOGROUP, 256).split()[-1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _write_autogroup(nice: int) -> bool:
+    try:
+        with open(AUTOGROUP, "w") as f:  # a /proc file: written in place
+            f.write(str(nice))
+        return True
+    except OSError:  # no autogroups, or EAGAIN: the kernel takes ten changes a second
+        return False
+
+
+def lower_session() -> bool:
+    """Lower this session's autogroup to YIELD_NICE (kept when the user's own setting is
+    lower still). With autogroups on, the kernel shares the CPUs between sessions (terminals)
+    first, so a thread's priority counts only against threads of its own session: a chat in
+    another terminal than the training yields only this way. Counted: `restore_session` puts
+    the value back when the last user ends. Whether the session is lower now."""
+    global _group_users, _group_before
+    with _lock:
+        if _group_users == 0:
+            before = _autogroup_nice()
+            if before is None or (before < YIELD_NICE and not _write_autogroup(YIELD_NICE)):
+                return False
+            _group_before = before
+        _group_users += 1
+        return True
+
+
+def restore_session() -> None:
+    global _group_users, _group_before
+    with _lock:
+        _group_users -= 1
+        if _group_users == 0 and _group_before is not None:
+            if _group_before < YIELD_NICE:
+                _write_autogroup(_group_before)  # >= 0: no privilege needed
+            _group_before = None
+
+
+def _cgroup(pid: int | str) -> str:
+    try:
+        return userfile.read_text(f"/proc/{pid}/cgroup", 65536)
+    except (OSError, ValueError):
+        return "?"  # unknown: never equal to our own
+
+
+def takes_effect(training: Job, session_lowered: bool) -> bool:
+    """Whether our lowered priority counts against `training`: both in one cgroup (a cgroup's
+    CPU weight is shared as a whole), and in one session (one autogroup), or our session
+    lowered. Where it does not, the reply takes a core from the training as before."""
+    if _cgroup("self") != _cgroup(training.pid):
+        return False
+    try:
+        same_session = os.getsid(training.pid) == os.getsid(0)
+    except OSError:
+        return False
+    return same_session or session_lowered
+
+
+class Yielding:
+    """Where a generation's network calls run: in the calling thread, or, while this user's
+    trainings run, in `yielding_thread` at nice YIELD_NICE with this session lowered too, so
+    that the trainings keep all their threads (this job's entry says it `yields`) and the
+    reply takes the time they leave. Re-checked at most once a RECHECK_SECONDS, so a reply
+    that began beside a training computes at normal priority again within a second of its end.
+    Use as a context manager: its end restores the session's priority."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.low = False
+        self.session = False  # whether this Yielding holds the session lowered
+        self.checked = -float("inf")
+
+    def __enter__(self) -> Yielding:
+        self.update()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._set(False, [])
+
+    def update(self) -> bool:
+        """Whether the next network call runs at low priority."""
+        now = self.clock()
+        if YIELDS and _current is not None and now - self.checked >= RECHECK_SECONDS:
+            self.checked = now
+            jobs = others(_current.directory, _current.job.pid)
+            self._set(True, [j for j in jobs if j.kind == "train"])
+        return self.low
+
+    def _set(self, want: bool, trainings: list[Job]) -> None:
+        want = want and bool(trainings)
+        if want and not self.session:
+            self.session = lower_session()
+        self.low = want and all(takes_effect(t, self.session) for t in trainings)
+        if self.session and not self.low:
+            restore_session()
+            self.session = False
+        if _current is not None:
+            _current.set_yields(self.low)
+
+    def call(self, fn: Callable[..., R], *args: object) -> R:
+        """fn(*args), at low priority while a training runs."""
+        if not self.update():
+            return fn(*args)
+        return yielding_thread().submit(fn, *args).result()

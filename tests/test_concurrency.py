@@ -7,7 +7,8 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -183,3 +184,184 @@ def test_a_registry_that_is_not_a_directory_of_ours_is_not_used(tmp_path: Path) 
 def test_a_fifo_in_the_registry_is_skipped_without_waiting(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "7.json")
     assert jobs.others(tmp_path) == []
+
+
+# A reply beside a training: its network calls run at a low priority (Linux), so the training
+# keeps all its threads and the reply takes the time it leaves.
+
+YIELDER = Job(4, "", "infer", True, yields=True)
+needs_priorities = pytest.mark.skipif(not jobs.YIELDS, reason="thread priorities: Linux only")
+
+
+@pytest.mark.parametrize(
+    ("others", "want"),
+    [([YIELDER], 2), ([YIELDER, BUSY], 1), ([YIELDER, TRAIN], 1)],
+)
+def test_a_reply_that_yields_takes_no_core_from_a_training(others: list[Job], want: int) -> None:
+    assert fair_threads("train", 2, 2, others) == want
+    assert fair_threads("infer", 2, 2, [TRAIN]) == 1  # its own thread count is unchanged
+
+
+def test_an_entry_without_yields_counts_as_one_that_does_not(
+    tmp_path: Path, sleeper: subprocess.Popen[bytes]
+) -> None:
+    register_other(tmp_path, sleeper.pid, "infer")  # written by an older version
+    assert jobs.others(tmp_path)[0].yields is False
+
+
+@pytest.fixture
+def inference(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Registration]:
+    """This process registered as inference in its own registry, with a stand-in autogroup."""
+    registry = tmp_path / "jobs"
+    monkeypatch.setenv(jobs.ENV_DIR, str(registry))
+    autogroup = tmp_path / "autogroup"
+    autogroup.write_text("/autogroup-7 nice 0\n")
+    monkeypatch.setattr(jobs, "AUTOGROUP", autogroup)
+    reg = Registration("infer", registry)
+    reg.write()
+    monkeypatch.setattr(jobs, "_current", reg)
+    yield reg
+    reg.remove()
+
+
+def where(seen: list[tuple[int, int]]) -> Callable[[], int]:
+    """A network call that records the thread it ran on and that thread's nice value."""
+
+    def call() -> int:
+        tid = threading.get_native_id()
+        seen.append((tid, os.getpriority(os.PRIO_PROCESS, tid)))
+        return len(seen)
+
+    return call
+
+
+def entry(reg: Registration) -> Job:
+    return jobs.others(reg.directory, me=-1)[0]
+
+
+@needs_priorities
+def test_calls_run_at_low_priority_while_a_training_runs_and_normal_after(
+    inference: Registration, sleeper: subprocess.Popen[bytes]
+) -> None:
+    now = [0.0]
+    me, seen = threading.get_native_id(), []
+    normal = os.getpriority(os.PRIO_PROCESS, me)
+    other = register_other(inference.directory, sleeper.pid, "train")
+    with jobs.Yielding(clock=lambda: now[0]) as yielding:
+        assert yielding.call(where(seen)) == 1
+        assert seen[-1][0] != me and seen[-1][1] == jobs.YIELD_NICE
+        assert entry(inference).yields  # so the training keeps its threads
+        other.unlink()  # the training ended: normal priority from the next re-check on
+        yielding.call(where(seen))
+        assert seen[-1][1] == jobs.YIELD_NICE  # not re-read yet
+        now[0] += jobs.RECHECK_SECONDS
+        yielding.call(where(seen))
+        assert seen[-1] == (me, normal) and not entry(inference).yields
+    assert os.getpriority(os.PRIO_PROCESS, me) == normal  # the calling thread is never lowered
+
+
+def test_alone_calls_run_in_the_calling_thread(
+    inference: Registration, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jobs, "_thread", None)
+    seen: list[tuple[int, int]] = []
+    with jobs.Yielding() as yielding:
+        yielding.call(where(seen))
+    me = threading.get_native_id()
+    assert seen == [(me, os.getpriority(os.PRIO_PROCESS, me))]
+    assert jobs._thread is None  # no low-priority thread is even started
+    assert jobs.AUTOGROUP.read_text() == "/autogroup-7 nice 0\n"  # the session untouched
+    assert not entry(inference).yields
+
+
+def test_without_thread_priorities_a_reply_takes_its_core_as_before(
+    inference: Registration, monkeypatch: pytest.MonkeyPatch, sleeper: subprocess.Popen[bytes]
+) -> None:
+    monkeypatch.setattr(jobs, "YIELDS", False)  # a platform without per-thread priorities
+    register_other(inference.directory, sleeper.pid, "train")
+    seen: list[tuple[int, int]] = []
+    with jobs.Yielding() as yielding:
+        yielding.call(where(seen))
+        assert seen[0][0] == threading.get_native_id()
+        assert not entry(inference).yields  # so the training leaves it a core (fair_threads)
+
+
+@needs_priorities
+def test_a_training_in_another_session_is_yielded_to_through_the_session(
+    inference: Registration, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other_terminal = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True
+    )
+    try:
+        register_other(inference.directory, other_terminal.pid, "train")
+        training = jobs.others(inference.directory)[0]
+        assert not jobs.takes_effect(training, session_lowered=False)
+        assert jobs.takes_effect(training, session_lowered=True)
+        with jobs.Yielding() as yielding:
+            assert yielding.low and entry(inference).yields
+            assert jobs.AUTOGROUP.read_text() == str(jobs.YIELD_NICE)
+        assert jobs.AUTOGROUP.read_text() == "0"  # restored when the reply ends
+        monkeypatch.setattr(jobs, "AUTOGROUP", tmp_path / "none")  # a kernel without them:
+        with jobs.Yielding() as yielding:  # the reply takes its core as before
+            assert not yielding.low and not entry(inference).yields
+    finally:
+        other_terminal.kill()
+        other_terminal.wait()
+
+
+def test_the_sessions_priority_is_restored_by_the_last_reply(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    autogroup = tmp_path / "autogroup"
+    autogroup.write_text("/autogroup-7 nice 0\n")
+    monkeypatch.setattr(jobs, "AUTOGROUP", autogroup)
+    assert jobs.lower_session() and jobs.lower_session()  # two panes replying
+    assert autogroup.read_text() == str(jobs.YIELD_NICE)
+    jobs.restore_session()
+    assert autogroup.read_text() == str(jobs.YIELD_NICE)
+    jobs.restore_session()
+    assert autogroup.read_text() == "0"
+    autogroup.write_text("/autogroup-7 nice 15\n")  # the user's own, lower still: kept
+    assert jobs.lower_session()
+    jobs.restore_session()
+    assert autogroup.read_text() == "/autogroup-7 nice 15\n"
+
+
+def test_a_training_in_another_cgroup_is_not_yielded_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jobs, "_cgroup", lambda pid: "0::/mine" if pid == "self" else "0::/x")
+    assert not jobs.takes_effect(Job(os.getpid(), "", "train"), session_lowered=True)
+
+
+@needs_priorities
+def test_a_generation_beside_a_registered_training_decodes_at_low_priority(
+    inference: Registration, sleeper: subprocess.Popen[bytes]
+) -> None:
+    from minigpt_tui.generation import Generation
+    from minigpt_tui.sampling import SamplingSettings
+    from model.tokenizer import CharTokenizer
+    from tests.test_generation import ScriptedBackend
+
+    class Recording(ScriptedBackend):
+        nice: list[int]
+
+        def decode(self, token: int) -> Any:
+            self.nice.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+            return super().decode(token)
+
+    def reply() -> set[int]:
+        tokenizer = CharTokenizer("abcd")
+        backend = Recording([1, 2, 3], tokenizer.vocab_size)
+        backend.nice = []
+        settings = SamplingSettings(temperature=0.0, max_new_tokens=3)
+        list(Generation(backend, tokenizer, [1], settings))  # type: ignore[arg-type]
+        return set(backend.nice)
+
+    normal = os.getpriority(os.PRIO_PROCESS, 0)
+    assert reply() == {normal}  # alone
+    register_other(inference.directory, sleeper.pid, "train")
+    assert reply() == {jobs.YIELD_NICE}
+    assert not entry(inference).yields and not entry(inference).busy  # after the reply
+    sleeper.kill()
+    sleeper.wait()
+    assert reply() == {normal}  # the training ended
