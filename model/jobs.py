@@ -8,8 +8,19 @@ named by its pid), and takes
 
 - training: an even share of the CPUs that busy inference jobs leave, never more than it
   would use alone (torch's default, or OMP_NUM_THREADS); re-checked every second of training,
-  since torch.set_num_threads applies from the next operation;
-- inference (generate, chat, score, eval): 1 thread while a training job runs.
+  since torch.set_num_threads applies from the next operation. An inference job that yields
+  (below) leaves it every CPU;
+- inference (generate, chat, score, eval): 1 thread while a training runs; and on Linux a
+  generation's network calls (generate, chat) yield to the training (`Yielding`): they run
+  on a thread of their own at nice YIELD_NICE, so a reply streams in the time the training
+  leaves instead of taking a core from it (a training beside back-to-back replies took 1.73x
+  as long when it gave up a core). The UI thread keeps its priority. A thread's priority
+  counts only against threads of its own session when the kernel groups sessions
+  (autogroups, on by default on most desktops), so for a training in another terminal the
+  job also lowers its session's autogroup while it replies. Where neither would count
+  (another cgroup, no autogroups to lower), or off Linux, the entry does not say `yields`
+  and the training leaves it a core. Re-checked every second too: normal priority again
+  within a second of the training's end.
 
 A process that is alone keeps exactly the threads it has today. Entries of processes that have
 ended (a crash, kill -9) are stale: a dead pid, or a live pid that belongs to a newer process
@@ -359,17 +370,21 @@ def _cgroup(pid: int | str) -> str:
         return "?"  # unknown: never equal to our own
 
 
+def same_session(pid: int) -> bool:
+    """Whether process `pid` is in this process's session (so in its autogroup)."""
+    try:
+        return os.getsid(pid) == os.getsid(0)
+    except OSError:
+        return False
+
+
 def takes_effect(training: Job, session_lowered: bool) -> bool:
     """Whether our lowered priority counts against `training`: both in one cgroup (a cgroup's
     CPU weight is shared as a whole), and in one session (one autogroup), or our session
     lowered. Where it does not, the reply takes a core from the training as before."""
     if _cgroup("self") != _cgroup(training.pid):
         return False
-    try:
-        same_session = os.getsid(training.pid) == os.getsid(0)
-    except OSError:
-        return False
-    return same_session or session_lowered
+    return session_lowered or same_session(training.pid)
 
 
 class Yielding:
@@ -396,18 +411,22 @@ class Yielding:
     def update(self) -> bool:
         """Whether the next network call runs at low priority."""
         now = self.clock()
-        if YIELDS and _current is not None and now - self.checked >= RECHECK_SECONDS:
+        reg = _current  # a training's own samples never yield: only inference jobs
+        if YIELDS and reg and reg.job.kind == "infer" and now - self.checked >= RECHECK_SECONDS:
             self.checked = now
-            jobs = others(_current.directory, _current.job.pid)
+            jobs = others(reg.directory, reg.job.pid)
             self._set(True, [j for j in jobs if j.kind == "train"])
         return self.low
 
     def _set(self, want: bool, trainings: list[Job]) -> None:
         want = want and bool(trainings)
-        if want and not self.session:
+        # The session is lowered only for a training in another one (in ours it would slow
+        # the training too, against everything else the machine runs).
+        apart = want and not all(same_session(t.pid) for t in trainings)
+        if apart and not self.session:
             self.session = lower_session()
         self.low = want and all(takes_effect(t, self.session) for t in trainings)
-        if self.session and not self.low:
+        if self.session and not (apart and self.low):
             restore_session()
             self.session = False
         if _current is not None:

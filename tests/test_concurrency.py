@@ -251,6 +251,7 @@ def test_calls_run_at_low_priority_while_a_training_runs_and_normal_after(
         assert yielding.call(where(seen)) == 1
         assert seen[-1][0] != me and seen[-1][1] == jobs.YIELD_NICE
         assert entry(inference).yields  # so the training keeps its threads
+        assert jobs.AUTOGROUP.read_text() == "/autogroup-7 nice 0\n"  # one session: untouched
         other.unlink()  # the training ended: normal priority from the next re-check on
         yielding.call(where(seen))
         assert seen[-1][1] == jobs.YIELD_NICE  # not re-read yet
@@ -365,3 +366,13 @@ def test_a_generation_beside_a_registered_training_decodes_at_low_priority(
     sleeper.kill()
     sleeper.wait()
     assert reply() == {normal}  # the training ended
+
+
+def test_a_trainings_own_samples_never_yield(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sleeper: subprocess.Popen[bytes]
+) -> None:
+    reg = Registration("train", tmp_path)
+    monkeypatch.setattr(jobs, "_current", reg)
+    register_other(tmp_path, sleeper.pid, "train")
+    with jobs.Yielding() as yielding:
+        assert not yielding.low
