@@ -8,11 +8,21 @@ Scenarios, each timed as the wall time of every training process (start to exit)
                  was before model/jobs.py: a run alone must be as fast, within 3%)
     pair         two trainings started together (each <= 2.3x alone)
     chat         one training while a reply loop streams (training <= 1.3x alone)
+    chat-noyield ours only: the same with MINIGPT_YIELD=0, the reply taking a core from the
+                 training instead of yielding to it (model/jobs.py; measured 1.73x)
     pair-noreg   with --today: two of ours with the registry off (issue 24 measured 10x)
+
+Beside "chat" the replies' speed is reported too: new tokens per second in the 2 s before the
+trainings start and while they run, and the longest wait for a token within a reply. The
+reply loop runs in a session of its own, as a chat in another terminal (with the kernel's
+autogroups a thread's priority counts only within its own session). The benchmark's jobs have
+a registry of their own (unless MINIGPT_JOBS_DIR says otherwise), so that no other job of the
+user's changes their threads.
 
 The reply loop is `python benchmarks/concurrency.py --reply-loop CKPT`: what `chat --follow`
 does for each reply on its torch backend (minigpt_tui.generation.load_backend(path, "torch"),
-then a Generation of --reply-tokens tokens), one reply after another with --reply-gap seconds
+then iterating a Generation of --reply-tokens tokens, as chat's reply worker does:
+minigpt_tui/tui/reply.py), one reply after another with --reply-gap seconds
 between them (0: replies back to back, the worst case), from a checkpoint of the cpu preset.
 The same loop runs beside nanoGPT's training.
 
@@ -25,6 +35,7 @@ figures are only meaningful when the load before a run is < 1.
 
     python benchmarks/concurrency.py --repeats 3            # the issue's settings
     python benchmarks/concurrency.py --iters 5 --repeats 1 --no-final-eval  # a quick check
+    python benchmarks/concurrency.py --systems ours --only alone,chat,chat-noyield  # some
 """
 
 from __future__ import annotations
@@ -172,7 +183,7 @@ def reply_stats(log: str, start: float, t0: float, t1: float) -> Replies:
 
 
 def scenarios(today: bool, only: list[str], systems: list[str]) -> list[tuple[str, str]]:
-    out = [(s, "ours") for s in ("alone", "alone-noreg", "pair", "chat")]
+    out = [(s, "ours") for s in ("alone", "alone-noreg", "pair", "chat", "chat-noyield")]
     out += [(s, "nanoGPT") for s in ("alone", "pair", "chat")]
     if today:
         out.append(("pair-noreg", "ours"))
@@ -183,9 +194,11 @@ def run_one(
     setup: Setup, scenario: str, system: str, args: argparse.Namespace
 ) -> tuple[list[float], Replies | None]:
     env = dict(os.environ)
-    env["MINIGPT_JOBS_DIR"] = str(setup.work / "jobs")  # jobs of this benchmark's only
+    env.setdefault("MINIGPT_JOBS_DIR", str(setup.work / "jobs"))  # this benchmark's jobs only
     if scenario.endswith("noreg"):
         env["MINIGPT_JOBS_DIR"] = NO_REGISTRY
+    if scenario == "chat-noyield":
+        env["MINIGPT_YIELD"] = "0"  # the reply takes a core from the training (before yielding)
     n = 2 if scenario.startswith("pair") else 1
     outs = [setup.work / "runs" / f"{system}-{scenario}-{i}" for i in range(n)]
     if system == "ours":
@@ -193,7 +206,7 @@ def run_one(
     else:
         cmds, cwd = [setup.theirs(o) for o in outs], setup.nanogpt
     reply = None
-    if scenario == "chat":
+    if scenario.startswith("chat"):
         reply = [sys.executable, __file__, "--reply-loop", str(setup.model), "--reply-gap",
                  str(args.reply_gap), "--reply-tokens", str(args.reply_tokens)]  # fmt: skip
     return timed(cmds, cwd, env, reply)
@@ -226,7 +239,7 @@ def reply_loop(path: Path, gap: float, tokens: int, log: Path | None) -> None:
 def report(times: dict[tuple[str, str], list[float]], speeds: dict[str, list[Replies]]) -> None:
     print("\nmedian wall seconds per training (x: over the same system alone)")
     print(f"{'scenario':<12} {'ours':>14} {'nanoGPT':>14}")
-    for scenario in ("alone", "alone-noreg", "pair", "chat", "pair-noreg"):
+    for scenario in ("alone", "alone-noreg", "pair", "chat", "chat-noyield", "pair-noreg"):
         cells = []
         for system in ("ours", "nanoGPT"):
             got = times.get((scenario, system))
@@ -240,15 +253,13 @@ def report(times: dict[tuple[str, str], list[float]], speeds: dict[str, list[Rep
         print(f"{scenario:<12} {cells[0]} {cells[1]}")
     if speeds:
         print("\nthe replies in chat (median tokens/s; longest wait for a token, ms)")
-        print(f"{'system':<12} {'alone':>14} {'beside':>14}")
-        for system, got in speeds.items():
+        print(f"{'':<20} {'alone':>14} {'beside':>14}")
+        for name, got in speeds.items():
             alone = statistics.median(r.alone_tps for r in got)
             beside = statistics.median(r.beside_tps for r in got)
             wait_alone = max(r.alone_gap_ms for r in got)
             wait_beside = max(r.beside_gap_ms for r in got)
-            print(
-                f"{system:<12} {alone:>6.0f} {wait_alone:>7.0f} {beside:>6.0f} {wait_beside:>7.0f}"
-            )
+            print(f"{name:<20} {alone:>6.0f} {wait_alone:>7.0f} {beside:>6.0f} {wait_beside:>7.0f}")
 
 
 def main() -> None:
@@ -295,7 +306,7 @@ def main() -> None:
                       f"{replies.alone_gap_ms:.0f} ms), {replies.beside_tps:.0f} tokens/s "
                       f"beside the training (longest wait {replies.beside_gap_ms:.0f} ms)",
                       flush=True)  # fmt: skip
-                speeds.setdefault(system, []).append(replies)
+                speeds.setdefault(f"{system} {scenario}", []).append(replies)
     report(times, speeds)
 
 

@@ -296,8 +296,13 @@ def training_running() -> bool:
 # and 0.6 s between tokens beside a training, against 84 ms at 10 (benchmarks/RESULTS.md).
 YIELD_NICE = 10
 # Per-thread priorities are Linux's: elsewhere setpriority takes a whole process, and an
-# inference job takes its thread from the training as before.
-YIELDS = sys.platform.startswith("linux") and hasattr(os, "setpriority")
+# inference job takes its thread from the training as before (as with MINIGPT_YIELD=0, which
+# benchmarks/concurrency.py sets to measure that).
+YIELDS = (
+    sys.platform.startswith("linux")
+    and hasattr(os, "setpriority")
+    and os.environ.get("MINIGPT_YIELD") != "0"
+)
 AUTOGROUP = Path("/proc/self/autogroup")  # this session's share of the CPUs: "/autogroup-N nice K"
 _lock = threading.Lock()
 _thread: ThreadPoolExecutor | None = None
@@ -364,10 +369,16 @@ def restore_session() -> None:
 
 
 def _cgroup(pid: int | str) -> str:
+    """The cgroup whose CPU weight process `pid` shares: cgroup v1's `cpu` controller's,
+    else v2's one hierarchy ("?" when unknown: never equal to our own)."""
     try:
-        return userfile.read_text(f"/proc/{pid}/cgroup", 65536)
+        lines = userfile.read_text(f"/proc/{pid}/cgroup", 65536).splitlines()
     except (OSError, ValueError):
-        return "?"  # unknown: never equal to our own
+        return "?"
+    fields = [line.split(":", 2) for line in lines if line.count(":") >= 2]
+    v1 = [path for _, names, path in fields if "cpu" in names.split(",")]
+    v2 = [path for number, _, path in fields if number == "0"]
+    return (v1 or v2 or ["?"])[0]
 
 
 def same_session(pid: int) -> bool:

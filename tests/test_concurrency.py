@@ -376,3 +376,15 @@ def test_a_trainings_own_samples_never_yield(
     register_other(tmp_path, sleeper.pid, "train")
     with jobs.Yielding() as yielding:
         assert not yielding.low
+
+
+def test_the_cgroup_compared_is_the_one_of_the_cpu_controller(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = {
+        "1": "4:memory:/a\n1:cpu,cpuacct:/x\n0::/u\n",  # v1 with a cpu controller
+        "2": "0::/user.slice/app.scope\n",  # v2 only
+        "3": "",
+    }
+    monkeypatch.setattr(jobs.userfile, "read_text", lambda path, limit: files[path.split("/")[2]])
+    assert [jobs._cgroup(pid) for pid in ("1", "2", "3")] == ["/x", "/user.slice/app.scope", "?"]
