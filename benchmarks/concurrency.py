@@ -122,7 +122,9 @@ def timed(
     print(f"    uptime: {sh(['uptime']).strip()}", flush=True)
     loop, log = None, None
     if reply is not None:
-        log = Path(tempfile.mkstemp(prefix="replies-", suffix=".log")[1])
+        fd, name = tempfile.mkstemp(prefix="replies-", suffix=".log")
+        os.close(fd)
+        log = Path(name)
         # In a session of its own, as a chat in another terminal: with the kernel's autogroups
         # (sched_autogroup_enabled) the CPUs are shared between sessions first, and a thread's
         # priority only counts within its own session.
@@ -170,7 +172,10 @@ def reply_stats(log: str, start: float, t0: float, t1: float) -> Replies:
     gaps = {"alone": 0.0, "beside": 0.0}
     last: dict[str, float] = {}
     for line in log.splitlines():
-        reply, kind, when = line.split()
+        fields = line.split()
+        if len(fields) != 3:  # the last line, cut short when the loop was stopped
+            continue
+        reply, kind, when = fields
         t = float(when)
         if kind == "t" and reply in last:
             span = "alone" if start <= t < t0 else "beside" if t0 <= t <= t1 else ""
