@@ -17,8 +17,12 @@ from minigpt_tui.commands import COMMANDS, MODULES
 ROOT = Path(__file__).parent.parent
 
 
-def loaded_after(args: list[str]) -> list[str]:
-    """The modules of interest loaded by a fresh interpreter after main(args)."""
+INTEREST = ("minigpt_tui.commands.", "rich", "pydantic")
+
+
+def loaded_after(args: list[str], prefixes: tuple[str, ...] = INTEREST) -> list[str]:
+    """The modules starting with one of `prefixes` loaded by a fresh interpreter after
+    main(args)."""
     code = f"""
 import json, sys
 from minigpt_tui.cli import main
@@ -26,8 +30,7 @@ try:
     main({args!r})
 except SystemExit:
     pass
-print(json.dumps(sorted(m for m in sys.modules
-                        if m.startswith(("minigpt_tui.commands.", "rich", "pydantic")))))
+print(json.dumps(sorted(m for m in sys.modules if m.startswith({prefixes!r}))))
 """
     res = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT
@@ -39,6 +42,15 @@ print(json.dumps(sorted(m for m in sys.modules
 def test_generate_loads_only_its_own_command() -> None:
     loaded = loaded_after(["generate", "--max-tokens", "1", "-t", "0", "To be"])
     assert loaded == ["minigpt_tui.commands.generate"]
+
+
+def test_greedy_generate_imports_nothing_it_does_not_use() -> None:
+    """A greedy reply from a char model draws no random numbers, checks no checksum, parses
+    no TOML and starts no thread pool: numpy.random (and the secrets/hashlib it pulls in),
+    hashlib, tomllib, concurrent.futures and logging are imported only where used."""
+    avoided = ("numpy.random", "hashlib", "secrets", "tomllib", "concurrent", "logging")
+    loaded = loaded_after(["generate", "--max-tokens", "1", "-t", "0", "To be"], avoided)
+    assert loaded == []
 
 
 def test_every_module_has_its_command_name() -> None:
