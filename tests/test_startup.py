@@ -85,3 +85,18 @@ def test_one_command_app_keeps_the_command_name(capsys: pytest.CaptureFixture[st
     except SystemExit as e:
         assert e.code in (0, None)
     assert "minigpt-tui generate" in capsys.readouterr().out
+
+
+def test_chat_loads_its_dialogs_when_first_shown() -> None:
+    """The chat's first frame needs none of its dialogs (help, history, export, the error
+    screen): their modules load when one is first pushed (the Pilot tests open each)."""
+    code = """
+import json, sys
+import minigpt_tui.commands.chat, minigpt_tui.tui.app
+print(json.dumps(sorted(m for m in sys.modules if m.startswith("minigpt_tui.tui.screens."))))
+"""
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == []

@@ -12,8 +12,6 @@ from typing import TYPE_CHECKING
 
 from minigpt_tui.dialogue import MODES
 from minigpt_tui.history import Conversation
-from minigpt_tui.tui.screens.export import ExportScreen
-from minigpt_tui.tui.screens.history import HistoryScreen
 
 if TYPE_CHECKING:
     from minigpt_tui.tui.chat.chat import Chat
@@ -38,6 +36,8 @@ class Conversations:
 
     def pick(self) -> None:
         """The history screen; the conversation picked there is reopened."""
+        from minigpt_tui.tui.screens.history import HistoryScreen  # loaded when first shown
+
         screen = HistoryScreen(self.chat.history, self.chat.saver.conversation.id)
         self.chat.app.push_screen(screen, self.reopen)
 
@@ -103,6 +103,8 @@ class Conversations:
         if not self.record().turns:
             self.chat.say("Nothing to export yet.", timeout=2)
             return
+        from minigpt_tui.tui.screens.export import ExportScreen  # loaded when first shown
+
         self.chat.app.push_screen(ExportScreen(self.chat.saver.export_name()), self._export_to)
 
     def _export_to(self, path: Path | None) -> None:

@@ -20,7 +20,6 @@ from minigpt_tui.sampling import SamplingSettings
 from minigpt_tui.tui import keys
 from minigpt_tui.tui.chat import inspecting
 from minigpt_tui.tui.chat.chat import Chat
-from minigpt_tui.tui.screens.help import HelpScreen
 from minigpt_tui.tui.steering import nudge_temperature, step_top_k
 from minigpt_tui.tui.widgets.settings_panel import SettingsPanel, TokenInspector
 from minigpt_tui.tui.widgets.status_bar import StatusBar
@@ -177,6 +176,8 @@ class ChatScreen(Screen[None]):
 
     # ----------------------------------------------------------------- views
     def action_help(self) -> None:
+        from minigpt_tui.tui.screens.help import HelpScreen  # dialogs load when first shown
+
         self.app.push_screen(HelpScreen(keys.HELP_KEYS, self.help_notes))
 
     def action_toggle_probs(self) -> None:
