@@ -12,7 +12,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.geometry import Size
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Static, TextArea
+from textual.widgets import Input, Static, TextArea
 
 from minigpt_tui.dialogue import DialogueTemplate
 from minigpt_tui.history import HistoryStore
@@ -21,6 +21,7 @@ from minigpt_tui.tui import keys
 from minigpt_tui.tui.chat import inspecting
 from minigpt_tui.tui.chat.chat import Chat
 from minigpt_tui.tui.steering import nudge_temperature, step_top_k
+from minigpt_tui.tui.widgets.footer import Footer
 from minigpt_tui.tui.widgets.settings_panel import SettingsPanel, TokenInspector
 from minigpt_tui.tui.widgets.status_bar import StatusBar
 
