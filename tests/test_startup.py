@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_tui_support import FakeBackend, make_app, run_async, wait_for
 
 from minigpt_tui.cli import main
 from minigpt_tui.commands import COMMANDS, MODULES
@@ -100,3 +101,22 @@ print(json.dumps(sorted(m for m in sys.modules if m.startswith("minigpt_tui.tui.
     )
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout) == []
+
+
+@run_async
+async def test_chat_makes_the_document_when_complete_mode_first_shows() -> None:
+    """Complete mode's document (a TextArea, hidden in chat mode) is made when the chat first
+    switches to complete mode; a chat that never does, saves and starts anew without it."""
+    app = make_app(FakeBackend("Sweet."), max_new_tokens=4)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: app.chat.session is not None)
+        assert app.chat.document_area is None and not app.query("#document")
+        await pilot.press("ctrl+n")  # a new conversation in chat mode needs no document
+        assert app.chat.document_area is None
+        app.chat.change_mode("complete")
+        await wait_for(pilot, lambda: app.focused is app.chat.document)
+        assert app.chat.document_area is not None and app.query_one("#document").display
+        assert not app.chat.prompt_input.display
+        app.chat.change_mode("chat")
+        await pilot.pause()
+        assert not app.query_one("#document").display and app.focused is app.chat.prompt_input

@@ -30,7 +30,8 @@ class Conversations:
         if chat.session is not None:
             chat.session.reset()
         chat.transcript.clear()
-        chat.document.load_text("")
+        if chat.document_area is not None:
+            chat.document.load_text("")
         chat.state = "new conversation"
         chat.sync_context()
 
@@ -87,7 +88,8 @@ class Conversations:
     def record(self) -> Conversation:
         chat = self.chat
         model = chat.backend.info.name if chat.backend is not None else ""
-        return chat.saver.record(chat.mode, model, chat.template, chat.session, chat.document.text)
+        document = chat.document.text if chat.document_area is not None else ""
+        return chat.saver.record(chat.mode, model, chat.template, chat.session, document)
 
     def save(self) -> None:
         """Save now; a failure is said in a toast and stays in the status bar until a save
