@@ -14,11 +14,16 @@ this Python) or an environment variable that the child sees:
 
 `--importtime` runs it once more under `python -X importtime` and prints the imports that took
 longest (cumulative), which is where a cold start's time goes before the model loads.
+
+Every variant's own packages are byte-compiled first (`compile_bytecode`), as pip does when it
+installs a wheel: with PYTHONDONTWRITEBYTECODE set, or after an edit, each start would
+otherwise compile the changed modules from source (~0.1 s for the chat's 50 modules).
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import statistics
 import subprocess
@@ -35,6 +40,14 @@ def command(model: str | None) -> list[str]:
 
 
 Variant = tuple[Path, dict[str, str]]  # the directory it runs in, its environment
+PACKAGES = ("minigpt_tui", "model", "export")
+
+
+def compile_bytecode(checkout: Path) -> None:
+    """Write the checkout's packages' bytecode (__pycache__, ignored by git) if it is stale."""
+    for package in PACKAGES:
+        if (checkout / package).is_dir():
+            compileall.compile_dir(checkout / package, quiet=1)
 
 
 def run_once(cmd: list[str], variant: Variant) -> tuple[float, float]:
@@ -91,6 +104,8 @@ def main() -> None:
             variants[name] = (ROOT, {**os.environ, var: value})
         else:
             variants[name] = (Path(rest), dict(os.environ))
+    for cwd, _ in variants.values():
+        compile_bytecode(cwd)
     for variant in variants.values():  # warm the file cache
         run_once(cmd, variant)
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}

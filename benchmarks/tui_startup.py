@@ -14,10 +14,14 @@ says so.
     python benchmarks/tui_startup.py             # 5 launches
     python benchmarks/tui_startup.py --runs 10 --model runs/x --backend torch
     python benchmarks/tui_startup.py --textual-floor   # also a bare Textual app, interleaved
+    python benchmarks/tui_startup.py --variant main=/path/to/main-checkout   # against another
 
 `--textual-floor` times, the same way and taking turns with chat, a Textual app with nothing
 of ours in it (an Input, a Static that reads "ready │", a Footer): what Textual itself costs
-on this machine, below which chat's startup cannot go.
+on this machine, below which chat's startup cannot go. Beside each wall time the CPU time
+(user + system, /proc/PID/stat) the process had used when "ready" showed is reported: on a
+busy machine, compare those. Each checkout's packages are byte-compiled first, as an
+installed package is (see cold_start.py).
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from cold_start import compile_bytecode  # noqa: E402
 
 from minigpt_tui.models import BUNDLED_DIR, DEFAULT_MODEL  # noqa: E402
 
@@ -83,16 +89,30 @@ Bare().run()
 """
 
 
-def chat_command(model: str, backend: str, data_dir: str) -> str:
+def chat_command(model: str, backend: str, data_dir: str, cwd: Path = ROOT) -> str:
     return (
-        f"MINIGPT_TUI_DATA_DIR={data_dir} {sys.executable} -m minigpt_tui chat "
+        f"cd {cwd} && MINIGPT_TUI_DATA_DIR={data_dir} {sys.executable} -m minigpt_tui chat "
         f"--model {model} --backend {backend} --no-history; sleep 5"
     )
 
 
-def launch_once(command: str, timeout: float) -> tuple[float, bool]:
-    """Seconds from launching `command` in a fresh 80x24 tmux pane to "ready │" on screen, and
-    whether its python process mapped libtorch."""
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds the process has used so far (its threads, live and ended)."""
+    if pid is None:
+        return float("nan")
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+Launch = tuple[float, float, bool]  # wall seconds, CPU seconds, libtorch mapped
+
+
+def launch_once(command: str, timeout: float) -> Launch:
+    """Seconds from launching `command` in a fresh 80x24 tmux pane to "ready │" on screen, the
+    CPU seconds its python process had used by then, and whether it mapped libtorch."""
     socket = f"minigpt-bench-{uuid.uuid4().hex[:8]}"
     t0 = time.perf_counter()
     tmux(socket, "new-session", "-d", "-s", "b", "-x", "80", "-y", "24", command)
@@ -106,10 +126,20 @@ def launch_once(command: str, timeout: float) -> tuple[float, bool]:
             time.sleep(0.005)
         pane_pid = int(tmux(socket, "display", "-p", "-t", "b", "#{pane_pid}").strip())
         pid = python_pid(pane_pid)
+        cpu = cpu_seconds(pid)
         maps = Path(f"/proc/{pid}/maps").read_text() if pid else ""
-        return elapsed, "libtorch" in maps
+        return elapsed, cpu, "libtorch" in maps
     finally:
         tmux(socket, "kill-server")
+
+
+def summary(name: str, rows: list[Launch]) -> str:
+    walls, cpus = [r[0] for r in rows], [r[1] for r in rows]
+    return (
+        f"{name:>12}: wall median {statistics.median(walls):.3f}s "
+        f"(min {min(walls):.3f}, max {max(walls):.3f}), "
+        f"CPU median {statistics.median(cpus):.3f}s (min {min(cpus):.3f})"
+    )
 
 
 def main() -> None:
@@ -119,6 +149,13 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--timeout", type=float, default=60.0)
     ap.add_argument("--textual-floor", action="store_true", help="also time a bare Textual app")
+    ap.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="also launch chat from another checkout, taking turns (repeatable)",
+    )
     args = ap.parse_args()
     if shutil.which("tmux") is None:
         raise SystemExit("tmux is needed (apt-get install tmux)")
@@ -132,34 +169,43 @@ def main() -> None:
             else:
                 model = str(stand_in_model(Path(tmp) / "stand-in"))
                 note = " (bundled model not installed: random-weight stand-in, same kind)"
-        chat = chat_command(model, args.backend, tmp)
-        bare_script = Path(tmp) / "bare_app.py"
-        bare_script.write_text(BARE_APP)
-        bare = f"{sys.executable} {bare_script}; sleep 5"
-        launch_once(chat, args.timeout)  # warm the OS file cache
-        times, floor, torch_loaded = [], [], False
+        commands = {"chat": chat_command(model, args.backend, tmp)}
+        compile_bytecode(ROOT)
+        for spec in args.variant:
+            name, _, where = spec.partition("=")
+            compile_bytecode(Path(where))
+            commands[f"chat {name}"] = chat_command(model, args.backend, tmp, Path(where))
+        if args.textual_floor:
+            bare_script = Path(tmp) / "bare_app.py"
+            bare_script.write_text(BARE_APP)
+            commands["bare Textual"] = f"{sys.executable} {bare_script}; sleep 5"
+        for command in commands.values():
+            launch_once(command, args.timeout)  # warm the OS file cache
+        results: dict[str, list[Launch]] = {name: [] for name in commands}
         for _ in range(args.runs):
-            t, loaded = launch_once(chat, args.timeout)
-            times.append(t)
-            torch_loaded |= loaded
-            if args.textual_floor:
-                floor.append(launch_once(bare, args.timeout)[0])
+            for name, command in commands.items():
+                results[name].append(launch_once(command, args.timeout))
     print(f"model: {model}{note}")
     print(
-        f"backend: {args.backend}; {args.runs} launches; {os.cpu_count()} CPUs; "
-        f"python {sys.version.split()[0]}"
+        f"backend: {args.backend}; {args.runs} launches each, taking turns; {os.cpu_count()} "
+        f"CPUs; load average {os.getloadavg()[0]:.1f}; python {sys.version.split()[0]}"
     )
-    print(
-        f"launch -> ready: median {statistics.median(times):.3f}s, "
-        f"min {min(times):.3f}s, max {max(times):.3f}s"
-    )
-    if floor:
-        print(
-            f"bare Textual app (Input, Static, Footer), launch -> on screen: median "
-            f"{statistics.median(floor):.3f}s, min {min(floor):.3f}s, max {max(floor):.3f}s"
-        )
+    print("launch -> ready (the bare app: launch -> on screen); CPU: the process's by then")
+    for name, rows in results.items():
+        print(summary(name, rows))
+    if args.textual_floor:
+        floor = results["bare Textual"]
+        for name in commands:
+            if name.startswith("chat"):
+                extra = [c[0] - f[0] for c, f in zip(results[name], floor, strict=True)]
+                extra_cpu = [c[1] - f[1] for c, f in zip(results[name], floor, strict=True)]
+                print(
+                    f"{name} above the floor, median of the pairs: wall "
+                    f"{statistics.median(extra):+.3f}s, CPU {statistics.median(extra_cpu):+.3f}s"
+                )
     if args.backend == "onnx":
-        print("libtorch loaded in the chat process: " + ("YES (bug)" if torch_loaded else "no"))
+        loaded = any(r[2] for rows in results.values() for r in rows)
+        print("libtorch loaded in a chat process: " + ("YES (bug)" if loaded else "no"))
 
 
 if __name__ == "__main__":

@@ -124,7 +124,16 @@ class Sampler:
         self.reseed(settings.seed)
 
     def reseed(self, seed: int | None) -> None:
-        self.rng = np.random.default_rng(seed)
+        self._seed = seed
+        self._rng: np.random.Generator | None = None
+
+    @property
+    def rng(self) -> np.random.Generator:
+        """The random generator, made at the first draw: greedy decoding never needs one,
+        and numpy.random costs a cold start ~10 ms of imports (issue 25)."""
+        if self._rng is None:
+            self._rng = np.random.default_rng(self._seed)
+        return self._rng
 
     def choose(self, logits: np.ndarray, context: list[int], n_alternatives: int = 5) -> Choice:
         s = self.settings

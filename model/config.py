@@ -232,12 +232,12 @@ class Preset:
 
 # The short-CPU-run recipe (benchmarks/RESULTS.md, "A recipe for short CPU runs"): Muon on
 # the blocks' matrices at a high learning rate, the trapezoid schedule to 0 over the time
-# budget, dtype auto (bfloat16 where the CPU has AMX; float32 elsewhere: bfloat16 autocast ran
-# ~9x slower on an AMD EPYC without AMX), and few cheap evaluations, since they count against
-# the budget. Batch 24, not 12: Muon's orthogonalisation costs as much as a batch-12 forward
-# and backward at width 128, and a larger batch spreads it (5,600-5,750 tokens/s against
-# 4,450-5,000 on one core). The budget governs (max_iters is out of reach); --time-budget
-# changes it.
+# budget, dtype auto (bfloat16 where the CPU has AMX or AVX-512 BF16; float32 elsewhere:
+# bfloat16 autocast ran ~9x slower on an AVX2 AMD EPYC), and few cheap evaluations, since
+# they count against the budget. Batch 24, not 12: Muon's orthogonalisation costs as much as a
+# batch-12 forward and backward at width 128, and a larger batch spreads it (5,600-5,750
+# tokens/s against 4,450-5,000 on one core). The budget governs (max_iters is out of reach);
+# --time-budget changes it.
 CPU_BUDGET_RECIPE: dict[str, Any] = dict(
     batch_size=24,
     optimizer="muon",

@@ -16,11 +16,9 @@ from __future__ import annotations
 import codecs
 import ctypes
 import functools
-import hashlib
 import importlib.util
 import os
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -261,6 +259,8 @@ def _read_bounded(path: Path, limit: int) -> bytes:
 
 def gpt2_bpe_files(bpe_dir: str | None = None) -> tuple[Path, Path]:
     """GPT-2's published encoder.json and vocab.bpe, checked against their known SHA-256."""
+    import hashlib  # here, not at the top: a cold start with a char model needs none of it
+
     for d in _bpe_dirs(bpe_dir):
         encoder, vocab = d / "encoder.json", d / "vocab.bpe"
         if encoder.is_file() and vocab.is_file():
@@ -354,6 +354,8 @@ class GPT2Tokenizer:
         encode = functools.partial(self._enc.encode_to_numpy, disallowed_special=())
         if num_threads <= 1 or len(texts) <= 1:
             return [encode(t) for t in texts]
+        from concurrent.futures import ThreadPoolExecutor  # (with logging) ~10 ms to import
+
         with ThreadPoolExecutor(num_threads) as pool:
             return list(pool.map(encode, texts))
 
@@ -498,6 +500,8 @@ class BPETokenizer(HasHFJson):
 
     @classmethod
     def from_file(cls, path: Path, sha256: str | None = None, chat: bool = False) -> BPETokenizer:
+        import hashlib
+
         data = _read_bounded(path, MAX_TOKENIZER_BYTES)
         if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
             raise TokenizerError(f"{path} is not the tokenizer its config names (checksum)")
@@ -534,6 +538,8 @@ class BPETokenizer(HasHFJson):
         return self._json
 
     def spec(self) -> dict[str, Any]:
+        import hashlib
+
         sha = hashlib.sha256(self._json.encode("utf-8")).hexdigest()
         spec = {"kind": "bpe", "file": BPE_FILE, "vocab_size": self.vocab_size, "sha256": sha}
         return _with_chat(spec, self._chat)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import re
 import stat
-import tomllib
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -89,6 +88,8 @@ def read_toml(path: str | os.PathLike[str], limit: int) -> dict[str, Any]:
 
 def parse_toml(text: str, where: str) -> dict[str, Any]:
     """tomllib.loads after check_toml; every failure is one UserFileError line."""
+    import tomllib  # here: most commands read no TOML, and a cold start should not pay for it
+
     check_toml(text, where)
     try:
         return tomllib.loads(text)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_tui_support import FakeBackend, make_app, run_async, wait_for
 
 from minigpt_tui.cli import main
 from minigpt_tui.commands import COMMANDS, MODULES
@@ -17,8 +18,12 @@ from minigpt_tui.commands import COMMANDS, MODULES
 ROOT = Path(__file__).parent.parent
 
 
-def loaded_after(args: list[str]) -> list[str]:
-    """The modules of interest loaded by a fresh interpreter after main(args)."""
+INTEREST = ("minigpt_tui.commands.", "rich", "pydantic")
+
+
+def loaded_after(args: list[str], prefixes: tuple[str, ...] = INTEREST) -> list[str]:
+    """The modules starting with one of `prefixes` loaded by a fresh interpreter after
+    main(args)."""
     code = f"""
 import json, sys
 from minigpt_tui.cli import main
@@ -26,8 +31,7 @@ try:
     main({args!r})
 except SystemExit:
     pass
-print(json.dumps(sorted(m for m in sys.modules
-                        if m.startswith(("minigpt_tui.commands.", "rich", "pydantic")))))
+print(json.dumps(sorted(m for m in sys.modules if m.startswith({prefixes!r}))))
 """
     res = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT
@@ -39,6 +43,15 @@ print(json.dumps(sorted(m for m in sys.modules
 def test_generate_loads_only_its_own_command() -> None:
     loaded = loaded_after(["generate", "--max-tokens", "1", "-t", "0", "To be"])
     assert loaded == ["minigpt_tui.commands.generate"]
+
+
+def test_greedy_generate_imports_nothing_it_does_not_use() -> None:
+    """A greedy reply from a char model draws no random numbers, checks no checksum, parses
+    no TOML and starts no thread pool: numpy.random (and the secrets/hashlib it pulls in),
+    hashlib, tomllib, concurrent.futures and logging are imported only where used."""
+    avoided = ("numpy.random", "hashlib", "secrets", "tomllib", "concurrent", "logging")
+    loaded = loaded_after(["generate", "--max-tokens", "1", "-t", "0", "To be"], avoided)
+    assert loaded == []
 
 
 def test_every_module_has_its_command_name() -> None:
@@ -73,3 +86,37 @@ def test_one_command_app_keeps_the_command_name(capsys: pytest.CaptureFixture[st
     except SystemExit as e:
         assert e.code in (0, None)
     assert "minigpt-tui generate" in capsys.readouterr().out
+
+
+def test_chat_loads_its_dialogs_when_first_shown() -> None:
+    """The chat's first frame needs none of its dialogs (help, history, export, the error
+    screen): their modules load when one is first pushed (the Pilot tests open each)."""
+    code = """
+import json, sys
+import minigpt_tui.commands.chat, minigpt_tui.tui.app
+print(json.dumps(sorted(m for m in sys.modules if m.startswith("minigpt_tui.tui.screens."))))
+"""
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == []
+
+
+@run_async
+async def test_chat_makes_the_document_when_complete_mode_first_shows() -> None:
+    """Complete mode's document (a TextArea, hidden in chat mode) is made when the chat first
+    switches to complete mode; a chat that never does, saves and starts anew without it."""
+    app = make_app(FakeBackend("Sweet."), max_new_tokens=4)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: app.chat.session is not None)
+        assert app.chat.document_area is None and not app.query("#document")
+        await pilot.press("ctrl+n")  # a new conversation in chat mode needs no document
+        assert app.chat.document_area is None
+        app.chat.change_mode("complete")
+        await wait_for(pilot, lambda: app.focused is app.chat.document)
+        assert app.chat.document_area is not None and app.query_one("#document").display
+        assert not app.chat.prompt_input.display
+        app.chat.change_mode("chat")
+        await pilot.pause()
+        assert not app.query_one("#document").display and app.focused is app.chat.prompt_input

@@ -49,11 +49,19 @@ def test_cpu_preset_keeps_the_reference_table() -> None:
     assert TrainConfig.from_dict(train).optimizer == "adamw"  # AdamW at a constant lr, as before
 
 
-@pytest.mark.parametrize(("amx", "dtype"), [(True, torch.bfloat16), (False, torch.float32)])
-def test_auto_dtype_on_cpu_is_bfloat16_only_with_amx(
-    monkeypatch: pytest.MonkeyPatch, amx: bool, dtype: torch.dtype
+@pytest.mark.parametrize(
+    ("amx", "avx512_bf16", "dtype"),
+    [
+        (True, False, torch.bfloat16),
+        (False, True, torch.bfloat16),
+        (False, False, torch.float32),
+    ],
+)
+def test_auto_dtype_on_cpu_is_bfloat16_only_where_the_cpu_multiplies_it(
+    monkeypatch: pytest.MonkeyPatch, amx: bool, avx512_bf16: bool, dtype: torch.dtype
 ) -> None:
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
     assert resolve_dtype("auto", "cpu") == dtype
     assert resolve_dtype("float32", "cpu") == torch.float32  # an explicit dtype always wins
 

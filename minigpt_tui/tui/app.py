@@ -25,7 +25,6 @@ from minigpt_tui.tui import keys
 from minigpt_tui.tui.chat.chat import Chat
 from minigpt_tui.tui.chat.screen import ChatScreen
 from minigpt_tui.tui.loading import ModelLoader
-from minigpt_tui.tui.screens.error import ErrorScreen
 from minigpt_tui.tui.workflow import Workflow
 from model.backend import Backend
 
@@ -114,6 +113,8 @@ class ChatApp(App[None]):
             self.workflow.model_failed(event.reason)
             return
         self.load_error = event.reason
+        from minigpt_tui.tui.screens.error import ErrorScreen  # dialogs load when first shown
+
         self.push_screen(ErrorScreen("Could not load the model", self.load_error))
 
     @on(Chat.ReplyEnded)

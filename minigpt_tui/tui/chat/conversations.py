@@ -12,8 +12,6 @@ from typing import TYPE_CHECKING
 
 from minigpt_tui.dialogue import MODES
 from minigpt_tui.history import Conversation
-from minigpt_tui.tui.screens.export import ExportScreen
-from minigpt_tui.tui.screens.history import HistoryScreen
 
 if TYPE_CHECKING:
     from minigpt_tui.tui.chat.chat import Chat
@@ -32,12 +30,15 @@ class Conversations:
         if chat.session is not None:
             chat.session.reset()
         chat.transcript.clear()
-        chat.document.load_text("")
+        if chat.document_area is not None:
+            chat.document.load_text("")
         chat.state = "new conversation"
         chat.sync_context()
 
     def pick(self) -> None:
         """The history screen; the conversation picked there is reopened."""
+        from minigpt_tui.tui.screens.history import HistoryScreen  # loaded when first shown
+
         screen = HistoryScreen(self.chat.history, self.chat.saver.conversation.id)
         self.chat.app.push_screen(screen, self.reopen)
 
@@ -87,7 +88,8 @@ class Conversations:
     def record(self) -> Conversation:
         chat = self.chat
         model = chat.backend.info.name if chat.backend is not None else ""
-        return chat.saver.record(chat.mode, model, chat.template, chat.session, chat.document.text)
+        document = chat.document.text if chat.document_area is not None else ""
+        return chat.saver.record(chat.mode, model, chat.template, chat.session, document)
 
     def save(self) -> None:
         """Save now; a failure is said in a toast and stays in the status bar until a save
@@ -103,6 +105,8 @@ class Conversations:
         if not self.record().turns:
             self.chat.say("Nothing to export yet.", timeout=2)
             return
+        from minigpt_tui.tui.screens.export import ExportScreen  # loaded when first shown
+
         self.chat.app.push_screen(ExportScreen(self.chat.saver.export_name()), self._export_to)
 
     def _export_to(self, path: Path | None) -> None:

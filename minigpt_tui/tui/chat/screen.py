@@ -12,7 +12,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.geometry import Size
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Static, TextArea
+from textual.widgets import Input, Static, TextArea
 
 from minigpt_tui.dialogue import DialogueTemplate
 from minigpt_tui.history import HistoryStore
@@ -20,8 +20,8 @@ from minigpt_tui.sampling import SamplingSettings
 from minigpt_tui.tui import keys
 from minigpt_tui.tui.chat import inspecting
 from minigpt_tui.tui.chat.chat import Chat
-from minigpt_tui.tui.screens.help import HelpScreen
 from minigpt_tui.tui.steering import nudge_temperature, step_top_k
+from minigpt_tui.tui.widgets.footer import Footer
 from minigpt_tui.tui.widgets.settings_panel import SettingsPanel, TokenInspector
 from minigpt_tui.tui.widgets.status_bar import StatusBar
 
@@ -177,6 +177,8 @@ class ChatScreen(Screen[None]):
 
     # ----------------------------------------------------------------- views
     def action_help(self) -> None:
+        from minigpt_tui.tui.screens.help import HelpScreen  # dialogs load when first shown
+
         self.app.push_screen(HelpScreen(keys.HELP_KEYS, self.help_notes))
 
     def action_toggle_probs(self) -> None:

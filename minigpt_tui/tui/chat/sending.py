@@ -136,7 +136,8 @@ class MessageSender:
             text = chat.template.clean(said)
             if text:
                 chat.session.add_turn(Turn("model", text))
-        chat.document.read_only = False
+        if chat.document_area is not None:
+            chat.document.read_only = False
         chat.set_steering(False)
 
     def regenerate(self) -> None:

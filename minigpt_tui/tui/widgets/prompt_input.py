@@ -31,6 +31,19 @@ class SteerableTextArea(TextArea):
         return super().check_consume_key(key, character)
 
 
+class DocumentArea(SteerableTextArea):
+    """Complete mode's document: the chat makes it when complete mode first shows."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            id="document",
+            soft_wrap=True,
+            placeholder="Write the start of a text; Ctrl+G lets the model continue it.",
+        )
+        self.border_title = "Document"
+        self.display = False  # until the chat's pane switches to it
+
+
 class PromptInput(SteerableTextArea):
     class Submitted(Message):
         def __init__(self, text: str) -> None:
