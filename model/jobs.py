@@ -41,12 +41,14 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from model import userfile
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor  # imported when first used (startup time)
 
 R = TypeVar("R")
 
@@ -319,6 +321,8 @@ def yielding_thread() -> ThreadPoolExecutor:
     since with the usual RLIMIT_NICE of 0 a thread can lower its priority but never raise it
     again: the calling thread (a pool thread of the UI's) keeps its priority."""
     global _thread
+    from concurrent.futures import ThreadPoolExecutor
+
     with _lock:
         if _thread is None:
             _thread = ThreadPoolExecutor(1, "minigpt-yield", initializer=_lower_this_thread)
