@@ -5,8 +5,10 @@ in); help, a bare call and a mistyped command still see every command."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -33,8 +35,11 @@ except SystemExit:
     pass
 print(json.dumps(sorted(m for m in sys.modules if m.startswith({prefixes!r}))))
 """
+    # A job registry of its own: a training another test of this worker registered would make
+    # the reply yield to it (model/jobs.py), which starts a thread pool a lone start does not.
+    env = {**os.environ, "MINIGPT_JOBS_DIR": tempfile.mkdtemp(prefix="minigpt-jobs-")}
     res = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env
     )
     assert res.returncode == 0, res.stderr
     return list(json.loads(res.stdout.splitlines()[-1]))
@@ -96,8 +101,11 @@ import json, sys
 import minigpt_tui.commands.chat, minigpt_tui.tui.app
 print(json.dumps(sorted(m for m in sys.modules if m.startswith("minigpt_tui.tui.screens."))))
 """
+    # A job registry of its own: a training another test of this worker registered would make
+    # the reply yield to it (model/jobs.py), which starts a thread pool a lone start does not.
+    env = {**os.environ, "MINIGPT_JOBS_DIR": tempfile.mkdtemp(prefix="minigpt-jobs-")}
     res = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env
     )
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout) == []
