@@ -19,6 +19,7 @@ from textual.widgets._footer import FooterKey
 from minigpt_tui.history import HistoryStore
 from minigpt_tui.tui.chat.screen import ChatScreen
 from minigpt_tui.tui.widgets.prompt_input import PromptInput
+from minigpt_tui.tui.widgets.setting_field import SettingField
 
 
 async def _started(pilot: Any, app: Any) -> None:
@@ -68,7 +69,7 @@ async def test_a_digit_after_tab_never_changes_a_sampling_setting() -> None:
         assert app.chat.settings.temperature == 0.5
         await pilot.press("enter", "backspace", "9", "escape")  # Esc puts the value back
         assert app.chat.settings.temperature == 0.5
-        assert app.screen.query_one("#temperature", Input).value == "0.5"
+        assert app.screen.query_one("#temperature", SettingField).value == "0.5"
 
 
 async def _tab_stops(pilot: Any, app: Any) -> list[Any]:

@@ -1,5 +1,5 @@
 """The side panel: sampling settings, editable at any time (also while a reply streams; Enter
-on a field edits it, see setting_input.py), and the alternatives the model weighed for the
+on a field edits it, see setting_field.py), and the alternatives the model weighed for the
 selected token."""
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from textual import events
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
-from textual.widgets import Input, Label, Select, Static
+from textual.widgets import Label, Select, Static
 
 from minigpt_tui.dialogue import MODES, DialogueTemplate, valid_speaker_name
 from minigpt_tui.generation import TokenEvent
 from minigpt_tui.sampling import SamplingError, SamplingSettings
-from minigpt_tui.tui.widgets.setting_input import SettingInput
+from minigpt_tui.tui.widgets.setting_field import SettingField
 
 
 def _seed(text: str) -> int | None:
@@ -99,11 +99,8 @@ class SettingsPanel(VerticalScroll, can_focus=False):
         for field_id, (label, attr, _) in FIELDS.items():
             with Horizontal(classes="setting"):
                 yield Label(label)
-                yield SettingInput(
-                    show(getattr(self.settings, attr)),
-                    label,
-                    id=field_id,
-                    restrict=r"[0-9.\-]*",
+                yield SettingField(
+                    show(getattr(self.settings, attr)), label, r"[0-9.\-]*", id=field_id
                 )
         with Horizontal(classes="setting"):
             yield Label("mode")
@@ -116,17 +113,17 @@ class SettingsPanel(VerticalScroll, can_focus=False):
             )
         with Horizontal(classes="setting speaker-name"):
             yield Label("you")
-            yield SettingInput(self.template.user, "your name", id="user_name")
+            yield SettingField(self.template.user, "your name", id="user_name")
         with Horizontal(classes="setting speaker-name"):
             yield Label("bot")
-            yield SettingInput(self.template.model, "the bot's name", id="bot_name")
+            yield SettingField(self.template.model, "the bot's name", id="bot_name")
         yield Label("selected token", id="inspector-title", classes="-hidden")
         yield TokenInspector(id="inspector", classes="-hidden", markup=False)
 
     def sync(self) -> None:
         """Show the current settings (after a key changed one)."""
         for field_id, (_, attr, parse) in FIELDS.items():
-            box = self.query_one(f"#{field_id}", Input)
+            box = self.query_one(f"#{field_id}", SettingField)
             try:
                 same = parse(box.value) == getattr(self.settings, attr)
             except ValueError:
@@ -134,12 +131,12 @@ class SettingsPanel(VerticalScroll, can_focus=False):
             if not same:
                 box.value = show(getattr(self.settings, attr))
 
-    def on_input_changed(self, event: Input.Changed) -> None:
-        box = event.input
+    def on_setting_field_changed(self, event: SettingField.Changed) -> None:
+        box = event.field
         event.stop()
         if box.id in ("user_name", "bot_name"):
             name = event.value.strip()
-            box.set_class(not valid_speaker_name(name), "-invalid")
+            box.mark_invalid(not valid_speaker_name(name))
             if valid_speaker_name(name):
                 if box.id == "user_name":
                     self.template.user = name
@@ -155,9 +152,9 @@ class SettingsPanel(VerticalScroll, can_focus=False):
             trial = dataclasses.replace(self.settings, **{attr: value})
             trial.validate()
         except (ValueError, SamplingError):
-            box.add_class("-invalid")
+            box.mark_invalid(True)
             return
-        box.remove_class("-invalid")
+        box.mark_invalid(False)
         # The running Generation reads these every token: the next one uses the new value.
         setattr(self.settings, attr, value)
 
