@@ -72,6 +72,37 @@ async def test_a_digit_after_tab_never_changes_a_sampling_setting() -> None:
         assert app.screen.query_one("#temperature", SettingField).value == "0.5"
 
 
+@run_async
+async def test_a_settings_field_is_text_until_edited_and_applies_as_typed() -> None:
+    """A settings field has no text box until edited (fewer widgets to style at startup): a
+    click puts one in its place holding its value; what is typed applies at once, a bad
+    value is marked and not applied, Tab leaves and keeps it, Esc puts the old one back."""
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _started(pilot, app)
+        panel = app.screen.query_one("#settings")
+        assert not panel.query(Input), "no text box in the panel before a field is edited"
+        top_p = app.screen.query_one("#top_p", SettingField)
+        await pilot.click("#top_p")
+        editor = app.focused
+        assert isinstance(editor, Input) and editor.value == "1.0" and not top_p.display
+        await pilot.press("backspace", "backspace", ".", "5")  # 1.5: not a probability
+        assert app.chat.settings.top_p == 1.0 and top_p.has_class("-invalid")
+        assert editor.has_class("-invalid")
+        await pilot.press("backspace", "backspace", "backspace", "0", ".", "5")
+        assert app.chat.settings.top_p == 0.5 and not top_p.has_class("-invalid")
+        await pilot.press("tab")  # leaving keeps what was typed
+        assert app.focused is app.screen.query_one("#max_tokens") and top_p.value == "0.5"
+        assert top_p.display and not panel.query(Input)
+        name = app.template.model
+        await pilot.click("#bot_name")
+        await pilot.press("x")
+        assert app.template.model == name + "x"
+        await pilot.press("escape")
+        assert app.template.model == name and app.focused is app.screen.query_one("#bot_name")
+        assert not panel.query(Input)
+
+
 async def _tab_stops(pilot: Any, app: Any) -> list[Any]:
     """Every widget Tab reaches on the current screen, in order, once each."""
     stops: list[Any] = []
