@@ -103,6 +103,37 @@ async def test_a_settings_field_is_text_until_edited_and_applies_as_typed() -> N
         assert not panel.query(Input)
 
 
+@run_async
+async def test_the_mode_field_lists_the_modes_when_asked_and_esc_keeps_the_mode() -> None:
+    """The mode is drawn as text until chosen: Enter shows the list (a Select, made then), Esc
+    closes it keeping the mode and the field's focus; a click on the field and then on a mode
+    switches to it."""
+    from textual.widgets import Select
+    from textual.widgets._select import SelectOverlay
+
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _started(pilot, app)
+        panel = app.screen.query_one("#settings")
+        mode = app.screen.query_one("#mode")
+        assert not panel.query(Select)
+        mode.focus()
+        await pilot.press("enter")
+        await wait_for(
+            pilot, lambda: bool(panel.query(Select)) and panel.query_one(Select).expanded
+        )
+        await pilot.press("down", "escape")
+        await wait_for(pilot, lambda: not panel.query(Select))
+        assert app.chat.mode == "chat" and app.focused is mode and mode.display
+        await pilot.click("#mode")
+        await wait_for(pilot, lambda: bool(panel.query(SelectOverlay)))
+        await pilot.pause()
+        await pilot.click(SelectOverlay, offset=(2, 1))  # the second mode: complete
+        await wait_for(pilot, lambda: app.chat.mode == "complete")
+        await wait_for(pilot, lambda: not panel.query(Select))
+        assert "complete" in str(mode.render())
+
+
 async def _tab_stops(pilot: Any, app: Any) -> list[Any]:
     """Every widget Tab reaches on the current screen, in order, once each."""
     stops: list[Any] = []

@@ -6,17 +6,19 @@ Tab reaches every field, and 1-5 branch a reply elsewhere: a digit typed on a fi
 not being edited must never change a sampling setting unseen, so it changes nothing and the
 field says how to edit it. The text box exists only while editing: a field drawn as text is
 one plain widget to style at startup, where an Input is five (its parts have their own
-styles).
+styles). The mode field (ChoiceField) likewise makes its list of modes, a Select (six
+widgets), when it is opened.
 """
 
 from __future__ import annotations
 
 from textual import events
 from textual.binding import Binding
+from textual.content import Content
 from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
-from textual.widgets import Input
+from textual.widgets import Input, Select
 
 
 class SettingField(Widget, can_focus=True):
@@ -37,14 +39,14 @@ class SettingField(Widget, can_focus=True):
         self.set_reactive(SettingField.value, value)
         self.label = label
         self.restrict = restrict  # what the text box lets be typed
-        self.editor: SettingEditor | None = None
+        self.editor: Widget | None = None  # the text box (or list) while editing
         self._hinted = False  # said how to edit since the field got focus
 
     @property
     def editing(self) -> bool:
         return self.editor is not None
 
-    def render(self) -> str:
+    def render(self) -> str | Content:
         return self.value
 
     def watch_value(self, value: str) -> None:
@@ -77,14 +79,17 @@ class SettingField(Widget, can_focus=True):
 
     def action_edit(self) -> None:
         """Put a text box in the field's place, holding its value, with the cursor at its end."""
-        row = self.parent
-        if self.editor is not None or not isinstance(row, Widget):
-            return
-        self.editor = SettingEditor(self)
-        self.editor.set_class(self.has_class("-invalid"), "-invalid")
-        row.mount(self.editor, after=self)
-        self.display = False
-        self.editor.focus()
+        if self.editor is None:
+            editor = SettingEditor(self)
+            editor.set_class(self.has_class("-invalid"), "-invalid")
+            self._put_in_place(editor)
+            editor.focus()
+
+    def _put_in_place(self, editor: Widget) -> None:
+        if isinstance(self.parent, Widget):
+            self.editor = editor
+            self.parent.mount(editor, after=self)
+            self.display = False
 
     def done_editing(self, refocus: bool) -> None:
         """The text box goes; the field shows again (and has focus again after Enter or Esc)."""
@@ -124,3 +129,43 @@ class SettingEditor(Input):
     def action_undo(self) -> None:
         self.field.value = self.before
         self.field.done_editing(refocus=True)
+
+
+class ChoiceField(SettingField):
+    """A field that takes one of a few values: Enter (or ↑ ↓ space, or a click) opens the list
+    of them (a Select, made then), picking one sets it, Esc keeps the old one."""
+
+    BINDINGS = [Binding("enter,down,space,up", "edit", "Choose", show=False)]  # noqa: RUF012
+
+    def __init__(self, value: str, label: str, choices: tuple[str, ...], **kwargs: str) -> None:
+        super().__init__(value, label, **kwargs)
+        self.choices = choices
+
+    def render(self) -> str | Content:
+        # Drawn as a closed compact Select: the value, then its arrow one cell from the edge.
+        width = max(0, self.content_region.width - 3)
+        return Content.assemble(self.value[:width].ljust(width), " ", ("▼", "$foreground 50%"), " ")
+
+    def action_edit(self) -> None:
+        if self.editor is None:
+            options = [(choice, choice) for choice in self.choices]
+            select = Select(options, value=self.value, allow_blank=False, compact=True)
+            self._put_in_place(select)
+            select.focus()
+            select.call_after_refresh(select.action_show_overlay)
+            self.watch(select, "value", self._picked, init=False)
+            self.watch(select, "expanded", self._list_shown, init=False)
+
+    def _picked(self, value: object) -> None:
+        if isinstance(value, str):
+            self.value = value
+
+    def _list_shown(self, shown: bool) -> None:
+        if not shown:  # once the Select has handled its pick or Esc (and taken focus back)
+            self.call_after_refresh(self._close_list)
+
+    def _close_list(self) -> None:
+        """Back to the field after a pick or Esc; after a click elsewhere focus stays there."""
+        select = self.editor
+        if select is not None:
+            self.done_editing(refocus=select.has_focus_within)

@@ -12,12 +12,12 @@ from textual import events
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.message import Message
-from textual.widgets import Label, Select, Static
+from textual.widgets import Label, Static
 
 from minigpt_tui.dialogue import MODES, DialogueTemplate, valid_speaker_name
 from minigpt_tui.generation import TokenEvent
 from minigpt_tui.sampling import SamplingError, SamplingSettings
-from minigpt_tui.tui.widgets.setting_field import SettingField
+from minigpt_tui.tui.widgets.setting_field import ChoiceField, SettingField
 
 
 def _seed(text: str) -> int | None:
@@ -101,13 +101,7 @@ class SettingsPanel(VerticalScroll, can_focus=False):
             yield Label(label)
             yield SettingField(show(getattr(self.settings, attr)), label, r"[0-9.\-]*", id=field_id)
         yield Label("mode")
-        yield Select(
-            [(mode, mode) for mode in MODES],
-            value=self.initial_mode,
-            allow_blank=False,
-            compact=True,
-            id="mode",
-        )
+        yield ChoiceField(self.initial_mode, "mode", MODES, id="mode")
         yield Label("you", classes="speaker-name")
         yield SettingField(self.template.user, "your name", id="user_name", classes="speaker-name")
         yield Label("bot", classes="speaker-name")
@@ -131,6 +125,9 @@ class SettingsPanel(VerticalScroll, can_focus=False):
     def on_setting_field_changed(self, event: SettingField.Changed) -> None:
         box = event.field
         event.stop()
+        if box.id == "mode":
+            self.post_message(self.ModeChanged(event.value))  # the app ignores its own mode
+            return
         if box.id in ("user_name", "bot_name"):
             name = event.value.strip()
             box.mark_invalid(not valid_speaker_name(name))
@@ -155,11 +152,6 @@ class SettingsPanel(VerticalScroll, can_focus=False):
         # The running Generation reads these every token: the next one uses the new value.
         setattr(self.settings, attr, value)
 
-    def on_select_changed(self, event: Select.Changed) -> None:
-        event.stop()
-        if event.select.id == "mode" and isinstance(event.value, str):
-            self.post_message(self.ModeChanged(event.value))  # the app ignores its own mode
-
     def show_names(self, on: bool) -> None:
         """Show the speaker names (a text continuer's dialogue), or not (a chat model's
         turns are roles: You and Assistant)."""
@@ -168,6 +160,6 @@ class SettingsPanel(VerticalScroll, can_focus=False):
 
     def set_mode(self, mode: str) -> None:
         """Show the mode the app is in now (not a change the user asked for)."""
-        select = self.query_one("#mode", Select)
-        with select.prevent(Select.Changed):
-            select.value = mode
+        field = self.query_one("#mode", ChoiceField)
+        with field.prevent(SettingField.Changed):
+            field.value = mode
