@@ -19,6 +19,7 @@ from textual.widgets._footer import FooterKey
 from minigpt_tui.history import HistoryStore
 from minigpt_tui.tui.chat.screen import ChatScreen
 from minigpt_tui.tui.widgets.prompt_input import PromptInput
+from minigpt_tui.tui.widgets.setting_field import SettingField
 
 
 async def _started(pilot: Any, app: Any) -> None:
@@ -68,7 +69,69 @@ async def test_a_digit_after_tab_never_changes_a_sampling_setting() -> None:
         assert app.chat.settings.temperature == 0.5
         await pilot.press("enter", "backspace", "9", "escape")  # Esc puts the value back
         assert app.chat.settings.temperature == 0.5
-        assert app.screen.query_one("#temperature", Input).value == "0.5"
+        assert app.screen.query_one("#temperature", SettingField).value == "0.5"
+
+
+@run_async
+async def test_a_settings_field_is_text_until_edited_and_applies_as_typed() -> None:
+    """A settings field has no text box until edited (fewer widgets to style at startup): a
+    click puts one in its place holding its value; what is typed applies at once, a bad
+    value is marked and not applied, Tab leaves and keeps it, Esc puts the old one back."""
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _started(pilot, app)
+        panel = app.screen.query_one("#settings")
+        assert not panel.query(Input), "no text box in the panel before a field is edited"
+        top_p = app.screen.query_one("#top_p", SettingField)
+        await pilot.click("#top_p")
+        editor = app.focused
+        assert isinstance(editor, Input) and editor.value == "1.0" and not top_p.display
+        await pilot.press("backspace", "backspace", ".", "5")  # 1.5: not a probability
+        assert app.chat.settings.top_p == 1.0 and top_p.has_class("-invalid")
+        assert editor.has_class("-invalid")
+        await pilot.press("backspace", "backspace", "backspace", "0", ".", "5")
+        assert app.chat.settings.top_p == 0.5 and not top_p.has_class("-invalid")
+        await pilot.press("tab")  # leaving keeps what was typed
+        assert app.focused is app.screen.query_one("#max_tokens") and top_p.value == "0.5"
+        assert top_p.display and not panel.query(Input)
+        name = app.template.model
+        await pilot.click("#bot_name")
+        await pilot.press("x")
+        assert app.template.model == name + "x"
+        await pilot.press("escape")
+        assert app.template.model == name and app.focused is app.screen.query_one("#bot_name")
+        assert not panel.query(Input)
+
+
+@run_async
+async def test_the_mode_field_lists_the_modes_when_asked_and_esc_keeps_the_mode() -> None:
+    """The mode is drawn as text until chosen: Enter shows the list (a Select, made then), Esc
+    closes it keeping the mode and the field's focus; a click on the field and then on a mode
+    switches to it."""
+    from textual.widgets import Select
+    from textual.widgets._select import SelectOverlay
+
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _started(pilot, app)
+        panel = app.screen.query_one("#settings")
+        mode = app.screen.query_one("#mode")
+        assert not panel.query(Select)
+        mode.focus()
+        await pilot.press("enter")
+        await wait_for(
+            pilot, lambda: bool(panel.query(Select)) and panel.query_one(Select).expanded
+        )
+        await pilot.press("down", "escape")
+        await wait_for(pilot, lambda: not panel.query(Select))
+        assert app.chat.mode == "chat" and app.focused is mode and mode.display
+        await pilot.click("#mode")
+        await wait_for(pilot, lambda: bool(panel.query(SelectOverlay)))
+        await pilot.pause()
+        await pilot.click(SelectOverlay, offset=(2, 1))  # the second mode: complete
+        await wait_for(pilot, lambda: app.chat.mode == "complete")
+        await wait_for(pilot, lambda: not panel.query(Select))
+        assert "complete" in str(mode.render())
 
 
 async def _tab_stops(pilot: Any, app: Any) -> list[Any]:

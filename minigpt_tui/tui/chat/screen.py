@@ -22,6 +22,7 @@ from minigpt_tui.tui.chat import inspecting
 from minigpt_tui.tui.chat.chat import Chat
 from minigpt_tui.tui.steering import nudge_temperature, step_top_k
 from minigpt_tui.tui.widgets.footer import Footer
+from minigpt_tui.tui.widgets.setting_field import SettingField
 from minigpt_tui.tui.widgets.settings_panel import SettingsPanel, TokenInspector
 from minigpt_tui.tui.widgets.status_bar import StatusBar
 
@@ -96,7 +97,7 @@ class ChatScreen(Screen[None]):
             action,
             hidden=self.chat.hidden,
             generating=self.chat.generating,
-            typing=isinstance(self.focused, TextArea | Input),
+            typing=isinstance(self.focused, TextArea | Input | SettingField),
             mode=self.chat.mode,
         )
 

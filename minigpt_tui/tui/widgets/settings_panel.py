@@ -1,5 +1,5 @@
 """The side panel: sampling settings, editable at any time (also while a reply streams; Enter
-on a field edits it, see setting_input.py), and the alternatives the model weighed for the
+on a field edits it, see setting_field.py), and the alternatives the model weighed for the
 selected token."""
 
 from __future__ import annotations
@@ -10,14 +10,14 @@ from typing import Any
 
 from textual import events
 from textual.app import ComposeResult
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import VerticalScroll
 from textual.message import Message
-from textual.widgets import Input, Label, Select, Static
+from textual.widgets import Label, Static
 
 from minigpt_tui.dialogue import MODES, DialogueTemplate, valid_speaker_name
 from minigpt_tui.generation import TokenEvent
 from minigpt_tui.sampling import SamplingError, SamplingSettings
-from minigpt_tui.tui.widgets.setting_input import SettingInput
+from minigpt_tui.tui.widgets.setting_field import ChoiceField, SettingField
 
 
 def _seed(text: str) -> int | None:
@@ -96,37 +96,25 @@ class SettingsPanel(VerticalScroll, can_focus=False):
         self.initial_mode = mode  # the mode is the app's: the panel shows it and asks to change it
 
     def compose(self) -> ComposeResult:
+        # One grid of label | field rows (app.tcss), no container a row: fewer widgets to style.
         for field_id, (label, attr, _) in FIELDS.items():
-            with Horizontal(classes="setting"):
-                yield Label(label)
-                yield SettingInput(
-                    show(getattr(self.settings, attr)),
-                    label,
-                    id=field_id,
-                    restrict=r"[0-9.\-]*",
-                )
-        with Horizontal(classes="setting"):
-            yield Label("mode")
-            yield Select(
-                [(mode, mode) for mode in MODES],
-                value=self.initial_mode,
-                allow_blank=False,
-                compact=True,
-                id="mode",
-            )
-        with Horizontal(classes="setting speaker-name"):
-            yield Label("you")
-            yield SettingInput(self.template.user, "your name", id="user_name")
-        with Horizontal(classes="setting speaker-name"):
-            yield Label("bot")
-            yield SettingInput(self.template.model, "the bot's name", id="bot_name")
+            yield Label(label)
+            yield SettingField(show(getattr(self.settings, attr)), label, r"[0-9.\-]*", id=field_id)
+        yield Label("mode")
+        yield ChoiceField(self.initial_mode, "mode", MODES, id="mode")
+        yield Label("you", classes="speaker-name")
+        yield SettingField(self.template.user, "your name", id="user_name", classes="speaker-name")
+        yield Label("bot", classes="speaker-name")
+        yield SettingField(
+            self.template.model, "the bot's name", id="bot_name", classes="speaker-name"
+        )
         yield Label("selected token", id="inspector-title", classes="-hidden")
         yield TokenInspector(id="inspector", classes="-hidden", markup=False)
 
     def sync(self) -> None:
         """Show the current settings (after a key changed one)."""
         for field_id, (_, attr, parse) in FIELDS.items():
-            box = self.query_one(f"#{field_id}", Input)
+            box = self.query_one(f"#{field_id}", SettingField)
             try:
                 same = parse(box.value) == getattr(self.settings, attr)
             except ValueError:
@@ -134,12 +122,15 @@ class SettingsPanel(VerticalScroll, can_focus=False):
             if not same:
                 box.value = show(getattr(self.settings, attr))
 
-    def on_input_changed(self, event: Input.Changed) -> None:
-        box = event.input
+    def on_setting_field_changed(self, event: SettingField.Changed) -> None:
+        box = event.field
         event.stop()
+        if box.id == "mode":
+            self.post_message(self.ModeChanged(event.value))  # the app ignores its own mode
+            return
         if box.id in ("user_name", "bot_name"):
             name = event.value.strip()
-            box.set_class(not valid_speaker_name(name), "-invalid")
+            box.mark_invalid(not valid_speaker_name(name))
             if valid_speaker_name(name):
                 if box.id == "user_name":
                     self.template.user = name
@@ -155,25 +146,20 @@ class SettingsPanel(VerticalScroll, can_focus=False):
             trial = dataclasses.replace(self.settings, **{attr: value})
             trial.validate()
         except (ValueError, SamplingError):
-            box.add_class("-invalid")
+            box.mark_invalid(True)
             return
-        box.remove_class("-invalid")
+        box.mark_invalid(False)
         # The running Generation reads these every token: the next one uses the new value.
         setattr(self.settings, attr, value)
-
-    def on_select_changed(self, event: Select.Changed) -> None:
-        event.stop()
-        if event.select.id == "mode" and isinstance(event.value, str):
-            self.post_message(self.ModeChanged(event.value))  # the app ignores its own mode
 
     def show_names(self, on: bool) -> None:
         """Show the speaker names (a text continuer's dialogue), or not (a chat model's
         turns are roles: You and Assistant)."""
-        for row in self.query(".speaker-name"):
-            row.display = on
+        for widget in self.query(".speaker-name"):
+            widget.display = on
 
     def set_mode(self, mode: str) -> None:
         """Show the mode the app is in now (not a change the user asked for)."""
-        select = self.query_one("#mode", Select)
-        with select.prevent(Select.Changed):
-            select.value = mode
+        field = self.query_one("#mode", ChoiceField)
+        with field.prevent(SettingField.Changed):
+            field.value = mode
