@@ -421,7 +421,7 @@ class Yielding:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._set(False, [])
+        self._set([])
 
     def update(self) -> bool:
         """Whether the next network call runs at low priority."""
@@ -430,11 +430,12 @@ class Yielding:
         if YIELDS and reg and reg.job.kind == "infer" and now - self.checked >= RECHECK_SECONDS:
             self.checked = now
             jobs = others(reg.directory, reg.job.pid)
-            self._set(True, [j for j in jobs if j.kind == "train"])
+            self._set([j for j in jobs if j.kind == "train"])
         return self.low
 
-    def _set(self, want: bool, trainings: list[Job]) -> None:
-        want = want and bool(trainings)
+    def _set(self, trainings: list[Job]) -> None:
+        """Yield to these trainings (none: compute at normal priority, session restored)."""
+        want = bool(trainings)
         # The session is lowered only for a training in another one (in ours it would slow
         # the training too, against everything else the machine runs).
         apart = want and not all(same_session(t.pid) for t in trainings)
