@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import contextlib
 import signal
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 
+from model.batch_steps import BatchSource
 from model.chat import chat_tokens
 from model.chat_batches import ChatBatches, Conversations
 from model.data import Dataset
 
 
-class Batches:
+class Batches(BatchSource):
     """Random (x, y) windows from a memmapped split, reproducible from one torch.Generator.
 
     Every process draws the offsets of the whole global step (all processes' micro-batches)
@@ -56,17 +56,6 @@ class Batches:
         elif self.device != "cpu":
             buf = buf.to(self.device)
         return buf[:, :-1], buf[:, 1:]
-
-    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.gather(self.draw(1)[0])
-
-    def step(
-        self, grad_accum: int, rank: int = 0, world_size: int = 1
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """This process' micro-batches of one optimizer step (grad_accum across all)."""
-        ix = self.draw(grad_accum)
-        share = grad_accum // world_size
-        return (self.gather(i) for i in ix[rank * share : (rank + 1) * share])
 
 
 class StopFlag:

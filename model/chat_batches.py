@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from model.batch_steps import BatchSource
 from model.gpt import IGNORE
 
 
@@ -66,7 +67,7 @@ def chat_row(
     return ids[:-1], targets
 
 
-class ChatBatches:
+class ChatBatches(BatchSource):
     """Random rows of whole conversations, reproducible from one torch.Generator: the same
     interface as the plain-text batches (draw, gather, next, step), each process keeping its
     share of one global draw."""
@@ -115,17 +116,6 @@ class ChatBatches:
                 y.pin_memory().to(self.device, non_blocking=True),
             )
         return x.to(self.device), y.to(self.device)
-
-    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.gather(self.draw(1)[0])
-
-    def step(
-        self, grad_accum: int, rank: int = 0, world_size: int = 1
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """This process' micro-batches of one optimizer step (grad_accum across all)."""
-        ix = self.draw(grad_accum)
-        share = grad_accum // world_size
-        return (self.gather(i) for i in ix[rank * share : (rank + 1) * share])
 
 
 def packed_rows(
