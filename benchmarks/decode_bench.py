@@ -14,7 +14,9 @@ converted from there) run through:
 
     torch          this project's PyTorch KV-cache backend (fp32)
     onnx-fp32      this project's ONNX engine, `export onnx --quantize none`
-    onnx-int8      the fast path, `export onnx --quantize int8` (weight-only int8)
+    onnx-int8      the fast path, `export onnx --quantize int8` (weight-only int8 and, by
+                   default with it, an int8 KV cache)
+    onnx-int8-kvf32  the same with `--kv-cache float32` (the fast path until 2026-12-03)
     onnx-int4      `--quantize int4`
     ct2-int8       CTranslate2, `ct2-transformers-converter --quantization int8`
     hf             Hugging Face transformers, fp32, its own KV cache
@@ -61,7 +63,23 @@ from minigpt_tui.generation import Backend, Generation, load_backend  # noqa: E4
 from minigpt_tui.sampling import SamplingSettings  # noqa: E402
 from model import modeldir  # noqa: E402
 
-ENGINES = ("torch", "onnx-fp32", "onnx-int8", "onnx-int4", "ct2-int8", "hf", "llama-q8_0")
+ENGINES = (
+    "torch",
+    "onnx-fp32",
+    "onnx-int8",
+    "onnx-int8-kvf32",
+    "onnx-int4",
+    "ct2-int8",
+    "hf",
+    "llama-q8_0",
+)
+# Our ONNX exports: engine -> (--quantize, --kv-cache)
+EXPORTS = {
+    "onnx-fp32": ("none", "float32"),
+    "onnx-int8": ("int8", "int8"),
+    "onnx-int8-kvf32": ("int8", "float32"),
+    "onnx-int4": ("int4", "int8"),
+}
 # (time to first token in s, decode tokens/s, decode tokens per CPU-second of the process,
 #  CPU seconds of the process to the first token)
 Timing = tuple[float, float, float, float]
@@ -111,11 +129,14 @@ def build_models(work: Path, names: list[str]) -> dict[str, Path]:
         tok.save_pretrained(paths["hf"])  # CTranslate2's converter reads the vocabulary
     if not (paths["ours"] / modeldir.WEIGHTS_FILE).exists():
         convert_hf(paths["hf"], paths["ours"], force=True)
-    for q in ("none", "int8", "int4"):
-        name = "onnx-fp32" if q == "none" else f"onnx-{q}"
+    for name, (q, kv) in EXPORTS.items():
         paths[name] = work / name
-        if not (paths[name] / modeldir.ONNX_FILE).exists():
-            export_onnx(paths["ours"], paths[name], quantize=q, force=True)
+        if name not in names and name != "onnx-int8":  # onnx-int8: the extra checks' model
+            continue
+        done = paths[name] / modeldir.CONFIG_FILE
+        meta = json.loads(done.read_text()).get("onnx", {}) if done.exists() else {}
+        if (meta.get("quantize"), meta.get("kv_cache", "float32")) != (q, kv):
+            export_onnx(paths["ours"], paths[name], quantize=q, kv_cache=kv, force=True)
     paths["llama-q8_0"] = work / "gpt2-q8_0.gguf"
     if "llama-q8_0" in names and not paths["llama-q8_0"].exists():
         from export.gguf_export import export_gguf
@@ -444,22 +465,24 @@ def bench(args: argparse.Namespace, paths: dict[str, Path], threads: int) -> Non
             )
     clock = time.process_time if by_cpu else time.perf_counter
     unit = "per CPU-second" if by_cpu else "wall clock"
+    extra = [n for n in ("onnx-int8", "onnx-int8-kvf32") if n in names] or ["onnx-int8"]
     if args.context:
-        early, late = context_rates(paths["onnx-int8"], args.threads, args.rounds, clock)
-        print(
-            f"onnx-int8 decode at positions 256-384: {early:.1f} tokens/s, 900-1000: "
-            f"{late:.1f} tokens/s ({late / early:.0%}; {unit})"
-        )
+        for name in extra:
+            early, late = context_rates(paths[name], args.threads, args.rounds, clock)
+            print(
+                f"{name} decode at positions 256-384: {early:.1f} tokens/s, 900-1000: "
+                f"{late:.1f} tokens/s ({late / early:.0%}; {unit})"
+            )
         if llama is not None:  # wall clock: its CPU time is not this process's
             early, late = llama_context_rates(llama, args.rounds)
             print(
                 f"llama-q8_0 decode at positions 256-384: {early:.1f} tokens/s, 900-1000: "
                 f"{late:.1f} tokens/s ({late / early:.0%}; wall clock)"
             )
-    if args.streams > 1:
-        one, many = stream_costs(paths["onnx-int8"], args.threads, args.streams, args.rounds, clock)
+    for name in extra if args.streams > 1 else []:
+        one, many = stream_costs(paths[name], args.threads, args.streams, args.rounds, clock)
         print(
-            f"onnx-int8 batched step: 1 stream {one * 1e3:.1f} ms, {args.streams} streams "
+            f"{name} batched step: 1 stream {one * 1e3:.1f} ms, {args.streams} streams "
             f"{many * 1e3:.1f} ms ({many / one:.2f}x; {unit})"
         )
     if llama is not None:

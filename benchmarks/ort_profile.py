@@ -1,10 +1,11 @@
 """Where onnxruntime's time goes in a prefill and in decode steps, by operator (issue 25).
 
     python benchmarks/ort_profile.py MODEL_DIR [--prompt-tokens 256] [--steps 64] [--threads 1]
+        [--streams 1]
 
 Runs the model directory's model.onnx through this project's stream (export/ort_backend.py)
 with onnxruntime's profiler on: one prefill of --prompt-tokens random ids, then --steps decode
-steps. Prints, for the prefill and for the decode steps apart, each operator type's share of
+steps (of --streams streams decoded together, each prefilled alone). Prints, for the prefill and for the decode steps apart, each operator type's share of
 the kernel time and its microseconds per call. Shares hold on a busy machine, where absolute
 times do not; e.g. the MatMulNBits share of a prefill against a decode step shows whether its
 many-row path is the slow part.
@@ -76,27 +77,31 @@ def main() -> None:
     ap.add_argument("--prompt-tokens", type=int, default=256)
     ap.add_argument("--steps", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--streams", type=int, default=1, help="streams per decode step")
     args = ap.parse_args()
     vocab = modeldir.read(args.model).config.vocab_size
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         model = profiled_session(args.model, args.threads, os.path.join(tmp, "ort"))
-        streams = model.streams(1)
+        n = args.streams
+        streams = model.streams(n)
         streams.prefill(0, rng.integers(0, vocab, 8).tolist())  # warm-up, left out below
-        streams.prefill(0, rng.integers(0, vocab, args.prompt_tokens).tolist())
+        for i in range(n):
+            streams.prefill(i, rng.integers(0, vocab, args.prompt_tokens).tolist())
         for _ in range(args.steps):
-            streams.decode_batch([int(rng.integers(0, vocab))])
+            streams.decode_batch(rng.integers(0, vocab, n).tolist())
         profile = model.session.end_profiling()
         events = json.loads(Path(profile).read_text())
     runs = [e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
-    # Runs in order: warm-up, prefill, then the decode steps; split the node events by time.
+    # Runs in order: warm-up, prefills, then the decode steps; split the node events by time.
     bounds = [(int(r["ts"]), int(r["ts"]) + int(r["dur"])) for r in runs]
-    groups = {"prefill": bounds[1:2], "decode": bounds[2:]}
+    groups = {"prefill": bounds[1:2], "decode": bounds[1 + n :]}
     print(f"{args.model}, {args.threads} threads, load average {os.getloadavg()[0]:.1f}")
     for phase, spans in groups.items():
         inside = [e for e in events if any(a <= int(e.get("ts", -1)) <= b for a, b in spans)]
         wall = sum(b - a for a, b in spans) / max(1, len(spans))
         what = f"{args.prompt_tokens} tokens" if phase == "prefill" else f"{args.steps} steps"
+        what += f" of {n} streams" if phase == "decode" and n > 1 else ""
         print(f"{phase} ({what}; {wall / 1e3:.2f} ms a run by the profiler's clock):")
         for op, share, n, per_call in shares(inside):
             print(f"  {op:<28} {share:6.1%}  {n:>6} calls  {per_call:9.1f} us a call")

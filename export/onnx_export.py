@@ -36,7 +36,8 @@ import onnx
 import torch
 
 from export import onnx_graph, ort_backend
-from export.options import ExportError, check_opset, check_quantize
+from export.kv_scales import kv_scales
+from export.options import ExportError, check_kv_cache, check_opset, check_quantize
 from model import checkpoint, modeldir
 from model.config import GPTConfig
 from model.errors import first_line
@@ -58,6 +59,7 @@ class ExportResult:
     out_dir: Path
     onnx_path: Path
     quantize: str
+    kv_cache: str  # float32 or int8
     opset: int
     size_bytes: int
     seconds: float
@@ -72,10 +74,12 @@ def export_onnx(
     opset: int | None = None,
     verify: bool = True,
     force: bool = False,
+    kv_cache: str = "auto",
 ) -> ExportResult:
     """Export a model directory; see the module docstring. Raises ExportError/ModelDirError."""
     t0 = time.perf_counter()
     check_quantize(quantize)
+    kv_cache = check_kv_cache(kv_cache, quantize)
     opset = check_opset(DEFAULT_OPSET if opset is None else opset)
     info = modeldir.read(model_path)
     if not info.has_weights:
@@ -89,7 +93,7 @@ def export_onnx(
 
     model, _ = checkpoint.load(info.path)
     model.eval()
-    graph = build_graph(model, quantize, opset)
+    graph = build_graph(model, quantize, opset, kv_cache)
     fused = sum(n.op_type == "GroupQueryAttention" for n in graph.graph.node)
     data = graph.SerializeToString()
     if verify:
@@ -99,7 +103,7 @@ def export_onnx(
         load_session(data, model.config)  # at least onnxruntime must load what is written
 
     meta = dict(info.meta)
-    meta["onnx"] = _onnx_meta(model, opset, quantize, fused, report)
+    meta["onnx"] = _onnx_meta(model, opset, quantize, kv_cache, fused, report)
     if in_place:
         modeldir.atomic_write_bytes(target / modeldir.ONNX_FILE, data)
         modeldir.write_json(target / modeldir.CONFIG_FILE, meta)
@@ -113,6 +117,7 @@ def export_onnx(
         out_dir=target,
         onnx_path=target / modeldir.ONNX_FILE,
         quantize=quantize,
+        kv_cache=kv_cache,
         opset=opset,
         size_bytes=len(data),
         seconds=time.perf_counter() - t0,
@@ -164,22 +169,25 @@ def _same_path(a: Path, b: Path) -> bool:
         return False
 
 
-def build_graph(model: GPT, quantize: str = "none", opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+def build_graph(
+    model: GPT, quantize: str = "none", opset: int = DEFAULT_OPSET, kv_cache: str = "float32"
+) -> onnx.ModelProto:
     """The ONNX graph of a loaded model (see export/onnx_graph.py)."""
     weights = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
-    return onnx_graph.build_graph(model.config, weights, quantize, opset)
+    scales = kv_scales(model) if kv_cache == "int8" else None
+    return onnx_graph.build_graph(model.config, weights, quantize, opset, scales)
 
 
-def load_session(data: bytes, cfg: GPTConfig) -> Any:
-    """An onnxruntime session of the exported graph; one-line ExportError if it cannot load."""
+def load_session(data: bytes, cfg: GPTConfig) -> ort_backend.OrtModel:
+    """The exported graph in onnxruntime; one-line ExportError if it cannot load."""
     try:
         session = ort_backend.make_session(data, threads=1)
     except Exception as e:  # onnxruntime's own error types, e.g. an operator it lacks
         raise ExportError(
             f"onnxruntime cannot load the exported graph: {first_line(e)}; nothing was written"
         ) from None
-    ort_backend.check_signature(session, cfg, "the exported graph")
-    return session
+    cache_type = ort_backend.check_signature(session, cfg, "the exported graph")
+    return ort_backend.OrtModel(session, cfg, cache_type)
 
 
 def verify_export(model: GPT, data: bytes, quantize: str, seed: int = 0) -> dict[str, Any]:
@@ -191,8 +199,7 @@ def verify_export(model: GPT, data: bytes, quantize: str, seed: int = 0) -> dict
     position of the block.
     """
     cfg = model.config
-    session = load_session(data, cfg)
-    onnx_model = ort_backend.OrtModel(session, cfg)
+    onnx_model = load_session(data, cfg)
     rng = np.random.default_rng(seed)
     bs = cfg.block_size
     half = min(bs // 2, 64)
@@ -239,7 +246,7 @@ def verify_export(model: GPT, data: bytes, quantize: str, seed: int = 0) -> dict
         "mean_kl": float(np.mean(kls)),
         "greedy_agreement": float(np.mean(agree)),
     }
-    if quantize == "none":
+    if quantize == "none" and onnx_model.cache_type is np.float32:
         tol = FP32_TOLERANCE * scale
         report["tolerance"] = tol
         if not report["max_logit_diff"] <= tol:  # NaN (a non-finite model) fails too
@@ -248,11 +255,12 @@ def verify_export(model: GPT, data: bytes, quantize: str, seed: int = 0) -> dict
                 f"{report['max_logit_diff']:.3g} (tolerance {tol:.3g}); nothing was written"
             )
     else:
-        bound = MAX_KL[quantize]
+        bound = MAX_KL.get(quantize, MAX_KL["int8"])  # none: an int8 KV cache alone
         report["max_mean_kl"] = bound
         if not report["mean_kl"] <= bound:  # NaN fails too
+            what = quantize if quantize != "none" else "int8 KV cache"
             raise ExportError(
-                f"verification failed: {quantize} model's next-token distribution is "
+                f"verification failed: {what} model's next-token distribution is "
                 f"{report['mean_kl']:.3g} nats from PyTorch's (KL; bound {bound}); "
                 "nothing was written"
             )
@@ -272,7 +280,12 @@ def _kl(p_logits: np.ndarray, q_logits: np.ndarray) -> np.ndarray:
 
 
 def _onnx_meta(
-    model: GPT, opset: int, quantize: str, fused: int, report: dict[str, Any] | None
+    model: GPT,
+    opset: int,
+    quantize: str,
+    kv_cache: str,
+    fused: int,
+    report: dict[str, Any] | None,
 ) -> dict[str, Any]:
     import onnxruntime
 
@@ -284,6 +297,7 @@ def _onnx_meta(
         "inputs": ort_backend.input_names(cfg),
         "outputs": ort_backend.output_names(cfg),
         "cache_layout": "per layer (batch, n_head, block_size, head_size), written in place",
+        "kv_cache": kv_cache,
         "logits": "last position",
         "fused_attention": fused,
         "verify": report,

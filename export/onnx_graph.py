@@ -39,10 +39,19 @@ ACCURACY_LEVEL = 4  # MatMulNBits: int8 activations (the fastest CPU kernels)
 
 
 def build_graph(
-    cfg: GPTConfig, weights: dict[str, np.ndarray], quantize: str = "none", opset: int = 23
+    cfg: GPTConfig,
+    weights: dict[str, np.ndarray],
+    quantize: str = "none",
+    opset: int = 23,
+    kv_scales: list[tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> onnx.ModelProto:
-    """The inplace-cache graph for `weights` (GPT.state_dict() as float32 numpy arrays)."""
-    g = _Graph(cfg, weights, quantize)
+    """The inplace-cache graph for `weights` (GPT.state_dict() as float32 numpy arrays).
+
+    With `kv_scales` (per layer, the key and value caches' per-channel scales, each
+    (n_head, head_size); export/kv_scales.py measures them) the KV cache is int8:
+    GroupQueryAttention stores round(x / scale), clipped to [-128, 127], and reads it back
+    times the scale. A step then reads a quarter of the fp32 cache's bytes."""
+    g = _Graph(cfg, weights, quantize, kv_scales)
     g.embeddings()
     for i in range(cfg.n_layer):
         g.layer(i)
@@ -56,8 +65,14 @@ class _Graph:
     `branch` and `resid` name what the next SkipLayerNormalization adds up, and
     `pending_bias` the bias of the Linear before it (folded into that node)."""
 
-    def __init__(self, cfg: GPTConfig, weights: dict[str, np.ndarray], quantize: str) -> None:
-        self.cfg, self.weights = cfg, weights
+    def __init__(
+        self,
+        cfg: GPTConfig,
+        weights: dict[str, np.ndarray],
+        quantize: str,
+        kv_scales: list[tuple[np.ndarray, np.ndarray]] | None = None,
+    ) -> None:
+        self.cfg, self.weights, self.kv_scales = cfg, weights, kv_scales
         self.c = cfg.n_embd
         self.bits = QUANTIZE_BITS[quantize]
         self.mlp_bits = self.bits
@@ -194,21 +209,25 @@ class _Graph:
         p, c, bits, mlp_bits = f"h.{i}.", self.c, self.bits, self.mlp_bits
         self.skip_ln(p + "ln_1", f"l{i}.ln1", f"l{i}.x0")
         self.linear(f"l{i}.ln1", f"l{i}.qkv", p + "attn.c_attn.weight", bits)
+        ins = [f"l{i}.qkv", "", "", f"past_key_{i}", f"past_value_{i}", "seqlens_k"]
+        ins.append("total_sequence_length")
+        quant: dict[str, Any] = {}
+        if self.kv_scales is not None:
+            shape = (1, self.cfg.n_head, 1, c // self.cfg.n_head)  # broadcast over B and T
+            k_scale, v_scale = (np.asarray(a, np.float32).reshape(shape) for a in self.kv_scales[i])
+            # inputs 7-11 (rotary caches, position ids, bias, head sink) are unused
+            ins += ["", "", "", "", "", self.const(f"l{i}.k_scale", k_scale)]
+            ins.append(self.const(f"l{i}.v_scale", v_scale))
+            quant = dict(k_quant_type="PER_CHANNEL", v_quant_type="PER_CHANNEL")
+            quant["kv_cache_bit_width"] = 8
         self.node(
             "GroupQueryAttention",
-            [
-                f"l{i}.qkv",
-                "",
-                "",
-                f"past_key_{i}",
-                f"past_value_{i}",
-                "seqlens_k",
-                "total_sequence_length",
-            ],
+            ins,
             [f"l{i}.att", f"present_key_{i}", f"present_value_{i}"],
             MS,
             num_heads=self.cfg.n_head,
             kv_num_heads=self.cfg.n_head,
+            **quant,
         )
         self.linear(f"l{i}.att", f"l{i}.proj", p + "attn.c_proj.weight", bits, with_bias=False)
         self.branch, self.resid = f"l{i}.proj", f"l{i}.x0"
@@ -253,6 +272,7 @@ class _Graph:
         # Initializers may be named twice (wte when tied and fp32): keep the first.
         seen: set[str] = set()
         unique = [t for t in self.inits if not (t.name in seen or seen.add(t.name))]  # type: ignore[func-returns-value]
+        cache_type = TensorProto.FLOAT if self.kv_scales is None else TensorProto.INT8
         cache_shape: list[str | int] = [
             "batch",
             cfg.n_head,
@@ -268,7 +288,7 @@ class _Graph:
                 helper.make_tensor_value_info("seqlens_k", TensorProto.INT32, ["batch"]),
                 helper.make_tensor_value_info("total_sequence_length", TensorProto.INT32, []),
                 *[
-                    helper.make_tensor_value_info(n, TensorProto.FLOAT, cache_shape)
+                    helper.make_tensor_value_info(n, cache_type, cache_shape)
                     for n in cache_names(cfg.n_layer, "past")
                 ],
             ],
@@ -277,7 +297,7 @@ class _Graph:
                     "logits", TensorProto.FLOAT, ["batch", cfg.vocab_size]
                 ),
                 *[
-                    helper.make_tensor_value_info(n, TensorProto.FLOAT, cache_shape)
+                    helper.make_tensor_value_info(n, cache_type, cache_shape)
                     for n in cache_names(cfg.n_layer, "present")
                 ],
             ],

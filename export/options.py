@@ -12,6 +12,11 @@ QUANTIZE_BITS = {"none": 0, "int8": 8, "int4": 4, "int4-mlp": 4}
 QUANTIZE_MODES = tuple(QUANTIZE_BITS)
 
 
+# The KV cache's element type: float32, or int8 with per-channel scales measured at export
+# (export/kv_scales.py). auto: int8 with quantised weights, float32 with float32 weights.
+KV_CACHE_MODES = ("auto", "float32", "int8")
+
+
 class ExportError(Exception):
     """An export that cannot be done or did not verify; nothing was written."""
 
@@ -20,6 +25,15 @@ def check_quantize(mode: str) -> str:
     """`mode` if it is one of QUANTIZE_MODES, else a one-line ExportError."""
     if mode not in QUANTIZE_MODES:
         raise ExportError(f"--quantize must be {one_of(QUANTIZE_MODES)}, got {mode!r}")
+    return mode
+
+
+def check_kv_cache(mode: str, quantize: str) -> str:
+    """float32 or int8 for `mode` (auto resolved by `quantize`), else a one-line ExportError."""
+    if mode not in KV_CACHE_MODES:
+        raise ExportError(f"--kv-cache must be {one_of(KV_CACHE_MODES)}, got {mode!r}")
+    if mode == "auto":
+        return "float32" if quantize == "none" else "int8"
     return mode
 
 

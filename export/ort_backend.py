@@ -9,7 +9,9 @@ and decode, batch B of independent streams, T new tokens each):
              position_ids           (B, T) int64, their positions
              seqlens_k              (B,) int32, each stream's length after this call, minus 1
              total_sequence_length  () int32, the longest of those lengths
-             past_key_{i}, past_value_{i}   (B, n_head, block_size, head_size) float32
+             past_key_{i}, past_value_{i}   (B, n_head, block_size, head_size) float32, or
+                                    int8 when exported with an int8 KV cache (the scales
+                                    are constants of the graph)
     outputs  logits                 (B, vocab) float32, each stream's LAST position only
              present_key_{i}, present_value_{i}   the same buffers as past_*
 
@@ -63,6 +65,7 @@ SEQLENS = "seqlens_k"
 TOTAL = "total_sequence_length"
 LOGITS = "logits"
 MAX_STREAMS = 64  # a batch beyond this is refused: each stream holds a whole-block cache
+CACHE_TYPES = {"tensor(float)": np.float32, "tensor(int8)": np.int8}  # the KV caches we export
 
 
 def cache_names(n_layer: int, prefix: str) -> list[str]:
@@ -96,8 +99,9 @@ def make_session(model: str | os.PathLike[str] | bytes, threads: int) -> ort.Inf
     return ort.InferenceSession(source, so, providers=["CPUExecutionProvider"])
 
 
-def check_signature(session: ort.InferenceSession, config: GPTConfig, where: str) -> None:
-    """Refuse, in one line, a graph whose inputs and outputs are not the ones we export."""
+def check_signature(session: ort.InferenceSession, config: GPTConfig, where: str) -> type:
+    """Refuse, in one line, a graph whose inputs and outputs are not the ones we export;
+    return its KV cache's numpy type (float32, or int8)."""
     hs = config.n_embd // config.n_head
     reexport = "re-export it with 'minigpt-tui export onnx --force'"
 
@@ -119,10 +123,10 @@ def check_signature(session: ort.InferenceSession, config: GPTConfig, where: str
             f"({config.n_layer} layers): it has inputs {describe(ins)} and outputs "
             f"{describe(outs)}; {reexport}"
         )
-    cache: tuple[str, list[int | None]] = (
-        "tensor(float)",
-        [None, config.n_head, config.block_size, hs],
-    )
+    cache_type = next(a.type for a in ins if a.name == "past_key_0")
+    if cache_type not in CACHE_TYPES:
+        cache_type = "tensor(float)"  # and the loop below says what is wrong
+    cache = (cache_type, [None, config.n_head, config.block_size, hs])
     expected: dict[str, tuple[str, list[int | None]]] = {
         INPUT_IDS: ("tensor(int64)", [None, None]),
         POSITION_IDS: ("tensor(int64)", [None, None]),
@@ -148,13 +152,16 @@ def check_signature(session: ort.InferenceSession, config: GPTConfig, where: str
                 f"{where}: {arg.name} is {arg.type}{shape} but this model's config needs "
                 f"{dtype}{['?' if d is None else d for d in dims]}; {reexport}"
             )
+    return CACHE_TYPES[cache_type]
 
 
 class OrtModel:
     """One onnxruntime session over our graph, which any number of stream sets share."""
 
-    def __init__(self, session: ort.InferenceSession, config: GPTConfig) -> None:
-        self.session, self.config = session, config
+    def __init__(
+        self, session: ort.InferenceSession, config: GPTConfig, cache_type: type = np.float32
+    ) -> None:
+        self.session, self.config, self.cache_type = session, config, cache_type
 
     @classmethod
     def load(cls, info: ModelInfo, threads: int | None = None) -> OrtModel:
@@ -166,8 +173,8 @@ class OrtModel:
             session = make_session(path, threads)
         except Exception as e:  # onnxruntime's own error types: corrupt or unreadable file
             raise EngineError(f"cannot load {path}: {first_line(e)}") from None
-        check_signature(session, info.config, str(path))
-        return cls(session, info.config)
+        cache_type = check_signature(session, info.config, str(path))
+        return cls(session, info.config, cache_type)
 
     def streams(self, n: int) -> OrtStreams:
         return OrtStreams(self, n)
@@ -192,7 +199,9 @@ class OrtStreams:
         hs = cfg.n_embd // cfg.n_head
         shape = (n, cfg.n_head, cfg.block_size, hs)
         try:
-            self._caches = [np.zeros(shape, np.float32) for _ in range(2 * cfg.n_layer)]
+            self._caches: list[np.ndarray] = [
+                np.zeros(shape, model.cache_type) for _ in range(2 * cfg.n_layer)
+            ]
         except MemoryError:
             raise EngineError(f"not enough memory for {n} streams' caches") from None
         self._past = cache_names(cfg.n_layer, "past")

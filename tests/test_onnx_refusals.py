@@ -49,7 +49,7 @@ def test_a_graph_onnxruntime_cannot_load_is_refused_in_one_line(
     for o in graph.opset_import:
         if o.domain in ("", "ai.onnx"):
             o.version = 99
-    monkeypatch.setattr(ex, "build_graph", lambda model, quantize, opset: graph)
+    monkeypatch.setattr(ex, "build_graph", lambda model, quantize, opset, kv_cache: graph)
     monkeypatch.setattr(ex, "check_opset", lambda opset: opset)
     for verify in ("--verify", "--no-verify"):
         out = tmp_path / f"o{verify}"
