@@ -5,10 +5,12 @@
 
 Runs the model directory's model.onnx through this project's stream (export/ort_backend.py)
 with onnxruntime's profiler on: one prefill of --prompt-tokens random ids, then --steps decode
-steps (of --streams streams decoded together, each prefilled alone). Prints, for the prefill and for the decode steps apart, each operator type's share of
-the kernel time and its microseconds per call. Shares hold on a busy machine, where absolute
-times do not; e.g. the MatMulNBits share of a prefill against a decode step shows whether its
-many-row path is the slow part.
+steps (of --streams streams decoded together, each prefilled alone). Prints, for the prefill
+and for the decode steps apart, each operator type's share of the kernel time and its
+microseconds per call. Shares hold on a busy machine, where absolute times do not; e.g. the
+MatMulNBits share of a prefill against a decode step shows whether its many-row path is the
+slow part. The share counts each operator's calls at its median call, so one slow call of a
+kind (the head's MatMulNBits among the layers') is undercounted.
 """
 
 from __future__ import annotations
