@@ -289,43 +289,53 @@ def llama_python(choice: str | None) -> str | None:
 
 
 def context_rates(
-    path: Path, threads: int, rounds: int, clock: Callable[[], float]
-) -> tuple[float, float]:
-    """The fast path's decode tokens/s over positions 256-384 and 900-1000 (best rounds)."""
+    paths: dict[str, Path], threads: int, rounds: int, clock: Callable[[], float]
+) -> dict[str, tuple[float, float]]:
+    """Each model's decode tokens/s over positions 256-384 and 900-1000 (best rounds; the
+    models take turns within each round)."""
     from export.ort_backend import OrtModel
 
-    streams = OrtModel.load(modeldir.read(path), threads).streams(1)
+    streams = {n: OrtModel.load(modeldir.read(p), threads).streams(1) for n, p in paths.items()}
     rng = np.random.default_rng(0)
-    best = [0.0, 0.0]
+    best = {n: [0.0, 0.0] for n in paths}
     for _ in range(rounds):
         for k, (start, end) in enumerate([(256, 384), (900, 1000)]):
-            tok = int(streams.prefill(0, rng.integers(0, 50257, start).tolist()).argmax())
-            t0 = clock()
-            for _ in range(end - start):
-                tok = int(streams.decode_batch([tok])[0].argmax())
-            best[k] = max(best[k], (end - start) / (clock() - t0))
-    return best[0], best[1]
+            prompt = rng.integers(0, 50257, start).tolist()
+            for name, stream in streams.items():
+                tok = int(stream.prefill(0, prompt).argmax())
+                t0 = clock()
+                for _ in range(end - start):
+                    tok = int(stream.decode_batch([tok])[0].argmax())
+                best[name][k] = max(best[name][k], (end - start) / (clock() - t0))
+    return {n: (b[0], b[1]) for n, b in best.items()}
 
 
 def stream_costs(
-    path: Path, threads: int, n: int, rounds: int, clock: Callable[[], float]
-) -> tuple[float, float]:
-    """Seconds per batched decode step of one stream and of n streams (best rounds)."""
+    paths: dict[str, Path], threads: int, n: int, rounds: int, clock: Callable[[], float]
+) -> dict[str, tuple[float, float]]:
+    """Each model's seconds per batched decode step of one stream and of n streams (best
+    rounds; the models take turns within each round)."""
     from export.ort_backend import OrtModel
 
-    model = OrtModel.load(modeldir.read(path), threads)
     rng = np.random.default_rng(1)
-    sets = {1: model.streams(1), n: model.streams(n)}
-    best = {1: float("inf"), n: float("inf")}
+    sets = {}
+    for name, path in paths.items():
+        model = OrtModel.load(modeldir.read(path), threads)
+        sets[name] = {1: model.streams(1), n: model.streams(n)}
+    best = {name: {1: float("inf"), n: float("inf")} for name in paths}
     for _ in range(rounds):
-        for b, streams in sets.items():
-            for i in range(b):  # each stream its own prompt length
-                streams.prefill(i, rng.integers(0, 50257, 256 + 7 * i).tolist())
-            t0 = clock()
-            for _ in range(32):
-                streams.decode_batch(rng.integers(0, 50257, b).tolist())
-            best[b] = min(best[b], (clock() - t0) / 32)
-    return best[1], best[n]
+        for b in (1, n):
+            prompts = [rng.integers(0, 50257, 256 + 7 * i).tolist() for i in range(b)]
+            tokens = [rng.integers(0, 50257, b).tolist() for _ in range(32)]
+            for name, by_size in sets.items():
+                streams = by_size[b]
+                for i, prompt in enumerate(prompts):  # each stream its own prompt length
+                    streams.prefill(i, prompt)
+                t0 = clock()
+                for step in tokens:
+                    streams.decode_batch(step)
+                best[name][b] = min(best[name][b], (clock() - t0) / len(tokens))
+    return {name: (c[1], c[n]) for name, c in best.items()}
 
 
 def main() -> None:
@@ -467,8 +477,8 @@ def bench(args: argparse.Namespace, paths: dict[str, Path], threads: int) -> Non
     unit = "per CPU-second" if by_cpu else "wall clock"
     extra = [n for n in ("onnx-int8", "onnx-int8-kvf32") if n in names] or ["onnx-int8"]
     if args.context:
-        for name in extra:
-            early, late = context_rates(paths[name], args.threads, args.rounds, clock)
+        rates = context_rates({n: paths[n] for n in extra}, args.threads, args.rounds, clock)
+        for name, (early, late) in rates.items():
             print(
                 f"{name} decode at positions 256-384: {early:.1f} tokens/s, 900-1000: "
                 f"{late:.1f} tokens/s ({late / early:.0%}; {unit})"
@@ -479,8 +489,12 @@ def bench(args: argparse.Namespace, paths: dict[str, Path], threads: int) -> Non
                 f"llama-q8_0 decode at positions 256-384: {early:.1f} tokens/s, 900-1000: "
                 f"{late:.1f} tokens/s ({late / early:.0%}; wall clock)"
             )
-    for name in extra if args.streams > 1 else []:
-        one, many = stream_costs(paths[name], args.threads, args.streams, args.rounds, clock)
+    costs = (
+        stream_costs({n: paths[n] for n in extra}, args.threads, args.streams, args.rounds, clock)
+        if args.streams > 1
+        else {}
+    )
+    for name, (one, many) in costs.items():
         print(
             f"{name} batched step: 1 stream {one * 1e3:.1f} ms, {args.streams} streams "
             f"{many * 1e3:.1f} ms ({many / one:.2f}x; {unit})"
