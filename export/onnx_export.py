@@ -2,7 +2,8 @@
 
     export_onnx(model_dir)                  adds model.onnx beside model.safetensors
     export_onnx(model_dir, out_dir)         writes a new model directory: config.json + model.onnx
-    export_onnx(..., quantize="int8")       weight-only int8 (MatMulNBits), embedding included
+    export_onnx(..., quantize="int8")       weight-only int8 (MatMulNBits), embedding included,
+                                            and (kv_cache="auto") an int8 KV cache
 
 Steps: build the graph straight from the weights (export/onnx_graph.py: fused onnxruntime
 ops, GroupQueryAttention over a cache written in place, optional weight-only quantisation) ->
@@ -13,9 +14,13 @@ fails.
 Quantisation (--quantize), measured on the bundled model's whole validation split
 (benchmarks/onnx_quality.py; benchmarks/RESULTS.md, "Decoding at the bandwidth limit"):
     none      fp32
-    int8      8-bit weights in blocks of 32, the tied embedding/head stored once
+    int8      8-bit weights in blocks of up to 128, the tied embedding/head stored once
     int4      4-bit weights everywhere
     int4-mlp  4-bit MLP weights, 8-bit attention and embedding/head
+
+KV cache (--kv-cache): float32, or int8 with per-channel scales that export/kv_scales.py
+measures on the model; auto is int8 with quantised weights and float32 without, so that an
+unquantised export stays exact (verified to 1e-4) unless asked otherwise.
 
 The graph's inputs and outputs are described in export/ort_backend.py. Needs torch (to read
 the checkpoint and verify; `pip install minigpt-tui[train]`); the engine that runs the result
