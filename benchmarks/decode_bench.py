@@ -35,7 +35,10 @@ all threads) and each engine's limit is bandwidth / (bytes of weights it reads p
 `share` is its decode tokens/s over that limit. The KV cache it also reads is printed, not
 counted. `--context` also times the fast path at positions 256-384 and 900-1000 of the
 1024 context (llama.cpp's too, when it runs); `--streams N` times one batched step of N
-streams against one stream's step. `--threads 1,2` runs it all once per thread count.
+streams against one stream's step. `--paired N` decodes N windows of positions 256-384
+with llama.cpp and our int8 exports taking turns every 8 tokens and reports medians: on a VM
+whose memory speed moves with other tenants' traffic this is the steadier comparison.
+`--threads 1,2` runs it all once per thread count.
 
 CTranslate2 and transformers come from the `bench` extra: pip install minigpt-tui[bench].
 """
@@ -273,6 +276,16 @@ class Llama:
         r = self._reply()
         return r["ttft"], r["tps"], r["cpu_rate"], r["cpu_ttft"]
 
+    def more(self, n: int) -> float:
+        """Seconds for n more greedy tokens after the last request's."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"more": n}) + "\n")
+        self.proc.stdin.flush()
+        return self._reply()["seconds"]
+
+    def start(self, prompt: list[int]) -> None:
+        self(prompt, 1)
+
     def close(self) -> None:
         if self.proc.stdin is not None:
             self.proc.stdin.close()
@@ -286,6 +299,53 @@ def llama_python(choice: str | None) -> str | None:
     import importlib.util
 
     return sys.executable if importlib.util.find_spec("llama_cpp") else None
+
+
+class OnnxChunks:
+    """One of our exports, driven as Llama.start/more drive llama.cpp: a prompt, then greedy
+    tokens a chunk at a time (the engine and an argmax; no sampler, as llama_worker)."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        from export.ort_backend import OrtModel
+
+        self.stream = OrtModel.load(modeldir.read(path), threads).streams(1)
+        self.tok = 0
+
+    def start(self, prompt: list[int]) -> None:
+        self.tok = int(self.stream.prefill(0, prompt).argmax())
+
+    def more(self, n: int) -> float:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            self.tok = int(self.stream.decode_one(self.tok).argmax())
+        return time.perf_counter() - t0
+
+
+def paired_chunks(
+    engines: dict[str, OnnxChunks | Llama], windows: int, chunk: int = 8
+) -> dict[str, tuple[float, float]]:
+    """Decode tokens/s of each engine over positions 256-384, the engines taking turns every
+    `chunk` tokens, so that a change in the machine's speed (other tenants' memory traffic
+    moves this VM's by up to 1.5x within seconds) hits all of them alike. Returns each
+    engine's median tokens/s over its chunks and the median, over turns, of its chunk's rate
+    against the first engine's in the same turn."""
+    rng = np.random.default_rng(2)
+    seconds: dict[str, list[float]] = {name: [] for name in engines}
+    for _ in range(windows):
+        prompt = rng.integers(0, 50257, 256).tolist()
+        for engine in engines.values():
+            engine.start(prompt)
+        for _ in range(128 // chunk):
+            for name, engine in engines.items():
+                seconds[name].append(engine.more(chunk))
+    first = next(iter(seconds.values()))
+    return {
+        name: (
+            chunk / statistics.median(times),
+            statistics.median(a / b for a, b in zip(first, times, strict=True)),
+        )
+        for name, times in seconds.items()
+    }
 
 
 def context_rates(
@@ -353,6 +413,12 @@ def main() -> None:
     ap.add_argument("--context", action="store_true", help="also positions 256-384 vs 900-1000")
     ap.add_argument("--streams", type=int, default=0, help="also N streams vs 1, batched")
     ap.add_argument("--llama-python", default=None, help="a Python with llama_cpp installed")
+    ap.add_argument(
+        "--paired",
+        type=int,
+        default=0,
+        help="also N windows of decode in turns of 8 tokens against llama.cpp (medians)",
+    )
     args = ap.parse_args()
     paths = build_models(args.work_dir, args.engines.split(","))
     for threads in [int(t) for t in args.threads.split(",")]:
@@ -473,6 +539,15 @@ def bench(args: argparse.Namespace, paths: dict[str, Path], threads: int) -> Non
             print(
                 f"per CPU-second: decode {best_cpu[ours_name] / best_cpu['llama-q8_0']:.2f}x, "
                 f"CPU time to first token {cpu_first[ours_name] / cpu_first['llama-q8_0']:.2f}x"
+            )
+    if args.paired and llama is not None:
+        ours_names = [n for n in ("onnx-int8", "onnx-int8-kvf32") if n in names]
+        engines: dict[str, OnnxChunks | Llama] = {"llama-q8_0": llama}
+        engines |= {n: OnnxChunks(paths[n], args.threads) for n in ours_names}
+        for name, (rate, ratio) in paired_chunks(engines, args.paired).items():
+            print(
+                f"paired turns of 8 tokens, positions 256-384, {args.paired} windows: {name} "
+                f"{rate:.1f} tokens/s (median), {ratio:.2f}x llama-q8_0 (median of turns)"
             )
     clock = time.process_time if by_cpu else time.perf_counter
     unit = "per CPU-second" if by_cpu else "wall clock"

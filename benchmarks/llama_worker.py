@@ -6,8 +6,9 @@ It loads the GGUF file once and then answers one JSON line per request line on s
 {"prompt": [ids], "new": N} -> {"ttft": s, "tps": tokens/s, "cpu_rate": tokens/CPU-s,
 "cpu_ttft": CPU-s to the first token}: the
 prompt evaluated in one batch, then N - 1 greedy tokens one at a time (argmax of llama.cpp's
-logits), timed as decode_bench times this project's engines. Only llama_cpp and numpy are
-imported, so it runs in a venv without this project.
+logits), timed as decode_bench times this project's engines. {"more": N} -> {"seconds": s}:
+N more greedy tokens after the last request's, for decode_bench's paired chunks. Only
+llama_cpp and numpy are imported, so it runs in a venv without this project.
 """
 
 from __future__ import annotations
@@ -37,8 +38,16 @@ def main() -> None:
         return int(logits.argmax())
 
     print(json.dumps({"ready": True}), flush=True)
+    tok = 0
     for line in sys.stdin:
         request = json.loads(line)
+        if "more" in request:
+            t0 = time.perf_counter()
+            for _ in range(request["more"]):
+                llm.eval([tok])
+                tok = next_token()
+            print(json.dumps({"seconds": time.perf_counter() - t0}), flush=True)
+            continue
         prompt, new = request["prompt"], request["new"]
         llm.reset()
         t0, start = time.perf_counter(), time.process_time()
