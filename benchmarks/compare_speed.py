@@ -160,7 +160,7 @@ def main() -> None:
         from decode_bench import stream_costs
 
         for clock, unit in ((time.perf_counter, "wall clock"), (time.process_time, "CPU time")):
-            one, four = stream_costs({"m": args.steps}, 1, 4, args.rounds, clock)["m"]
+            one, four = stream_costs({"m": args.steps}, 1, 4, 100 * args.rounds, clock)["m"]
             print(
                 f"{args.steps.name} decode_batch step, 1 thread ({unit}): 1 stream "
                 f"{one * 1e3:.1f} ms, 4 streams {four * 1e3:.1f} ms ({four / one:.2f}x)"

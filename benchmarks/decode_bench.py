@@ -35,7 +35,8 @@ all threads) and each engine's limit is bandwidth / (bytes of weights it reads p
 `share` is its decode tokens/s over that limit. The KV cache it also reads is printed, not
 counted. `--context` also times the fast path at positions 256-384 and 900-1000 of the
 1024 context (llama.cpp's too, when it runs); `--streams N` times one batched step of N
-streams against one stream's step. `--paired N` decodes N windows of positions 256-384
+streams against one stream's step; both take turns a step at a time (--steps of each) and
+report median steps. `--paired N` decodes N windows of positions 256-384
 with llama.cpp and our int8 exports taking turns every 8 tokens and reports medians: on a VM
 whose memory speed moves with other tenants' traffic this is the steadier comparison.
 `--threads 1,2` runs it all once per thread count.
@@ -349,53 +350,59 @@ def paired_chunks(
 
 
 def context_rates(
-    paths: dict[str, Path], threads: int, rounds: int, clock: Callable[[], float]
+    paths: dict[str, Path], threads: int, steps: int, clock: Callable[[], float]
 ) -> dict[str, tuple[float, float]]:
-    """Each model's decode tokens/s over positions 256-384 and 900-1000 (best rounds; the
-    models take turns within each round)."""
+    """Each model's decode tokens/s at positions 256-384 and 900-1000: one stream in each
+    range, every model's, taking turns a step at a time; the median step of each."""
     from export.ort_backend import OrtModel
 
-    streams = {n: OrtModel.load(modeldir.read(p), threads).streams(1) for n, p in paths.items()}
     rng = np.random.default_rng(0)
-    best = {n: [0.0, 0.0] for n in paths}
-    for _ in range(rounds):
-        for k, (start, end) in enumerate([(256, 384), (900, 1000)]):
-            prompt = rng.integers(0, 50257, start).tolist()
-            for name, stream in streams.items():
-                tok = int(stream.prefill(0, prompt).argmax())
-                t0 = clock()
-                for _ in range(end - start):
-                    tok = int(stream.decode_batch([tok])[0].argmax())
-                best[name][k] = max(best[name][k], (end - start) / (clock() - t0))
-    return {n: (b[0], b[1]) for n, b in best.items()}
+    ranges = [(256, 384), (900, 1000)]
+    turns = []  # (model, range index, stream)
+    for name, path in paths.items():
+        model = OrtModel.load(modeldir.read(path), threads)
+        turns += [(name, k, model.streams(1)) for k in range(len(ranges))]
+    times: dict[tuple[str, int], list[float]] = {(n, k): [] for n, k, _ in turns}
+    for _ in range(steps):
+        for name, k, stream in turns:
+            start, end = ranges[k]
+            if stream.lengths[0] in (0, end):  # (re)start the range, untimed
+                stream.prefill(0, rng.integers(0, 50257, start).tolist())
+            token = int(rng.integers(0, 50257))
+            t0 = clock()
+            stream.decode_batch([token])
+            times[name, k].append(clock() - t0)
+    return {
+        n: (1 / statistics.median(times[n, 0]), 1 / statistics.median(times[n, 1])) for n in paths
+    }
 
 
 def stream_costs(
-    paths: dict[str, Path], threads: int, n: int, rounds: int, clock: Callable[[], float]
+    paths: dict[str, Path], threads: int, n: int, steps: int, clock: Callable[[], float]
 ) -> dict[str, tuple[float, float]]:
-    """Each model's seconds per batched decode step of one stream and of n streams (best
-    rounds; the models take turns within each round)."""
+    """Each model's seconds per batched decode step of one stream and of n streams (positions
+    256-320, each stream its own): every set takes turns a step at a time; median steps."""
     from export.ort_backend import OrtModel
 
     rng = np.random.default_rng(1)
-    sets = {}
+    turns = []  # (model, streams in the step, their set)
     for name, path in paths.items():
         model = OrtModel.load(modeldir.read(path), threads)
-        sets[name] = {1: model.streams(1), n: model.streams(n)}
-    best = {name: {1: float("inf"), n: float("inf")} for name in paths}
-    for _ in range(rounds):
-        for b in (1, n):
-            prompts = [rng.integers(0, 50257, 256 + 7 * i).tolist() for i in range(b)]
-            tokens = [rng.integers(0, 50257, b).tolist() for _ in range(32)]
-            for name, by_size in sets.items():
-                streams = by_size[b]
-                for i, prompt in enumerate(prompts):  # each stream its own prompt length
-                    streams.prefill(i, prompt)
-                t0 = clock()
-                for step in tokens:
-                    streams.decode_batch(step)
-                best[name][b] = min(best[name][b], (clock() - t0) / len(tokens))
-    return {name: (c[1], c[n]) for name, c in best.items()}
+        turns += [(name, b, model.streams(b)) for b in (1, n)]
+    times: dict[tuple[str, int], list[float]] = {(name, b): [] for name, b, _ in turns}
+    for _ in range(steps):
+        for name, b, streams in turns:
+            if streams.lengths[0] in (0, 320):  # (re)start, untimed
+                for i in range(b):
+                    streams.prefill(i, rng.integers(0, 50257, 256 - 7 * i).tolist())
+            tokens = rng.integers(0, 50257, b).tolist()
+            t0 = clock()
+            streams.decode_batch(tokens)
+            times[name, b].append(clock() - t0)
+    return {
+        name: (statistics.median(times[name, 1]), statistics.median(times[name, n]))
+        for name in paths
+    }
 
 
 def main() -> None:
@@ -412,6 +419,9 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--context", action="store_true", help="also positions 256-384 vs 900-1000")
     ap.add_argument("--streams", type=int, default=0, help="also N streams vs 1, batched")
+    ap.add_argument(
+        "--steps", type=int, default=300, help="decode steps of each kind for --context/--streams"
+    )
     ap.add_argument("--llama-python", default=None, help="a Python with llama_cpp installed")
     ap.add_argument(
         "--paired",
@@ -553,7 +563,7 @@ def bench(args: argparse.Namespace, paths: dict[str, Path], threads: int) -> Non
     unit = "per CPU-second" if by_cpu else "wall clock"
     extra = [n for n in ("onnx-int8", "onnx-int8-kvf32") if n in names] or ["onnx-int8"]
     if args.context:
-        rates = context_rates({n: paths[n] for n in extra}, args.threads, args.rounds, clock)
+        rates = context_rates({n: paths[n] for n in extra}, args.threads, args.steps, clock)
         for name, (early, late) in rates.items():
             print(
                 f"{name} decode at positions 256-384: {early:.1f} tokens/s, 900-1000: "
@@ -566,7 +576,7 @@ def bench(args: argparse.Namespace, paths: dict[str, Path], threads: int) -> Non
                 f"{late:.1f} tokens/s ({late / early:.0%}; wall clock)"
             )
     costs = (
-        stream_costs({n: paths[n] for n in extra}, args.threads, args.streams, args.rounds, clock)
+        stream_costs({n: paths[n] for n in extra}, args.threads, args.streams, args.steps, clock)
         if args.streams > 1
         else {}
     )

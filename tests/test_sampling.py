@@ -13,6 +13,8 @@ from minigpt_tui.sampling import (
     Sampler,
     SamplingError,
     SamplingSettings,
+    _best,
+    _draw,
     distribution,
     penalize,
 )
@@ -241,3 +243,61 @@ def test_filters_keep_the_likeliest_tokens_and_no_more(
     mass = base[keep].sum()
     assert mass >= top_p - 1e-9 or keep.sum() == (base > 0).sum()
     assert mass - base[keep].min() < top_p + 1e-9
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    size=st.integers(1, 2000),
+    zeros=st.floats(0.0, 0.9),
+    seed=st.integers(0, 2**31),
+)
+def test_a_draw_is_the_inverse_cdf_of_one_running_sum(size: int, zeros: float, seed: int) -> None:
+    """_draw sums a block at a time; it draws what one running sum over the whole
+    vocabulary does, and never a token of probability 0."""
+    rng = np.random.default_rng(seed)
+    probs = rng.random(size) ** 4
+    probs[rng.random(size) < zeros] = 0.0
+    if not probs.any():
+        probs[size // 2] = 1.0
+    probs /= probs.sum()
+    cdf = np.cumsum(probs)
+    for u in [*rng.random(200), 0.0, 1 - 1e-16]:
+        token = _draw(probs, float(u))
+        assert probs[token] > 0
+        want = min(int(np.searchsorted(cdf, u * cdf[-1], side="right")), size - 1)
+        # the same token, unless the point falls within rounding of a boundary
+        assert token == want or abs(cdf[want] - u * cdf[-1]) < 1e-12
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    size=st.integers(1, 3000),
+    peak=st.floats(0.0, 60.0),
+    n=st.integers(0, 8),
+    seed=st.integers(0, 2**31),
+)
+def test_alternatives_are_the_likeliest_tokens(size: int, peak: float, n: int, seed: int) -> None:
+    """_best's shortcut (a threshold below the likeliest token) picks the same tokens as a
+    full sort, for flat and for very peaked distributions, and never a token of probability 0."""
+    rng = np.random.default_rng(seed)
+    probs = softmax(rng.standard_normal(size) * 3 + np.where(np.arange(size) == 0, peak, 0))
+    probs[rng.random(size) < 0.2] = 0.0
+    if not probs.any():
+        probs[0] = 1.0
+    got = _best(probs, n)
+    nonzero = np.flatnonzero(probs)
+    want = nonzero[np.argsort(-probs[nonzero], kind="stable")][:n]
+    assert [p for _, p in got] == probs[want].tolist()  # equal probabilities may swap tokens
+    assert all(probs[t] == p > 0 for t, p in got)
+
+
+def test_greedy_choice_is_the_argmax_with_certainty() -> None:
+    logits = logits_of([0.1, 0.5, 0.4])
+    choice = Sampler(SamplingSettings(temperature=0.0)).choose(logits, [])
+    assert (choice.token, choice.prob, choice.alternatives) == (1, 1.0, [(1, 1.0)])
+    assert Sampler(SamplingSettings(temperature=0.0)).choose(logits, [], 0).alternatives == []
+    for bad in (np.nan, np.inf):
+        broken = logits.copy()
+        broken[2] = bad
+        with pytest.raises(SamplingError, match="not finite"):
+            Sampler(SamplingSettings(temperature=0.0)).choose(broken, [])
