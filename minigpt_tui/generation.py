@@ -19,7 +19,7 @@ import numpy as np
 
 from minigpt_tui.sampling import Sampler, SamplingSettings
 from model import jobs, modeldir
-from model.backend import Backend, EngineError, check_backend
+from model.backend import Backend, EngineError, check_backend, tune_allocator
 from model.tokenizer import StreamDecoder, Tokenizer, TokenizerError
 
 
@@ -288,6 +288,7 @@ def load_backend(
     from minigpt_tui.models import DEFAULT_MODEL, resolve_model
 
     check_backend(backend)
+    tune_allocator()  # a decode step's numpy arrays reuse memory (model/backend.py)
     jobs.join("infer")  # so that trainings leave it a CPU while it generates (model/jobs.py)
     path = resolve_model(model)
     if not model and not path.exists():
