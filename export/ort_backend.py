@@ -51,6 +51,7 @@ from model.backend import (
     MultiStream,
     check_threads,
     default_threads,
+    spinning_pays,
 )
 from model.config import GPTConfig
 from model.errors import first_line
@@ -93,8 +94,8 @@ def make_session(model: str | os.PathLike[str] | bytes, threads: int) -> ort.Inf
     # Fatal only: warnings are noise here, and every error is raised and reported by us in
     # one line (at level 3 onnxruntime also printed its own C++ log line to the terminal).
     so.log_severity_level = 4
-    if threads != 1:  # spinning workers starve everything else on a busy CPU (measured 2x)
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    spin = spinning_pays(threads)  # on a quiet machine only (model/backend.py)
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     source = model if isinstance(model, bytes) else str(model)
     return ort.InferenceSession(source, so, providers=["CPUExecutionProvider"])
 

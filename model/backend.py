@@ -153,6 +153,22 @@ def tune_allocator() -> None:
         mallopt(-1, TRIM_THRESHOLD)
 
 
+def spinning_pays(threads: int) -> bool:
+    """Whether a pool of `threads` may spin between operators instead of sleeping: only when
+    the CPUs are otherwise idle (no training of this user's, 1-minute load average below the
+    CPUs minus a half). Waking a sleeping worker costs every operator of a step its latency:
+    GPT-2 124M int8 on 2 quiet cores decoded at 152-194 tokens/s spinning against 145-163
+    sleeping; on a machine at load 7-28 spinning workers halved it (35 against 62), since they
+    hold a core that another process's thread needs (benchmarks/RESULTS.md)."""
+    if threads == 1 or jobs.training_running():
+        return False
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # no load average here: assume the worst
+        return False
+    return load < available_cpus() - 0.5
+
+
 def check_threads(threads: int | None) -> tuple[int | None, str]:
     """The one rule for a requested thread count (None: the backend's default): at least 1,
     at most the CPUs available, since more only fight over them (--threads 100000 once made

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from model import jobs
-from model.backend import SINGLE_THREAD_PARAMS, default_threads
+from model.backend import SINGLE_THREAD_PARAMS, default_threads, spinning_pays
 from model.jobs import Job, Registration, ThreadShare, fair_threads
 from model.startup import RunOptions
 from model.train import train
@@ -135,6 +135,38 @@ def test_inference_takes_one_thread_while_a_training_runs(
     assert default_threads(SINGLE_THREAD_PARAMS * 2) == 4
     register_other(tmp_path, sleeper.pid, "train")
     assert default_threads(SINGLE_THREAD_PARAMS * 2) == 1
+
+
+def test_a_pool_spins_only_on_a_quiet_machine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sleeper: subprocess.Popen[bytes]
+) -> None:
+    """Several decode threads spin between operators when the CPUs are otherwise idle, and
+    sleep beside one of this user's trainings or on a loaded machine; the onnxruntime session
+    is made accordingly."""
+    from export.onnx_export import export_onnx
+    from export.ort_backend import make_session
+    from tests.test_onnx import build
+
+    monkeypatch.setenv(jobs.ENV_DIR, str(tmp_path))
+    monkeypatch.setattr("model.backend.available_cpus", lambda: 2)
+    load = [0.2]
+    monkeypatch.setattr(os, "getloadavg", lambda: (load[0], 0.0, 0.0))
+    assert spinning_pays(2) and not spinning_pays(1)
+    load[0] = 1.6  # another process keeps most of a core busy
+    assert not spinning_pays(2)
+    load[0] = 0.2
+    model = build(tmp_path / "m", block_size=16)
+    export_onnx(model)
+
+    def spins() -> str:
+        session = make_session(model / "model.onnx", threads=2)
+        return session.get_session_options().get_session_config_entry(
+            "session.intra_op.allow_spinning"
+        )
+
+    assert spins() == "1"
+    register_other(tmp_path, sleeper.pid, "train")
+    assert not spinning_pays(2) and spins() == "0"
 
 
 def test_training_drops_to_its_share_beside_another(
