@@ -322,6 +322,11 @@ class OnnxChunks:
         return time.perf_counter() - t0
 
 
+# Between turns: the last engine's idle workers stop spinning (onnxruntime's pool spins for
+# ~35 ms after a run before it sleeps; measured), so that they take no core from the next.
+PAUSE = 0.05
+
+
 def paired_chunks(
     engines: dict[str, OnnxChunks | Llama], windows: int, chunk: int = 8
 ) -> dict[str, tuple[float, float]]:
@@ -338,6 +343,7 @@ def paired_chunks(
             engine.start(prompt)
         for _ in range(128 // chunk):
             for name, engine in engines.items():
+                time.sleep(PAUSE)
                 seconds[name].append(engine.more(chunk))
     first = next(iter(seconds.values()))
     return {
@@ -473,6 +479,7 @@ def bench(args: argparse.Namespace, paths: dict[str, Path], threads: int) -> Non
     results: dict[str, list[Timing]] = {n: [] for n in runners}
     for _ in range(args.rounds):
         for name, run in runners.items():
+            time.sleep(PAUSE)  # the last engine's workers stop spinning first
             results[name].append(run(prompt, args.new_tokens))
     bw = {k: max(v, read_bandwidth(k)) for k, v in bw.items()}  # again, after the rounds
     bw_cpu = max(bw_cpu, read_bandwidth(1, clock=time.process_time))
