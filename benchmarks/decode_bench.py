@@ -309,7 +309,7 @@ class OnnxChunks:
     def __init__(self, path: Path, threads: int) -> None:
         from export.ort_backend import OrtModel
 
-        self.stream = OrtModel.load(modeldir.read(path), threads).streams(1)
+        self.stream = OrtModel.load(modeldir.read(path), threads, spin=True).streams(1)
         self.tok = 0
 
     def start(self, prompt: list[int]) -> None:
@@ -458,7 +458,7 @@ def bench(args: argparse.Namespace, paths: dict[str, Path], threads: int) -> Non
             runners[name] = ours(load_backend(paths["ours"], "torch", threads=args.threads))
             weight_bytes[name] = fp32_bytes
         elif name.startswith("onnx-"):
-            runners[name] = ours(load_backend(paths[name], "onnx", threads=args.threads))
+            runners[name] = ours(load_backend(paths[name], "onnx", threads=args.threads, spin=True))
             weight_bytes[name] = onnx_weight_bytes(paths[name])
         elif name == "ct2-int8":
             runners[name] = ct2(paths[name], args.threads)

@@ -82,8 +82,13 @@ def output_names(config: GPTConfig) -> list[str]:
     return [LOGITS, *cache_names(config.n_layer, "present")]
 
 
-def make_session(model: str | os.PathLike[str] | bytes, threads: int) -> ort.InferenceSession:
-    """An onnxruntime CPU session with the options we measured to be fastest for decoding."""
+def make_session(
+    model: str | os.PathLike[str] | bytes, threads: int, spin: bool = False
+) -> ort.InferenceSession:
+    """An onnxruntime CPU session with the options we measured to be fastest for decoding.
+    With `spin` a pool of several threads spins between operators when the machine is quiet
+    (model/backend.spinning_pays): for a lone generation (`generate`), never beside a screen
+    to draw or other decoding threads of the process."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -94,7 +99,7 @@ def make_session(model: str | os.PathLike[str] | bytes, threads: int) -> ort.Inf
     # Fatal only: warnings are noise here, and every error is raised and reported by us in
     # one line (at level 3 onnxruntime also printed its own C++ log line to the terminal).
     so.log_severity_level = 4
-    spin = spinning_pays(threads)  # on a quiet machine only (model/backend.py)
+    spin = spin and spinning_pays(threads)
     so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     source = model if isinstance(model, bytes) else str(model)
     return ort.InferenceSession(source, so, providers=["CPUExecutionProvider"])
@@ -165,13 +170,14 @@ class OrtModel:
         self.session, self.config, self.cache_type = session, config, cache_type
 
     @classmethod
-    def load(cls, info: ModelInfo, threads: int | None = None) -> OrtModel:
-        """Load a model directory's model.onnx; one-line EngineErrors for what cannot run."""
+    def load(cls, info: ModelInfo, threads: int | None = None, spin: bool = False) -> OrtModel:
+        """Load a model directory's model.onnx; one-line EngineErrors for what cannot run.
+        `spin`: see make_session."""
         path = info.onnx_path
         threads = check_threads(threads)[0]  # at most the CPUs available
         try:
             threads = default_threads(info.config.num_params()) if threads is None else threads
-            session = make_session(path, threads)
+            session = make_session(path, threads, spin)
         except Exception as e:  # onnxruntime's own error types: corrupt or unreadable file
             raise EngineError(f"cannot load {path}: {first_line(e)}") from None
         cache_type = check_signature(session, info.config, str(path))
@@ -326,10 +332,10 @@ class OrtBackend(Backend, Forkable, MultiStream):
 
     name = "onnx"
 
-    def __init__(self, info: ModelInfo, threads: int | None = None) -> None:
+    def __init__(self, info: ModelInfo, threads: int | None = None, spin: bool = False) -> None:
         self.info = info
         self.config = info.config
-        self.model = OrtModel.load(info, threads)
+        self.model = OrtModel.load(info, threads, spin)
         self._stream = self.model.streams(1)
         self._started = False
 

@@ -279,8 +279,12 @@ def load_backend(
     backend: str = "auto",
     device: str = "cpu",
     threads: int | None = None,
+    spin: bool = False,
 ) -> Backend:
     """Load a model with the named backend ("auto" prefers ONNX when exported).
+
+    `spin`: the ONNX backend's threads may spin between operators on a quiet machine, for a
+    lone generation with nothing else to run (`generate`; export/ort_backend.make_session).
 
     `model` is a model directory, a run directory, a file inside a model directory, or the
     name of a bundled model; None or "" means the bundled default.
@@ -313,7 +317,7 @@ def load_backend(
             from export.ort_backend import OrtBackend
         except ImportError as e:
             raise EngineError(f"the ONNX backend is not available ({e})") from None
-        return OrtBackend(info, threads=threads)
+        return OrtBackend(info, threads=threads, spin=spin)
     # backend == "torch"
     if not info.has_weights:
         raise EngineError(f"{info.path} has no {modeldir.WEIGHTS_FILE}")

@@ -140,9 +140,9 @@ def test_inference_takes_one_thread_while_a_training_runs(
 def test_a_pool_spins_only_on_a_quiet_machine(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sleeper: subprocess.Popen[bytes]
 ) -> None:
-    """Several decode threads spin between operators when the CPUs are otherwise idle, and
-    sleep beside one of this user's trainings or on a loaded machine; the onnxruntime session
-    is made accordingly."""
+    """Several decode threads of a lone generation spin between operators when the CPUs are
+    otherwise idle, and sleep beside one of this user's trainings or on a loaded machine; the
+    onnxruntime session is made accordingly, and never spins unless asked (the chat app)."""
     from export.onnx_export import export_onnx
     from export.ort_backend import make_session
     from tests.test_onnx import build
@@ -158,15 +158,15 @@ def test_a_pool_spins_only_on_a_quiet_machine(
     model = build(tmp_path / "m", block_size=16)
     export_onnx(model)
 
-    def spins() -> str:
-        session = make_session(model / "model.onnx", threads=2)
+    def spins(spin: bool) -> str:
+        session = make_session(model / "model.onnx", threads=2, spin=spin)
         return session.get_session_options().get_session_config_entry(
             "session.intra_op.allow_spinning"
         )
 
-    assert spins() == "1"
+    assert spins(True) == "1" and spins(False) == "0"  # only a lone generation asks for it
     register_other(tmp_path, sleeper.pid, "train")
-    assert not spinning_pays(2) and spins() == "0"
+    assert not spinning_pays(2) and spins(True) == "0"
 
 
 def test_training_drops_to_its_share_beside_another(

@@ -276,7 +276,7 @@ def _load(
     if note:
         print(f"note: {note}", file=sys.stderr)
     t0 = time.perf_counter()
-    engine = load_backend(model, backend=backend, device=device, threads=threads)
+    engine = load_backend(model, backend=backend, device=device, threads=threads, spin=True)
     return engine, time.perf_counter() - t0
 
 
