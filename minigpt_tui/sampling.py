@@ -189,10 +189,10 @@ def _draw(probs: np.ndarray, u: float) -> int:
     start = block * DRAW_BLOCK
     inside = probs[start : start + DRAW_BLOCK]
     run = np.cumsum(inside) + (cum[block - 1] if block else 0.0)
-    i = min(int(np.searchsorted(run, point, side="right")), inside.size - 1)
-    if inside[i] == 0:  # only where rounding put the point past the block's last token
-        i = int(np.flatnonzero(inside[: i + 1])[-1])
-    return start + i
+    token = start + min(int(np.searchsorted(run, point, side="right")), inside.size - 1)
+    if probs[token] == 0:  # only where rounding put the point past the last likely token
+        token = int(np.flatnonzero(probs[: token + 1])[-1])
+    return token
 
 
 def _best(probs: np.ndarray, n: int) -> list[tuple[int, float]]:

@@ -269,6 +269,15 @@ def test_a_draw_is_the_inverse_cdf_of_one_running_sum(size: int, zeros: float, s
         assert token == want or abs(cdf[want] - u * cdf[-1]) < 1e-12
 
 
+def test_a_draw_at_the_very_end_takes_the_last_likely_token() -> None:
+    """A point that rounding puts at the total (u just below 1) lands on the last token of
+    nonzero probability, even when whole blocks after it were filtered out."""
+    probs = np.zeros(1000)
+    probs[[3, 300, 301]] = [0.5, 0.25, 0.25]
+    assert _draw(probs, 1.0) == 301  # beyond what a uniform in [0, 1) gives: the worst case
+    assert _draw(probs, 0.0) == 3 and _draw(probs, 0.6) == 300
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     size=st.integers(1, 3000),
