@@ -37,7 +37,7 @@ def onnx(
         "--kv-cache",
         help="The KV cache's type: float32, or int8 (a quarter of the bytes to read each "
         "step, scales measured at export; with int8 weights the bundled model's validation "
-        "loss +0.0002 nats). auto: int8 with --quantize int8/int4/int4-mlp, else float32.",
+        "loss +0.0003 nats). auto: int8 with --quantize int8/int4/int4-mlp, else float32.",
     ),
     opset: int | None = typer.Option(
         None,
