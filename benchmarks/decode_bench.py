@@ -66,6 +66,7 @@ sys.path.insert(0, str(ROOT))
 from minigpt_tui.generation import Backend, Generation, load_backend  # noqa: E402
 from minigpt_tui.sampling import SamplingSettings  # noqa: E402
 from model import modeldir  # noqa: E402
+from model.backend import tune_allocator  # noqa: E402
 
 ENGINES = (
     "torch",
@@ -436,6 +437,7 @@ def main() -> None:
         help="also N windows of decode in turns of 8 tokens against llama.cpp (medians)",
     )
     args = ap.parse_args()
+    tune_allocator()  # as load_backend does, also for the checks that load OrtModel directly
     paths = build_models(args.work_dir, args.engines.split(","))
     for threads in [int(t) for t in args.threads.split(",")]:
         bench(args, paths, threads)
