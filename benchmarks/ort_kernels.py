@@ -24,10 +24,11 @@ exports both from MODEL and prints their validation loss against torch (as onnx_
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from export.ort_backend import OrtModel, make_session  # noqa: E402
 from model import modeldir  # noqa: E402
 
 MS = onnx_graph.MS
+N_EMBD = 768  # GPT-2 124M
 SHAPES = [(768, 2304), (768, 768), (768, 3072), (3072, 768), (768, 50257)]  # (K in, N out)
 
 
@@ -67,9 +69,8 @@ def matmul_models(k: int, n: int, w_nk: np.ndarray) -> dict[str, bytes]:
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["M", k])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["M", n])
-    cfg = type("Cfg", (), {"n_embd": k})
-    graph = onnx_graph._Graph.__new__(onnx_graph._Graph)
-    graph.c, graph.inits = cfg.n_embd, []
+    graph = onnx_graph._Graph.__new__(onnx_graph._Graph)  # for its quantiser alone
+    graph.c, graph.inits = N_EMBD, []  # the block size follows n_embd, as in the export
     qw, scales = graph.quantized("w", w_nk, 8)
     block = graph.block_for(8)
     nbits = helper.make_node(
@@ -102,7 +103,9 @@ def gqa_model(batch: int, int8: bool, heads: int = 12, head: int = 64, cap: int 
         helper.make_tensor_value_info("seqlens_k", TensorProto.INT32, [batch]),
         helper.make_tensor_value_info("total", TensorProto.INT32, []),
     ]
-    ins, attrs, inits = ["qkv", "", "", "pk", "pv", "seqlens_k", "total"], {}, []
+    ins = ["qkv", "", "", "pk", "pv", "seqlens_k", "total"]
+    attrs: dict[str, Any] = {}
+    inits = []
     if int8:
         scale = np.full((1, heads, 1, head), 0.02, np.float32)
         inits = [numpy_helper.from_array(scale, "ks"), numpy_helper.from_array(scale, "vs")]
@@ -120,7 +123,9 @@ def gqa_model(batch: int, int8: bool, heads: int = 12, head: int = 64, cap: int 
     return one_node(node, inputs, outputs, inits)
 
 
-def take_turns(runs: dict[str, Callable[[], object]], rounds: int, reps: int) -> dict[str, float]:
+def take_turns(
+    runs: Mapping[str, Callable[[], object]], rounds: int, reps: int
+) -> dict[str, float]:
     """Median microseconds a call of each, the callables taking turns `rounds` times."""
     times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(rounds):
@@ -143,8 +148,7 @@ def kernels(threads: int, rounds: int) -> None:
         for rows in (1, 4, 256):
             x = rng.standard_normal((rows, k)).astype(np.float32)
             reps = max(2, (4000 if n < 10_000 else 300) // rows)
-            feed = {"x": x}
-            runs = {name: (lambda s=s, f=feed: s.run(None, f)) for name, s in sessions.items()}
+            runs = {name: functools.partial(s.run, None, {"x": x}) for name, s in sessions.items()}
             us = take_turns(runs, rounds, reps)
             error = {
                 name: float(np.abs(s.run(None, {"x": x})[0] - x @ w.T).max())
@@ -156,7 +160,7 @@ def kernels(threads: int, rounds: int) -> None:
             print(f"  K {k:5} N {n:6} rows {rows:3}:  {cells}")
     print(f"GroupQueryAttention decode step, 12 heads of 64, {threads} thread(s), microseconds:")
     for batch in (1, 4):
-        runs: dict[str, Callable[[], object]] = {}
+        steps: dict[str, Callable[[], object]] = {}
         for int8 in (False, True):
             session = make_session(gqa_model(batch, int8), threads)
             dtype = np.int8 if int8 else np.float32
@@ -175,8 +179,8 @@ def kernels(threads: int, rounds: int) -> None:
                 io.bind_cpu_input("total", np.array(pos + 1, np.int32))
                 io.bind_output("out")
                 label = f"{'int8' if int8 else 'float32'} cache, position {pos}"
-                runs[label] = lambda s=session, io=io: s.run_with_iobinding(io)
-        us = take_turns(runs, rounds, 100)
+                steps[label] = functools.partial(session.run_with_iobinding, io)
+        us = take_turns(steps, rounds, 100)
         print(f"  {batch} stream(s): " + "  ".join(f"{k} {v:6.1f}" for k, v in us.items()))
 
 
@@ -205,15 +209,25 @@ class _DqmmGraph(onnx_graph._Graph):
 
 
 def export_dqmm(model_dir: Path, like: Path, out: Path) -> Path:
-    """`like` (an int8 export of model_dir) with _DqmmGraph's graph, written to `out`."""
+    """`like` (an int8 export of model_dir, int8 KV cache) with _DqmmGraph's graph, written to
+    `out`; the cache's scales are the ones `like` measured."""
     import shutil
 
-    from export.kv_scales import kv_scales
+    import onnx
+    from onnx import numpy_helper
+
     from model import checkpoint
 
     model, _ = checkpoint.load(model_dir)
     weights = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
-    graph = _DqmmGraph(model.config, weights, "int8", kv_scales(model))
+    inits = onnx.load(str(like / modeldir.ONNX_FILE)).graph.initializer
+    arrays = {t.name: t for t in inits if t.name.endswith("_scale")}
+
+    def scale(i: int, kind: str) -> np.ndarray:
+        return numpy_helper.to_array(arrays[f"l{i}.{kind}_scale"])
+
+    scales = [(scale(i, "k"), scale(i, "v")) for i in range(model.config.n_layer)]
+    graph = _DqmmGraph(model.config, weights, "int8", scales)
     graph.embeddings()
     for i in range(model.config.n_layer):
         graph.layer(i)
@@ -289,7 +303,8 @@ def main() -> None:
         in_model(args.work_dir, args.threads, args.steps)
     if args.quality:
         print(f"quality, {args.quality[0]} on {args.quality[1]}:")
-        quality(*args.quality, args.threads)
+        model_dir, data_dir = args.quality
+        quality(model_dir, data_dir, args.threads)
 
 
 if __name__ == "__main__":

@@ -105,8 +105,8 @@ def main() -> None:
         what = f"{args.prompt_tokens} tokens" if phase == "prefill" else f"{args.steps} steps"
         what += f" of {n} streams" if phase == "decode" and n > 1 else ""
         print(f"{phase} ({what}; {wall / 1e3:.2f} ms a run by the profiler's clock):")
-        for op, share, n, per_call in shares(inside):
-            print(f"  {op:<28} {share:6.1%}  {n:>6} calls  {per_call:9.1f} us a call")
+        for op, share, calls, per_call in shares(inside):
+            print(f"  {op:<28} {share:6.1%}  {calls:>6} calls  {per_call:9.1f} us a call")
 
 
 if __name__ == "__main__":

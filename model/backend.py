@@ -16,6 +16,7 @@ Torch-free and light: the CLI imports it to check --backend before loading anyth
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -131,6 +132,14 @@ TRIM_THRESHOLD = 32 << 20
 _allocator_tuned = False
 
 
+def is_glibc() -> bool:
+    """Whether this process's C library is glibc (whose mallopt tune_allocator calls)."""
+    try:
+        return sys.platform == "linux" and "glibc" in (os.confstr("CS_GNU_LIBC_VERSION") or "")
+    except (ValueError, OSError):  # a C library that does not name itself
+        return False
+
+
 def tune_allocator() -> None:
     """Keep large freed blocks for reuse (see MMAP_THRESHOLD); once a process, and only where
     the C library is glibc (mallopt's M_TRIM_THRESHOLD -1, M_MMAP_THRESHOLD -3)."""
@@ -138,15 +147,10 @@ def tune_allocator() -> None:
     if _allocator_tuned:
         return
     _allocator_tuned = True
-    import ctypes  # already loaded by numpy and onnxruntime
-    import sys
-
-    try:
-        glibc = sys.platform == "linux" and "glibc" in (os.confstr("CS_GNU_LIBC_VERSION") or "")
-    except (ValueError, OSError):  # a C library that does not name itself
-        glibc = False
-    if not glibc:
+    if not is_glibc():
         return
+    import ctypes  # already loaded by numpy and onnxruntime
+
     mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
     if mallopt is not None:
         mallopt(-3, MMAP_THRESHOLD)

@@ -86,14 +86,10 @@ def test_a_tuned_allocator_serves_large_arrays_from_the_heap() -> None:
 
     import numpy as np
 
-    from model.backend import tune_allocator
+    from model.backend import is_glibc, tune_allocator
 
-    try:
-        glibc = "glibc" in (os.confstr("CS_GNU_LIBC_VERSION") or "")
-    except (ValueError, OSError):
-        glibc = False
     libc = ctypes.CDLL(None)
-    if not glibc or not hasattr(libc, "mallinfo2"):
+    if not is_glibc() or not hasattr(libc, "mallinfo2"):
         pytest.skip("needs glibc 2.33 or newer")
     fields = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
 
